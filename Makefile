@@ -1,0 +1,69 @@
+# enclave-operator — every command a developer or CI needs. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# The local control plane lives here (logs, certificates, kubeconfig); gitignored.
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+# Binaries built from the Go modules in tools/cluster, cached outside the tree.
+ENCLAVE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/enclave-operator
+export ENCLAVE_CACHE
+TOOLS_BIN := $(ENCLAVE_CACHE)/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the operator (debug)
+	$(CARGO) build --bins
+
+.PHONY: crds
+crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
+	$(CARGO) run --quiet --bin enclave-operator -- crd > crds/enclave.dev.yaml
+	cp crds/enclave.dev.yaml charts/enclave-operator/crds/enclave.dev.yaml
+
+.PHONY: tools
+tools: ## Build the local control plane's binaries into the cache (once per version)
+	tools/cluster/build.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: tools ## Start the local control plane (etcd, apiserver, scheduler, controller-manager, kwok) with the test nodes
+	tools/cluster/up.sh $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and delete its state
+	tools/cluster/down.sh $(CLUSTER_DIR)
+
+.PHONY: fmt-check
+fmt-check: ## Check formatting
+	$(CARGO) fmt --all -- --check
+
+.PHONY: clippy
+clippy: ## Lint, warnings are errors
+	$(CARGO) clippy --all-targets -- -D warnings
+
+.PHONY: test-unit
+test-unit: ## Unit tests (no cluster)
+	$(CARGO) test --lib --bins
+
+.PHONY: test-integration
+test-integration: tools ## Integration tests against the local control plane (or the cluster $KUBECONFIG names)
+	hack/test-integration.sh $(CLUSTER_DIR)
+
+.PHONY: test
+test: fmt-check clippy test-unit test-integration ## Everything CI runs: fmt, clippy, unit and integration tests
+
+.PHONY: bench
+bench: ## Criterion benchmarks (see docs/benchmarks.md)
+	$(CARGO) bench --bench admission
+
+.PHONY: demo
+demo: tools ## Start the local control plane, apply the samples, run the operator and show what it did
+	hack/demo.sh $(CLUSTER_DIR)
+
+.PHONY: kind-e2e
+kind-e2e: ## The integration suite on a kind cluster (needs Docker; not possible on machines without it)
+	hack/kind-e2e.sh

@@ -1,0 +1,228 @@
+//! The operator's watches: one reflector store per kind, read by every controller and
+//! by the admission webhook (no API call per decision), each with a broadcast that fires
+//! only when something a decision depends on changed — for Nodes, their labels,
+//! readiness or existence, so that kubelet heartbeats do not wake the reconcilers.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Debug,
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+use crate::crd::{DataEnclave, ResidencyPolicy};
+
+/// A reflector store and a broadcast of relevant changes to it.
+pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    changes: broadcast::Sender<()>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Clone for Watched<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts the watch on a background task. `strip` drops what the operator never
+    /// reads before it is cached; `fingerprint` digests what it does read, and a change
+    /// is broadcast only when the digest changes. The store is empty until the first
+    /// list completes: use `store.wait_until_ready()` before trusting it.
+    pub fn start(api: Api<K>, strip: fn(&mut K), fingerprint: fn(&K) -> u64) -> Self {
+        let (store, writer) = reflector::store();
+        let (changes, _) = broadcast::channel(16);
+        let watched = Self {
+            store,
+            changes: changes.clone(),
+        };
+        let events = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip)
+            .reflect(writer);
+        tokio::spawn(async move {
+            let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let changed = match event {
+                    Ok(watcher::Event::Apply(obj)) | Ok(watcher::Event::InitApply(obj)) => {
+                        let digest = fingerprint(&obj);
+                        seen.insert(ObjectRef::from_obj(&obj), digest) != Some(digest)
+                    }
+                    Ok(watcher::Event::Delete(obj)) => {
+                        seen.remove(&ObjectRef::from_obj(&obj)).is_some()
+                    }
+                    Ok(watcher::Event::Init) => false,
+                    Ok(watcher::Event::InitDone) => true,
+                    Err(error) => {
+                        tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
+                        false
+                    }
+                };
+                if changed {
+                    // No receiver yet is fine: every controller lists all when it starts.
+                    let _ = changes.send(());
+                }
+            }
+        });
+        watched
+    }
+
+    /// A stream that yields once per relevant change (a burst a slow receiver missed
+    /// is coalesced into one).
+    pub fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.changes.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+}
+
+fn digest<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Any change counts: the resource version moves on every write.
+fn any_change<K: Resource>(obj: &K) -> u64 {
+    digest(&obj.meta().resource_version)
+}
+
+fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Is the node's Ready condition True?
+pub fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// Keeps labels, spec and the Ready condition: the image list alone is often tens of
+/// KB per node.
+fn strip_node(node: &mut Node) {
+    node.meta_mut().managed_fields = None;
+    node.annotations_mut().clear();
+    if let Some(status) = node.status.as_mut() {
+        let ready = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = Default::default();
+        status.conditions = ready;
+    }
+}
+
+fn node_fingerprint(node: &Node) -> u64 {
+    digest(&(node.labels(), node_is_ready(node)))
+}
+
+/// Keeps what placement and migration read: labels, owners, node, affinity, volumes,
+/// phase. Container specs and most of the status go.
+fn strip_pod(pod: &mut Pod) {
+    let meta = pod.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = meta.annotations.take().map(|a| {
+        a.into_iter()
+            .filter(|(k, _)| k.starts_with("enclave.dev/"))
+            .collect()
+    });
+    if let Some(spec) = pod.spec.as_mut() {
+        for container in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            *container = k8s_openapi::api::core::v1::Container {
+                name: std::mem::take(&mut container.name),
+                ..Default::default()
+            };
+        }
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            ..Default::default()
+        };
+    }
+}
+
+fn labels_fingerprint<K: Resource>(obj: &K) -> u64 {
+    digest(&obj.meta().labels)
+}
+
+/// Every store the operator reads.
+#[derive(Clone)]
+pub struct Caches {
+    pub nodes: Watched<Node>,
+    pub pods: Watched<Pod>,
+    pub namespaces: Watched<Namespace>,
+    pub claims: Watched<PersistentVolumeClaim>,
+    pub volumes: Watched<PersistentVolume>,
+    pub enclaves: Watched<DataEnclave>,
+    pub policies: Watched<ResidencyPolicy>,
+}
+
+impl Caches {
+    pub fn start(client: &Client) -> Self {
+        Self {
+            nodes: Watched::start(Api::all(client.clone()), strip_node, node_fingerprint),
+            pods: Watched::start(Api::all(client.clone()), strip_pod, any_change),
+            namespaces: Watched::start(
+                Api::all(client.clone()),
+                strip_managed_fields,
+                labels_fingerprint,
+            ),
+            claims: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
+            volumes: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
+            enclaves: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
+            policies: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
+        }
+    }
+
+    /// Waits until every store has completed its first list.
+    pub async fn wait_until_ready(&self) {
+        let _ = tokio::join!(
+            self.nodes.store.wait_until_ready(),
+            self.pods.store.wait_until_ready(),
+            self.namespaces.store.wait_until_ready(),
+            self.claims.store.wait_until_ready(),
+            self.volumes.store.wait_until_ready(),
+            self.enclaves.store.wait_until_ready(),
+            self.policies.store.wait_until_ready(),
+        );
+    }
+
+    /// Labels of a namespace, from the cache.
+    pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces
+            .store
+            .get(&ObjectRef::new(name))
+            .map(|ns| ns.labels().clone())
+    }
+}

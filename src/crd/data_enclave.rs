@@ -1,0 +1,219 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, LabelSelectorRequirement,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The label prefix a kubelet may not set on its own Node while the NodeRestriction
+/// admission plugin is on. Site selectors built only from such keys cannot be joined
+/// by a compromised or misconfigured node labelling itself into the enclave.
+pub const TRUSTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
+
+/// A data enclave: the sites (data centres) where in-scope data may live, the storage
+/// classes that keep volumes there, the gateway through which traffic may cross its
+/// boundary, and the staff allowed to reach into its pods.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "enclave.dev",
+    version = "v1alpha1",
+    kind = "DataEnclave",
+    plural = "dataenclaves",
+    shortname = "enclave",
+    shortname = "enclaves",
+    status = "DataEnclaveStatus",
+    printcolumn = r#"{"name":"Jurisdiction","type":"string","jsonPath":".spec.jurisdiction"}"#,
+    printcolumn = r#"{"name":"Ready-Nodes","type":"string","jsonPath":".status.readyNodesBySite"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Labels-Trusted","type":"string","jsonPath":".status.conditions[?(@.type==\"SiteLabelsTrusted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataEnclaveSpec {
+    /// The jurisdiction whose law the enclave satisfies, e.g. `EU`. Informational:
+    /// it is shown in `kubectl get` and copied into reports.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("spec.jurisdiction must not be empty, e.g. EU"))]
+    #[schemars(length(max = 64))]
+    pub jurisdiction: String,
+
+    /// The sites (data centres) of the enclave. A node belongs to the enclave when it
+    /// matches the nodeSelector of at least one site. At least one site; names unique.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("spec.sites: site names must be unique"))]
+    pub sites: Vec<Site>,
+
+    /// Storage classes whose volumes live inside the enclave. Volumes of in-scope pods
+    /// must use one of them when a policy enforces storage classes.
+    #[serde(default, skip_serializing_if = "EnclaveStorage::is_empty")]
+    pub storage: EnclaveStorage,
+
+    /// The pods through which traffic may enter or leave the enclave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Gateway>,
+
+    /// Who may exec, attach or port-forward into in-scope pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+}
+
+/// One data centre of the enclave.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Site {
+    /// Name of the site, a DNS label such as `dublin`; referenced by policies'
+    /// `placement.preferredSites`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Selects the site's nodes by their labels. Use keys under
+    /// `node-restriction.kubernetes.io/`: a kubelet cannot set those on its own Node, so
+    /// a node cannot label itself into the enclave (otherwise the enclave reports
+    /// `SiteLabelsTrusted=False`). Must not be empty: an empty selector matches every node.
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("nodeSelector must have matchLabels or matchExpressions: an empty selector would put every node in the enclave"))]
+    pub node_selector: SiteSelector,
+
+    /// Free-form facts about the site (country, energy source, ...), shown in reports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A node label selector, as `metav1.LabelSelector` but with bounded sizes and a
+/// closed set of operators, so that the API server can check it (and its CEL rules
+/// stay within their cost budget).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteSelector {
+    /// Labels the node must carry with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Further requirements on node labels, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_expressions: Vec<SiteSelectorRequirement>,
+}
+
+/// One requirement on a node label.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteSelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// How the label relates to `values`.
+    pub operator: SelectorOperator,
+    /// Values for In and NotIn; empty for Exists and DoesNotExist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub values: Vec<String>,
+}
+
+/// Label selector operators.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl SiteSelector {
+    /// The same selector as a `metav1.LabelSelector`, the form matching code takes.
+    pub fn to_label_selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
+            match_expressions: (!self.match_expressions.is_empty()).then(|| {
+                self.match_expressions
+                    .iter()
+                    .map(|r| LabelSelectorRequirement {
+                        key: r.key.clone(),
+                        operator: format!("{:?}", r.operator),
+                        values: (!r.values.is_empty()).then(|| r.values.clone()),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// The storage of the enclave.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnclaveStorage {
+    /// StorageClasses whose volumes are provisioned inside the enclave's sites.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("spec.storage.storageClassNames must be unique"))]
+    pub storage_class_names: Vec<String>,
+}
+
+impl EnclaveStorage {
+    fn is_empty(&self) -> bool {
+        self.storage_class_names.is_empty()
+    }
+}
+
+/// Pods allowed to carry traffic across the enclave boundary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {
+    /// Namespaces of the gateway pods.
+    pub namespace_selector: LabelSelector,
+    /// The gateway pods within those namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}
+
+/// The staff approved to reach into in-scope pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    /// Groups (as authenticated by the API server) approved for exec, attach and port-forward.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    pub approved_groups: Vec<String>,
+    /// Users approved for exec, attach and port-forward.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    pub approved_users: Vec<String>,
+}
+
+/// Observed state of a DataEnclave, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataEnclaveStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The node inventory of each site.
+    #[serde(default)]
+    pub sites: Vec<SiteStatus>,
+    /// Ready and total nodes per site in one line, e.g. `dublin=2/2 norway=1/1`, for
+    /// `kubectl get` (printer columns show only the first element of a list).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready_nodes_by_site: String,
+    /// `Ready`, `SitesPopulated` and `SiteLabelsTrusted`.
+    #[serde(default)]
+    #[schemars(schema_with = "super::conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// How many nodes a site has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteStatus {
+    /// The site's name.
+    pub name: String,
+    /// Nodes matching the site's selector.
+    pub nodes: i32,
+    /// Of those, nodes whose Ready condition is True.
+    pub ready_nodes: i32,
+    /// Label keys of the site's selector that a kubelet could set on its own Node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrusted_label_keys: Vec<String>,
+}

@@ -1,0 +1,166 @@
+//! Shared harness of the integration tests: a client for the cluster `KUBECONFIG`
+//! names, kubectl, the operator under test as a host process, and polling.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// A client for the cluster under test. Fails loudly: an integration test that cannot
+/// reach its cluster must fail, never pass by skipping.
+pub async fn client() -> kube::Client {
+    kube::Client::try_default()
+        .await
+        .expect("integration tests need a cluster: run them with `make test`, or set KUBECONFIG")
+}
+
+/// Runs kubectl (from PATH; `make` puts the cached build first) with optional stdin.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (make tools builds it and puts it on PATH)");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl finishes")
+}
+
+/// `kubectl apply -f -` that must succeed.
+pub fn apply(yaml: &str) {
+    let out = kubectl(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kubectl apply -f -` that must be rejected; returns kubectl's error text.
+pub fn apply_rejected(yaml: &str) -> String {
+    let out = kubectl(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        !out.status.success(),
+        "expected the API server to reject:\n{yaml}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `probe` until it returns Ok, or panics after `timeout` with the last Err.
+pub async fn eventually<T, E: Debug, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The operator under test, a host process talking to the cluster through KUBECONFIG.
+/// Killed when dropped and, through PR_SET_PDEATHSIG, when the thread that started it
+/// ends, so no operator outlives its test binary.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(name: &str, extra_args: &[&str]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let log = dir.join(format!("operator-{name}.log"));
+        let file = std::fs::File::create(&log).expect("create operator log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_enclave-operator"));
+        command
+            .args(["run", "--metrics-addr", "127.0.0.1:0"])
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,enclave_operator=debug".into()),
+            )
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start enclave-operator");
+        eprintln!(
+            "operator {name} started (pid {}), log: {}",
+            child.id(),
+            log.display()
+        );
+        Self { child, log }
+    }
+
+    /// Stops the operator now (SIGKILL: the hardest way an operator can go away).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One operator shared by all tests of a binary, started on first use from a thread
+/// that lives as long as the test binary.
+pub fn shared_operator(name: &'static str) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let operator = Operator::start(name, &[]);
+            tx.send(()).expect("report start");
+            // Park forever: the operator dies with this thread, i.e. with the process.
+            let _keep = operator;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("operator thread started");
+    });
+}

@@ -1,0 +1,219 @@
+//! The sites controller against the local control plane: a DataEnclave's status follows
+//! the nodes as they are labelled, become Ready, and go away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use enclave_operator::crd::{DataEnclave, DataEnclaveStatus};
+use kube::Api;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn enclave_yaml(name: &str, sites: &[(&str, &str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: enclave.dev/v1alpha1\nkind: DataEnclave\nmetadata:\n  name: {name}\nspec:\n  jurisdiction: EU\n  sites:\n"
+    );
+    for (site, key, value) in sites {
+        yaml.push_str(&format!(
+            "  - name: {site}\n    nodeSelector:\n      matchLabels: {{\"{key}\": \"{value}\"}}\n"
+        ));
+    }
+    yaml
+}
+
+const SITE: &str = "node-restriction.kubernetes.io/enclave-site";
+
+/// Waits until the enclave's status reports exactly `expected` as (site, nodes, ready).
+async fn wait_for_sites(
+    api: &Api<DataEnclave>,
+    name: &str,
+    expected: &[(&str, i32, i32)],
+) -> DataEnclaveStatus {
+    let want: Vec<(String, i32, i32)> = expected
+        .iter()
+        .map(|(s, n, r)| (s.to_string(), *n, *r))
+        .collect();
+    eventually(
+        TIMEOUT,
+        &format!("status of {name} to be {want:?}"),
+        || async {
+            let enclave = api.get(name).await.map_err(|e| e.to_string())?;
+            let status = enclave.status.ok_or("no status yet")?;
+            let got: Vec<(String, i32, i32)> = status
+                .sites
+                .iter()
+                .map(|s| (s.name.clone(), s.nodes, s.ready_nodes))
+                .collect();
+            if got == want && status.observed_generation == enclave.metadata.generation {
+                Ok(status)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await
+}
+
+fn condition<'a>(
+    status: &'a DataEnclaveStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing: {status:?}"))
+}
+
+#[tokio::test]
+async fn status_converges_on_the_site_inventory() {
+    shared_operator("sites");
+    let api: Api<DataEnclave> = Api::all(client().await);
+    apply(&enclave_yaml(
+        "sites-inventory",
+        &[("dublin", SITE, "dublin"), ("norway", SITE, "norway")],
+    ));
+    let status = wait_for_sites(
+        &api,
+        "sites-inventory",
+        &[("dublin", 2, 2), ("norway", 1, 1)],
+    )
+    .await;
+    assert_eq!(condition(&status, "Ready").status, "True");
+    assert_eq!(condition(&status, "SitesPopulated").status, "True");
+    assert_eq!(condition(&status, "SiteLabelsTrusted").status, "True");
+    // kubectl shows it too, through the printer columns.
+    let table = kubectl_ok(&["get", "dataenclave", "sites-inventory"]);
+    assert!(
+        table.contains("dublin=2/2 norway=1/1") && table.contains("True"),
+        "{table}"
+    );
+    kubectl_ok(&["delete", "dataenclave", "sites-inventory"]);
+}
+
+#[tokio::test]
+async fn kubelet_settable_labels_and_empty_sites_are_reported() {
+    shared_operator("sites");
+    let api: Api<DataEnclave> = Api::all(client().await);
+    apply(&enclave_yaml(
+        "sites-untrusted",
+        &[
+            ("dublin", "topology.kubernetes.io/region", "eu-west-1"),
+            ("oslo", SITE, "oslo"),
+        ],
+    ));
+    let status = wait_for_sites(&api, "sites-untrusted", &[("dublin", 2, 2), ("oslo", 0, 0)]).await;
+    let trusted = condition(&status, "SiteLabelsTrusted");
+    assert_eq!(trusted.status, "False");
+    assert_eq!(trusted.reason, "KubeletSettableLabels");
+    assert!(
+        trusted.message.contains("topology.kubernetes.io/region"),
+        "{}",
+        trusted.message
+    );
+    let populated = condition(&status, "SitesPopulated");
+    assert_eq!(
+        (populated.status.as_str(), populated.reason.as_str()),
+        ("False", "SiteHasNoNodes")
+    );
+    assert!(populated.message.contains("oslo"), "{}", populated.message);
+    assert_eq!(condition(&status, "Ready").status, "False");
+    // The warning is also an Event on the enclave.
+    let events = eventually(TIMEOUT, "a KubeletSettableLabels Event", || async {
+        let out = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=sites-untrusted",
+            "-o",
+            "name",
+        ]);
+        let reasons = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=sites-untrusted",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        if reasons.contains("KubeletSettableLabels") {
+            Ok(reasons)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert!(events.contains("SiteHasNoNodes"), "{events}");
+    kubectl_ok(&["delete", "dataenclave", "sites-untrusted"]);
+}
+
+/// A node of our own (not one of the shared topology nodes, which other tests use):
+/// not managed by kwok, so its readiness is what this test writes into its status.
+fn extra_node(name: &str, site: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    {SITE}: {site}\n    enclave.dev/test: sites\nspec:\n  taints:\n  - {{key: enclave.dev/test-only, effect: NoSchedule}}\n"
+    )
+}
+
+fn set_ready(name: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":null,"lastTransitionTime":null}}]}}}}"#
+    );
+    kubectl_ok(&[
+        "patch",
+        "node",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+}
+
+#[tokio::test]
+async fn status_follows_node_labels_readiness_and_deletion() {
+    shared_operator("sites");
+    let api: Api<DataEnclave> = Api::all(client().await);
+    let _ = kubectl(
+        &["delete", "node", "sites-extra-1", "--ignore-not-found"],
+        None,
+    );
+    apply(&enclave_yaml(
+        "sites-follow",
+        &[("dublin", SITE, "dublin"), ("lisbon", SITE, "lisbon")],
+    ));
+    wait_for_sites(&api, "sites-follow", &[("dublin", 2, 2), ("lisbon", 0, 0)]).await;
+
+    // A new node joins Lisbon, not Ready yet.
+    apply(&extra_node("sites-extra-1", "lisbon"));
+    wait_for_sites(&api, "sites-follow", &[("dublin", 2, 2), ("lisbon", 1, 0)]).await;
+    // It becomes Ready.
+    set_ready("sites-extra-1", true);
+    let status = wait_for_sites(&api, "sites-follow", &[("dublin", 2, 2), ("lisbon", 1, 1)]).await;
+    assert_eq!(condition(&status, "Ready").status, "True");
+    // It is relabelled into Dublin.
+    kubectl_ok(&[
+        "label",
+        "node",
+        "sites-extra-1",
+        &format!("{SITE}=dublin"),
+        "--overwrite",
+    ]);
+    wait_for_sites(&api, "sites-follow", &[("dublin", 3, 3), ("lisbon", 0, 0)]).await;
+    // It stops being Ready.
+    set_ready("sites-extra-1", false);
+    wait_for_sites(&api, "sites-follow", &[("dublin", 3, 2), ("lisbon", 0, 0)]).await;
+    // It is deleted.
+    kubectl_ok(&["delete", "node", "sites-extra-1"]);
+    wait_for_sites(&api, "sites-follow", &[("dublin", 2, 2), ("lisbon", 0, 0)]).await;
+
+    // Editing the enclave is followed too, with observedGeneration.
+    apply(&enclave_yaml("sites-follow", &[("norway", SITE, "norway")]));
+    wait_for_sites(&api, "sites-follow", &[("norway", 1, 1)]).await;
+    kubectl_ok(&["delete", "dataenclave", "sites-follow"]);
+}
