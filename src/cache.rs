@@ -71,7 +71,10 @@ where
                         seen.remove(&ObjectRef::from_obj(&obj)).is_some()
                     }
                     Ok(watcher::Event::Init) => false,
-                    Ok(watcher::Event::InitDone) => true,
+                    Ok(watcher::Event::InitDone) => {
+                        tracing::debug!(kind = %K::kind(&()), "cache synced");
+                        true
+                    }
                     Err(error) => {
                         tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
                         false
@@ -107,6 +110,11 @@ fn digest<T: Hash + ?Sized>(value: &T) -> u64 {
 /// Any change counts: the resource version moves on every write.
 fn any_change<K: Resource>(obj: &K) -> u64 {
     digest(&obj.meta().resource_version)
+}
+
+/// Only spec changes count (status writes do not move the generation).
+fn generation<K: Resource>(obj: &K) -> u64 {
+    digest(&obj.meta().generation)
 }
 
 fn strip_managed_fields<K: Resource>(obj: &mut K) {
@@ -186,36 +194,62 @@ pub struct Caches {
     pub volumes: Watched<PersistentVolume>,
     pub enclaves: Watched<DataEnclave>,
     pub policies: Watched<ResidencyPolicy>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Caches {
     pub fn start(client: &Client) -> Self {
+        let nodes = Watched::start(Api::all(client.clone()), strip_node, node_fingerprint);
+        let pods = Watched::start(Api::all(client.clone()), strip_pod, any_change);
+        let namespaces = Watched::start(
+            Api::all(client.clone()),
+            strip_managed_fields,
+            labels_fingerprint,
+        );
+        let claims = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
+        let volumes = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
+        let enclaves = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
+        let policies = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
+        // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
+        // waker), so one task waits for all of them and publishes the result for any
+        // number of waiters.
+        let (tx, synced) = tokio::sync::watch::channel(false);
+        let stores = (
+            nodes.store.clone(),
+            pods.store.clone(),
+            namespaces.store.clone(),
+            claims.store.clone(),
+            volumes.store.clone(),
+            enclaves.store.clone(),
+            policies.store.clone(),
+        );
+        tokio::spawn(async move {
+            let (a, b, c, d, e, f, g) = stores;
+            let _ = a.wait_until_ready().await;
+            let _ = b.wait_until_ready().await;
+            let _ = c.wait_until_ready().await;
+            let _ = d.wait_until_ready().await;
+            let _ = e.wait_until_ready().await;
+            let _ = f.wait_until_ready().await;
+            let _ = g.wait_until_ready().await;
+            let _ = tx.send(true);
+        });
         Self {
-            nodes: Watched::start(Api::all(client.clone()), strip_node, node_fingerprint),
-            pods: Watched::start(Api::all(client.clone()), strip_pod, any_change),
-            namespaces: Watched::start(
-                Api::all(client.clone()),
-                strip_managed_fields,
-                labels_fingerprint,
-            ),
-            claims: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
-            volumes: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
-            enclaves: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
-            policies: Watched::start(Api::all(client.clone()), strip_managed_fields, any_change),
+            nodes,
+            pods,
+            namespaces,
+            claims,
+            volumes,
+            enclaves,
+            policies,
+            synced,
         }
     }
 
-    /// Waits until every store has completed its first list.
+    /// Waits until every store has completed its first list. Any number of tasks may wait.
     pub async fn wait_until_ready(&self) {
-        let _ = tokio::join!(
-            self.nodes.store.wait_until_ready(),
-            self.pods.store.wait_until_ready(),
-            self.namespaces.store.wait_until_ready(),
-            self.claims.store.wait_until_ready(),
-            self.volumes.store.wait_until_ready(),
-            self.enclaves.store.wait_until_ready(),
-            self.policies.store.wait_until_ready(),
-        );
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|ready| *ready).await;
     }
 
     /// Labels of a namespace, from the cache.

@@ -11,7 +11,7 @@ use kube::{
     runtime::events::{Recorder, Reporter},
 };
 
-use crate::{cache::Caches, metrics::Metrics};
+use crate::{cache::Caches, controller::residency::EvictionLog, metrics::Metrics};
 
 /// The field manager of every write the operator makes (server-side apply): one
 /// constant, so that ownership of fields never flips between our own writes.
@@ -23,6 +23,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub caches: Caches,
+    /// Recent evictions per policy, for the rate limit.
+    pub evictions: EvictionLog,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -39,6 +41,7 @@ impl Context {
             client,
             metrics,
             caches,
+            evictions: EvictionLog::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

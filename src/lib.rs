@@ -8,6 +8,7 @@
 //! - [`controller`]: reconcilers, one per concern (sites).
 //! - [`context`]: what the controllers and servers share.
 
+pub mod admission;
 pub mod cache;
 pub mod conditions;
 pub mod context;
@@ -15,5 +16,7 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod metrics;
+pub mod placement;
+pub mod scope;
 pub mod selector;
 pub mod telemetry;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use crate::admission::server::AdmissionMetrics;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -75,15 +77,18 @@ impl ReconcileMetrics {
 pub struct Metrics {
     pub registry: Registry,
     pub reconcile: ReconcileMetrics,
+    pub admission: AdmissionMetrics,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("enclave_operator");
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("controller"));
+        let admission = AdmissionMetrics::register(registry.sub_registry_with_prefix("admission"));
         Self {
             registry,
             reconcile,
+            admission,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Reconcilers, one per concern. Each builds what it wants with pure functions and
 //! then applies it; errors carry a category for metrics and Events.
 
+pub mod residency;
 pub mod sites;
 
 use std::{sync::Arc, time::Instant};

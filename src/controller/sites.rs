@@ -246,7 +246,7 @@ async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
 /// existence) re-run every enclave: enclaves are few and each run reads only caches.
 pub async fn run(client: Client, ctx: Arc<Context>) {
     let enclaves: Api<DeserializeGuard<DataEnclave>> = Api::all(client);
-    ctx.caches.nodes.store.wait_until_ready().await.ok();
+    ctx.caches.wait_until_ready().await;
     Controller::new(enclaves, watcher::Config::default().any_semantic())
         .reconcile_all_on(ctx.caches.nodes.changes())
         .with_config(

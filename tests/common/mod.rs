@@ -107,9 +107,12 @@ impl Operator {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let log = dir.join(format!("operator-{name}.log"));
         let file = std::fs::File::create(&log).expect("create operator log");
+        let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_enclave-operator"));
         command
             .args(["run", "--metrics-addr", "127.0.0.1:0"])
+            .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
+            .args(["--webhook-url", &format!("https://127.0.0.1:{port}")])
             .args(extra_args)
             .env(
                 "RUST_LOG",
@@ -146,6 +149,14 @@ impl Drop for Operator {
     }
 }
 
+/// A TCP port free right now on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// One operator shared by all tests of a binary, started on first use from a thread
 /// that lives as long as the test binary.
 pub fn shared_operator(name: &'static str) {
@@ -163,4 +174,125 @@ pub fn shared_operator(name: &'static str) {
         });
         rx.recv().expect("operator thread started");
     });
+}
+
+/// A namespace of one test, labelled so that only that test's policy selects it, and
+/// deleted (with what is in it) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// `in_scope`: labelled `enclave.dev/test-scope=<name>`, the label the test's policy selects.
+    pub fn new(name: &str, in_scope: bool) -> Self {
+        let _ = kubectl(
+            &[
+                "delete",
+                "namespace",
+                name,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        let labels = if in_scope {
+            format!("\n  labels: {{enclave.dev/test-scope: {name}}}")
+        } else {
+            String::new()
+        };
+        apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}{labels}\n"
+        ));
+        Self {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+        let _ = kubectl(
+            &[
+                "delete",
+                "residencypolicy",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
+pub const SITE_LABEL: &str = "node-restriction.kubernetes.io/enclave-site";
+pub const ENCLAVE_NODES: &[&str] = &["dublin-a", "dublin-b", "norway-a"];
+
+/// The test topology's EU enclave under `name`.
+pub fn eu_enclave(name: &str) -> String {
+    format!(
+        "apiVersion: enclave.dev/v1alpha1\nkind: DataEnclave\nmetadata:\n  name: {name}\nspec:\n  jurisdiction: EU\n  sites:\n  - name: dublin\n    nodeSelector: {{matchLabels: {{{SITE_LABEL}: dublin}}}}\n  - name: norway\n    nodeSelector: {{matchLabels: {{{SITE_LABEL}: norway}}}}\n  storage: {{storageClassNames: [eu-dublin-ssd, eu-norway-ssd]}}\n"
+    )
+}
+
+/// A policy named after the test namespace, selecting only it. `extra` is appended to spec.
+pub fn policy(namespace: &str, enclave: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata:\n  name: {namespace}\nspec:\n  enclave: {enclave}\n  match:\n    namespaceSelector: {{matchLabels: {{enclave.dev/test-scope: {namespace}}}}}\n{extra}"
+    )
+}
+
+/// Pods of a namespace as (name, node, phase, terminating).
+pub async fn pods(client: &kube::Client, namespace: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+pub fn node_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+pub fn is_running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Waits until admission in `namespace` applies the (enforcing) policy of the same
+/// name: a server-side dry-run pod comes back placed by it.
+pub async fn wait_for_webhook(namespace: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("the webhook to place pods in {namespace}"),
+        || async {
+            let out = kubectl(
+                &[
+                    "run",
+                    "webhook-probe",
+                    "-n",
+                    namespace,
+                    "--image=registry.k8s.io/pause:3.10",
+                    "--dry-run=server",
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                ],
+                None,
+            );
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && text.contains(namespace) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
 }

@@ -3,8 +3,10 @@
 #
 #   usage: down.sh STATE_DIR
 #
-# Only processes named by STATE_DIR/pids/*.pid (or whose arguments point into
-# STATE_DIR) are signalled: TERM, then KILL after 20 s. Idempotent.
+# Only processes named by STATE_DIR/pids/*.pid (or, for the control plane, whose
+# arguments point into STATE_DIR) are signalled: TERM, then KILL after 20 s.
+# Pid files that other tools left there (e.g. hack/demo.sh's operator) count too,
+# as long as the process is older than its pid file. Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -28,6 +30,8 @@ if [[ ! -e $state/$MARKER ]]; then
 	exit 1
 fi
 
+lock_state "$state"
+stop_extra "$state"
 stop_all "$state"
 rm -rf -- "$state"
 echo "cluster in $state stopped and removed"

@@ -11,6 +11,16 @@ MARKER=.enclave-cluster
 
 log() { printf '>> %s\n' "$*" >&2; }
 
+# lock_state STATE: serialise up.sh/down.sh runs on one state dir (make -j).
+# The lock is fd 9; up.sh closes it for the processes it starts.
+lock_state() {
+	exec 9>>"$1/.lock"
+	if ! flock -w 300 9; then
+		echo "error: another up.sh/down.sh on $1 did not finish within 300 s" >&2
+		exit 1
+	fi
+}
+
 # resolve_state_dir DIR: absolute path of DIR (which need not exist yet).
 resolve_state_dir() {
 	local dir=$1
@@ -95,5 +105,56 @@ stop_all() {
 			return 0
 		fi
 		sleep 0.2
+	done
+}
+
+# proc_start PID: start time of PID in seconds since the epoch (fails for a zombie
+# or a process that is gone).
+proc_start() {
+	local stat fields btime hz
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	read -ra fields <<<"$stat"
+	[[ ${fields[0]} != Z ]] || return 1
+	btime=$(awk '$1 == "btime" { print $2 }' /proc/stat)
+	hz=$(getconf CLK_TCK)
+	echo $((btime + fields[19] / hz)) # field 22 of /proc/PID/stat: start in ticks after boot
+}
+
+# recorded_by STATE PID FILE: true if PID is alive and was started after STATE
+# was created and no later than FILE (its pid file) was written: neither a
+# process older than the cluster (pid 1, a shell) nor a recycled pid.
+recorded_by() {
+	local state=$1 pid=$2 file=$3 start
+	[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1 && pid != $$)) || return 1
+	start=$(proc_start "$pid") || return 1
+	((start >= $(stat -c %Y "$state/created") - 1 && start <= $(stat -c %Y "$file") + 2))
+}
+
+# stop_extra STATE: TERM (then KILL after 20 s) the processes that other tools
+# recorded in STATE/pids (e.g. hack/demo.sh's operator), so that none outlives
+# the state dir. Only pids that pass recorded_by are signalled.
+stop_extra() {
+	local state=$1 f name pid pids=() files=() deadline i
+	[[ -e $state/created ]] || return 0
+	for f in "$state"/pids/*.pid; do
+		[[ -e $f ]] || continue
+		name=$(basename "$f" .pid)
+		[[ " ${COMPONENTS[*]} " == *" $name "* ]] && continue
+		pid=$(cat "$f" 2>/dev/null) || continue
+		if recorded_by "$state" "$pid" "$f"; then
+			log "stopping $name (pid $pid, from $f)"
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid")
+			files+=("$f")
+		fi
+	done
+	deadline=$((SECONDS + 20))
+	for i in "${!pids[@]}"; do
+		while recorded_by "$state" "${pids[i]}" "${files[i]}" && ((SECONDS < deadline)); do sleep 0.2; done
+		if recorded_by "$state" "${pids[i]}" "${files[i]}"; then
+			log "killing ${pids[i]} (did not exit within 20 s)"
+			kill -KILL "${pids[i]}" 2>/dev/null || true
+		fi
 	done
 }

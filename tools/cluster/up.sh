@@ -34,6 +34,8 @@ if [[ -d $state && ! -e $state/$MARKER && -n $(ls -A "$state") ]]; then
 fi
 mkdir -p "$state"/{pki,logs,pids,etcd,kwok}
 touch "$state/$MARKER"
+[[ -e $state/created ]] || touch "$state/created" # when this cluster was made (see lib.sh recorded_by)
+lock_state "$state"
 
 # Ports: the environment wins, then what the last up.sh on this state dir used
 # (STATE/ports.env), then the defaults.
@@ -235,10 +237,8 @@ write_kubeconfig "$kubeconfig" admin kubernetes-admin
 write_kubeconfig "$state/controller-manager.kubeconfig" controller-manager system:kube-controller-manager
 write_kubeconfig "$state/scheduler.kubeconfig" scheduler system:kube-scheduler
 write_kubeconfig "$state/kwok.kubeconfig" kwok kwok-controller
-cat >"$state/env.sh" <<EOF
-export KUBECONFIG=$kubeconfig
-export PATH=$bin:\$PATH
-EOF
+# shellcheck disable=SC2016 # $PATH is for env.sh to expand
+printf 'export KUBECONFIG=%q\nexport PATH=%q:"$PATH"\n' "$kubeconfig" "$bin" >"$state/env.sh"
 
 cat >"$state/scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -259,7 +259,7 @@ start() {
 	local name=$1
 	shift
 	echo "==== $(date -u +%FT%TZ) up.sh starting $name" >>"$state/logs/$name.log"
-	setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$state/pids/$name.pid"
 }
 

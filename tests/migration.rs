@@ -1,0 +1,423 @@
+//! Migration against the local control plane: pods that run outside the enclave when a
+//! policy arrives (or when their node is relabelled) are evicted into it — PDBs
+//! respected, never more than maxConcurrent at once — while pods that cannot be moved
+//! safely are reported, not deleted. The tests here share nodes, so they run one at a time.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use common::*;
+use enclave_operator::crd::ResidencyPolicy;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use tokio::sync::Mutex;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const ENCLAVE: &str = "migration-eu";
+
+/// Serialises the tests of this binary: they relabel shared nodes.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// A Deployment whose pods prefer (softly) the nodes matching `key=value`.
+fn deployment(name: &str, replicas: u32, key: &str, value: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n      affinity:\n        nodeAffinity:\n          preferredDuringSchedulingIgnoredDuringExecution:\n          - weight: 100\n            preference: {{matchExpressions: [{{key: \"{key}\", operator: In, values: [\"{value}\"]}}]}}\n"
+    )
+}
+
+fn in_namespace(namespace: &str, yaml: &str) {
+    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn outside(pod: &Pod) -> bool {
+    node_of(pod).is_some_and(|n| !ENCLAVE_NODES.contains(&n))
+}
+
+async fn running_pods(
+    namespace: &str,
+    n: usize,
+    what: &str,
+    accept: impl Fn(&[Pod]) -> bool,
+) -> Vec<Pod> {
+    let client = client().await;
+    eventually(TIMEOUT, what, || async {
+        let pods: Vec<Pod> = pods(&client, namespace).await;
+        let running: Vec<Pod> = pods.iter().filter(|p| is_running(p)).cloned().collect();
+        if pods.len() == n && running.len() == n && accept(&running) {
+            Ok(running)
+        } else {
+            Err(pods
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}@{}:{}",
+                        p.metadata.name.clone().unwrap_or_default(),
+                        node_of(p).unwrap_or("-"),
+                        is_running(p)
+                    )
+                })
+                .collect::<Vec<_>>())
+        }
+    })
+    .await
+}
+
+async fn policy_status(name: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
+    let api: Api<ResidencyPolicy> = Api::all(client().await);
+    api.get_status(name)
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .unwrap_or_default()
+}
+
+/// Tracks, by polling every 100 ms, the most pods of a namespace on their way at once
+/// (terminating, or not yet running), overall and per app label.
+struct InFlightMonitor {
+    max: Arc<AtomicUsize>,
+    max_per_app: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InFlightMonitor {
+    fn start(namespace: &str) -> Self {
+        let max = Arc::new(AtomicUsize::new(0));
+        let max_per_app = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let (max2, per_app2, namespace) = (max.clone(), max_per_app.clone(), namespace.to_string());
+        let task = tokio::spawn(async move {
+            let client = client().await;
+            loop {
+                let pods = pods(&client, &namespace).await;
+                let moving: Vec<&Pod> = pods.iter().filter(|p| !is_running(p)).collect();
+                max2.fetch_max(moving.len(), Ordering::Relaxed);
+                let mut by_app: BTreeMap<String, usize> = BTreeMap::new();
+                for pod in moving {
+                    let app = pod
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("app"))
+                        .cloned()
+                        .unwrap_or_default();
+                    *by_app.entry(app).or_default() += 1;
+                }
+                {
+                    let mut seen = per_app2.lock().expect("not poisoned");
+                    for (app, n) in by_app {
+                        let entry: &mut usize = seen.entry(app).or_default();
+                        *entry = (*entry).max(n);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self {
+            max,
+            max_per_app,
+            task,
+        }
+    }
+
+    /// Stops polling; returns the most in flight at once, overall and for `app`.
+    fn stop(self, app: &str) -> (usize, usize) {
+        self.task.abort();
+        let per_app = self
+            .max_per_app
+            .lock()
+            .expect("not poisoned")
+            .get(app)
+            .copied()
+            .unwrap_or_default();
+        (self.max.load(Ordering::Relaxed), per_app)
+    }
+}
+
+#[tokio::test]
+async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
+    let _serial = SERIAL.lock().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("mig-move", true);
+    // Before any policy: pods that prefer Virginia land there.
+    in_namespace(&ns.name, &deployment("web", 6, SITE_LABEL, "virginia"));
+    in_namespace(&ns.name, &deployment("db", 4, SITE_LABEL, "virginia"));
+    in_namespace(
+        &ns.name,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: db\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: db}}\n",
+    );
+    let before = running_pods(&ns.name, 10, "10 pods running before the policy", |_| true).await;
+    let started_outside = before.iter().filter(|p| outside(p)).count();
+    assert!(
+        started_outside >= 8,
+        "the test needs pods in Virginia to move; only {started_outside} are"
+    );
+
+    let monitor = InFlightMonitor::start(&ns.name);
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  migration: {maxConcurrent: 2, maxEvictionsPerMinute: 600}\n",
+    ));
+    let after = running_pods(
+        &ns.name,
+        10,
+        "all 10 pods running inside the enclave",
+        |pods| pods.iter().all(|p| !outside(p)),
+    )
+    .await;
+    let (max, db) = monitor.stop("db");
+
+    // Every pod now is one placed by the policy, or one that was inside all along.
+    for pod in &after {
+        let placed = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("enclave.dev/policy"));
+        let stayed = before
+            .iter()
+            .any(|b| b.metadata.uid == pod.metadata.uid && !outside(b));
+        assert!(
+            placed || stayed,
+            "pod {:?} was neither placed by the policy nor inside before",
+            pod.metadata.name
+        );
+    }
+    assert!(
+        max <= 2,
+        "at most maxConcurrent=2 pods may be on their way at once; saw {max}"
+    );
+    assert!(
+        db <= 1,
+        "the PDB allows one db pod down at a time; saw {db}"
+    );
+
+    let status = eventually(
+        Duration::from_secs(30),
+        "policy status compliant",
+        || async {
+            let status = policy_status(&ns.name).await;
+            if status.matched_pods == 10 && status.compliant_pods == 10 {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    let compliant = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant condition");
+    assert_eq!(compliant.status, "True");
+    let reasons = kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "reason=EvictedIntoEnclave",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        reasons.lines().count(),
+        started_outside,
+        "one eviction Event per pod moved"
+    );
+}
+
+#[tokio::test]
+async fn relabelled_node_sees_its_pods_move() {
+    let _serial = SERIAL.lock().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("mig-relabel", true);
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  migration: {maxConcurrent: 3, maxEvictionsPerMinute: 600}\n",
+    ));
+    wait_for_webhook(&ns.name).await;
+    in_namespace(
+        &ns.name,
+        &deployment("app", 4, "topology.kubernetes.io/zone", "eu-west-1b"),
+    );
+    running_pods(&ns.name, 4, "pods on dublin-b", |pods| {
+        pods.iter().any(|p| node_of(p) == Some("dublin-b"))
+    })
+    .await;
+
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = kubectl(
+                &[
+                    "label",
+                    "node",
+                    "dublin-b",
+                    &format!("{SITE_LABEL}=dublin"),
+                    "--overwrite",
+                ],
+                None,
+            );
+        }
+    }
+    let _restore = Restore;
+    kubectl_ok(&[
+        "label",
+        "node",
+        "dublin-b",
+        &format!("{SITE_LABEL}=virginia"),
+        "--overwrite",
+    ]);
+    let moved = running_pods(&ns.name, 4, "pods off the relabelled node", |pods| {
+        pods.iter().all(|p| node_of(p) != Some("dublin-b"))
+    })
+    .await;
+    assert!(
+        moved
+            .iter()
+            .all(|p| matches!(node_of(p), Some("dublin-a" | "norway-a")))
+    );
+}
+
+#[tokio::test]
+async fn audit_counts_everything_and_moves_nothing() {
+    let _serial = SERIAL.lock().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("mig-audit", true);
+    in_namespace(&ns.name, &deployment("app", 4, SITE_LABEL, "virginia"));
+    let before = running_pods(&ns.name, 4, "4 pods running", |_| true).await;
+    let outside_before = before.iter().filter(|p| outside(p)).count();
+    assert!(outside_before > 0);
+    apply(&policy(&ns.name, ENCLAVE, "  enforcement: Audit\n"));
+    let status = eventually(Duration::from_secs(30), "audit status", || async {
+        let status = policy_status(&ns.name).await;
+        if status.matched_pods == 4 && status.non_compliant_pods as usize == outside_before {
+            Ok(status)
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+    assert_eq!(status.compliant_pods as usize, 4 - outside_before);
+    assert_eq!(status.migrating_pods, 0);
+    assert_eq!(status.violations.len(), outside_before);
+    assert!(
+        status
+            .violations
+            .iter()
+            .all(|v| v.reason == "OutsideEnclave" && v.message.contains("would be evicted")),
+        "{:?}",
+        status.violations
+    );
+    let compliant = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant condition");
+    assert_eq!(
+        (compliant.status.as_str(), compliant.reason.as_str()),
+        ("False", "AuditOnly")
+    );
+    // Nothing moved: the same pods, by UID, a while later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pods(&client().await, &ns.name).await;
+    let uids = |pods: &[Pod]| {
+        let mut u: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        u.sort();
+        u
+    };
+    assert_eq!(uids(&before), uids(&after), "Audit must not evict");
+}
+
+#[tokio::test]
+async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
+    let _serial = SERIAL.lock().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("mig-blocked", true);
+    // A bare pod on Virginia, and a Deployment whose volume lives in Virginia.
+    in_namespace(
+        &ns.name,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\nspec:\n  nodeName: virginia-a\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n",
+    );
+    let _ = kubectl(
+        &["delete", "pv", "mig-blocked-us", "--ignore-not-found"],
+        None,
+    );
+    apply(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: mig-blocked-us\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  hostPath: {path: /tmp/mig-blocked}\n  claimRef: {namespace: mig-blocked, name: data}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: topology.kubernetes.io/region, operator: In, values: [us-east-1]}]\n",
+    );
+    in_namespace(
+        &ns.name,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  volumeName: mig-blocked-us\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    let mut db = deployment("db", 1, SITE_LABEL, "virginia");
+    db.push_str("      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n");
+    in_namespace(&ns.name, &db);
+    let before = running_pods(
+        &ns.name,
+        2,
+        "bare and db pods running in Virginia",
+        |pods| pods.iter().all(outside),
+    )
+    .await;
+
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    let status = eventually(
+        Duration::from_secs(30),
+        "both pods reported blocked",
+        || async {
+            let status = policy_status(&ns.name).await;
+            if status.blocked_pods == 2 {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    let mut reasons: Vec<&str> = status
+        .violations
+        .iter()
+        .map(|v| v.reason.as_str())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["Unmanaged", "VolumeOutsideEnclave"]);
+    let compliant = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant condition");
+    assert_eq!(
+        (compliant.status.as_str(), compliant.reason.as_str()),
+        ("False", "Blocked")
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pods(&client().await, &ns.name).await;
+    assert_eq!(after.len(), 2);
+    assert!(
+        after
+            .iter()
+            .all(|p| before.iter().any(|b| b.metadata.uid == p.metadata.uid)),
+        "neither pod may be evicted"
+    );
+    let _ = kubectl(&["delete", "pv", "mig-blocked-us", "--wait=false"], None);
+}
