@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Does a selector match these labels? matchLabels and every matchExpression must hold.
-/// An operator the API does not define matches nothing, so a malformed selector read
-/// from the cluster can only narrow a scope, never widen it.
+/// An operator the API does not define, or a requirement with the wrong number of
+/// values, matches nothing, so a malformed selector read from the cluster can only
+/// narrow a scope, never widen it.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_match = selector
         .match_labels
@@ -18,11 +19,13 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         && selector.match_expressions.iter().flatten().all(|req| {
             let values = req.values.as_deref().unwrap_or_default();
             let value = labels.get(&req.key);
-            match req.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
+            // A requirement with the wrong number of values is malformed (the API would
+            // reject it in a built-in object): it matches nothing.
+            match (req.operator.as_str(), values.is_empty()) {
+                ("In", false) => value.is_some_and(|v| values.contains(v)),
+                ("NotIn", false) => value.is_none_or(|v| !values.contains(v)),
+                ("Exists", true) => value.is_some(),
+                ("DoesNotExist", true) => value.is_none(),
                 _ => false,
             }
         })

@@ -18,7 +18,7 @@ build_tool() {
 	local dir=$1 version=$2 ldflags=$3
 	shift 3
 	local key
-	key=$(cat "$here/$dir/go.mod" "$here/$dir/go.sum" | sha256sum | cut -c1-12)
+	key=$( (cat "$here/$dir/go.mod" "$here/$dir/go.sum"; echo "$ldflags") | sha256sum | cut -c1-12)
 	local out="$cache/$dir-$version-$key"
 	if [[ -f "$out/.complete" ]]; then
 		echo "$out"
@@ -44,6 +44,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
+# helm renders for this Kubernetes version when no cluster is asked (helm template);
+# upstream's Makefile derives it from its client-go, v0.37 for helm v3.22.
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37"
+
 dirs=(
 	"$(build_tool etcd "$ETCD_VERSION" "" \
 		etcd=go.etcd.io/etcd/server/v3 etcdctl=go.etcd.io/etcd/etcdctl/v3)"
@@ -54,7 +59,7 @@ dirs=(
 		kubectl=k8s.io/kubernetes/cmd/kubectl)"
 	"$(build_tool kwok "$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
 		kwok=sigs.k8s.io/kwok/cmd/kwok)"
-	"$(build_tool helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+	"$(build_tool helm "$HELM_VERSION" "$helm_ldflags" \
 		helm=helm.sh/helm/v3/cmd/helm)"
 )
 
