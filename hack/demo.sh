@@ -25,7 +25,10 @@ if [[ -f "$cluster_dir/pids/enclave-operator.pid" ]]; then
 	kill "$(cat "$cluster_dir/pids/enclave-operator.pid")" 2>/dev/null || true
 fi
 mkdir -p "$cluster_dir/logs" "$cluster_dir/pids"
-target/debug/enclave-operator run --metrics-addr 127.0.0.1:18080 >"$cluster_dir/logs/enclave-operator.log" 2>&1 &
+webhook_port=${ENCLAVE_DEMO_WEBHOOK_PORT:-18443}
+target/debug/enclave-operator run --metrics-addr 127.0.0.1:18080 \
+	--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
+	>"$cluster_dir/logs/enclave-operator.log" 2>&1 &
 echo $! >"$cluster_dir/pids/enclave-operator.pid"
 
 step "Applying the sample DataEnclave (config/samples/data-enclave.yaml)"
@@ -45,6 +48,52 @@ kubectl get dataenclave eu -o jsonpath='{range .status.conditions[*]}{.type}{"="
 
 step "Nodes by site"
 kubectl get nodes -L node-restriction.kubernetes.io/enclave-site -L topology.kubernetes.io/region
+
+# Pods per site, from the nodes they run on.
+pods_by_site() {
+	local table
+	table=$(kubectl get pods -n shop -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c)
+	printf '%-12s %-10s %s\n' NODE SITE PODS
+	while read -r count node; do
+		[[ -z "$node" ]] && continue
+		site=$(kubectl get node "$node" -o jsonpath='{.metadata.labels.node-restriction\.kubernetes\.io/enclave-site}')
+		printf '%-12s %-10s %s\n' "$node" "$site" "$count"
+	done <<<"$table"
+}
+
+step "Before the policy: a shop workload whose pods landed in Virginia"
+kubectl delete residencypolicy eu-user-data --ignore-not-found >/dev/null
+kubectl delete namespace shop --ignore-not-found --wait=true >/dev/null
+kubectl create namespace shop >/dev/null
+kubectl label namespace shop enclave.dev/residency=eu >/dev/null
+kubectl apply -n shop -f config/samples/shop-workload.yaml >/dev/null
+kubectl rollout status -n shop deployment/checkout --timeout=120s >/dev/null
+pods_by_site
+
+step "Applying the ResidencyPolicy (config/samples/residency-policy.yaml)"
+kubectl apply -f config/samples/residency-policy.yaml
+start=$(date +%s%N)
+total=$(kubectl get deployment -n shop checkout -o jsonpath='{.spec.replicas}')
+while true; do
+	inside=$(kubectl get pods -n shop -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.spec.nodeName}{"\n"}{end}' | grep -cE '^(dublin|norway)' || true)
+	all=$(kubectl get pods -n shop --no-headers | wc -l)
+	[[ "$inside" == "$total" && "$all" == "$total" ]] && break
+	sleep 0.2
+done
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+elapsed=$((elapsed_ms / 1000)).$(printf %03d $((elapsed_ms % 1000)))
+
+step "After: every pod inside the enclave (migration took ${elapsed} s)"
+pods_by_site
+echo
+kubectl get residencypolicy eu-user-data
+echo
+kubectl get events -n shop --field-selector reason=EvictedIntoEnclave -o custom-columns=POD:.involvedObject.name,MESSAGE:.message --no-headers 2>/dev/null | head -5 || true
+echo "..."
+
+step "A pod asking for Virginia is refused"
+kubectl run -n shop pinned --image=registry.k8s.io/pause:3.10 \
+	--overrides='{"spec":{"nodeSelector":{"node-restriction.kubernetes.io/enclave-site":"virginia"}}}' 2>&1 || true
 
 cat <<MSG
 
