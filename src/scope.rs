@@ -112,7 +112,7 @@ impl ResolvedEnclave {
             .spec
             .sites
             .iter()
-            .any(|s| selector::matches(&s.node_selector.to_label_selector(), labels))
+            .any(|s| selector::matches(&s.node_selector, labels))
     }
 
     /// The soft preferences of a policy as (site term, weight); unknown sites are skipped

@@ -5,23 +5,60 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::crd::Selector;
+
+/// The two halves of a label selector, whichever type holds them: the API's
+/// `metav1.LabelSelector` (in webhook configurations and fixtures) or the bounded
+/// [`Selector`] of our resources. One matching implementation serves both.
+pub trait LabelQuery {
+    /// `matchLabels` as (key, value).
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// `matchExpressions` as (key, operator, values).
+    fn expressions(&self) -> impl Iterator<Item = (&str, &str, &[String])>;
+}
+
+impl LabelQuery for LabelSelector {
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn expressions(&self) -> impl Iterator<Item = (&str, &str, &[String])> {
+        self.match_expressions.iter().flatten().map(|r| {
+            (
+                r.key.as_str(),
+                r.operator.as_str(),
+                r.values.as_deref().unwrap_or_default(),
+            )
+        })
+    }
+}
+
+impl LabelQuery for Selector {
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.match_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn expressions(&self) -> impl Iterator<Item = (&str, &str, &[String])> {
+        self.match_expressions
+            .iter()
+            .map(|r| (r.key.as_str(), r.operator.as_str(), r.values.as_slice()))
+    }
+}
+
 /// Does a selector match these labels? matchLabels and every matchExpression must hold.
 /// An operator the API does not define, or a requirement with the wrong number of
 /// values, matches nothing, so a malformed selector read from the cluster can only
 /// narrow a scope, never widen it.
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_match = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_match
-        && selector.match_expressions.iter().flatten().all(|req| {
-            let values = req.values.as_deref().unwrap_or_default();
-            let value = labels.get(&req.key);
-            // A requirement with the wrong number of values is malformed (the API would
-            // reject it in a built-in object): it matches nothing.
-            match (req.operator.as_str(), values.is_empty()) {
+pub fn matches(selector: &impl LabelQuery, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .labels()
+        .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
+        && selector.expressions().all(|(key, operator, values)| {
+            let value = labels.get(key);
+            match (operator, values.is_empty()) {
                 ("In", false) => value.is_some_and(|v| values.contains(v)),
                 ("NotIn", false) => value.is_none_or(|v| !values.contains(v)),
                 ("Exists", true) => value.is_some(),
@@ -32,41 +69,18 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 }
 
 /// The label keys a selector reads, in order and without repeats.
-pub fn keys(selector: &LabelSelector) -> Vec<String> {
-    let mut keys: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, _)| k.clone())
-        .collect();
-    for req in selector.match_expressions.iter().flatten() {
-        if !keys.contains(&req.key) {
-            keys.push(req.key.clone());
+pub fn keys(selector: &impl LabelQuery) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in selector
+        .labels()
+        .map(|(k, _)| k)
+        .chain(selector.expressions().map(|(k, _, _)| k))
+    {
+        if !keys.iter().any(|known| known == key) {
+            keys.push(key.to_string());
         }
     }
     keys
-}
-
-/// Renders a selector in the string form `kubectl -l` and list calls accept, or None
-/// when it uses an operator that form cannot express.
-pub fn to_query(selector: &LabelSelector) -> Option<String> {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for req in selector.match_expressions.iter().flatten() {
-        let values = req.values.as_deref().unwrap_or_default().join(",");
-        parts.push(match req.operator.as_str() {
-            "In" => format!("{} in ({values})", req.key),
-            "NotIn" => format!("{} notin ({values})", req.key),
-            "Exists" => req.key.clone(),
-            "DoesNotExist" => format!("!{}", req.key),
-            _ => return None,
-        });
-    }
-    Some(parts.join(","))
 }
 
 #[cfg(test)]
@@ -121,6 +135,5 @@ mod tests {
             "matchLabels: {a: '1'}\nmatchExpressions: [{key: b, operator: Exists}, {key: a, operator: NotIn, values: ['2', '3']}]",
         );
         assert_eq!(keys(&s), vec!["a", "b"]);
-        assert_eq!(to_query(&s).as_deref(), Some("a=1,b,a notin (2,3)"));
     }
 }

@@ -158,6 +158,15 @@ fn non_positive_rates_are_rejected() {
 #[test]
 fn policy_scope_and_preferences_are_checked() {
     rejected_with(
+        &policy(
+            "  enclave: eu\n  match: {namespaceSelector: {matchExpressions: [{key: team, operator: Matches, values: [a]}]}}\n",
+        ),
+        &[
+            "spec.match.namespaceSelector.matchExpressions[0].operator",
+            "supported values",
+        ],
+    );
+    rejected_with(
         &policy("  enclave: eu\n  match: {namespaceSelector: {}}\n"),
         &[
             "spec.match.namespaceSelector",

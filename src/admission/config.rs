@@ -20,7 +20,7 @@ use kube::{
 
 use crate::{
     context::FIELD_MANAGER,
-    crd::{Enforcement, ResidencyPolicy},
+    crd::{Enforcement, ResidencyPolicy, Selector},
     scope::ALWAYS_EXCLUDED_NAMESPACES,
 };
 
@@ -84,7 +84,7 @@ fn rule(groups: &[&str], resources: &[&str], operations: &[&str]) -> RuleWithOpe
 /// The policy's namespace selector, with the always-excluded namespaces and the
 /// operator's own namespace ANDed out.
 fn namespace_selector(policy: &ResidencyPolicy, operator_namespace: Option<&str>) -> LabelSelector {
-    let mut selector = policy.spec.match_.namespace_selector.clone();
+    let mut selector = policy.spec.match_.namespace_selector.to_label_selector();
     let mut excluded: Vec<String> = ALWAYS_EXCLUDED_NAMESPACES
         .iter()
         .map(|s| s.to_string())
@@ -160,7 +160,12 @@ pub fn mutating(
             name: webhook_name(policy, "pods"),
             client_config: endpoint.client_config("/mutate/pods", ca_bundle),
             rules: Some(vec![rule(&[""], &["pods"], &["CREATE"])]),
-            object_selector: policy.spec.match_.pod_selector.clone(),
+            object_selector: policy
+                .spec
+                .match_
+                .pod_selector
+                .as_ref()
+                .map(Selector::to_label_selector),
             match_conditions: Some(vec![not_mirror_pod()]),
             ..base.clone()
         });
@@ -202,7 +207,12 @@ pub fn validating(
             name: webhook_name(policy, "pods"),
             client_config: endpoint.client_config("/validate/pods", ca_bundle),
             rules: Some(vec![rule(&[""], &["pods"], &["CREATE"])]),
-            object_selector: policy.spec.match_.pod_selector.clone(),
+            object_selector: policy
+                .spec
+                .match_
+                .pod_selector
+                .as_ref()
+                .map(Selector::to_label_selector),
             match_conditions: Some(vec![not_mirror_pod()]),
             failure_policy: Some(failure_policy(policy)),
             ..base.clone()

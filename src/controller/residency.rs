@@ -659,7 +659,13 @@ async fn enforce(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action> {
             .unwrap_or(1)
             .saturating_sub(in_flight);
         let budget = rate_budget.min(concurrency_budget);
-        tracing::debug!(candidates = assessment.to_evict.len(), in_flight, rate_budget, budget, "migration budget");
+        tracing::debug!(
+            candidates = assessment.to_evict.len(),
+            in_flight,
+            rate_budget,
+            budget,
+            "migration budget"
+        );
         for pod in assessment.to_evict.iter().take(budget) {
             if evict(ctx, policy, enclave, pod).await? {
                 ctx.evictions.record(&name, pod);

@@ -36,16 +36,16 @@ pub fn desired_status(
         .sites
         .iter()
         .map(|site| {
-            let selector = site.node_selector.to_label_selector();
+            let selector = &site.node_selector;
             let members: Vec<&Arc<Node>> = nodes
                 .iter()
-                .filter(|n| selector::matches(&selector, n.labels()))
+                .filter(|n| selector::matches(selector, n.labels()))
                 .collect();
             SiteStatus {
                 name: site.name.clone(),
                 nodes: count(members.len()),
                 ready_nodes: count(members.iter().filter(|n| cache::node_is_ready(n)).count()),
-                untrusted_label_keys: selector::keys(&selector)
+                untrusted_label_keys: selector::keys(selector)
                     .into_iter()
                     .filter(|key| !key.starts_with(TRUSTED_LABEL_PREFIX))
                     .collect(),

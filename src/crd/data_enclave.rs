@@ -1,10 +1,9 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, LabelSelectorRequirement,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+
+use super::Selector;
 use serde::{Deserialize, Serialize};
 
 /// The label prefix a kubelet may not set on its own Node while the NodeRestriction
@@ -75,70 +74,11 @@ pub struct Site {
     /// a node cannot label itself into the enclave (otherwise the enclave reports
     /// `SiteLabelsTrusted=False`). Must not be empty: an empty selector matches every node.
     #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("nodeSelector must have matchLabels or matchExpressions: an empty selector would put every node in the enclave"))]
-    pub node_selector: SiteSelector,
+    pub node_selector: Selector,
 
     /// Free-form facts about the site (country, energy source, ...), shown in reports.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
-}
-
-/// A node label selector, as `metav1.LabelSelector` but with bounded sizes and a
-/// closed set of operators, so that the API server can check it (and its CEL rules
-/// stay within their cost budget).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SiteSelector {
-    /// Labels the node must carry with exactly these values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 16))]
-    pub match_labels: BTreeMap<String, String>,
-    /// Further requirements on node labels, all of which must hold.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub match_expressions: Vec<SiteSelectorRequirement>,
-}
-
-/// One requirement on a node label.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SiteSelectorRequirement {
-    /// The label key.
-    #[schemars(length(min = 1, max = 317))]
-    pub key: String,
-    /// How the label relates to `values`.
-    pub operator: SelectorOperator,
-    /// Values for In and NotIn; empty for Exists and DoesNotExist.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub values: Vec<String>,
-}
-
-/// Label selector operators.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum SelectorOperator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-}
-
-impl SiteSelector {
-    /// The same selector as a `metav1.LabelSelector`, the form matching code takes.
-    pub fn to_label_selector(&self) -> LabelSelector {
-        LabelSelector {
-            match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
-            match_expressions: (!self.match_expressions.is_empty()).then(|| {
-                self.match_expressions
-                    .iter()
-                    .map(|r| LabelSelectorRequirement {
-                        key: r.key.clone(),
-                        operator: format!("{:?}", r.operator),
-                        values: (!r.values.is_empty()).then(|| r.values.clone()),
-                    })
-                    .collect()
-            }),
-        }
-    }
 }
 
 /// The storage of the enclave.
@@ -163,10 +103,10 @@ impl EnclaveStorage {
 #[serde(rename_all = "camelCase")]
 pub struct Gateway {
     /// Namespaces of the gateway pods.
-    pub namespace_selector: LabelSelector,
+    pub namespace_selector: Selector,
     /// The gateway pods within those namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_selector: Option<LabelSelector>,
+    pub pod_selector: Option<Selector>,
 }
 
 /// The staff approved to reach into in-scope pods.

@@ -8,9 +8,16 @@ mod residency_policy;
 pub use data_enclave::*;
 pub use residency_policy::*;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, LabelSelectorRequirement,
+};
 use kube::CustomResourceExt;
+use kube::KubeSchema;
+use schemars::JsonSchema;
 use schemars::{Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
 
 /// The API group of every kind this operator serves.
 pub const GROUP: &str = "enclave.dev";
@@ -30,6 +37,76 @@ pub fn all_yaml() -> Result<String, serde_yaml::Error> {
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+/// A label selector, as `metav1.LabelSelector` but with bounded sizes and a closed set
+/// of operators, so that the API server checks it (an unknown operator is refused with
+/// the allowed ones) and CEL rules on it stay within their cost budget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Selector {
+    /// Labels that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Further requirements on node labels, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One requirement on a label.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// How the label relates to `values`.
+    pub operator: SelectorOperator,
+    /// Values for In and NotIn; empty for Exists and DoesNotExist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub values: Vec<String>,
+}
+
+/// Label selector operators.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl SelectorOperator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelectorOperator::In => "In",
+            SelectorOperator::NotIn => "NotIn",
+            SelectorOperator::Exists => "Exists",
+            SelectorOperator::DoesNotExist => "DoesNotExist",
+        }
+    }
+}
+
+impl Selector {
+    /// The same selector as a `metav1.LabelSelector`, the form matching code takes.
+    pub fn to_label_selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
+            match_expressions: (!self.match_expressions.is_empty()).then(|| {
+                self.match_expressions
+                    .iter()
+                    .map(|r| LabelSelectorRequirement {
+                        key: r.key.clone(),
+                        operator: r.operator.as_str().to_string(),
+                        values: (!r.values.is_empty()).then(|| r.values.clone()),
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// Conditions are a list-map keyed by `type`, as in every built-in Kubernetes status,

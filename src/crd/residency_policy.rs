@@ -1,6 +1,8 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
+
+use super::Selector;
 use serde::{Deserialize, Serialize};
 
 /// A residency policy: which pods carry data that must stay in an enclave, and how
@@ -63,10 +65,10 @@ pub struct PolicyMatch {
     /// Namespaces whose pods are in scope. Must not be empty: use a label such as
     /// `enclave.dev/residency: eu`.
     #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("match.namespaceSelector must have matchLabels or matchExpressions: an empty selector would cover every namespace"))]
-    pub namespace_selector: LabelSelector,
+    pub namespace_selector: Selector,
     /// Pods within those namespaces; absent or empty means all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_selector: Option<LabelSelector>,
+    pub pod_selector: Option<Selector>,
 }
 
 /// What the operator does with pods in scope.
