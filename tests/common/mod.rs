@@ -45,14 +45,21 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("kubectl finishes")
 }
 
-/// `kubectl apply -f -` that must succeed.
+/// `kubectl apply -f -` that must succeed. Tests running in parallel may apply the same
+/// object at once; the loser of that race (AlreadyExists, Conflict) applies again.
 pub fn apply(yaml: &str) {
-    let out = kubectl(&["apply", "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut attempts = 0;
+    loop {
+        let out = kubectl(&["apply", "-f", "-"], Some(yaml));
+        let error = String::from_utf8_lossy(&out.stderr);
+        let raced =
+            error.contains("AlreadyExists") || error.contains("the object has been modified");
+        if out.status.success() {
+            return;
+        }
+        attempts += 1;
+        assert!(raced && attempts < 5, "kubectl apply failed: {error}");
+    }
 }
 
 /// `kubectl apply -f -` that must be rejected; returns kubectl's error text.
