@@ -34,7 +34,7 @@ fn catalog() -> StaticCatalog {
 fn review_once(catalog: &StaticCatalog, body: &[u8]) -> Vec<u8> {
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).expect("review");
     let request = review.try_into().expect("request");
-    let (response, _) = pod_review(catalog, &request, decide::mutate);
+    let (response, _, _) = pod_review(catalog, &request, decide::mutate);
     serde_json::to_vec(&response.into_review()).expect("encode")
 }
 
@@ -55,6 +55,7 @@ fn admission(c: &mut Criterion) {
     let state = Arc::new(AdmissionState {
         catalog: catalog.clone(),
         metrics: AdmissionMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        events: None,
     });
     let app = router(state);
     c.bench_function("mutate_pod_review_5kb_through_router", |b| {

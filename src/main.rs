@@ -133,6 +133,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let admission = tokio::spawn(admission::run(
         client.clone(),
         ctx.caches.clone(),
+        ctx.recorder.clone(),
         metrics.admission.clone(),
         webhook,
     ));

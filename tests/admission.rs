@@ -186,6 +186,24 @@ async fn pods_pinned_outside_the_enclave_are_denied_with_the_reason() {
         warning.contains("Warning") && warning.contains("its pods will be denied"),
         "{warning}"
     );
+    // Each denial is recorded as an Event on the policy.
+    eventually(TIMEOUT, "a Denied Event on the policy", || async {
+        let out = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=adm-deny,reason=Denied",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        if out.contains("policy adm-deny") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
     // nodeName inside the enclave is fine.
     let out = in_namespace(&ns.name, &pod("on-dublin", "  nodeName: dublin-a\n"));
     assert!(

@@ -25,8 +25,44 @@ pub struct Verdict {
     pub placed_by: Vec<String>,
     /// Warnings shown to the user (kubectl prints them).
     pub warnings: Vec<String>,
-    /// What Audit policies would have done (denials and mutations), for metrics and Events.
-    pub audited: Vec<String>,
+    /// What to record as Events on the policies: denials, and what Audit policies
+    /// would have done.
+    pub reports: Vec<Report>,
+}
+
+/// A denial by, or an Audit finding of, one policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub policy: String,
+    /// An Audit finding (nothing was blocked or changed), not a denial.
+    pub audit: bool,
+    pub message: String,
+}
+
+impl Verdict {
+    fn deny(mut self, policy: &str, message: String) -> Self {
+        self.reports.push(Report {
+            policy: policy.to_string(),
+            audit: false,
+            message: message.clone(),
+        });
+        self.denied = Some(message);
+        self
+    }
+
+    fn audit(&mut self, policy: &str, message: String) {
+        self.warnings.push(message.clone());
+        self.reports.push(Report {
+            policy: policy.to_string(),
+            audit: true,
+            message,
+        });
+    }
+
+    /// Did an Audit policy find something?
+    pub fn audited(&self) -> bool {
+        self.reports.iter().any(|r| r.audit)
+    }
 }
 
 /// Where the pod is, as far as placement is concerned.
@@ -107,15 +143,15 @@ pub fn mutate(catalog: &impl Catalog, view: &PodView) -> Verdict {
         let enclave = match &applicable.enclave {
             Ok(enclave) => enclave,
             Err(problem) if enforced => {
-                verdict.denied = Some(format!(
-                    "policy {name}: {problem}; in-scope pods are refused until it exists"
-                ));
-                return verdict;
+                let message =
+                    format!("policy {name}: {problem}; in-scope pods are refused until it exists");
+                return verdict.deny(&name, message);
             }
             Err(problem) => {
-                verdict
-                    .audited
-                    .push(format!("policy {name} (Audit): would refuse: {problem}"));
+                verdict.audit(
+                    &name,
+                    format!("policy {name} (Audit): would refuse: {problem}"),
+                );
                 continue;
             }
         };
@@ -125,12 +161,9 @@ pub fn mutate(catalog: &impl Catalog, view: &PodView) -> Verdict {
         };
         if let Some(message) = refusal(catalog, &name, enclave, &current) {
             if enforced {
-                verdict.denied = Some(message);
-                return verdict;
+                return verdict.deny(&name, message);
             }
-            verdict
-                .audited
-                .push(format!("(Audit) would deny: {message}"));
+            verdict.audit(&name, format!("(Audit) would deny: {message}"));
             continue;
         }
         if let Some(affinity) = placement::constrain(
@@ -142,17 +175,17 @@ pub fn mutate(catalog: &impl Catalog, view: &PodView) -> Verdict {
                 spec.affinity = Some(affinity);
                 verdict.placed_by.push(name);
             } else {
-                verdict.audited.push(format!(
+                let message = format!(
                     "policy {name} (Audit): would require nodes of DataEnclave {}",
                     enclave.name()
-                ));
+                );
+                verdict.audit(&name, message);
             }
         }
     }
     if !verdict.placed_by.is_empty() {
         verdict.spec = Some(spec);
     }
-    verdict.warnings = verdict.audited.clone();
     verdict
 }
 
@@ -168,31 +201,29 @@ pub fn validate(catalog: &impl Catalog, view: &PodView) -> Verdict {
             };
         }
     };
-    let mut verdict = Verdict::default();
+    let verdict = Verdict::default();
     for applicable in policies.iter().filter(|a| a.enforced()) {
         let name = applicable.name();
         let enclave = match &applicable.enclave {
             Ok(enclave) => enclave,
             Err(problem) => {
-                verdict.denied = Some(format!(
-                    "policy {name}: {problem}; in-scope pods are refused until it exists"
-                ));
-                return verdict;
+                let message =
+                    format!("policy {name}: {problem}; in-scope pods are refused until it exists");
+                return verdict.deny(&name, message);
             }
         };
         if let Some(message) = refusal(catalog, &name, enclave, view) {
-            verdict.denied = Some(message);
-            return verdict;
+            return verdict.deny(&name, message);
         }
         if view.spec.node_name.is_none()
             && !placement::implies_enclave(view.spec, &enclave.site_terms)
         {
-            verdict.denied = Some(outside_message(
+            let message = outside_message(
                 &name,
                 enclave,
                 "the pod's node affinity does not keep it inside the enclave (was the enclave-operator mutating webhook bypassed?)",
-            ));
-            return verdict;
+            );
+            return verdict.deny(&name, message);
         }
     }
     verdict

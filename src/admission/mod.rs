@@ -11,7 +11,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
-use kube::Client;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder},
+};
 
 use crate::{cache::Caches, scope::Catalog};
 
@@ -121,10 +125,43 @@ async fn rotate(
     }
 }
 
+/// Records denials and Audit findings as Events on their ResidencyPolicy, so that
+/// `kubectl describe residencypolicy` shows every access the policy refused. The
+/// recorder aggregates repeats into one Event with a count.
+async fn publish_reports(
+    recorder: Recorder,
+    mut reports: tokio::sync::mpsc::Receiver<decide::Report>,
+) {
+    while let Some(report) = reports.recv().await {
+        let reference = ObjectReference {
+            api_version: Some("enclave.dev/v1alpha1".into()),
+            kind: Some("ResidencyPolicy".into()),
+            name: Some(report.policy.clone()),
+            ..Default::default()
+        };
+        let (type_, reason) = if report.audit {
+            (EventType::Normal, "AuditFinding")
+        } else {
+            (EventType::Warning, "Denied")
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(report.message),
+            action: "Admit".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, policy = %report.policy, "could not record an admission Event");
+        }
+    }
+}
+
 /// Runs the webhook server and keeps its configurations and certificates current.
 pub async fn run(
     client: Client,
     caches: Caches,
+    recorder: Recorder,
     metrics: server::AdmissionMetrics,
     options: WebhookOptions,
 ) -> Result<(), Error> {
@@ -136,9 +173,12 @@ pub async fn run(
     .await
     .map_err(Error::Tls)?;
     let (ca_tx, ca_rx) = tokio::sync::watch::channel(bundle.ca_pem.clone().into_bytes());
+    let (events, reports) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(publish_reports(recorder, reports));
     let state = Arc::new(server::AdmissionState {
         catalog: caches.clone(),
         metrics,
+        events: Some(events),
     });
     tokio::spawn(keep_configurations(client, caches, options.clone(), ca_rx));
     tokio::spawn(rotate(options.clone(), tls.clone(), bundle, ca_tx));

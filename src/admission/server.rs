@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 use serde_json::Value;
 
-use super::decide::{self, POLICY_ANNOTATION, PodView, Verdict};
+use super::decide::{self, POLICY_ANNOTATION, PodView, Report, Verdict};
 use crate::scope::Catalog;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,9 +56,14 @@ impl AdmissionMetrics {
 pub struct AdmissionState<C> {
     pub catalog: C,
     pub metrics: AdmissionMetrics,
+    /// Where denials and Audit findings go to become Events on their policies.
+    pub events: Option<tokio::sync::mpsc::Sender<Report>>,
 }
 
 type Review = Json<AdmissionReview<DynamicObject>>;
+
+/// A response, its verdict label for metrics, and the reports to record as Events.
+pub type Answer = (AdmissionResponse, &'static str, Vec<Report>);
 
 /// The routes: `/mutate/pods`, `/validate/pods`, `/mutate/daemonsets`, `/validate/workloads`.
 pub fn router<C: Catalog + Send + Sync + 'static>(state: Arc<AdmissionState<C>>) -> Router {
@@ -74,26 +79,25 @@ pub fn router<C: Catalog + Send + Sync + 'static>(state: Arc<AdmissionState<C>>)
 /// affinity at `affinity_path` (and the policy annotation at `annotations_path`).
 fn respond(
     request: &AdmissionRequest<impl Resource>,
-    verdict: Verdict,
+    mut verdict: Verdict,
     before: Option<&Value>,
     affinity_path: &[&str],
     annotations_path: &[&str],
-) -> (AdmissionResponse, &'static str) {
+) -> Answer {
+    let reports = std::mem::take(&mut verdict.reports);
+    let audited = reports.iter().any(|r| r.audit);
     let mut response = AdmissionResponse::from(request);
     if !verdict.warnings.is_empty() {
         response.warnings = Some(verdict.warnings.clone());
     }
     if let Some(message) = verdict.denied {
-        return (response.deny(message), "denied");
+        return (response.deny(message), "denied", reports);
     }
     let (Some(spec), Some(before)) = (verdict.spec, before) else {
         return (
             response,
-            if verdict.audited.is_empty() {
-                "allowed"
-            } else {
-                "audited"
-            },
+            if audited { "audited" } else { "allowed" },
+            reports,
         );
     };
     let mut after = before.clone();
@@ -103,6 +107,7 @@ fn respond(
         return (
             response.deny("enclave-operator could not encode the placed affinity"),
             "denied",
+            reports,
         );
     };
     set_path(&mut after, affinity_path, affinity);
@@ -113,10 +118,11 @@ fn respond(
     );
     let patch = json_patch::diff(before, &after);
     match response.clone().with_patch(patch) {
-        Ok(response) => (response, "patched"),
+        Ok(response) => (response, "patched", reports),
         Err(_) => (
             response.deny("enclave-operator could not encode its patch"),
             "denied",
+            reports,
         ),
     }
 }
@@ -166,12 +172,13 @@ async fn handle<C: Catalog>(
     state: &AdmissionState<C>,
     webhook: &'static str,
     review: AdmissionReview<DynamicObject>,
-    decide: impl FnOnce(&C, &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'static str),
+    decide: impl FnOnce(&C, &AdmissionRequest<DynamicObject>) -> Answer,
 ) -> Review {
     let started = Instant::now();
-    let (response, verdict) = match request_of(review) {
+    let dry_run = review.request.as_ref().is_some_and(|r| r.dry_run);
+    let (response, verdict, reports) = match request_of(review) {
         Ok(request) => decide(&state.catalog, &request),
-        Err(problem) => (AdmissionResponse::invalid(problem), "invalid"),
+        Err(problem) => (AdmissionResponse::invalid(problem), "invalid", Vec::new()),
     };
     state
         .metrics
@@ -184,6 +191,13 @@ async fn handle<C: Catalog>(
         .inc();
     if verdict == "denied" {
         tracing::info!(webhook, message = %response.result.message, "admission denied");
+    }
+    // Events are reports, sent off the request path: a full queue drops them rather
+    // than delaying admission. Dry runs change nothing, so they are not reported.
+    if !dry_run && let Some(events) = &state.events {
+        for report in reports {
+            let _ = events.try_send(report);
+        }
     }
     Json(response.into_review())
 }
@@ -198,10 +212,10 @@ pub fn pod_review<C: Catalog>(
     catalog: &C,
     request: &AdmissionRequest<DynamicObject>,
     decider: fn(&C, &PodView) -> Verdict,
-) -> (AdmissionResponse, &'static str) {
+) -> Answer {
     // Affinity is immutable once a pod exists: only creation is decided.
     let (Operation::Create, Some(object)) = (&request.operation, &request.object) else {
-        return (AdmissionResponse::from(request), "allowed");
+        return (AdmissionResponse::from(request), "allowed", Vec::new());
     };
     let (value, pod) = match typed::<Pod>(object) {
         Ok(parsed) => parsed,
@@ -209,6 +223,7 @@ pub fn pod_review<C: Catalog>(
             return (
                 AdmissionResponse::from(request).deny(format!("pod does not parse: {e}")),
                 "denied",
+                Vec::new(),
             );
         }
     };
@@ -267,7 +282,7 @@ async fn mutate_daemonsets<C: Catalog>(
 ) -> Review {
     handle(&state, "mutate-daemonsets", review, |catalog, request| {
         let Some(object) = &request.object else {
-            return (AdmissionResponse::from(request), "allowed");
+            return (AdmissionResponse::from(request), "allowed", Vec::new());
         };
         let (value, daemonset) = match typed::<DaemonSet>(object) {
             Ok(parsed) => parsed,
@@ -275,11 +290,12 @@ async fn mutate_daemonsets<C: Catalog>(
                 return (
                     AdmissionResponse::from(request).deny(format!("DaemonSet does not parse: {e}")),
                     "denied",
+                    Vec::new(),
                 );
             }
         };
         let Some(template) = daemonset.spec.map(|s| s.template) else {
-            return (AdmissionResponse::from(request), "allowed");
+            return (AdmissionResponse::from(request), "allowed", Vec::new());
         };
         let spec = template.spec.unwrap_or_default();
         let labels = template
@@ -323,13 +339,13 @@ async fn validate_workloads<C: Catalog>(
 ) -> Review {
     handle(&state, "validate-workloads", review, |catalog, request| {
         let Some(object) = &request.object else {
-            return (AdmissionResponse::from(request), "allowed");
+            return (AdmissionResponse::from(request), "allowed", Vec::new());
         };
         let Ok(value) = serde_json::to_value(object) else {
-            return (AdmissionResponse::from(request), "allowed");
+            return (AdmissionResponse::from(request), "allowed", Vec::new());
         };
         let Some(template) = pod_template(&request.kind.kind, &value) else {
-            return (AdmissionResponse::from(request), "allowed");
+            return (AdmissionResponse::from(request), "allowed", Vec::new());
         };
         let spec = template.spec.unwrap_or_default();
         let labels = template
@@ -384,6 +400,7 @@ mod tests {
         Arc::new(AdmissionState {
             catalog,
             metrics: AdmissionMetrics::register(&mut Registry::default()),
+            events: None,
         })
     }
 
