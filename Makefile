@@ -60,6 +60,10 @@ test: fmt-check clippy test-unit test-integration ## Everything CI runs: fmt, cl
 bench: ## Criterion benchmarks (see docs/benchmarks.md)
 	$(CARGO) bench --bench admission
 
+.PHONY: bench-migration
+bench-migration: tools ## Time to compliance for 1,000 pods on the local control plane (see docs/benchmarks.md)
+	hack/bench-migration.sh $(CLUSTER_DIR) $(or $(PODS),1000)
+
 .PHONY: demo
 demo: tools ## Start the local control plane, apply the samples, run the operator and show what it did
 	hack/demo.sh $(CLUSTER_DIR)

@@ -456,6 +456,9 @@ pub struct EvictionLog {
     unseen: Mutex<HashMap<String, Vec<Evicted>>>,
 }
 
+/// Eviction calls in flight at once within one pass (the budget still bounds the total).
+const EVICTION_PARALLELISM: usize = 16;
+
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// A watch that has not delivered an eviction's effect by then never will.
 const UNSEEN_HORIZON: Duration = Duration::from_secs(60);
@@ -586,6 +589,7 @@ async fn evict(
     enclave: &ResolvedEnclave,
     pod: &Pod,
 ) -> Result<bool> {
+    // Evictions of one pass run concurrently; each makes two API calls (eviction, Event).
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let node = pod
@@ -608,15 +612,6 @@ async fn evict(
                 "EvictedIntoEnclave",
                 "Evict",
                 note.clone(),
-            )
-            .await;
-            publish(
-                ctx,
-                &policy.object_ref(&()),
-                EventType::Normal,
-                "EvictedIntoEnclave",
-                "Evict",
-                format!("pod {namespace}/{} {note}", pod.name_any()),
             )
             .await;
             Ok(true)
@@ -643,46 +638,9 @@ async fn enforce(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action> {
         &conditions::now(),
     );
 
-    let mut requeue = RESYNC;
-    let mut evicted = 0;
-    if let Ok(enclave) = &enclave
-        && !assessment.to_evict.is_empty()
-    {
-        let migration = &policy.spec.migration;
-        let name = policy.name_any();
-        let (rate_budget, next_token) = ctx.evictions.budget(
-            &name,
-            usize::try_from(migration.max_evictions_per_minute).unwrap_or(1),
-        );
-        let in_flight = assessment.in_flight + ctx.evictions.unseen(&name, &snapshot.pods);
-        let concurrency_budget = usize::try_from(migration.max_concurrent)
-            .unwrap_or(1)
-            .saturating_sub(in_flight);
-        let budget = rate_budget.min(concurrency_budget);
-        tracing::debug!(
-            candidates = assessment.to_evict.len(),
-            in_flight,
-            rate_budget,
-            budget,
-            "migration budget"
-        );
-        for pod in assessment.to_evict.iter().take(budget) {
-            if evict(ctx, policy, enclave, pod).await? {
-                ctx.evictions.record(&name, pod);
-                evicted += 1;
-            }
-        }
-        // More to move: come back when the rate allows; pod changes wake us sooner.
-        requeue = if rate_budget == 0 {
-            next_token.max(Duration::from_millis(200))
-        } else {
-            Duration::from_secs(2)
-        };
-    }
-
-    let mut status = assessment.status;
-    status.migrating_pods += evicted;
-    if status_changed(policy.status.as_ref(), &status) {
+    // Status first: detection must not wait for the evictions of this pass.
+    let status = &assessment.status;
+    if status_changed(policy.status.as_ref(), status) {
         let api: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "ResidencyPolicy", "status": status});
         api.patch_status(
@@ -699,6 +657,93 @@ async fn enforce(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action> {
             "policy status updated"
         );
     }
+
+    let (Ok(enclave), false) = (&enclave, assessment.to_evict.is_empty()) else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    let migration = &policy.spec.migration;
+    let name = policy.name_any();
+    let (rate_budget, next_token) = ctx.evictions.budget(
+        &name,
+        usize::try_from(migration.max_evictions_per_minute).unwrap_or(1),
+    );
+    let in_flight = assessment.in_flight + ctx.evictions.unseen(&name, &snapshot.pods);
+    let concurrency_budget = usize::try_from(migration.max_concurrent)
+        .unwrap_or(1)
+        .saturating_sub(in_flight);
+    let budget = rate_budget.min(concurrency_budget);
+    tracing::debug!(
+        candidates = assessment.to_evict.len(),
+        in_flight,
+        rate_budget,
+        budget,
+        "migration budget"
+    );
+    // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked lifetime
+    // inference once the controller future must be Send.
+    let candidates: Vec<Arc<Pod>> = assessment.to_evict.iter().take(budget).cloned().collect();
+    let results: Vec<(Arc<Pod>, Result<bool>)> = futures::stream::iter(candidates)
+        .map(|pod| async move {
+            let result = evict(ctx, policy, enclave, &pod).await;
+            (pod, result)
+        })
+        .buffer_unordered(EVICTION_PARALLELISM)
+        .collect()
+        .await;
+    let mut evicted = Vec::new();
+    let mut first_error = None;
+    for (pod, result) in results {
+        match result {
+            Ok(true) => {
+                ctx.evictions.record(&name, &pod);
+                evicted.push(format!(
+                    "{}/{}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                ));
+            }
+            Ok(false) => {}
+            Err(error) => first_error = first_error.or(Some(error)),
+        }
+    }
+    if !evicted.is_empty() {
+        evicted.sort();
+        let shown = evicted
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = evicted.len().saturating_sub(5);
+        let note = format!(
+            "evicted {} pod(s) running outside DataEnclave {} so that their owners recreate them inside: {shown}{}",
+            evicted.len(),
+            enclave.name(),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        publish(
+            ctx,
+            &policy.object_ref(&()),
+            EventType::Normal,
+            "EvictedIntoEnclave",
+            "Evict",
+            note,
+        )
+        .await;
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    // More to move: come back when the rate allows; pod changes wake us sooner.
+    let requeue = if rate_budget == 0 {
+        next_token.max(Duration::from_millis(200))
+    } else {
+        Duration::from_secs(2)
+    };
     Ok(Action::requeue(requeue))
 }
 
