@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Instant};
 
 use kube::{
     Resource,
+    core::DeserializeGuard,
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -25,13 +26,10 @@ pub enum Error {
     /// An object in the cluster does not parse as its kind; waits for a change.
     #[error("{kind} {name} cannot be read: {reason}")]
     InvalidObject {
-        kind: &'static str,
+        kind: String,
         name: String,
         reason: String,
     },
-    /// The spec is well-formed but cannot be acted on; waits for a change.
-    #[error("{0}")]
-    InvalidSpec(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,7 +40,6 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeApiError",
             Error::InvalidObject { .. } => "InvalidObject",
-            Error::InvalidSpec(_) => "InvalidSpec",
         }
     }
 
@@ -115,6 +112,35 @@ where
         }
     }
     result
+}
+
+/// The object a watch delivered, or — when it does not parse as its kind (version skew,
+/// a hand-edited object) — a Warning Event on it and an error that waits for a change.
+/// Bad objects never panic the controller or stall the others.
+pub async fn unguard<'a, K>(guard: &'a DeserializeGuard<K>, ctx: &Context) -> Result<&'a K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match &guard.0 {
+        Ok(object) => Ok(object),
+        Err(invalid) => {
+            let error = Error::InvalidObject {
+                kind: K::kind(&()).into_owned(),
+                name: invalid.metadata.name.clone().unwrap_or_default(),
+                reason: invalid.error.clone(),
+            };
+            publish(
+                ctx,
+                &guard.object_ref(&()),
+                EventType::Warning,
+                error.category(),
+                "Reconcile",
+                error.to_string(),
+            )
+            .await;
+            Err(error)
+        }
+    }
 }
 
 /// Publishes an Event, logging (not failing) when the API refuses it: an Event is a

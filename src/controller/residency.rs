@@ -25,7 +25,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Error, RESYNC, Result, error_policy, instrumented, publish};
+use super::{Error, RESYNC, Result, error_policy, instrumented, publish, unguard};
 use crate::{
     conditions::{self, Observed},
     context::{Context, FIELD_MANAGER},
@@ -751,26 +751,7 @@ async fn reconcile(
     guard: Arc<DeserializeGuard<ResidencyPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let policy = match &guard.0 {
-        Ok(policy) => policy,
-        Err(invalid) => {
-            let error = Error::InvalidObject {
-                kind: "ResidencyPolicy",
-                name: invalid.metadata.name.clone().unwrap_or_default(),
-                reason: invalid.error.clone(),
-            };
-            publish(
-                &ctx,
-                &guard.object_ref(&()),
-                EventType::Warning,
-                error.category(),
-                "Reconcile",
-                error.to_string(),
-            )
-            .await;
-            return Err(error);
-        }
-    };
+    let policy = unguard(&guard, &ctx).await?;
     instrumented(CONTROLLER, policy, &ctx, enforce(policy, &ctx)).await
 }
 

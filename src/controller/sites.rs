@@ -14,7 +14,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Error, RESYNC, Result, error_policy, instrumented, publish};
+use super::{RESYNC, Result, error_policy, instrumented, publish, unguard};
 use crate::{
     cache,
     conditions::{self, Observed},
@@ -182,30 +182,7 @@ fn new_warnings<'a>(
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<DataEnclave>>, ctx: Arc<Context>) -> Result<Action> {
-    let enclave = match &guard.0 {
-        Ok(enclave) => enclave,
-        Err(invalid) => {
-            // The API server validated it, so this is a version skew or a hand-edited
-            // object: report it once and wait for it to change.
-            let name = invalid.metadata.name.clone().unwrap_or_default();
-            let error = Error::InvalidObject {
-                kind: "DataEnclave",
-                name,
-                reason: invalid.error.clone(),
-            };
-            let reference = guard.object_ref(&());
-            publish(
-                &ctx,
-                &reference,
-                EventType::Warning,
-                error.category(),
-                "Reconcile",
-                error.to_string(),
-            )
-            .await;
-            return Err(error);
-        }
-    };
+    let enclave = unguard(&guard, &ctx).await?;
     instrumented(CONTROLLER, enclave, &ctx, apply_status(enclave, &ctx)).await
 }
 
