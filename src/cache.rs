@@ -246,6 +246,11 @@ impl Caches {
         }
     }
 
+    /// Has every store completed its first list?
+    pub fn is_ready(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Waits until every store has completed its first list. Any number of tasks may wait.
     pub async fn wait_until_ready(&self) {
         let mut synced = self.synced.clone();

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
-use crate::metrics::Metrics;
+use crate::{cache::Caches, metrics::Metrics};
 
-async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn serve_metrics(State((metrics, _)): State<(Arc<Metrics>, Caches)>) -> impl IntoResponse {
     match metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
@@ -22,18 +22,28 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
     }
 }
 
+/// Ready once every cache has synced: before that, admission would refuse in-scope
+/// pods for namespaces it has not seen.
+async fn ready(State((_, caches)): State<(Arc<Metrics>, Caches)>) -> impl IntoResponse {
+    if caches.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
 /// The router: `/metrics`, `/healthz`, `/readyz`.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+pub fn router(metrics: Arc<Metrics>, caches: Caches) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics)
+        .route("/readyz", get(ready))
+        .with_state((metrics, caches))
 }
 
 /// Serves the router until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, caches: Caches) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics and health probes");
-    axum::serve(listener, router(metrics)).await
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics and health probes");
+    axum::serve(listener, router(metrics, caches)).await
 }

@@ -129,7 +129,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("enclave-operator starting");
 
     let webhook = webhook_options(&args)?;
-    let server = tokio::spawn(http::serve(args.metrics_addr, metrics.clone()));
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ctx.caches.clone(),
+    ));
     let admission = tokio::spawn(admission::run(
         client.clone(),
         ctx.caches.clone(),

@@ -50,8 +50,8 @@ fn load(options: &WebhookOptions) -> Result<certs::Bundle, certs::Error> {
     }
 }
 
-/// Keeps the webhook configurations current: on every policy change, and when the
-/// certificates rotate. Retries API failures with a short delay.
+/// Keeps the webhook configurations current: on every policy change, when the
+/// certificates rotate, and every few minutes. Retries API failures with a short delay.
 async fn keep_configurations(
     client: Client,
     caches: Caches,
@@ -77,6 +77,8 @@ async fn keep_configurations(
         tokio::select! {
             _ = changes.next() => {}
             _ = ca_bundle.changed() => {}
+            // Repairs a configuration someone edited or deleted by hand.
+            () = tokio::time::sleep(crate::controller::RESYNC) => {}
         }
     }
 }
