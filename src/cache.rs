@@ -10,7 +10,9 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
@@ -149,8 +151,8 @@ fn node_fingerprint(node: &Node) -> u64 {
     digest(&(node.labels(), node_is_ready(node)))
 }
 
-/// Keeps what placement and migration read: labels, owners, node, affinity, volumes,
-/// phase. Container specs and most of the status go.
+/// Keeps what placement and migration read: labels, owners, node, node selector,
+/// affinity, PVC volumes, phase.
 fn strip_pod(pod: &mut Pod) {
     let meta = pod.meta_mut();
     meta.managed_fields = None;
@@ -159,18 +161,21 @@ fn strip_pod(pod: &mut Pod) {
             .filter(|(k, _)| k.starts_with("enclave.dev/"))
             .collect()
     });
-    if let Some(spec) = pod.spec.as_mut() {
-        for container in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            *container = k8s_openapi::api::core::v1::Container {
-                name: std::mem::take(&mut container.name),
-                ..Default::default()
-            };
-        }
-        spec.ephemeral_containers = None;
+    // Only what placement and migration read. Containers and most volumes go: a
+    // Volume is several KB in memory even when it holds a small projected token.
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            node_selector: spec.node_selector,
+            affinity: spec.affinity,
+            volumes: spec.volumes.map(|volumes| {
+                volumes
+                    .into_iter()
+                    .filter(|v| v.persistent_volume_claim.is_some())
+                    .collect()
+            }),
+            ..Default::default()
+        });
     }
     if let Some(status) = pod.status.as_mut() {
         *status = k8s_openapi::api::core::v1::PodStatus {
