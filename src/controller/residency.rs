@@ -27,6 +27,7 @@ use serde_json::json;
 
 use super::{Error, RESYNC, Result, error_policy, instrumented, publish, unguard};
 use crate::{
+    cache::CachedPod,
     conditions::{self, Observed},
     context::{Context, FIELD_MANAGER},
     crd::{Enforcement, ResidencyPolicy, ResidencyPolicyStatus, Violation},
@@ -65,7 +66,7 @@ pub enum Judgement {
 pub struct Assessment {
     pub status: ResidencyPolicyStatus,
     /// Pods to evict, in a stable order (namespace, name).
-    pub to_evict: Vec<Arc<Pod>>,
+    pub to_evict: Vec<Arc<CachedPod>>,
     /// Pods on their way (terminating, or created but not yet running): the
     /// concurrency budget is spent on these.
     pub in_flight: usize,
@@ -73,29 +74,26 @@ pub struct Assessment {
 
 /// Everything `assess` reads: cached objects, no client.
 pub struct World<'a> {
-    pub pods: &'a [Arc<Pod>],
+    pub pods: &'a [Arc<CachedPod>],
     pub nodes: &'a BTreeMap<String, Arc<Node>>,
     pub claims: &'a BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
     pub volumes: &'a BTreeMap<String, Arc<PersistentVolume>>,
     pub namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
-fn is_terminating(pod: &Pod) -> bool {
+fn is_terminating(pod: &CachedPod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
-fn is_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+fn is_finished(pod: &CachedPod) -> bool {
+    matches!(pod.phase(), Some("Succeeded" | "Failed"))
 }
 
-fn is_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+fn is_running(pod: &CachedPod) -> bool {
+    pod.phase() == Some("Running")
 }
 
-fn controller_kind(pod: &Pod) -> Option<&str> {
+fn controller_kind(pod: &CachedPod) -> Option<&str> {
     pod.owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
@@ -105,7 +103,7 @@ fn controller_kind(pod: &Pod) -> Option<&str> {
 /// The first PVC of the pod whose volume lives outside the enclave: a storage class
 /// that is not the enclave's, or node affinity no enclave node satisfies.
 fn volume_outside(
-    pod: &Pod,
+    pod: &CachedPod,
     namespace: &str,
     enclave: &ResolvedEnclave,
     world: &World,
@@ -116,15 +114,7 @@ fn volume_outside(
         .values()
         .filter(|n| enclave.contains_node(n.labels()))
         .collect();
-    for claim_name in pod
-        .spec
-        .as_ref()?
-        .volumes
-        .iter()
-        .flatten()
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|c| &c.claim_name)
-    {
+    for claim_name in &pod.spec.claims {
         let Some(claim) = world
             .claims
             .get(&(namespace.to_string(), claim_name.clone()))
@@ -169,19 +159,18 @@ fn volume_outside(
 fn judge(
     policy: &ResidencyPolicy,
     enclave: &ResolvedEnclave,
-    pod: &Pod,
+    pod: &CachedPod,
     namespace: &str,
     world: &World,
 ) -> (Judgement, Option<String>) {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let node = spec.node_name.as_deref();
+    let node = pod.node_name();
     let inside = match node {
         Some(node) => world
             .nodes
             .get(node)
             .is_some_and(|n| enclave.contains_node(n.labels())),
         // Not scheduled yet: compliant if its constraints hold it inside.
-        None => placement::implies_enclave(&spec, &enclave.site_terms),
+        None => placement::implies_enclave(&pod.placement_spec(), &enclave.site_terms),
     };
     if inside {
         return (Judgement::Compliant, None);
@@ -350,7 +339,7 @@ pub fn assess(
             }
             Judgement::ToEvict => {
                 status.non_compliant_pods += 1;
-                violations.push(violation("OutsideEnclave", format!("pod runs on node {}, outside DataEnclave {}; it will be evicted so that its owner recreates it inside", pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(), enclave.name())));
+                violations.push(violation("OutsideEnclave", format!("pod runs on node {}, outside DataEnclave {}; it will be evicted so that its owner recreates it inside", pod.node_name().unwrap_or_default(), enclave.name())));
                 assessment.to_evict.push(pod.clone());
             }
             Judgement::Blocked { reason, message } => {
@@ -478,7 +467,7 @@ impl EvictionLog {
         (per_minute.saturating_sub(log.len()), next)
     }
 
-    fn record(&self, policy: &str, pod: &Pod) {
+    fn record(&self, policy: &str, pod: &CachedPod) {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -506,7 +495,7 @@ impl EvictionLog {
 
     /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
     /// seen terminating, and no newer pod of its owner is seen. Forgets the rest.
-    fn unseen(&self, policy: &str, pods: &[Arc<Pod>]) -> usize {
+    fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
         let mut unseen = self.unseen.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entries) = unseen.get_mut(policy) else {
             return 0;
@@ -529,7 +518,7 @@ impl EvictionLog {
 
 /// Owned copies of the caches, taken once per run, that a [`World`] borrows.
 struct Snapshot {
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Arc<CachedPod>>,
     nodes: BTreeMap<String, Arc<Node>>,
     claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
     volumes: BTreeMap<String, Arc<PersistentVolume>>,
@@ -587,16 +576,12 @@ async fn evict(
     ctx: &Context,
     policy: &ResidencyPolicy,
     enclave: &ResolvedEnclave,
-    pod: &Pod,
+    pod: &CachedPod,
 ) -> Result<bool> {
     // Evictions of one pass run concurrently; each makes two API calls (eviction, Event).
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node = pod.node_name().unwrap_or_default();
     match api.evict(&pod.name_any(), &EvictParams::default()).await {
         Ok(_) => {
             let note = format!(
@@ -681,8 +666,9 @@ async fn enforce(policy: &ResidencyPolicy, ctx: &Context) -> Result<Action> {
     );
     // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked lifetime
     // inference once the controller future must be Send.
-    let candidates: Vec<Arc<Pod>> = assessment.to_evict.iter().take(budget).cloned().collect();
-    let results: Vec<(Arc<Pod>, Result<bool>)> = futures::stream::iter(candidates)
+    let candidates: Vec<Arc<CachedPod>> =
+        assessment.to_evict.iter().take(budget).cloned().collect();
+    let results: Vec<(Arc<CachedPod>, Result<bool>)> = futures::stream::iter(candidates)
         .map(|pod| async move {
             let result = evict(ctx, policy, enclave, &pod).await;
             (pod, result)
