@@ -18,6 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::DeserializeGuard,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -256,8 +257,10 @@ pub struct Caches {
     pub namespaces: Watched<Namespace>,
     pub claims: Watched<PersistentVolumeClaim>,
     pub volumes: Watched<PersistentVolume>,
-    pub enclaves: Watched<DataEnclave>,
-    pub policies: Watched<ResidencyPolicy>,
+    /// Guarded: an object that does not parse (version skew, a hand-edited object) is
+    /// kept as invalid instead of failing the whole watch, and decisions skip it.
+    pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
+    pub policies: Watched<DeserializeGuard<ResidencyPolicy>>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 

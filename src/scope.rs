@@ -27,12 +27,22 @@ pub trait Catalog {
 
 impl Catalog for Caches {
     fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
-        let mut policies = self.policies.store.state();
+        // Invalid objects are left out here and reported by the controllers.
+        let mut policies: Vec<Arc<ResidencyPolicy>> = self
+            .policies
+            .store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+            .collect();
         policies.sort_by_key(|p| p.name_any());
         policies
     }
     fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
-        self.enclaves.store.get(&ObjectRef::new(name))
+        self.enclaves
+            .store
+            .get(&ObjectRef::new(name))
+            .and_then(|g| g.0.as_ref().ok().cloned().map(Arc::new))
     }
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         Caches::namespace_labels(self, name)
