@@ -86,6 +86,31 @@ async fn policy_status(name: &str) -> enclave_operator::crd::ResidencyPolicyStat
         .unwrap_or_default()
 }
 
+/// The Compliant condition's status and reason.
+fn compliant(status: &enclave_operator::crd::ResidencyPolicyStatus) -> (&str, &str) {
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant condition");
+    (condition.status.as_str(), condition.reason.as_str())
+}
+
+/// A while later, the namespace holds exactly the same pods (by UID): none was evicted.
+async fn assert_still_there(namespace: &str, before: &[Pod], why: &str) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let uids = |pods: &[Pod]| {
+        let mut uids: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        uids.sort();
+        uids
+    };
+    assert_eq!(
+        uids(before),
+        uids(&pods(&client().await, namespace).await),
+        "{why}"
+    );
+}
+
 /// Tracks, by polling every 100 ms, the most pods of a namespace on their way at once
 /// (terminating, or not yet running), overall and per app label.
 struct InFlightMonitor {
@@ -224,12 +249,7 @@ async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
         },
     )
     .await;
-    let compliant = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Compliant")
-        .expect("Compliant condition");
-    assert_eq!(compliant.status, "True");
+    assert_eq!(compliant(&status).0, "True");
     let reasons = kubectl_ok(&[
         "get",
         "events",
@@ -333,24 +353,8 @@ async fn audit_counts_everything_and_moves_nothing() {
         "{:?}",
         status.violations
     );
-    let compliant = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Compliant")
-        .expect("Compliant condition");
-    assert_eq!(
-        (compliant.status.as_str(), compliant.reason.as_str()),
-        ("False", "AuditOnly")
-    );
-    // Nothing moved: the same pods, by UID, a while later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = pods(&client().await, &ns.name).await;
-    let uids = |pods: &[Pod]| {
-        let mut u: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        u.sort();
-        u
-    };
-    assert_eq!(uids(&before), uids(&after), "Audit must not evict");
+    assert_eq!(compliant(&status), ("False", "AuditOnly"));
+    assert_still_there(&ns.name, &before, "Audit must not evict").await;
 }
 
 #[tokio::test]
@@ -407,23 +411,7 @@ async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
         .collect();
     reasons.sort();
     assert_eq!(reasons, ["Unmanaged", "VolumeOutsideEnclave"]);
-    let compliant = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Compliant")
-        .expect("Compliant condition");
-    assert_eq!(
-        (compliant.status.as_str(), compliant.reason.as_str()),
-        ("False", "Blocked")
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = pods(&client().await, &ns.name).await;
-    assert_eq!(after.len(), 2);
-    assert!(
-        after
-            .iter()
-            .all(|p| before.iter().any(|b| b.metadata.uid == p.metadata.uid)),
-        "neither pod may be evicted"
-    );
+    assert_eq!(compliant(&status), ("False", "Blocked"));
+    assert_still_there(&ns.name, &before, "neither pod may be evicted").await;
     let _ = kubectl(&["delete", "pv", "mig-blocked-us", "--wait=false"], None);
 }

@@ -118,7 +118,10 @@ fn refusal(
 /// request (the webhook's selectors let it through) fails closed.
 fn covering(catalog: &impl Catalog, view: &PodView) -> Result<Vec<Applicable>, String> {
     scope::applicable(catalog, view.namespace, view.labels).ok_or_else(|| {
-        format!("enclave-operator has not yet seen namespace {:?} and cannot decide on its residency; retry in a moment", view.namespace)
+        format!(
+            "enclave-operator has not yet seen namespace {:?} and cannot decide on its residency; retry in a moment",
+            view.namespace
+        )
     })
 }
 
