@@ -9,6 +9,22 @@ cd "$root"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# until_true SECONDS WHAT COMMAND...: polls COMMAND; fails with the operator's log when
+# the operator has exited or the time is up, instead of waiting forever.
+until_true() {
+	local seconds=$1 what=$2
+	shift 2
+	local deadline=$((SECONDS + seconds))
+	until "$@"; do
+		if ! kill -0 "$operator" 2>/dev/null || ((SECONDS >= deadline)); then
+			echo "demo: gave up waiting for $what; the operator's log ends with:" >&2
+			tail -20 "$cluster_dir/logs/enclave-operator.log" >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+}
+
 step "Local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok)"
 tools/cluster/up.sh "$cluster_dir"
 export KUBECONFIG=$cluster_dir/kubeconfig
@@ -26,18 +42,18 @@ if [[ -f "$cluster_dir/pids/enclave-operator.pid" ]]; then
 fi
 mkdir -p "$cluster_dir/logs" "$cluster_dir/pids"
 webhook_port=${ENCLAVE_DEMO_WEBHOOK_PORT:-18443}
-target/debug/enclave-operator run --metrics-addr 127.0.0.1:18080 \
+target/debug/enclave-operator run --metrics-addr "127.0.0.1:${ENCLAVE_DEMO_METRICS_PORT:-18080}" \
 	--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
 	>"$cluster_dir/logs/enclave-operator.log" 2>&1 &
-echo $! >"$cluster_dir/pids/enclave-operator.pid"
+operator=$!
+echo "$operator" >"$cluster_dir/pids/enclave-operator.pid"
 
 step "Applying the sample DataEnclave (config/samples/data-enclave.yaml)"
 kubectl apply -f config/samples/data-enclave.yaml
-for _ in $(seq 1 60); do
-	ready=$(kubectl get dataenclave eu -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
-	[[ "$ready" == "True" ]] && break
-	sleep 0.5
-done
+enclave_ready() {
+	[[ $(kubectl get dataenclave eu -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+until_true 60 "the enclave to be Ready" enclave_ready
 
 step "The enclave's site inventory"
 kubectl get dataenclave eu
@@ -74,12 +90,13 @@ step "Applying the ResidencyPolicy (config/samples/residency-policy.yaml)"
 kubectl apply -f config/samples/residency-policy.yaml
 start=$(date +%s%N)
 total=$(kubectl get deployment -n shop checkout -o jsonpath='{.spec.replicas}')
-while true; do
+all_inside() {
+	local inside all
 	inside=$(kubectl get pods -n shop -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.spec.nodeName}{"\n"}{end}' | grep -cE '^(dublin|norway)' || true)
 	all=$(kubectl get pods -n shop --no-headers | wc -l)
-	[[ "$inside" == "$total" && "$all" == "$total" ]] && break
-	sleep 0.2
-done
+	[[ "$inside" == "$total" && "$all" == "$total" ]]
+}
+until_true 120 "every shop pod to run inside the enclave" all_inside
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 elapsed=$((elapsed_ms / 1000)).$(printf %03d $((elapsed_ms % 1000)))
 
