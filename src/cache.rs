@@ -7,12 +7,16 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Debug,
     hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
 };
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::{
-    api::core::v1::{
-        Affinity, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec,
+    api::{
+        apps::v1::{ReplicaSet, StatefulSet},
+        core::v1::{
+            Affinity, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec,
+        },
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -28,7 +32,10 @@ use kube::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::broadcast;
 
-use crate::crd::{DataEnclave, ResidencyPolicy};
+use crate::{
+    catalog::Catalog,
+    crd::{DataEnclave, ResidencyPolicy},
+};
 
 /// A reflector store and a broadcast of relevant changes to it.
 pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
@@ -249,6 +256,105 @@ fn labels_fingerprint<K: Resource>(obj: &K) -> u64 {
     digest(&obj.meta().labels)
 }
 
+/// The replica count and pod labels of a ReplicaSet or StatefulSet: what the migration
+/// budget needs to see pods that were evicted and are not recreated yet (after a
+/// restart nothing else remembers them).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaOwner {
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    /// `spec.replicas` (1 when unset, as the API defaults it).
+    pub desired: i32,
+    /// The labels of the pods it creates.
+    #[serde(default)]
+    pub template_labels: BTreeMap<String, String>,
+    /// It cannot create pods (condition ReplicaFailure): its missing replicas are not on
+    /// their way, and must not hold the budget of a policy.
+    #[serde(default)]
+    pub failing: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OwnerSpec {
+    #[serde(default)]
+    pub replicas: Option<i32>,
+    #[serde(default)]
+    pub template: Option<OwnerTemplate>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OwnerTemplate {
+    #[serde(default)]
+    pub metadata: Option<OwnerTemplateMeta>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OwnerTemplateMeta {
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OwnerStatus {
+    #[serde(default)]
+    pub conditions: Option<Vec<OwnerCondition>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OwnerCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+}
+
+macro_rules! lean_owner {
+    ($name:ident, $kind:literal) => {
+        #[doc = concat!("A ", $kind, " as the operator caches it: metadata, replicas, template labels, conditions.")]
+        #[derive(Resource, Clone, Debug, Default, Deserialize, Serialize)]
+        #[resource(inherit = $kind)]
+        pub struct $name {
+            pub metadata: ObjectMeta,
+            #[serde(default)]
+            pub spec: OwnerSpec,
+            #[serde(default)]
+            pub status: OwnerStatus,
+        }
+
+        impl $name {
+            fn owner(&self) -> ReplicaOwner {
+                ReplicaOwner {
+                    kind: $kind.to_string(),
+                    metadata: self.metadata.clone(),
+                    desired: self.spec.replicas.unwrap_or(1),
+                    template_labels: self
+                        .spec
+                        .template
+                        .as_ref()
+                        .and_then(|t| t.metadata.as_ref())
+                        .and_then(|m| m.labels.clone())
+                        .unwrap_or_default(),
+                    failing: self
+                        .status
+                        .conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "ReplicaFailure" && c.status == "True"),
+                }
+            }
+        }
+    };
+}
+
+lean_owner!(CachedReplicaSet, "ReplicaSet");
+lean_owner!(CachedStatefulSet, "StatefulSet");
+
+fn strip_owner<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
 /// Every store the operator reads.
 #[derive(Clone)]
 pub struct Caches {
@@ -257,6 +363,8 @@ pub struct Caches {
     pub namespaces: Watched<Namespace>,
     pub claims: Watched<PersistentVolumeClaim>,
     pub volumes: Watched<PersistentVolume>,
+    pub replica_sets: Watched<CachedReplicaSet>,
+    pub stateful_sets: Watched<CachedStatefulSet>,
     /// Guarded: an object that does not parse (version skew, a hand-edited object) is
     /// kept as invalid instead of failing the whole watch, and decisions skip it.
     pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
@@ -275,30 +383,27 @@ impl Caches {
         );
         let claims = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let volumes = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
+        let replica_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
+        let stateful_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
         let enclaves = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
         let policies = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
         // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
         // waker), so one task waits for all of them and publishes the result for any
         // number of waiters.
         let (tx, synced) = tokio::sync::watch::channel(false);
-        let stores = (
-            nodes.store.clone(),
-            pods.store.clone(),
-            namespaces.store.clone(),
-            claims.store.clone(),
-            volumes.store.clone(),
-            enclaves.store.clone(),
-            policies.store.clone(),
-        );
+        let waits = [
+            ready_future(&nodes.store),
+            ready_future(&pods.store),
+            ready_future(&namespaces.store),
+            ready_future(&claims.store),
+            ready_future(&volumes.store),
+            ready_future(&replica_sets.store),
+            ready_future(&stateful_sets.store),
+            ready_future(&enclaves.store),
+            ready_future(&policies.store),
+        ];
         tokio::spawn(async move {
-            let (a, b, c, d, e, f, g) = stores;
-            let _ = a.wait_until_ready().await;
-            let _ = b.wait_until_ready().await;
-            let _ = c.wait_until_ready().await;
-            let _ = d.wait_until_ready().await;
-            let _ = e.wait_until_ready().await;
-            let _ = f.wait_until_ready().await;
-            let _ = g.wait_until_ready().await;
+            futures::future::join_all(waits).await;
             let _ = tx.send(true);
         });
         Self {
@@ -307,6 +412,8 @@ impl Caches {
             namespaces,
             claims,
             volumes,
+            replica_sets,
+            stateful_sets,
             enclaves,
             policies,
             synced,
@@ -330,6 +437,77 @@ impl Caches {
             .store
             .get(&ObjectRef::new(name))
             .map(|ns| ns.labels().clone())
+    }
+}
+
+/// A store's first list, as a boxed future so that stores of every kind wait together.
+fn ready_future<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, ()>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    Box::pin(async move {
+        let _ = store.wait_until_ready().await;
+    })
+}
+
+impl Catalog for Caches {
+    fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
+        // Objects that do not parse are left out here and reported by the controllers.
+        let mut policies: Vec<Arc<ResidencyPolicy>> = self
+            .policies
+            .store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+            .collect();
+        policies.sort_by_key(|p| p.name_any());
+        policies
+    }
+    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
+        self.enclaves
+            .store
+            .get(&ObjectRef::new(name))
+            .and_then(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+    }
+    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        Caches::namespace_labels(self, name)
+    }
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.nodes
+            .store
+            .get(&ObjectRef::new(name))
+            .map(|n| n.labels().clone())
+    }
+    fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.namespaces
+            .store
+            .state()
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect()
+    }
+    fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.store.state()
+    }
+    fn pods(&self) -> Vec<Arc<CachedPod>> {
+        self.pods.store.state()
+    }
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims
+            .store
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.store.get(&ObjectRef::new(name))
+    }
+    fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
+        let sets = self.replica_sets.store.state();
+        let stateful = self.stateful_sets.store.state();
+        sets.iter()
+            .map(|s| Arc::new(s.owner()))
+            .chain(stateful.iter().map(|s| Arc::new(s.owner())))
+            .collect()
     }
 }
 

@@ -6,30 +6,73 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
 };
+use tokio::sync::watch;
 
-use crate::{cache::Caches, controller::residency::EvictionLog, metrics::Metrics};
+use crate::{
+    admission::{
+        Engine,
+        webhooks::{Endpoint, Target},
+    },
+    cache::Caches,
+    decisions::Sink,
+    metrics::Metrics,
+    names::FIELD_MANAGER,
+};
 
-/// The field manager of every write the operator makes (server-side apply): one
-/// constant, so that ownership of fields never flips between our own writes.
-pub const FIELD_MANAGER: &str = "enclave-operator";
+/// How the operator's admission objects are written: the engine, where webhooks reach
+/// the operator, the CA bundle they trust, and who owns what is written.
+#[derive(Clone)]
+pub struct AdmissionSetup {
+    pub engine: Engine,
+    pub endpoint: Endpoint,
+    pub ca_bundle: watch::Receiver<Vec<u8>>,
+    /// The operator's namespace: never in scope; holds its params and Secrets.
+    pub operator_namespace: String,
+    /// The installation's cluster-scoped object that owns the webhook configurations.
+    pub owner: Option<OwnerReference>,
+}
+
+impl AdmissionSetup {
+    /// What the webhook configurations are generated for, with the current CA bundle.
+    pub fn target(&self) -> Target {
+        Target {
+            endpoint: self.endpoint.clone(),
+            ca_bundle: self.ca_bundle.borrow().clone(),
+            operator_namespace: self.operator_namespace.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+}
 
 /// Shared state of the operator, handed to every reconcile as `Arc<Context>`.
 pub struct Context {
     pub client: Client,
+    /// A client without retries of its own, for evictions: a PodDisruptionBudget's 429
+    /// is an answer for this pass, not something to repeat for minutes.
+    pub eviction_client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub caches: Caches,
-    /// Recent evictions per policy, for the rate limit.
-    pub evictions: EvictionLog,
+    /// Where every decision is recorded.
+    pub sink: Sink,
+    pub admission: AdmissionSetup,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, caches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        eviction_client: Client,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        sink: Sink,
+        admission: AdmissionSetup,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME")
@@ -39,9 +82,11 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            eviction_client,
             metrics,
             caches,
-            evictions: EvictionLog::default(),
+            sink,
+            admission,
             failures: Mutex::new(HashMap::new()),
         }
     }

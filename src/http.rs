@@ -1,7 +1,7 @@
 //! The plain-HTTP server for probes and metrics (the webhook has its own TLS server).
 //! Health endpoints are not traced: kubelets call them every few seconds.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -41,9 +41,14 @@ pub fn router(metrics: Arc<Metrics>, caches: Caches) -> Router {
         .with_state((metrics, caches))
 }
 
-/// Serves the router until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, caches: Caches) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Serves the router until shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    caches: Caches,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics and health probes");
-    axum::serve(listener, router(metrics, caches)).await
+    axum::serve(listener, router(metrics, caches))
+        .with_graceful_shutdown(crate::shutdown::signalled())
+        .await
 }

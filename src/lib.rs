@@ -1,22 +1,34 @@
 //! enclave-operator keeps the pods, volumes and network paths that carry a
-//! jurisdiction's personal data inside a data enclave on Kubernetes, and reports it.
+//! jurisdiction's personal data inside a data enclave on Kubernetes, and proves it.
 //!
 //! Where things are decided:
 //! - [`crd`]: the DataEnclave and ResidencyPolicy resources.
-//! - [`selector`]: label selector matching, shared by every decision.
-//! - [`conditions`]: the standard status condition bookkeeping.
-//! - [`controller`]: reconcilers, one per concern (sites).
-//! - [`context`]: what the controllers and servers share.
+//! - [`placement`]: the affinity algebra (pure).
+//! - [`admission`]: admission described once, served as webhooks or compiled into
+//!   native admission policies.
+//! - [`controller`]: reconcilers, one per concern (sites, residency).
+//! - [`catalog`]: the one index of cluster state every decision reads; [`cache`]: the
+//!   watches behind it.
+//! - [`decisions`] and [`evidence`]: every decision recorded, hash-chained, checkpointed.
+//! - [`network`] and [`access`]: the network fence and the access exposure (pure).
+//! - [`names`], [`selector`], [`conditions`]: leaves shared by all.
 
+pub mod access;
 pub mod admission;
 pub mod cache;
+pub mod catalog;
 pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod decisions;
+pub mod evidence;
 pub mod http;
 pub mod metrics;
+pub mod names;
+pub mod network;
 pub mod placement;
 pub mod scope;
 pub mod selector;
+pub mod shutdown;
 pub mod telemetry;

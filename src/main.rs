@@ -1,13 +1,18 @@
 //! The `enclave-operator` binary: parses the command line and starts the library's
 //! controllers and servers.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use clap::{Parser, Subcommand};
-use enclave_operator::admission::{self, WebhookOptions, config::Endpoint};
+use clap::{Parser, Subcommand, ValueEnum};
 use enclave_operator::{
-    cache::Caches, context::Context, controller, crd, http, metrics::Metrics, telemetry,
+    admission::{self, Engine, WebhookOptions, native, server, webhooks::Endpoint},
+    cache::Caches,
+    context::{AdmissionSetup, Context},
+    controller, crd, decisions, evidence, http,
+    metrics::Metrics,
+    shutdown, telemetry,
 };
+use k8s_openapi::{api::rbac::v1::ClusterRole, apimachinery::pkg::apis::meta::v1::OwnerReference};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +30,19 @@ enum Command {
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Run the controllers against the cluster of the current kubeconfig or service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Check a decision log offline: the hash chain, the sequence, and the checkpoints.
+    VerifyLog(evidence::cli::VerifyArgs),
+}
+
+/// Which admission engine to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum AdmissionChoice {
+    /// Native where the API server serves MutatingAdmissionPolicy v1, webhooks otherwise.
+    #[default]
+    Auto,
+    Native,
+    Webhook,
 }
 
 #[derive(clap::Args)]
@@ -44,20 +61,45 @@ struct RunArgs {
     #[arg(long, env = "ENCLAVE_WEBHOOK_SERVICE")]
     webhook_service: Option<String>,
     /// Directory with tls.crt, tls.key and ca.crt (e.g. a cert-manager Secret). Without
-    /// it, certificates are generated and rotated in memory.
+    /// it, the replicas share a CA through the Secret --webhook-secret.
     #[arg(long, env = "ENCLAVE_WEBHOOK_TLS_DIR")]
     webhook_tls_dir: Option<std::path::PathBuf>,
-    /// The operator's namespace: excluded from every webhook.
-    #[arg(long, env = "POD_NAMESPACE")]
-    namespace: Option<String>,
+    /// The Secret (in --namespace) through which replicas share the webhook's CA.
+    #[arg(
+        long,
+        env = "ENCLAVE_WEBHOOK_SECRET",
+        default_value = "enclave-operator-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// Most connections the webhook server holds open at once.
+    #[arg(long, default_value_t = server::Limits::default().max_connections)]
+    webhook_max_connections: usize,
+    /// Seconds an idle webhook connection is kept (longer than the API server's 90 s).
+    #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs_f64())]
+    webhook_idle_timeout: f64,
+    /// Seconds from a request's first byte to its response.
+    #[arg(long, default_value_t = server::Limits::default().request_timeout.as_secs_f64())]
+    webhook_request_timeout: f64,
+    /// The operator's namespace: never in scope; holds its Secret, params and Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
+    namespace: String,
+    /// A cluster-scoped object of the installation (the chart's ClusterRole) that owns
+    /// the webhook configurations, so that uninstalling removes them.
+    #[arg(long, env = "ENCLAVE_OWNER_CLUSTER_ROLE")]
+    owner_cluster_role: Option<String>,
+    /// Which admission engine enforces the policies.
+    #[arg(long, env = "ENCLAVE_ADMISSION", value_enum, default_value_t)]
+    admission: AdmissionChoice,
+    #[command(flatten)]
+    evidence: evidence::cli::LogArgs,
     /// Log format.
     #[arg(long, env = "ENCLAVE_LOG_FORMAT", value_enum, default_value_t)]
     log_format: telemetry::LogFormat,
 }
 
 /// Where the API server reaches the webhook, and the names its certificate covers.
-fn webhook_options(args: &RunArgs) -> Result<WebhookOptions, String> {
-    let (endpoint, hosts) = match (&args.webhook_url, &args.webhook_service) {
+fn endpoint(args: &RunArgs) -> Result<(Endpoint, Vec<String>), String> {
+    match (&args.webhook_url, &args.webhook_service) {
         (Some(url), _) => {
             let host = url
                 .strip_prefix("https://")
@@ -66,10 +108,10 @@ fn webhook_options(args: &RunArgs) -> Result<WebhookOptions, String> {
                 .ok_or_else(|| {
                     format!("--webhook-url must look like https://HOST:PORT, got {url:?}")
                 })?;
-            (
+            Ok((
                 Endpoint::Url(url.trim_end_matches('/').to_string()),
                 vec![host.to_string()],
-            )
+            ))
         }
         (None, Some(service)) => {
             let parse = || -> Option<(String, String, i32)> {
@@ -84,74 +126,197 @@ fn webhook_options(args: &RunArgs) -> Result<WebhookOptions, String> {
                 format!("{name}.{namespace}.svc"),
                 format!("{name}.{namespace}.svc.cluster.local"),
             ];
-            (
+            Ok((
                 Endpoint::Service {
                     namespace,
                     name,
                     port,
                 },
                 hosts,
-            )
+            ))
         }
-        (None, None) => return Err(
+        (None, None) => Err(
             "set --webhook-url (operator outside the cluster) or --webhook-service (in a cluster)"
                 .into(),
         ),
-    };
-    Ok(WebhookOptions {
-        listen: args.webhook_addr,
-        endpoint,
-        hosts,
-        tls_dir: args.webhook_tls_dir.clone(),
-        operator_namespace: args.namespace.clone(),
-    })
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a positive number of seconds, got {value}"))
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", crd::all_yaml()?);
-            Ok(())
-        }
-        Command::Run(args) => run(args).await,
+        Command::Crd => match crd::all_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::VerifyLog(args) => evidence::cli::verify(args),
+        Command::Run(args) => match run(*args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "enclave-operator stopped");
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn owner(client: &kube::Client, name: &str) -> Result<OwnerReference, String> {
+    let role = kube::Api::<ClusterRole>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(|e| format!("--owner-cluster-role {name}: {e}"))?;
+    Ok(OwnerReference {
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "ClusterRole".into(),
+        name: name.to_string(),
+        uid: role.metadata.uid.unwrap_or_default(),
+        ..OwnerReference::default()
+    })
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
     telemetry::init(args.log_format);
     // One TLS crypto provider for the kube client and the webhook server.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = kube::Client::try_default().await?;
-    let metrics = Arc::new(Metrics::default());
-    let caches = Caches::start(&client);
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), caches));
-    tracing::info!("enclave-operator starting");
+    tokio::spawn(shutdown::listen());
+    let files = server::raise_file_limit();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        open_files = files,
+        "enclave-operator starting"
+    );
 
-    let webhook = webhook_options(&args)?;
-    let server = tokio::spawn(http::serve(
-        args.metrics_addr,
+    // Bind first: a port in use is a clear error, not a panic half-way through.
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot serve /metrics and probes on {}: {e}",
+                args.metrics_addr
+            )
+        })?;
+    let webhook_listener = server::bind(args.webhook_addr)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration: {e}"))?;
+    let client = kube::Client::try_from(config.clone()).map_err(|e| e.to_string())?;
+    // Evictions are answered, not retried by the client: a 429 from a PDB is final for
+    // this pass (see controller::residency::migrate).
+    let mut no_retry = config;
+    no_retry.default_retry = false;
+    let eviction_client = kube::Client::try_from(no_retry).map_err(|e| e.to_string())?;
+
+    let engine = match args.admission {
+        AdmissionChoice::Native => Engine::Native,
+        AdmissionChoice::Webhook => Engine::Webhook,
+        AdmissionChoice::Auto => match native::served(&client).await {
+            Ok(true) => Engine::Native,
+            Ok(false) => Engine::Webhook,
+            Err(e) => {
+                return Err(format!(
+                    "cannot tell whether the API server serves MutatingAdmissionPolicy: {e}"
+                ));
+            }
+        },
+    };
+    tracing::info!(engine = engine.as_str(), "admission engine");
+
+    let (endpoint, hosts) = endpoint(&args)?;
+    let limits = server::Limits {
+        max_connections: args.webhook_max_connections.max(1),
+        idle_timeout: seconds(args.webhook_idle_timeout, "--webhook-idle-timeout")?,
+        request_timeout: seconds(args.webhook_request_timeout, "--webhook-request-timeout")?,
+        ..server::Limits::default()
+    };
+    let options = WebhookOptions {
+        listen: args.webhook_addr,
+        endpoint: endpoint.clone(),
+        hosts,
+        tls_dir: args.webhook_tls_dir.clone(),
+        namespace: args.namespace.clone(),
+        secret: args.webhook_secret.clone(),
+        limits: limits.clone(),
+    };
+    let tls = admission::tls::start(client.clone(), &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let owner = match &args.owner_cluster_role {
+        Some(name) => Some(owner(&client, name).await?),
+        None => None,
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let (sink, records) = decisions::Sink::new(decisions::QUEUE);
+    let caches = Caches::start(&client);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        eviction_client,
+        metrics.clone(),
+        caches,
+        sink.clone(),
+        AdmissionSetup {
+            engine,
+            endpoint,
+            ca_bundle: tls.ca_bundle.clone(),
+            operator_namespace: args.namespace.clone(),
+            owner,
+        },
+    ));
+    let writer = evidence::writer::start(&args.evidence, ctx.clone(), records)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let probes = tokio::spawn(http::serve(
+        metrics_listener,
         metrics.clone(),
         ctx.caches.clone(),
     ));
-    let admission = tokio::spawn(admission::run(
-        client.clone(),
+    let state = Arc::new(server::AdmissionState::new(
         ctx.caches.clone(),
-        ctx.recorder.clone(),
         metrics.admission.clone(),
-        webhook,
+        Some(sink),
+        limits.clone(),
     ));
+    let webhooks = tokio::spawn(server::serve(
+        webhook_listener,
+        tls.cert.clone(),
+        server::router(state),
+        limits,
+        metrics.admission.clone(),
+        shutdown::signalled(),
+    ));
+    let controllers = tokio::spawn(controller::run(ctx.clone()));
+
     tokio::select! {
-        () = controller::sites::run(client.clone(), ctx.clone()) => tracing::info!("controllers stopped"),
-        () = controller::residency::run(client, ctx) => tracing::info!("controllers stopped"),
-        result = admission => match result {
-            Ok(Err(error)) => return Err(error.into()),
-            _ => tracing::info!("webhook server stopped"),
-        },
-        result = server => match result {
-            Ok(Err(error)) => return Err(format!("metrics server on {}: {error}", args.metrics_addr).into()),
-            _ => tracing::info!("metrics server stopped"),
+        () = shutdown::signalled() => {}
+        result = probes => if let Ok(Err(error)) = result {
+            return Err(format!("the metrics server stopped: {error}"));
         },
     }
+    // Stop within a few seconds whatever is in flight: controllers finish their current
+    // reconcile at most, the decision log is flushed.
+    let deadline = Duration::from_secs(4);
+    let _ = tokio::time::timeout(deadline, async {
+        let _ = controllers.await;
+        let _ = webhooks.await;
+        writer.close().await;
+    })
+    .await;
+    tracing::info!("enclave-operator stopped");
     Ok(())
 }

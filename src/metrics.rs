@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-pub use crate::admission::server::AdmissionMetrics;
-
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -73,11 +71,101 @@ impl ReconcileMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub webhook: &'static str,
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub reason: &'static str,
+}
+
+/// Admission metrics: reviews by webhook and verdict, their latency, and connections.
+#[derive(Clone)]
+pub struct AdmissionMetrics {
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub duration: Histogram,
+    pub connections: Gauge,
+    pub closed: Family<ClosedLabels, Counter>,
+}
+
+impl AdmissionMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reviews: Family::default(),
+            duration: Histogram::new([0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05]),
+            connections: Gauge::default(),
+            closed: Family::default(),
+        };
+        registry.register(
+            "reviews",
+            "Admission reviews by webhook and verdict (allowed, patched, denied, audited, invalid)",
+            metrics.reviews.clone(),
+        );
+        registry.register(
+            "review_duration_seconds",
+            "Time to decide one admission review",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open connections to the webhook server",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server's limits, by reason (limit, handshake, timeout)",
+            metrics.closed.clone(),
+        );
+        metrics
+    }
+}
+
+/// The decision log: lines written, records lost (and themselves recorded), Events that
+/// did not fit their queue, checkpoints stored.
+#[derive(Clone, Default)]
+pub struct EvidenceMetrics {
+    pub lines: Counter,
+    pub lost: Counter,
+    pub events_dropped: Counter,
+    pub checkpoints: Counter,
+}
+
+impl EvidenceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "log_lines",
+            "Lines written to the decision log",
+            metrics.lines.clone(),
+        );
+        registry.register(
+            "records_lost",
+            "Decisions that did not fit the queue (each loss is itself a RecordsLost line)",
+            metrics.lost.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Admission Events not published because their queue was full",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "checkpoints",
+            "Checkpoints of the decision log's head stored in the cluster",
+            metrics.checkpoints.clone(),
+        );
+        metrics
+    }
+}
+
 /// Every metric of the operator, and the registry that encodes them.
 pub struct Metrics {
     pub registry: Registry,
     pub reconcile: ReconcileMetrics,
     pub admission: AdmissionMetrics,
+    pub evidence: EvidenceMetrics,
 }
 
 impl Default for Metrics {
@@ -85,10 +173,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("enclave_operator");
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("controller"));
         let admission = AdmissionMetrics::register(registry.sub_registry_with_prefix("admission"));
+        let evidence = EvidenceMetrics::register(registry.sub_registry_with_prefix("evidence"));
         Self {
             registry,
             reconcile,
             admission,
+            evidence,
         }
     }
 }

@@ -4,10 +4,10 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::NodeSelectorTerm;
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 
+pub use crate::catalog::{Catalog, StaticCatalog};
 use crate::{
-    cache::Caches,
     crd::{DataEnclave, Enforcement, ResidencyPolicy},
     placement, selector,
 };
@@ -15,69 +15,6 @@ use crate::{
 /// Namespaces no policy may reach into, whatever its selector says: the control plane's
 /// own, so that a policy can never stop the cluster from repairing itself.
 pub const ALWAYS_EXCLUDED_NAMESPACES: &[&str] = &["kube-system"];
-
-/// The state decisions are made from.
-pub trait Catalog {
-    /// Every ResidencyPolicy, in name order.
-    fn policies(&self) -> Vec<Arc<ResidencyPolicy>>;
-    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>>;
-    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
-    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
-}
-
-impl Catalog for Caches {
-    fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
-        // Invalid objects are left out here and reported by the controllers.
-        let mut policies: Vec<Arc<ResidencyPolicy>> = self
-            .policies
-            .store
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-            .collect();
-        policies.sort_by_key(|p| p.name_any());
-        policies
-    }
-    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
-        self.enclaves
-            .store
-            .get(&ObjectRef::new(name))
-            .and_then(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-    }
-    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        Caches::namespace_labels(self, name)
-    }
-    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        self.nodes
-            .store
-            .get(&ObjectRef::new(name))
-            .map(|n| n.labels().clone())
-    }
-}
-
-/// A catalog held in plain collections: for unit tests, fixtures and benchmarks.
-#[derive(Default, Clone)]
-pub struct StaticCatalog {
-    pub policies: Vec<Arc<ResidencyPolicy>>,
-    pub enclaves: BTreeMap<String, Arc<DataEnclave>>,
-    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Catalog for StaticCatalog {
-    fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
-        self.policies.clone()
-    }
-    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
-        self.enclaves.get(name).cloned()
-    }
-    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        self.namespaces.get(name).cloned()
-    }
-    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        self.nodes.get(name).cloned()
-    }
-}
 
 /// An enclave in the form placement decisions use.
 #[derive(Clone, Debug)]
@@ -211,29 +148,4 @@ pub fn applicable(
             })
             .collect(),
     )
-}
-
-#[derive(serde::Deserialize)]
-struct CatalogFixture {
-    enclave: DataEnclave,
-    policies: Vec<ResidencyPolicy>,
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    nodes: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl StaticCatalog {
-    /// A catalog from YAML (see `tests/fixtures/catalog.yaml`): one enclave, its
-    /// policies, namespace labels and node labels.
-    pub fn from_yaml(yaml: &str) -> Result<Self, serde_yaml::Error> {
-        let fixture: CatalogFixture = serde_yaml::from_str(yaml)?;
-        let mut policies: Vec<Arc<ResidencyPolicy>> =
-            fixture.policies.into_iter().map(Arc::new).collect();
-        policies.sort_by_key(|p| p.name_any());
-        Ok(Self {
-            policies,
-            enclaves: [(fixture.enclave.name_any(), Arc::new(fixture.enclave))].into(),
-            namespaces: fixture.namespaces,
-            nodes: fixture.nodes,
-        })
-    }
 }

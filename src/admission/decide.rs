@@ -1,76 +1,156 @@
 //! Admission decisions, pure: from a pod (or a pod template) and the [`Catalog`] to a
-//! verdict — allow, deny with a message naming the policy and the allowed sites, or
-//! allow with a patch — plus warnings and what Audit policies would have done.
+//! typed [`Decision`] — allow, place (a new affinity), or deny with a message naming the
+//! policy, the enclave and its sites — plus warnings and findings for the record.
+//!
+//! These functions are the reference semantics of admission: the native engine's CEL
+//! ([`super::native`]) is written to decide exactly the same, and a differential test
+//! holds the two together. Several enforcing policies apply as a fixpoint, so that the
+//! order in which the API server happens to run one MutatingAdmissionPolicy per policy
+//! cannot change the result: each policy crosses its enclave into what the others left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Affinity, PodSpec};
 
 use crate::{
+    names::POLICY_ANNOTATION,
     placement,
     scope::{self, Applicable, Catalog, ResolvedEnclave},
 };
 
-/// Annotation naming the policies that placed a pod (or a DaemonSet's template).
-pub const POLICY_ANNOTATION: &str = "enclave.dev/policy";
-
-/// What admission should answer.
-#[derive(Debug, Default, PartialEq)]
-pub struct Verdict {
-    /// Why the request is denied; None to allow.
-    pub denied: Option<String>,
-    /// The new pod spec, when the mutation changes it.
-    pub spec: Option<PodSpec>,
-    /// Policies that changed the spec, for the annotation.
-    pub placed_by: Vec<String>,
-    /// Warnings shown to the user (kubectl prints them).
-    pub warnings: Vec<String>,
-    /// What to record as Events on the policies: denials, and what Audit policies
-    /// would have done.
-    pub reports: Vec<Report>,
+/// What admission answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Admit unchanged.
+    Allow,
+    /// Admit with the enclave ANDed into the placement.
+    Place(Placement),
+    /// Refuse, with a message for the user.
+    Deny(String),
 }
 
-/// A denial by, or an Audit finding of, one policy.
+/// The placement admission writes into a pod or a pod template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub affinity: Affinity,
+    /// The new value of the [`POLICY_ANNOTATION`]: the enforcing policies that hold the
+    /// pod, sorted, with whatever the annotation listed before.
+    pub annotation: String,
+}
+
+/// Why a policy is named in a decision: what was done, or what Audit would have done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindingKind {
+    Placed,
+    Denied,
+    /// Audit: the pod would have been placed.
+    WouldPlace,
+    /// Audit: the pod would have been refused.
+    WouldDeny,
+}
+
+impl FindingKind {
+    /// Audit findings block and change nothing.
+    pub fn is_audit(self) -> bool {
+        matches!(self, FindingKind::WouldPlace | FindingKind::WouldDeny)
+    }
+}
+
+/// One policy's part in a decision, for Events, the decision log and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report {
+pub struct Finding {
     pub policy: String,
-    /// An Audit finding (nothing was blocked or changed), not a denial.
-    pub audit: bool,
+    pub kind: FindingKind,
     pub message: String,
 }
 
-impl Verdict {
+/// A decision: the outcome, warnings shown to the user (kubectl prints them), and the
+/// findings to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub warnings: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Self {
+            outcome: Outcome::Allow,
+            warnings: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+}
+
+impl Decision {
     fn deny(mut self, policy: &str, message: String) -> Self {
-        self.reports.push(Report {
+        self.findings.push(Finding {
             policy: policy.to_string(),
-            audit: false,
+            kind: FindingKind::Denied,
             message: message.clone(),
         });
-        self.denied = Some(message);
+        self.outcome = Outcome::Deny(message);
         self
     }
 
-    fn audit(&mut self, policy: &str, message: String) {
+    /// A denial that no single policy owns (the scope itself cannot be decided).
+    fn refuse(message: String) -> Self {
+        Self {
+            outcome: Outcome::Deny(message),
+            ..Self::default()
+        }
+    }
+
+    fn audit(&mut self, policy: &str, kind: FindingKind, message: String) {
         self.warnings.push(message.clone());
-        self.reports.push(Report {
+        self.findings.push(Finding {
             policy: policy.to_string(),
-            audit: true,
+            kind,
             message,
         });
     }
 
     /// Did an Audit policy find something?
     pub fn audited(&self) -> bool {
-        self.reports.iter().any(|r| r.audit)
+        self.findings.iter().any(|f| f.kind.is_audit())
+    }
+
+    /// The label of the outcome in metrics.
+    pub fn label(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Deny(_) => "denied",
+            Outcome::Place(_) => "patched",
+            Outcome::Allow if self.audited() => "audited",
+            Outcome::Allow => "allowed",
+        }
     }
 }
 
-/// Where the pod is, as far as placement is concerned.
+/// The kind of object a decision is about, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Pod,
+    /// A workload's pod template: DaemonSet, Deployment, StatefulSet, …
+    Template(&'static str),
+}
+
+impl Subject {
+    fn kind(self) -> &'static str {
+        match self {
+            Subject::Pod => "Pod",
+            Subject::Template(kind) => kind,
+        }
+    }
+}
+
+/// A pod, or a workload's pod template, as placement decisions see it.
 pub struct PodView<'a> {
-    pub kind: &'a str,
+    pub subject: Subject,
     pub namespace: &'a str,
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
     pub spec: &'a PodSpec,
 }
 
@@ -82,40 +162,57 @@ fn outside_message(policy: &str, enclave: &ResolvedEnclave, what: &str) -> Strin
     )
 }
 
-/// Why an enforced policy refuses this spec, if it does: a nodeName outside the
-/// enclave (or unknown), or node constraints no enclave node can satisfy.
+/// Why an enforced policy refuses this spec, if it does: a nodeName that is not a node of
+/// the enclave, or node constraints no enclave node can satisfy.
 fn refusal(
     catalog: &impl Catalog,
     policy: &str,
     enclave: &ResolvedEnclave,
     view: &PodView,
+    spec: &PodSpec,
 ) -> Option<String> {
-    if let Some(node) = view.spec.node_name.as_deref() {
-        return match catalog.node_labels(node) {
-            None => Some(outside_message(
-                policy,
-                enclave,
-                &format!("spec.nodeName {node:?} is not a known node"),
-            )),
-            Some(labels) if !enclave.contains_node(&labels) => Some(outside_message(
-                policy,
-                enclave,
-                &format!("spec.nodeName {node:?} is a node outside the enclave"),
-            )),
-            Some(_) => None,
-        };
+    if let Err(why) = placement::judgeable(spec) {
+        return Some(outside_message(
+            policy,
+            enclave,
+            &format!(
+                "{} {}/{}: {why}",
+                view.subject.kind(),
+                view.namespace,
+                view.name
+            ),
+        ));
     }
-    (!placement::satisfiable_in_enclave(view.spec, &enclave.site_terms)).then(|| {
+    let is_enclave_node = |node: &str| {
+        catalog
+            .node_labels(node)
+            .is_some_and(|labels| enclave.contains_node(&labels))
+    };
+    if let Some(node) = spec.node_name.as_deref() {
+        return (!is_enclave_node(node)).then(|| {
+            outside_message(
+                policy,
+                enclave,
+                &format!("spec.nodeName {node:?} is not a node of the enclave"),
+            )
+        });
+    }
+    (!placement::satisfiable_in_enclave(spec, &enclave.site_terms, &is_enclave_node)).then(|| {
         outside_message(
             policy,
             enclave,
-            &format!("{} {}/{} asks for nodes (spec.nodeSelector or spec.affinity) that no site of the enclave can satisfy", view.kind, view.namespace, view.name),
+            &format!(
+                "{} {}/{} asks for nodes (spec.nodeSelector or spec.affinity) that no node of the enclave can satisfy",
+                view.subject.kind(),
+                view.namespace,
+                view.name
+            ),
         )
     })
 }
 
 /// The policies covering the view, or a denial when that cannot be known: an in-scope
-/// request (the webhook's selectors let it through) fails closed.
+/// request (the API server's selectors let it through) fails closed.
 fn covering(catalog: &impl Catalog, view: &PodView) -> Result<Vec<Applicable>, String> {
     scope::applicable(catalog, view.namespace, view.labels).ok_or_else(|| {
         format!(
@@ -125,22 +222,49 @@ fn covering(catalog: &impl Catalog, view: &PodView) -> Result<Vec<Applicable>, S
     })
 }
 
-/// Mutating admission of a pod (CREATE) or a DaemonSet's template: AND the enclaves of
-/// the enforcing policies into the required node affinity, deny what can never be
-/// placed inside, and report what Audit policies would do.
-pub fn mutate(catalog: &impl Catalog, view: &PodView) -> Verdict {
-    let mut verdict = Verdict::default();
+/// When a refusal comes from combining policies (the pod alone would fit this policy's
+/// enclave), the other enforcing policies that hold the pod, for the message.
+fn conflict_note(others: &[String]) -> String {
+    if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the pod is also held by policy {}, and no node is in both enclaves",
+            others.join(", policy ")
+        )
+    }
+}
+
+/// The entries of the policy annotation a pod already carries.
+fn annotated_policies(view: &PodView) -> Option<BTreeSet<String>> {
+    view.annotations.get(POLICY_ANNOTATION).map(|value| {
+        value
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Mutating admission of a pod (CREATE) or a workload's template: AND the enclaves of
+/// the enforcing policies into the required node affinity, deny what can never be placed
+/// inside, and report what Audit policies would do.
+///
+/// The result is a fixpoint of one step per enforcing policy (cross its enclave in when
+/// the pod does not already imply it; add its preferred sites), so it does not depend on
+/// the order in which policies are applied. The annotation is written only when the
+/// placement changes or the pod already has one, and then lists every enforcing policy
+/// holding the pod.
+pub fn mutate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
     let policies = match covering(catalog, view) {
         Ok(policies) => policies,
-        Err(message) => {
-            return Verdict {
-                denied: Some(message),
-                ..Verdict::default()
-            };
-        }
+        Err(message) => return Decision::refuse(message),
     };
+    let mut decision = Decision::default();
     let mut spec = view.spec.clone();
-    for applicable in policies {
+    let mut holding: Vec<String> = Vec::new();
+    let mut changed = false;
+    for applicable in &policies {
         let name = applicable.name();
         let enforced = applicable.enforced();
         let enclave = match &applicable.enclave {
@@ -148,118 +272,183 @@ pub fn mutate(catalog: &impl Catalog, view: &PodView) -> Verdict {
             Err(problem) if enforced => {
                 let message =
                     format!("policy {name}: {problem}; in-scope pods are refused until it exists");
-                return verdict.deny(&name, message);
+                return decision.deny(&name, message);
             }
             Err(problem) => {
-                verdict.audit(
+                decision.audit(
                     &name,
+                    FindingKind::WouldDeny,
                     format!("policy {name} (Audit): would refuse: {problem}"),
                 );
                 continue;
             }
         };
-        let current = PodView {
-            spec: &spec,
-            ..*view
-        };
-        if let Some(message) = refusal(catalog, &name, enclave, &current) {
+        if let Some(message) = refusal(catalog, &name, enclave, view, &spec) {
             if enforced {
-                return verdict.deny(&name, message);
+                let alone = refusal(catalog, &name, enclave, view, view.spec).is_none();
+                let note = if alone {
+                    conflict_note(&holding)
+                } else {
+                    String::new()
+                };
+                return decision.deny(&name, format!("{message}{note}"));
             }
-            verdict.audit(&name, format!("(Audit) would deny: {message}"));
+            decision.audit(
+                &name,
+                FindingKind::WouldDeny,
+                format!("(Audit) would deny: {message}"),
+            );
             continue;
         }
-        if let Some(affinity) = placement::constrain(
+        let implied = placement::implies_enclave(&spec, &enclave.site_terms);
+        if !implied && let Err(why) = placement::within_bounds(&spec, &enclave.site_terms) {
+            let message = outside_message(
+                &name,
+                enclave,
+                &format!(
+                    "{} {}/{}: {why}",
+                    view.subject.kind(),
+                    view.namespace,
+                    view.name
+                ),
+            );
+            if enforced {
+                return decision.deny(&name, message);
+            }
+            decision.audit(
+                &name,
+                FindingKind::WouldDeny,
+                format!("(Audit) would deny: {message}"),
+            );
+            continue;
+        }
+        let placed = placement::constrain(
             &spec,
             &enclave.site_terms,
             &enclave.preferred(&applicable.policy),
-        ) {
-            if enforced {
-                spec.affinity = Some(affinity);
-                verdict.placed_by.push(name);
-            } else {
-                let message = format!(
-                    "policy {name} (Audit): would require nodes of DataEnclave {}",
-                    enclave.name()
+        );
+        if !enforced {
+            if placed.is_some() && !implied {
+                decision.audit(
+                    &name,
+                    FindingKind::WouldPlace,
+                    format!(
+                        "policy {name} (Audit): would require nodes of DataEnclave {} (sites: {})",
+                        enclave.name(),
+                        enclave.site_names().join(", ")
+                    ),
                 );
-                verdict.audit(&name, message);
             }
+            continue;
+        }
+        holding.push(name.clone());
+        if let Some(affinity) = placed {
+            spec.affinity = Some(affinity);
+            changed = true;
+            decision.findings.push(Finding {
+                policy: name.clone(),
+                kind: FindingKind::Placed,
+                message: format!(
+                    "{} {}/{} placed on nodes of DataEnclave {} (sites: {})",
+                    view.subject.kind(),
+                    view.namespace,
+                    view.name,
+                    enclave.name(),
+                    enclave.site_names().join(", ")
+                ),
+            });
         }
     }
-    if !verdict.placed_by.is_empty() {
-        verdict.spec = Some(spec);
+    let previous = annotated_policies(view);
+    if !changed && previous.is_none() {
+        return decision;
     }
-    verdict
+    let mut annotation = previous.clone().unwrap_or_default();
+    annotation.extend(holding);
+    if !changed && previous.as_ref() == Some(&annotation) {
+        return decision;
+    }
+    decision.outcome = Outcome::Place(Placement {
+        affinity: spec.affinity.unwrap_or_default(),
+        annotation: annotation.into_iter().collect::<Vec<_>>().join(","),
+    });
+    decision
 }
 
-/// Validating admission of a pod (CREATE), after every mutation: the final pod must be
-/// held inside the enclave of every enforcing policy.
-pub fn validate(catalog: &impl Catalog, view: &PodView) -> Verdict {
+/// Validating admission of a pod (CREATE) or a DaemonSet's template, after every
+/// mutation: the final object must be held inside the enclave of every enforcing policy.
+pub fn validate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
     let policies = match covering(catalog, view) {
         Ok(policies) => policies,
-        Err(message) => {
-            return Verdict {
-                denied: Some(message),
-                ..Verdict::default()
-            };
-        }
+        Err(message) => return Decision::refuse(message),
     };
-    let verdict = Verdict::default();
-    for applicable in policies.iter().filter(|a| a.enforced()) {
+    let enforcing: Vec<&Applicable> = policies.iter().filter(|a| a.enforced()).collect();
+    let decision = Decision::default();
+    for applicable in &enforcing {
         let name = applicable.name();
         let enclave = match &applicable.enclave {
             Ok(enclave) => enclave,
             Err(problem) => {
                 let message =
                     format!("policy {name}: {problem}; in-scope pods are refused until it exists");
-                return verdict.deny(&name, message);
+                return decision.deny(&name, message);
             }
         };
-        if let Some(message) = refusal(catalog, &name, enclave, view) {
-            return verdict.deny(&name, message);
+        if let Some(message) = refusal(catalog, &name, enclave, view, view.spec) {
+            let others: Vec<String> = enforcing
+                .iter()
+                .map(|a| a.name())
+                .filter(|other| *other != name)
+                .collect();
+            return decision.deny(&name, format!("{message}{}", conflict_note(&others)));
         }
         if view.spec.node_name.is_none()
             && !placement::implies_enclave(view.spec, &enclave.site_terms)
         {
-            let message = outside_message(
-                &name,
-                enclave,
-                "the pod's node affinity does not keep it inside the enclave (was the enclave-operator mutating webhook bypassed?)",
-            );
-            return verdict.deny(&name, message);
+            let what = match placement::within_bounds(view.spec, &enclave.site_terms) {
+                Err(why) => format!(
+                    "{} {}/{}: {why}",
+                    view.subject.kind(),
+                    view.namespace,
+                    view.name
+                ),
+                Ok(()) => "the pod's node affinity does not keep it inside the enclave (was the enclave-operator mutation bypassed?)".to_string(),
+            };
+            return decision.deny(&name, outside_message(&name, enclave, &what));
         }
     }
-    verdict
+    decision
 }
 
 /// Validating admission of a workload (Deployment, StatefulSet, ReplicaSet, Job,
 /// CronJob, DaemonSet): never denied — its pods are — but warned about when its pod
 /// template can never be placed in the enclave.
-pub fn warn_workload(catalog: &impl Catalog, view: &PodView) -> Verdict {
-    let mut verdict = Verdict::default();
+pub fn warn_workload<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
+    let mut decision = Decision::default();
     let Ok(policies) = covering(catalog, view) else {
-        return verdict;
+        return decision;
     };
     for applicable in policies {
         let name = applicable.name();
         match &applicable.enclave {
-            Err(problem) => verdict.warnings.push(format!(
+            Err(problem) => decision.warnings.push(format!(
                 "policy {name}: {problem}; the pods of {} {} will be refused",
-                view.kind, view.name
+                view.subject.kind(),
+                view.name
             )),
             Ok(enclave) => {
-                if let Some(message) = refusal(catalog, &name, enclave, view) {
+                if let Some(message) = refusal(catalog, &name, enclave, view, view.spec) {
                     let consequence = if applicable.enforced() {
                         "its pods will be denied"
                     } else {
                         "(Audit) its pods would be denied"
                     };
-                    verdict.warnings.push(format!("{message}: {consequence}"));
+                    decision.warnings.push(format!("{message}: {consequence}"));
                 }
             }
         }
     }
-    verdict
+    decision
 }
 
 #[cfg(test)]
@@ -272,16 +461,18 @@ mod tests {
             .expect("fixture parses")
     }
 
-    fn view<'a>(
-        namespace: &'a str,
-        labels: &'a BTreeMap<String, String>,
-        spec: &'a PodSpec,
-    ) -> PodView<'a> {
+    fn no_labels() -> &'static BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        &EMPTY
+    }
+
+    fn view<'a>(namespace: &'a str, spec: &'a PodSpec) -> PodView<'a> {
         PodView {
-            kind: "Pod",
+            subject: Subject::Pod,
             namespace,
             name: "p",
-            labels,
+            labels: no_labels(),
+            annotations: no_labels(),
             spec,
         }
     }
@@ -290,94 +481,161 @@ mod tests {
         serde_yaml::from_str(yaml).expect("fixture parses")
     }
 
+    fn placed(decision: &Decision) -> &Placement {
+        match &decision.outcome {
+            Outcome::Place(placement) => placement,
+            other => panic!("expected a placement, got {other:?}"),
+        }
+    }
+
+    fn denied(decision: &Decision) -> &str {
+        match &decision.outcome {
+            Outcome::Deny(message) => message,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
     #[test]
     fn in_scope_pod_is_placed_and_the_result_validates() {
         let catalog = catalog();
-        let labels = BTreeMap::new();
         let pod = spec("containers: [{name: app, image: x}]");
-        let verdict = mutate(&catalog, &view("shop", &labels, &pod));
-        assert_eq!(verdict.denied, None);
-        assert_eq!(verdict.placed_by, ["eu-user-data"]);
-        let placed = verdict.spec.expect("placed");
+        let decision = mutate(&catalog, &view("shop", &pod));
+        let placement = placed(&decision);
+        assert_eq!(placement.annotation, "eu-user-data");
+        assert_eq!(decision.findings[0].kind, FindingKind::Placed);
+        let mut after = pod.clone();
+        after.affinity = Some(placement.affinity.clone());
         assert!(placement::implies_enclave(
-            &placed,
+            &after,
             &crate::scope::resolve_enclave(&catalog, &catalog.policies[1])
                 .expect("enclave")
                 .site_terms
         ));
         assert_eq!(
-            validate(&catalog, &view("shop", &labels, &placed)).denied,
-            None,
+            validate(&catalog, &view("shop", &after)).outcome,
+            Outcome::Allow,
             "what mutate produces, validate accepts"
         );
         assert!(
-            validate(&catalog, &view("shop", &labels, &pod))
-                .denied
-                .is_some(),
+            denied(&validate(&catalog, &view("shop", &pod))).contains("bypassed"),
             "an unplaced pod is refused"
         );
+        // Mutating the placed pod again changes nothing: idempotent.
+        let annotations: BTreeMap<String, String> =
+            [(POLICY_ANNOTATION.to_string(), placement.annotation.clone())].into();
+        let again = mutate(
+            &catalog,
+            &PodView {
+                annotations: &annotations,
+                ..view("shop", &after)
+            },
+        );
+        assert_eq!(again.outcome, Outcome::Allow);
     }
 
     #[test]
     fn denials_name_the_policy_and_the_sites() {
         let catalog = catalog();
-        let labels = BTreeMap::new();
         let pinned = spec(
             "containers: []\nnodeSelector: {node-restriction.kubernetes.io/enclave-site: virginia}",
         );
-        let denied = mutate(&catalog, &view("shop", &labels, &pinned))
-            .denied
-            .expect("denied");
+        let decision = mutate(&catalog, &view("shop", &pinned));
+        let message = denied(&decision);
         assert!(
-            denied.contains("policy eu-user-data") && denied.contains("sites: dublin, norway"),
-            "{denied}"
+            message.contains("policy eu-user-data") && message.contains("sites: dublin, norway"),
+            "{message}"
         );
-        let named = spec("containers: []\nnodeName: virginia-a");
-        let denied = mutate(&catalog, &view("shop", &labels, &named))
-            .denied
-            .expect("denied");
-        assert!(denied.contains("spec.nodeName \"virginia-a\""), "{denied}");
-        let unknown = spec("containers: []\nnodeName: mars-1");
+        assert_eq!(decision.findings[0].kind, FindingKind::Denied);
+        for node in ["virginia-a", "mars-1"] {
+            let named = spec(&format!("containers: []\nnodeName: {node}"));
+            assert!(
+                denied(&mutate(&catalog, &view("shop", &named))).contains(&format!(
+                    "spec.nodeName \"{node}\" is not a node of the enclave"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn match_fields_pinning_outside_is_denied() {
+        let catalog = catalog();
+        let pinned = |node: &str| {
+            spec(&format!(
+                "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchFields: [{{key: metadata.name, operator: In, values: [{node}]}}]}}]}}}}}}"
+            ))
+        };
         assert!(
-            mutate(&catalog, &view("shop", &labels, &unknown))
-                .denied
-                .expect("denied")
-                .contains("not a known node")
+            denied(&mutate(&catalog, &view("shop", &pinned("virginia-a"))))
+                .contains("no node of the enclave")
         );
+        assert!(matches!(
+            mutate(&catalog, &view("shop", &pinned("dublin-a"))).outcome,
+            Outcome::Place(_)
+        ));
     }
 
     #[test]
     fn audit_changes_nothing_and_out_of_scope_is_untouched() {
         let catalog = catalog();
-        let labels = BTreeMap::new();
         let pinned = spec(
             "containers: []\nnodeSelector: {node-restriction.kubernetes.io/enclave-site: virginia}",
         );
-        let audited = mutate(&catalog, &view("analytics", &labels, &pinned));
-        assert_eq!(
-            (audited.denied.as_deref(), audited.spec.as_ref()),
-            (None, None)
-        );
+        let audited = mutate(&catalog, &view("analytics", &pinned));
+        assert_eq!(audited.outcome, Outcome::Allow);
+        assert_eq!(audited.label(), "audited");
         assert!(
             audited.warnings.iter().any(|w| w.contains("would deny")),
             "{:?}",
             audited.warnings
         );
         assert_eq!(
-            mutate(&catalog, &view("public", &labels, &pinned)),
-            Verdict::default()
+            mutate(&catalog, &view("public", &pinned)),
+            Decision::default()
         );
     }
 
     #[test]
     fn unknown_namespace_fails_closed() {
-        let labels = BTreeMap::new();
         let pod = spec("containers: []");
+        assert!(denied(&mutate(&catalog(), &view("brand-new", &pod))).contains("retry"));
+    }
+
+    #[test]
+    fn a_pod_too_large_to_cross_is_refused_with_the_reason() {
+        let terms: String = (0..200)
+            .map(|i| format!("{{matchExpressions: [{{key: k{i}, operator: Exists}}]}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let wide = spec(&format!(
+            "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{terms}]}}}}}}"
+        ));
+        let message = denied(&mutate(&catalog(), &view("shop", &wide))).to_string();
+        assert!(message.contains("400 node selector terms"), "{message}");
         assert!(
-            mutate(&catalog(), &view("brand-new", &labels, &pod))
-                .denied
-                .expect("denied")
-                .contains("retry")
+            denied(&validate(&catalog(), &view("shop", &wide))).contains("400 node selector terms")
         );
+    }
+
+    #[test]
+    fn the_annotation_keeps_what_was_there_and_is_not_added_to_untouched_pods() {
+        let catalog = catalog();
+        // Inside the enclave already, with the policy's preferred site: nothing to change.
+        let inside = spec(
+            "containers: []\nnodeSelector: {node-restriction.kubernetes.io/enclave-site: dublin}\naffinity: {nodeAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 50, preference: {matchExpressions: [{key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [norway]}]}}]}}",
+        );
+        assert_eq!(
+            mutate(&catalog, &view("shop", &inside)).outcome,
+            Outcome::Allow
+        );
+        let annotations: BTreeMap<String, String> =
+            [(POLICY_ANNOTATION.to_string(), "zz,older".to_string())].into();
+        let decision = mutate(
+            &catalog,
+            &PodView {
+                annotations: &annotations,
+                ..view("shop", &inside)
+            },
+        );
+        assert_eq!(placed(&decision).annotation, "eu-user-data,older,zz");
     }
 }

@@ -1,190 +1,193 @@
-//! The admission webhooks: an HTTPS server (rustls) with one handler per resource kind,
-//! the certificates it serves, and the webhook configurations that point the API
-//! server at it. Decisions are pure ([`decide`]) and read only in-memory caches.
+//! Admission, described once: [`ENTRIES`] lists every admission check — its path, the
+//! requests it covers, how it fails, and its typed handler — and the router
+//! ([`server::router`]), the webhook configurations ([`webhooks`]) and the native
+//! admission policies ([`native`]) are all derived from it.
+//!
+//! Decisions are pure ([`decide`]) and read only in-memory state; the server
+//! ([`server`]) is hardened against slow clients; the TLS material is shared by every
+//! replica ([`certs`], [`tls`]).
 
 pub mod certs;
-pub mod config;
 pub mod decide;
+pub mod native;
+pub mod review;
 pub mod server;
+pub mod tls;
+pub mod webhooks;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
-use axum_server::tls_rustls::RustlsConfig;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::{
-    Client,
-    runtime::events::{Event, EventType, Recorder},
+/// Which mechanism enforces admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// MutatingAdmissionPolicy and ValidatingAdmissionPolicy, evaluated by the API server
+    /// itself: no network hop, and enforcement holds while the operator is down.
+    Native,
+    /// Admission webhooks served by the operator (clusters without
+    /// MutatingAdmissionPolicy v1).
+    Webhook,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Native => "native",
+            Engine::Webhook => "webhook",
+        }
+    }
+}
+
+/// Which admission phase an entry runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Mutating,
+    Validating,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Mutating => "mutate",
+            Phase::Validating => "validate",
+        }
+    }
+}
+
+/// What happens to a request when the operator cannot answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Fail closed under an enforcing policy, open under an auditing one.
+    ByEnforcement,
+    /// Never block: the entry only warns.
+    Never,
+}
+
+/// The typed handler of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    /// AND the enclave into a new pod's node affinity.
+    MutatePod,
+    /// Check the final pod after every mutation.
+    ValidatePod,
+    /// Constrain a DaemonSet's pod template (its controller places pods by itself).
+    MutateDaemonSet,
+    /// Warn about workloads whose pods can never be placed.
+    WarnWorkload,
+}
+
+/// The requests of one kind an entry covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub groups: &'static [&'static str],
+    pub resources: &'static [&'static str],
+    pub operations: &'static [&'static str],
+}
+
+/// One admission check.
+#[derive(Debug)]
+pub struct Entry {
+    /// Short name: the first label of the webhook name, and the metric label.
+    pub name: &'static str,
+    pub phase: Phase,
+    pub rules: &'static [Rule],
+    pub failure: Failure,
+    /// Narrowed by the policy's pod selector on the object's own labels, and not sent
+    /// for requests made by nodes (mirror pods): true for pods.
+    pub pod_scoped: bool,
+    pub handler: Handler,
+}
+
+impl Entry {
+    /// The URL path of the entry on the webhook server.
+    pub fn path(&self) -> String {
+        format!("/{}/{}", self.phase.as_str(), self.name)
+    }
+}
+
+const PODS: Rule = Rule {
+    groups: &[""],
+    resources: &["pods"],
+    operations: &["CREATE"],
 };
 
-use crate::{cache::Caches, scope::Catalog};
+/// Every admission check, in the order the configurations list them.
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "pods",
+        phase: Phase::Mutating,
+        rules: &[PODS],
+        failure: Failure::ByEnforcement,
+        pod_scoped: true,
+        handler: Handler::MutatePod,
+    },
+    Entry {
+        name: "daemonsets",
+        phase: Phase::Mutating,
+        rules: &[Rule {
+            groups: &["apps"],
+            resources: &["daemonsets"],
+            operations: &["CREATE", "UPDATE"],
+        }],
+        failure: Failure::ByEnforcement,
+        pod_scoped: false,
+        handler: Handler::MutateDaemonSet,
+    },
+    Entry {
+        name: "pods",
+        phase: Phase::Validating,
+        rules: &[PODS],
+        failure: Failure::ByEnforcement,
+        pod_scoped: true,
+        handler: Handler::ValidatePod,
+    },
+    Entry {
+        name: "workloads",
+        phase: Phase::Validating,
+        rules: &[
+            Rule {
+                groups: &["apps"],
+                resources: &["deployments", "statefulsets", "replicasets", "daemonsets"],
+                operations: &["CREATE", "UPDATE"],
+            },
+            Rule {
+                groups: &["batch"],
+                resources: &["jobs", "cronjobs"],
+                operations: &["CREATE", "UPDATE"],
+            },
+        ],
+        failure: Failure::Never,
+        pod_scoped: false,
+        handler: Handler::WarnWorkload,
+    },
+];
 
-/// How the webhook is reached and where its certificates come from.
+/// How the webhook is served and reached, and where its certificates come from.
 #[derive(Clone, Debug)]
 pub struct WebhookOptions {
     pub listen: SocketAddr,
-    pub endpoint: config::Endpoint,
+    pub endpoint: webhooks::Endpoint,
     /// DNS names or IPs the serving certificate must cover (when generated).
     pub hosts: Vec<String>,
     /// A directory with tls.crt, tls.key and ca.crt (for example a cert-manager
-    /// Secret); certificates are generated and rotated in memory when absent.
+    /// Secret); otherwise the shared Secret of [`tls`].
     pub tls_dir: Option<PathBuf>,
-    /// The operator's own namespace, always excluded from the webhooks.
-    pub operator_namespace: Option<String>,
+    /// The operator's namespace: holds the shared TLS Secret, and is never in scope.
+    pub namespace: String,
+    /// The Secret the replicas share their TLS material through.
+    pub secret: String,
+    pub limits: server::Limits,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Certs(#[from] certs::Error),
-    #[error("webhook TLS setup failed: {0}")]
-    Tls(#[source] std::io::Error),
-    #[error("webhook server failed: {0}")]
-    Serve(#[source] std::io::Error),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn load(options: &WebhookOptions) -> Result<certs::Bundle, certs::Error> {
-    match &options.tls_dir {
-        Some(dir) => certs::read_dir(dir),
-        None => certs::generate(&options.hosts, certs::VALIDITY),
+    #[test]
+    fn every_entry_has_its_own_path() {
+        let mut paths: Vec<String> = ENTRIES.iter().map(Entry::path).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), ENTRIES.len());
+        assert!(paths.contains(&"/mutate/pods".to_string()));
     }
-}
-
-/// Keeps the webhook configurations current: on every policy change, when the
-/// certificates rotate, and every few minutes. Retries API failures with a short delay.
-async fn keep_configurations(
-    client: Client,
-    caches: Caches,
-    options: WebhookOptions,
-    mut ca_bundle: tokio::sync::watch::Receiver<Vec<u8>>,
-) {
-    let mut changes = std::pin::pin!(caches.policies.changes());
-    caches.wait_until_ready().await;
-    loop {
-        let policies = caches.policies();
-        let bundle = ca_bundle.borrow_and_update().clone();
-        let ns = options.operator_namespace.as_deref();
-        let mutating = config::mutating(&policies, &options.endpoint, &bundle, ns);
-        let validating = config::validating(&policies, &options.endpoint, &bundle, ns);
-        match config::apply(&client, &mutating, &validating).await {
-            Ok(()) => tracing::info!(policies = policies.len(), "webhook configurations applied"),
-            Err(error) => {
-                tracing::warn!(%error, "could not apply webhook configurations; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        }
-        tokio::select! {
-            _ = changes.next() => {}
-            _ = ca_bundle.changed() => {}
-            // Repairs a configuration someone edited or deleted by hand.
-            () = tokio::time::sleep(crate::controller::RESYNC) => {}
-        }
-    }
-}
-
-/// Rotates generated certificates (or re-reads mounted ones) and publishes the CA
-/// bundle. During a rotation the bundle trusts the old and the new CA, and it is
-/// published before the server switches, so the API server never sees a certificate
-/// it does not trust.
-async fn rotate(
-    options: WebhookOptions,
-    tls: RustlsConfig,
-    mut current: certs::Bundle,
-    ca_bundle: tokio::sync::watch::Sender<Vec<u8>>,
-) {
-    let period = match options.tls_dir {
-        Some(_) => Duration::from_secs(60),
-        None => certs::rotation_due(certs::VALIDITY),
-    };
-    loop {
-        tokio::time::sleep(period).await;
-        let next = match load(&options) {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::warn!(%error, "could not renew the webhook certificate; keeping the current one");
-                continue;
-            }
-        };
-        if next.cert_pem == current.cert_pem {
-            continue;
-        }
-        let _ = ca_bundle.send(format!("{}{}", next.ca_pem, current.ca_pem).into_bytes());
-        // Give the configuration a moment to reach the API server before switching.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        if let Err(error) = tls
-            .reload_from_pem(
-                next.cert_pem.clone().into_bytes(),
-                next.key_pem.clone().into_bytes(),
-            )
-            .await
-        {
-            tracing::warn!(%error, "could not load the renewed webhook certificate");
-            continue;
-        }
-        tracing::info!("webhook certificate rotated");
-        current = next;
-    }
-}
-
-/// Records denials and Audit findings as Events on their ResidencyPolicy, so that
-/// `kubectl describe residencypolicy` shows every access the policy refused. The
-/// recorder aggregates repeats into one Event with a count.
-async fn publish_reports(
-    recorder: Recorder,
-    mut reports: tokio::sync::mpsc::Receiver<decide::Report>,
-) {
-    while let Some(report) = reports.recv().await {
-        let reference = ObjectReference {
-            api_version: Some("enclave.dev/v1alpha1".into()),
-            kind: Some("ResidencyPolicy".into()),
-            name: Some(report.policy.clone()),
-            ..Default::default()
-        };
-        let (type_, reason) = if report.audit {
-            (EventType::Normal, "AuditFinding")
-        } else {
-            (EventType::Warning, "Denied")
-        };
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(report.message),
-            action: "Admit".into(),
-            secondary: None,
-        };
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, policy = %report.policy, "could not record an admission Event");
-        }
-    }
-}
-
-/// Runs the webhook server and keeps its configurations and certificates current.
-pub async fn run(
-    client: Client,
-    caches: Caches,
-    recorder: Recorder,
-    metrics: server::AdmissionMetrics,
-    options: WebhookOptions,
-) -> Result<(), Error> {
-    let bundle = load(&options)?;
-    let tls = RustlsConfig::from_pem(
-        bundle.cert_pem.clone().into_bytes(),
-        bundle.key_pem.clone().into_bytes(),
-    )
-    .await
-    .map_err(Error::Tls)?;
-    let (ca_tx, ca_rx) = tokio::sync::watch::channel(bundle.ca_pem.clone().into_bytes());
-    let (events, reports) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(publish_reports(recorder, reports));
-    let state = Arc::new(server::AdmissionState {
-        catalog: caches.clone(),
-        metrics,
-        events: Some(events),
-    });
-    tokio::spawn(keep_configurations(client, caches, options.clone(), ca_rx));
-    tokio::spawn(rotate(options.clone(), tls.clone(), bundle, ca_tx));
-    server::serve(options.listen, tls, server::router(state))
-        .await
-        .map_err(Error::Serve)
 }

@@ -1,54 +1,82 @@
-//! HTTP handlers: decode the AdmissionReview, decide, encode the response with its
-//! JSON patch. One route per resource kind, so each decodes straight into its type.
+//! The webhook server: HTTPS (rustls) with one route per admission entry, hardened
+//! against slow and idle clients so that webhook load can never starve the process.
+//!
+//! - **Connections** are capped ([`Limits::max_connections`]); past the cap a new
+//!   connection is closed at once instead of queueing, and the process's file limit is
+//!   raised at start, so the kube client's watches and the probes keep their sockets.
+//! - **Timeouts**: the TLS handshake; the idle time between requests (longer than the
+//!   API server's own 90 s idle timeout, so that it closes first and never sends on a
+//!   connection we are closing); and one request, from its first byte to our first
+//!   response byte (header or body dripping ends there). hyper's own header timer also
+//!   runs while a keep-alive connection idles, so it cannot tell idle from dripping:
+//!   [`Guarded`] wraps the connection and keeps the two apart.
+//! - **Bodies** up to [`Limits::max_body`] (the API server's request limit is 3 MiB, and
+//!   a review of an UPDATE carries the object twice), and at most
+//!   [`Limits::max_inflight_bytes`] of bodies read at once, so memory stays bounded
+//!   whatever the clients send.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
-
-use axum::{Json, Router, extract::State, routing::post};
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
-use kube::core::{
-    DynamicObject, Resource,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
-    registry::Registry,
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{DefaultBodyLimit, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
 };
-use serde_json::Value;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use rustls::{
+    ServerConfig,
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    sync::Semaphore,
+    time::Sleep,
+};
 
-use super::decide::{self, POLICY_ANNOTATION, PodView, Report, Verdict};
-use crate::scope::Catalog;
+use super::{ENTRIES, Entry, certs, review};
+pub use crate::metrics::AdmissionMetrics;
+use crate::{
+    decisions::{self, Kind, Record, Sink},
+    metrics::{ClosedLabels, ReviewLabels},
+    scope::Catalog,
+};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReviewLabels {
-    pub webhook: &'static str,
-    pub verdict: &'static str,
+/// Resource limits of the webhook server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body: usize,
+    pub max_inflight_bytes: usize,
 }
 
-/// Admission metrics: reviews by webhook and verdict, and their latency.
-#[derive(Clone)]
-pub struct AdmissionMetrics {
-    pub reviews: Family<ReviewLabels, Counter>,
-    pub duration: Histogram,
-}
-
-impl AdmissionMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            reviews: Family::default(),
-            duration: Histogram::new([0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05]),
-        };
-        registry.register(
-            "reviews",
-            "Admission reviews by webhook and verdict (allowed, patched, denied, audited)",
-            metrics.reviews.clone(),
-        );
-        registry.register(
-            "review_duration_seconds",
-            "Time to decide one admission review",
-            metrics.duration.clone(),
-        );
-        metrics
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(10),
+            max_body: 7 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -56,129 +84,117 @@ impl AdmissionMetrics {
 pub struct AdmissionState<C> {
     pub catalog: C,
     pub metrics: AdmissionMetrics,
-    /// Where denials and Audit findings go to become Events on their policies.
-    pub events: Option<tokio::sync::mpsc::Sender<Report>>,
+    /// Where placements, denials and Audit findings are recorded.
+    pub sink: Option<Sink>,
+    /// Bytes of request bodies being read or decided at once.
+    body_budget: Arc<Semaphore>,
+    limits: Limits,
 }
 
-type Review = Json<AdmissionReview<DynamicObject>>;
+impl<C> AdmissionState<C> {
+    pub fn new(catalog: C, metrics: AdmissionMetrics, sink: Option<Sink>, limits: Limits) -> Self {
+        Self {
+            catalog,
+            metrics,
+            sink,
+            body_budget: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
+            limits,
+        }
+    }
+}
 
-/// A response, its verdict label for metrics, and the reports to record as Events.
-pub type Answer = (AdmissionResponse, &'static str, Vec<Report>);
-
-/// The routes: `/mutate/pods`, `/validate/pods`, `/mutate/daemonsets`, `/validate/workloads`.
+/// The routes, one per entry of the admission table.
 pub fn router<C: Catalog + Send + Sync + 'static>(state: Arc<AdmissionState<C>>) -> Router {
-    Router::new()
-        .route("/mutate/pods", post(mutate_pods::<C>))
-        .route("/validate/pods", post(validate_pods::<C>))
-        .route("/mutate/daemonsets", post(mutate_daemonsets::<C>))
-        .route("/validate/workloads", post(validate_workloads::<C>))
+    let mut router = Router::new();
+    for entry in ENTRIES {
+        router = router.route(
+            &entry.path(),
+            post(move |state: State<Arc<AdmissionState<C>>>, body: Bytes| {
+                handle(state, entry, body)
+            }),
+        );
+    }
+    let max_body = state.limits.max_body;
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), budget::<C>))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
-/// Turns a verdict into the response, with a JSON patch from `before` to the new
-/// affinity at `affinity_path` (and the policy annotation at `annotations_path`).
-fn respond(
-    request: &AdmissionRequest<impl Resource>,
-    mut verdict: Verdict,
-    before: Option<&Value>,
-    affinity_path: &[&str],
-    annotations_path: &[&str],
-) -> Answer {
-    let reports = std::mem::take(&mut verdict.reports);
-    let audited = reports.iter().any(|r| r.audit);
-    let mut response = AdmissionResponse::from(request);
-    if !verdict.warnings.is_empty() {
-        response.warnings = Some(verdict.warnings.clone());
-    }
-    if let Some(message) = verdict.denied {
-        return (response.deny(message), "denied", reports);
-    }
-    let (Some(spec), Some(before)) = (verdict.spec, before) else {
+/// Refuses bodies over the limit before reading them, and holds a share of the
+/// in-flight byte budget while one is read and decided.
+async fn budget<C: Send + Sync + 'static>(
+    State(state): State<Arc<AdmissionState<C>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let max = state.limits.max_body;
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if length.is_some_and(|l| l > max) {
         return (
-            response,
-            if audited { "audited" } else { "allowed" },
-            reports,
-        );
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("admission reviews are limited to {max} bytes"),
+        )
+            .into_response();
+    }
+    let weight = length
+        .unwrap_or(max)
+        .clamp(1, state.limits.max_inflight_bytes);
+    let Ok(_permit) = state
+        .body_budget
+        .clone()
+        .acquire_many_owned(u32::try_from(weight).unwrap_or(u32::MAX))
+        .await
+    else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let mut after = before.clone();
-    // Only the affinity is replaced: re-encoding the whole spec could drop fields this
-    // build of k8s-openapi does not know.
-    let Ok(affinity) = serde_json::to_value(spec.affinity) else {
-        return (
-            response.deny("enclave-operator could not encode the placed affinity"),
-            "denied",
-            reports,
-        );
-    };
-    set_path(&mut after, affinity_path, affinity);
-    let annotations = ensure_object(&mut after, annotations_path);
-    annotations.insert(
-        POLICY_ANNOTATION.into(),
-        Value::String(verdict.placed_by.join(",")),
-    );
-    let patch = json_patch::diff(before, &after);
-    match response.clone().with_patch(patch) {
-        Ok(response) => (response, "patched", reports),
-        Err(_) => (
-            response.deny("enclave-operator could not encode its patch"),
-            "denied",
-            reports,
-        ),
-    }
+    next.run(request).await
 }
 
-fn ensure_object<'a>(
-    value: &'a mut Value,
-    path: &[&str],
-) -> &'a mut serde_json::Map<String, Value> {
-    let mut current = value;
-    for key in path {
-        if !current.is_object() {
-            *current = Value::Object(Default::default());
-        }
-        current = current
-            .as_object_mut()
-            .expect("made an object above")
-            .entry(key.to_string())
-            .or_insert_with(|| Value::Object(Default::default()));
-    }
-    if !current.is_object() {
-        *current = Value::Object(Default::default());
-    }
-    current.as_object_mut().expect("made an object above")
-}
-
-fn set_path(value: &mut Value, path: &[&str], new: Value) {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    ensure_object(value, parents).insert(last.to_string(), new);
-}
-
-/// Decodes the request, or answers with an `invalid` response naming the problem.
-fn request_of(
-    review: AdmissionReview<DynamicObject>,
-) -> Result<AdmissionRequest<DynamicObject>, String> {
-    review
-        .try_into()
-        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
-}
-
-fn typed<T: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<(Value, T), String> {
-    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
-    let typed = T::deserialize(&value).map_err(|e| e.to_string())?;
-    Ok((value, typed))
-}
-
+/// Decodes, decides, records and answers one review.
 async fn handle<C: Catalog>(
-    state: &AdmissionState<C>,
-    webhook: &'static str,
-    review: AdmissionReview<DynamicObject>,
-    decide: impl FnOnce(&C, &AdmissionRequest<DynamicObject>) -> Answer,
-) -> Review {
+    State(state): State<Arc<AdmissionState<C>>>,
+    entry: &'static Entry,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let dry_run = review.request.as_ref().is_some_and(|r| r.dry_run);
-    let (response, verdict, reports) = match request_of(review) {
-        Ok(request) => decide(&state.catalog, &request),
-        Err(problem) => (AdmissionResponse::invalid(problem), "invalid", Vec::new()),
+    let (out, verdict) = match serde_json::from_slice::<review::ReviewIn>(&body) {
+        Ok(review::ReviewIn {
+            request: Some(request),
+        }) => {
+            let answer = review::decide(entry.handler, &state.catalog, &request);
+            let verdict = answer.decision.label();
+            if !request.dry_run
+                && let Some(sink) = &state.sink
+            {
+                record(sink, entry, &request, &answer.decision);
+            }
+            if let review::ReviewOut {
+                response:
+                    review::Response {
+                        allowed: false,
+                        status: Some(status),
+                        ..
+                    },
+                ..
+            } = &answer.review
+            {
+                tracing::info!(webhook = entry.name, message = %status.message, "admission denied");
+            }
+            (answer.review, verdict)
+        }
+        Ok(review::ReviewIn { request: None }) => (
+            review::ReviewOut::refuse("", "an AdmissionReview without a request"),
+            "invalid",
+        ),
+        Err(error) => (
+            review::ReviewOut::refuse("", format!("the AdmissionReview does not parse: {error}")),
+            "invalid",
+        ),
     };
     state
         .metrics
@@ -187,209 +203,311 @@ async fn handle<C: Catalog>(
     state
         .metrics
         .reviews
-        .get_or_create(&ReviewLabels { webhook, verdict })
+        .get_or_create(&ReviewLabels {
+            webhook: entry.name,
+            verdict,
+        })
         .inc();
-    if verdict == "denied" {
-        tracing::info!(webhook, message = %response.result.message, "admission denied");
+    match serde_json::to_vec(&out) {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-    // Events are reports, sent off the request path: a full queue drops them rather
-    // than delaying admission. Dry runs change nothing, so they are not reported.
-    if !dry_run && let Some(events) = &state.events {
-        for report in reports {
-            let _ = events.try_send(report);
-        }
-    }
-    Json(response.into_review())
 }
 
-fn empty_labels() -> &'static BTreeMap<String, String> {
-    static EMPTY: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(BTreeMap::new)
-}
-
-/// Decides on a pod review: `decider` is `decide::mutate` or `decide::validate`.
-pub fn pod_review<C: Catalog>(
-    catalog: &C,
-    request: &AdmissionRequest<DynamicObject>,
-    decider: fn(&C, &PodView) -> Verdict,
-) -> Answer {
-    // Affinity is immutable once a pod exists: only creation is decided.
-    let (Operation::Create, Some(object)) = (&request.operation, &request.object) else {
-        return (AdmissionResponse::from(request), "allowed", Vec::new());
-    };
-    let (value, pod) = match typed::<Pod>(object) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return (
-                AdmissionResponse::from(request).deny(format!("pod does not parse: {e}")),
-                "denied",
-                Vec::new(),
-            );
-        }
-    };
-    let spec = pod.spec.unwrap_or_default();
-    let namespace = request
-        .namespace
-        .as_deref()
-        .or(pod.metadata.namespace.as_deref())
-        .unwrap_or_default();
-    let name = pod
-        .metadata
-        .name
-        .as_deref()
-        .or(pod.metadata.generate_name.as_deref())
-        .unwrap_or_default();
-    let view = PodView {
-        kind: "Pod",
-        namespace,
-        name,
-        labels: pod.metadata.labels.as_ref().unwrap_or(empty_labels()),
-        spec: &spec,
-    };
-    let verdict = decider(catalog, &view);
-    respond(
-        request,
-        verdict,
-        Some(&value),
-        &["spec", "affinity"],
-        &["metadata", "annotations"],
-    )
-}
-
-async fn mutate_pods<C: Catalog>(
-    State(state): State<Arc<AdmissionState<C>>>,
-    Json(review): Review,
-) -> Review {
-    handle(&state, "mutate-pods", review, |catalog, request| {
-        pod_review(catalog, request, decide::mutate)
-    })
-    .await
-}
-
-async fn validate_pods<C: Catalog>(
-    State(state): State<Arc<AdmissionState<C>>>,
-    Json(review): Review,
-) -> Review {
-    handle(&state, "validate-pods", review, |catalog, request| {
-        pod_review(catalog, request, decide::validate)
-    })
-    .await
-}
-
-async fn mutate_daemonsets<C: Catalog>(
-    State(state): State<Arc<AdmissionState<C>>>,
-    Json(review): Review,
-) -> Review {
-    handle(&state, "mutate-daemonsets", review, |catalog, request| {
-        let Some(object) = &request.object else {
-            return (AdmissionResponse::from(request), "allowed", Vec::new());
+/// Every finding of a decision, and a denial no policy owns, goes to the sink.
+fn record(
+    sink: &Sink,
+    entry: &Entry,
+    request: &review::Request,
+    decision: &super::decide::Decision,
+) {
+    let subject = decisions::Subject::new(
+        &request.kind.kind,
+        request.namespace.as_deref(),
+        &request.name,
+    );
+    for finding in &decision.findings {
+        let kind = match finding.kind {
+            super::decide::FindingKind::Placed => Kind::PodPlaced,
+            super::decide::FindingKind::Denied => Kind::PodDenied,
+            _ => Kind::AuditFinding,
         };
-        let (value, daemonset) = match typed::<DaemonSet>(object) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                return (
-                    AdmissionResponse::from(request).deny(format!("DaemonSet does not parse: {e}")),
-                    "denied",
-                    Vec::new(),
-                );
+        sink.record(
+            Record::new(
+                kind,
+                Some(&finding.policy),
+                subject.clone(),
+                finding.message.clone(),
+            )
+            .with("webhook", entry.name)
+            .with("user", request.user_info.username.clone()),
+        );
+    }
+    if decision.findings.is_empty()
+        && let super::decide::Outcome::Deny(message) = &decision.outcome
+    {
+        sink.record(
+            Record::new(Kind::PodDenied, None, subject, message.clone())
+                .with("webhook", entry.name)
+                .with("user", request.user_info.username.clone()),
+        );
+    }
+}
+
+/// The serving certificate, replaceable while the server runs (rotation, a new Secret).
+#[derive(Debug)]
+pub struct SwappableCert(RwLock<Arc<CertifiedKey>>);
+
+impl SwappableCert {
+    pub fn new(bundle: &certs::Bundle) -> Result<Self, certs::Error> {
+        Ok(Self(RwLock::new(Arc::new(certs::certified_key(bundle)?))))
+    }
+
+    pub fn replace(&self, bundle: &certs::Bundle) -> Result<(), certs::Error> {
+        let key = Arc::new(certs::certified_key(bundle)?);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// A connection with the idle and per-request deadlines of [`Limits`].
+///
+/// Reading the first byte of a request starts the request deadline; writing the response
+/// switches to the idle deadline. A read or a write that waits past the current deadline
+/// fails the connection with `TimedOut`.
+pub struct Guarded<S> {
+    inner: S,
+    deadline: Pin<Box<Sleep>>,
+    in_request: bool,
+    idle: Duration,
+    request: Duration,
+    /// Counts the connections this guard ended.
+    timeouts: Counter,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, idle: Duration, request: Duration, timeouts: Counter) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            in_request: false,
+            idle,
+            request,
+            timeouts,
+        }
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn timed_out(&self) -> io::Error {
+        self.timeouts.inc();
+        let what = if self.in_request {
+            "request not completed in time"
+        } else {
+            "connection idle for too long"
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && !this.in_request {
+                    this.in_request = true;
+                    let at = tokio::time::Instant::now() + this.request;
+                    this.deadline.as_mut().reset(at);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 && this.in_request {
+                    this.in_request = false;
+                    let at = tokio::time::Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(at);
+                }
+                Poll::Ready(Ok(n))
+            }
+            // A client that stops reading our response holds the connection no longer
+            // than an idle one.
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit, so that the connection cap,
+/// not the file limit, is what turns clients away.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Binds the webhook address, with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen for admission webhooks on {addr}: {error}"),
+        )
+    })
+}
+
+/// Serves the router over TLS until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    cert: Arc<SwappableCert>,
+    router: Router,
+    limits: Limits,
+    metrics: AdmissionMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, max_connections = limits.max_connections, "serving admission webhooks over TLS");
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(%error, "could not accept a webhook connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         };
-        let Some(template) = daemonset.spec.map(|s| s.template) else {
-            return (AdmissionResponse::from(request), "allowed", Vec::new());
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics
+                .closed
+                .get_or_create(&ClosedLabels { reason: "limit" })
+                .inc();
+            drop(stream);
+            continue;
         };
-        let spec = template.spec.unwrap_or_default();
-        let labels = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .unwrap_or(empty_labels());
-        let view = PodView {
-            kind: "DaemonSet",
-            namespace: request.namespace.as_deref().unwrap_or_default(),
-            name: &request.name,
-            labels,
-            spec: &spec,
-        };
-        let verdict = decide::mutate(catalog, &view);
-        // The template changes on CREATE and UPDATE: the DaemonSet controller creates
-        // pods from it, and a template that targets outside nodes would leave them pending.
-        respond(
-            request,
-            verdict,
-            Some(&value),
-            &["spec", "template", "spec", "affinity"],
-            &["spec", "template", "metadata", "annotations"],
-        )
-    })
-    .await
-}
-
-/// The pod template of a workload, wherever its kind keeps it.
-fn pod_template(kind: &str, object: &Value) -> Option<k8s_openapi::api::core::v1::PodTemplateSpec> {
-    let template = match kind {
-        "CronJob" => object.pointer("/spec/jobTemplate/spec/template")?,
-        _ => object.pointer("/spec/template")?,
-    };
-    serde_json::from_value(template.clone()).ok()
-}
-
-async fn validate_workloads<C: Catalog>(
-    State(state): State<Arc<AdmissionState<C>>>,
-    Json(review): Review,
-) -> Review {
-    handle(&state, "validate-workloads", review, |catalog, request| {
-        let Some(object) = &request.object else {
-            return (AdmissionResponse::from(request), "allowed", Vec::new());
-        };
-        let Ok(value) = serde_json::to_value(object) else {
-            return (AdmissionResponse::from(request), "allowed", Vec::new());
-        };
-        let Some(template) = pod_template(&request.kind.kind, &value) else {
-            return (AdmissionResponse::from(request), "allowed", Vec::new());
-        };
-        let spec = template.spec.unwrap_or_default();
-        let labels = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .unwrap_or(empty_labels());
-        let view = PodView {
-            kind: &request.kind.kind,
-            namespace: request.namespace.as_deref().unwrap_or_default(),
-            name: &request.name,
-            labels,
-            spec: &spec,
-        };
-        respond(
-            request,
-            decide::warn_workload(catalog, &view),
-            None,
-            &[],
-            &[],
-        )
-    })
-    .await
-}
-
-/// Serves the webhook over TLS until the process ends; `tls` is reloaded in place when
-/// certificates rotate.
-pub async fn serve(
-    addr: SocketAddr,
-    tls: axum_server::tls_rustls::RustlsConfig,
-    router: Router,
-) -> std::io::Result<()> {
-    tracing::info!(%addr, "serving admission webhooks over TLS");
-    axum_server::bind_rustls(addr, tls)
-        .serve(router.into_make_service())
-        .await
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let limits = limits.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            metrics.connections.inc();
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => Some(tls),
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    metrics
+                        .closed
+                        .get_or_create(&ClosedLabels {
+                            reason: "handshake",
+                        })
+                        .inc();
+                    None
+                }
+            };
+            if let Some(tls) = tls {
+                let timeouts = metrics
+                    .closed
+                    .get_or_create(&ClosedLabels { reason: "timeout" })
+                    .clone();
+                let io = TokioIo::new(Guarded::new(
+                    tls,
+                    limits.idle_timeout,
+                    limits.request_timeout,
+                    timeouts,
+                ));
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                // Guarded enforces the header deadline; hyper's would also cut idle
+                // keep-alive connections. Errors are the client's (reset, timeout).
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(None)
+                    .serve_connection(io, service)
+                    .await;
+            }
+            metrics.connections.dec();
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scope::StaticCatalog;
-    use axum::body::Body;
     use http_body_util::BodyExt;
+    use prometheus_client::registry::Registry;
+    use serde_json::Value;
     use tower::ServiceExt;
 
     const REVIEW: &str = include_str!("../../tests/fixtures/pod-review.json");
@@ -397,91 +515,216 @@ mod tests {
     fn state() -> Arc<AdmissionState<StaticCatalog>> {
         let catalog = StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
             .expect("fixture");
-        Arc::new(AdmissionState {
+        Arc::new(AdmissionState::new(
             catalog,
-            metrics: AdmissionMetrics::register(&mut Registry::default()),
-            events: None,
-        })
+            AdmissionMetrics::register(&mut Registry::default()),
+            None,
+            Limits::default(),
+        ))
     }
 
-    async fn call(path: &str, body: String) -> AdmissionResponse {
+    async fn call(path: &str, body: String) -> (StatusCode, Value) {
         let request = axum::http::Request::post(path)
             .header("content-type", "application/json")
             .body(Body::from(body))
             .expect("request");
         let response = router(state()).oneshot(request).await.expect("served");
-        assert_eq!(response.status(), 200);
+        let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
-        let review: AdmissionReview<DynamicObject> =
-            serde_json::from_slice(&bytes).expect("a review");
-        review.response.expect("a response")
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn patch_of(review: &Value) -> Vec<Value> {
+        let encoded = review["response"]["patch"]
+            .as_str()
+            .expect("the patch is a base64 string, as the API server expects");
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        serde_json::from_slice(&bytes).expect("a JSON patch")
     }
 
     #[tokio::test]
     async fn mutation_patch_places_the_pod_and_keeps_its_own_terms() {
-        let response = call("/mutate/pods", REVIEW.to_string()).await;
-        assert!(response.allowed, "{:?}", response.result);
-        let patch: json_patch::Patch =
-            serde_json::from_slice(&response.patch.expect("a patch")).expect("JSON patch");
-        let review: Value = serde_json::from_str(REVIEW).expect("fixture");
-        let mut pod = review["request"]["object"].clone();
-        json_patch::patch(&mut pod, &patch).expect("the patch applies");
-        let pod: Pod = serde_json::from_value(pod).expect("still a pod");
+        let (status, review) = call("/mutate/pods", REVIEW.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], true, "{review}");
+        assert_eq!(review["response"]["patchType"], "JSONPatch");
+        let ops = patch_of(&review);
+        let fixture: Value = serde_json::from_str(REVIEW).expect("fixture");
+        let mut pod = fixture["request"]["object"].clone();
+        review::apply_patch(&mut pod, &ops).expect("the patch applies");
         assert_eq!(
-            pod.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(POLICY_ANNOTATION))
-                .map(String::as_str),
-            Some("eu-user-data")
+            pod["metadata"]["annotations"][crate::names::POLICY_ANNOTATION],
+            "eu-user-data"
         );
-        let spec = pod.spec.expect("spec");
-        let terms = &spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .expect("required")
-            .node_selector_terms;
-        assert_eq!(terms.len(), 4, "2 own terms × 2 sites");
+        assert_eq!(
+            review::required_terms(&pod).len(),
+            4,
+            "2 own terms × 2 sites"
+        );
         assert!(
-            spec.affinity
-                .as_ref()
-                .and_then(|a| a.pod_anti_affinity.as_ref())
-                .is_some()
+            pod["spec"]["affinity"]["podAntiAffinity"].is_object(),
+            "the rest is kept"
+        );
+        assert_eq!(
+            pod["spec"]["containers"],
+            fixture["request"]["object"]["spec"]["containers"]
         );
         // The patched pod passes validation.
-        let mut validated: Value = serde_json::from_str(REVIEW).expect("fixture");
-        validated["request"]["object"]["spec"] = serde_json::to_value(&spec).expect("spec");
-        let response = call("/validate/pods", validated.to_string()).await;
-        assert!(response.allowed, "{:?}", response.result);
+        let mut validated = fixture.clone();
+        validated["request"]["object"] = pod;
+        let (_, review) = call("/validate/pods", validated.to_string()).await;
+        assert_eq!(review["response"]["allowed"], true, "{review}");
     }
 
     #[tokio::test]
-    async fn pinned_pod_is_denied_and_garbage_is_invalid() {
+    async fn pinned_pods_garbage_and_missing_objects_are_refused() {
         let mut review: Value = serde_json::from_str(REVIEW).expect("fixture");
         review["request"]["object"]["spec"]["nodeSelector"] =
             serde_json::json!({"node-restriction.kubernetes.io/enclave-site": "virginia"});
-        let response = call("/mutate/pods", review.to_string()).await;
-        assert!(!response.allowed);
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(out["response"]["allowed"], false);
         assert!(
-            response.result.message.contains("policy eu-user-data"),
-            "{}",
-            response.result.message
+            out["response"]["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("policy eu-user-data")),
+            "{out}"
         );
-        let response = call(
+        let (_, out) = call(
             "/mutate/pods",
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.into(),
         )
         .await;
-        assert!(!response.allowed, "a review without a request is refused");
+        assert_eq!(
+            out["response"]["allowed"], false,
+            "a review without a request is refused"
+        );
+        let mut without_object: Value = serde_json::from_str(REVIEW).expect("fixture");
+        without_object["request"]
+            .as_object_mut()
+            .expect("request")
+            .remove("object");
+        let (_, out) = call("/mutate/pods", without_object.to_string()).await;
+        assert_eq!(
+            out["response"]["allowed"], false,
+            "a CREATE without an object is refused"
+        );
+        let (status, _) = call("/mutate/pods", "not json".into()).await;
+        assert_eq!(status, StatusCode::OK, "answered, not an HTTP error");
+    }
+
+    #[tokio::test]
+    async fn mirror_pods_are_recognised_by_who_creates_them() {
+        let mut review: Value = serde_json::from_str(REVIEW).expect("fixture");
+        review["request"]["object"]["spec"]["nodeName"] = "virginia-a".into();
+        review["request"]["object"]["metadata"]["annotations"] =
+            serde_json::json!({"kubernetes.io/config.mirror": "forged"});
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(
+            out["response"]["allowed"], false,
+            "a tenant's annotation changes nothing"
+        );
+        review["request"]["userInfo"] = serde_json::json!({"username": "system:node:virginia-a", "groups": ["system:nodes", "system:authenticated"]});
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(
+            out["response"]["allowed"], true,
+            "a kubelet's mirror pod is not ours to refuse"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_before_they_are_read() {
+        let request = axum::http::Request::post("/mutate/pods")
+            .header("content-type", "application/json")
+            .header("content-length", (8 * 1024 * 1024).to_string())
+            .body(Body::from("{}"))
+            .expect("request");
+        let response = router(state()).oneshot(request).await.expect("served");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_large_review_within_the_api_servers_limit_is_decided() {
+        // A DaemonSet of ~2.5 MB (an UPDATE review carries it twice): decided, not 413.
+        let big = "x".repeat(2_500_000);
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "DaemonSet"},
+                "operation": "UPDATE", "namespace": "shop", "name": "agent",
+                "userInfo": {"username": "alice"},
+                "object": {"metadata": {"name": "agent", "annotations": {"big": big}},
+                    "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}},
+                "oldObject": {"metadata": {"name": "agent", "annotations": {"big": big}}}
+            }
+        });
+        let (status, out) = call("/mutate/daemonsets", review.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            out["response"]["allowed"], true,
+            "{}",
+            out["response"]["status"]
+        );
+        assert!(out["response"]["patch"].is_string());
+    }
+
+    #[tokio::test]
+    async fn guarded_connections_time_out_when_idle_or_dripping() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(1024);
+        let timeouts = Counter::default();
+        let mut guarded = Guarded::new(
+            server,
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+            timeouts.clone(),
+        );
+        let mut buf = [0u8; 16];
+        // Idle: nothing arrives.
+        let error = guarded.read(&mut buf).await.expect_err("idle timeout");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+
+        // Dripping: one byte every 50 ms keeps it from idling out, not from the request deadline.
+        let (mut client2, server) = tokio::io::duplex(1024);
+        let mut guarded = Guarded::new(
+            server,
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+            timeouts.clone(),
+        );
+        let drip = tokio::spawn(async move {
+            for _ in 0..20 {
+                if client2.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = Instant::now();
+        let error = loop {
+            match guarded.read(&mut buf).await {
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        drip.abort();
+        drop(client);
+        assert_eq!(timeouts.get(), 2);
     }
 }

@@ -17,6 +17,14 @@ use kube::{
 
 use crate::context::Context;
 
+/// Runs every controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    tokio::join!(
+        sites::run(ctx.client.clone(), ctx.clone()),
+        residency::run(ctx)
+    );
+}
+
 /// What can go wrong in a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

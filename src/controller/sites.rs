@@ -18,8 +18,9 @@ use super::{RESYNC, Result, error_policy, instrumented, publish, unguard};
 use crate::{
     cache,
     conditions::{self, Observed},
-    context::{Context, FIELD_MANAGER},
+    context::Context,
     crd::{DataEnclave, DataEnclaveStatus, SiteStatus, TRUSTED_LABEL_PREFIX},
+    names::FIELD_MANAGER,
     selector,
 };
 
@@ -230,7 +231,7 @@ pub async fn run(client: Client, ctx: Arc<Context>) {
             kube::runtime::controller::Config::default()
                 .debounce(std::time::Duration::from_millis(200)),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(crate::shutdown::signalled())
         .run(
             reconcile,
             |guard, error, ctx| error_policy(CONTROLLER, guard.as_ref(), error, &ctx),

@@ -160,19 +160,41 @@ pub fn site_terms(selectors: &[LabelSelector]) -> Result<Vec<NodeSelectorTerm>, 
         .collect()
 }
 
-/// The conjunction of two terms: both lists concatenated, exact repeats dropped (they
-/// change nothing and would only make the pod harder to read).
+/// Two requirements say the same (values compared as lists; absent values are empty).
+/// The native engine's CEL compares exactly so.
+fn same_requirement(a: &NodeSelectorRequirement, b: &NodeSelectorRequirement) -> bool {
+    a.key == b.key && a.operator == b.operator && values(a) == values(b)
+}
+
+/// Two terms say the same, requirement order aside: used to find a preference the pod
+/// already has.
+fn same_term(a: &NodeSelectorTerm, b: &NodeSelectorTerm) -> bool {
+    let covers = |x: &[NodeSelectorRequirement], y: &[NodeSelectorRequirement]| {
+        x.iter().all(|r| y.iter().any(|q| same_requirement(r, q)))
+    };
+    let (ae, be) = (expressions(a), expressions(b));
+    let (af, bf) = (fields(a), fields(b));
+    ae.len() == be.len()
+        && af.len() == bf.len()
+        && covers(ae, be)
+        && covers(be, ae)
+        && covers(af, bf)
+        && covers(bf, af)
+}
+
+/// The conjunction of two terms: the first term's requirements as they are, then those
+/// of the second it does not already have.
 fn and(a: &NodeSelectorTerm, b: &NodeSelectorTerm) -> NodeSelectorTerm {
     fn join(
         x: &[NodeSelectorRequirement],
         y: &[NodeSelectorRequirement],
     ) -> Option<Vec<NodeSelectorRequirement>> {
-        let mut all: Vec<NodeSelectorRequirement> = Vec::with_capacity(x.len() + y.len());
-        for req in x.iter().chain(y) {
-            if !all.contains(req) {
-                all.push(req.clone());
-            }
-        }
+        let mut all: Vec<NodeSelectorRequirement> = x.to_vec();
+        all.extend(
+            y.iter()
+                .filter(|r| !x.iter().any(|have| same_requirement(have, r)))
+                .cloned(),
+        );
         (!all.is_empty()).then_some(all)
     }
     NodeSelectorTerm {
@@ -181,8 +203,9 @@ fn and(a: &NodeSelectorTerm, b: &NodeSelectorTerm) -> NodeSelectorTerm {
     }
 }
 
-/// Every Ti∧Sj, in order (T1∧S1, T1∧S2, …, T2∧S1, …), exact duplicates dropped: the only
-/// way to AND two ORed lists without letting a Ti escape the sites.
+/// Every Ti∧Sj, site by site (T1∧S1, T2∧S1, …, T1∧S2, …): the only way to AND two ORed
+/// lists without letting a Ti escape the sites. Site-major so that the native engine
+/// writes it as one `map` per site (`terms.map(t, t∧S1) + terms.map(t, t∧S2) + …`).
 ///
 /// `existing` empty means the pod has no required node affinity (no constraint), so the
 /// result is the site terms. Empty terms inside a non-empty `existing` match no node for
@@ -194,22 +217,14 @@ pub fn cross_product(
     existing: &[NodeSelectorTerm],
     sites: &[NodeSelectorTerm],
 ) -> Vec<NodeSelectorTerm> {
-    let mut out: Vec<NodeSelectorTerm> = Vec::with_capacity(existing.len().max(1) * sites.len());
-    let mut push = |term: NodeSelectorTerm| {
-        if !out.contains(&term) {
-            out.push(term);
-        }
-    };
     if existing.is_empty() {
-        sites.iter().cloned().for_each(&mut push);
-    } else {
-        for t in existing.iter().filter(|t| !is_empty_term(t)) {
-            for s in sites {
-                push(and(t, s));
-            }
-        }
+        return sites.to_vec();
     }
-    out
+    let own: Vec<&NodeSelectorTerm> = existing.iter().filter(|t| !is_empty_term(t)).collect();
+    sites
+        .iter()
+        .flat_map(|s| own.iter().map(move |t| and(t, s)))
+        .collect()
 }
 
 /// The pod's required node selector terms, or None when it has no required node
@@ -343,7 +358,7 @@ pub fn constrain(
             .preferred_during_scheduling_ignored_during_execution
             .iter()
             .flatten()
-            .any(|p| p.preference == *term);
+            .any(|p| same_term(&p.preference, term));
         if !present {
             node_affinity
                 .preferred_during_scheduling_ignored_during_execution
@@ -358,108 +373,188 @@ pub fn constrain(
     changed.then_some(affinity)
 }
 
-/// What one label key must satisfy within a conjunction, collected from all of that
-/// key's requirements.
-#[derive(Default)]
-struct KeyConstraint<'a> {
-    /// Intersection of the `In` sets, if any.
-    allowed: Option<BTreeSet<&'a str>>,
-    excluded: BTreeSet<&'a str>,
-    must_exist: bool,
-    must_not_exist: bool,
-    /// Strict integer bounds from Gt / Lt.
-    above: Option<i64>,
-    below: Option<i64>,
-    /// A requirement the scheduler cannot parse: the term matches no node.
-    broken: bool,
+/// An integer label value as both admission engines read it: an optional sign and at
+/// most 18 digits (what the native engine's CEL can convert without overflow).
+pub fn parse_int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
-impl<'a> KeyConstraint<'a> {
-    fn add(&mut self, req: &'a NodeSelectorRequirement) {
-        if !well_formed(req) {
-            self.broken = true;
-            return;
-        }
-        let vals = values(req);
-        match req.operator.as_str() {
-            IN => {
-                self.must_exist = true;
-                let set: BTreeSet<&str> = vals.iter().map(String::as_str).collect();
-                self.allowed = Some(match self.allowed.take() {
-                    None => set,
-                    Some(prev) => prev.intersection(&set).copied().collect(),
-                });
-            }
-            NOT_IN => self.excluded.extend(vals.iter().map(String::as_str)),
-            EXISTS => self.must_exist = true,
-            DOES_NOT_EXIST => self.must_not_exist = true,
-            op => {
-                self.must_exist = true;
-                match vals[0].parse::<i64>() {
-                    Err(_) => self.broken = true,
-                    Ok(bound) if op == GT => {
-                        self.above = Some(self.above.map_or(bound, |a| a.max(bound)))
-                    }
-                    Ok(bound) => self.below = Some(self.below.map_or(bound, |b| b.min(bound))),
-                }
-            }
-        }
+/// Can one label key satisfy the site's and the pod's requirements on it at once? The
+/// candidates are the label's absence, the values the site allows (its first `In`),
+/// or else the values the pod names (its `In`s); without any `In`, a present value
+/// satisfies `Exists`, a finite `NotIn` and integer bounds (unknown counts as yes).
+fn key_satisfiable(site: &[&NodeSelectorRequirement], pod: &[&NodeSelectorRequirement]) -> bool {
+    let holds = |value: Option<&str>| {
+        site.iter()
+            .chain(pod)
+            .all(|r| requirement_matches(r, value))
+    };
+    if holds(None) {
+        return true;
     }
-
-    fn in_range(&self, v: i64) -> bool {
-        self.above.is_none_or(|a| v > a) && self.below.is_none_or(|b| v < b)
+    if let Some(first) = site.iter().find(|r| r.operator == IN) {
+        return values(first).iter().any(|v| holds(Some(v)));
     }
-
-    fn bounded(&self) -> bool {
-        self.above.is_some() || self.below.is_some()
+    if pod.iter().any(|r| r.operator == IN) {
+        return pod
+            .iter()
+            .filter(|r| r.operator == IN)
+            .flat_map(|r| values(r))
+            .any(|v| holds(Some(v)));
     }
+    !site.iter().chain(pod).any(|r| {
+        !well_formed(r)
+            || r.operator == DOES_NOT_EXIST
+            || (matches!(r.operator.as_str(), GT | LT) && parse_int(&values(r)[0]).is_none())
+    })
+}
 
-    /// Can some label value (or its absence) satisfy everything?
-    fn satisfiable(&self) -> bool {
-        if self.broken || (self.must_exist && self.must_not_exist) {
+/// Can some node satisfy both the conjunction and the site, as far as the site's own
+/// label keys tell? Each key the site constrains is checked against the conjunction's
+/// requirements on that key. Contradictions among the pod's other labels are the
+/// scheduler's to find (the controller reports such pods when they stay Pending): this
+/// keeps the check sound, cheap, and written the same in CEL.
+fn compatible(conjunction: &NodeSelectorTerm, site: &NodeSelectorTerm) -> bool {
+    let keys: BTreeSet<&str> = expressions(site).iter().map(|r| r.key.as_str()).collect();
+    fn on<'a>(term: &'a NodeSelectorTerm, key: &str) -> Vec<&'a NodeSelectorRequirement> {
+        expressions(term).iter().filter(|r| r.key == key).collect()
+    }
+    keys.iter()
+        .all(|key| key_satisfiable(&on(site, key), &on(conjunction, key)))
+}
+
+/// Can the conjunction's matchFields let the pod onto an enclave node? The API allows
+/// only `metadata.name` with In or NotIn and one value, so `In` pins the pod to one named
+/// node: satisfiable only when every `In` names the same node, no `NotIn` excludes it,
+/// and it is a node of the enclave. Without `In` the fields exclude a few names only and
+/// count as satisfiable. A field the API would refuse matches no node. The node's labels
+/// are not checked against the term, so that the native engine (which sees only the
+/// enclave's node names) decides exactly the same.
+fn fields_allow_enclave(
+    conjunction: &NodeSelectorTerm,
+    is_enclave_node: &dyn Fn(&str) -> bool,
+) -> bool {
+    let mut pinned: Option<&str> = None;
+    let mut excluded: Vec<&str> = Vec::new();
+    for req in fields(conjunction) {
+        let [value] = values(req) else { return false };
+        if req.key != NODE_NAME_FIELD {
             return false;
         }
-        if let Some(allowed) = &self.allowed {
-            return allowed.iter().any(|v| {
-                !self.excluded.contains(v)
-                    && (!self.bounded() || v.parse::<i64>().is_ok_and(|n| self.in_range(n)))
-            });
+        match req.operator.as_str() {
+            IN if pinned.is_some_and(|p| p != value) => return false,
+            IN => pinned = Some(value),
+            NOT_IN => excluded.push(value),
+            _ => return false,
         }
-        // Gt/Lt without In: is there an integer strictly between the bounds? (Whether
-        // NotIn excludes all of them is not checked: unknown counts as satisfiable.)
-        let low = match self.above {
-            None => Some(i64::MIN),
-            Some(a) => a.checked_add(1),
-        };
-        let high = match self.below {
-            None => Some(i64::MAX),
-            Some(b) => b.checked_sub(1),
-        };
-        matches!((low, high), (Some(l), Some(h)) if l <= h)
     }
+    pinned.is_none_or(|node| !excluded.contains(&node) && is_enclave_node(node))
 }
 
-/// Can any node satisfy the conjunction? Detects, per key: disjoint `In` sets, `In`
-/// values all excluded by `NotIn` or outside Gt/Lt bounds, `In`/`Exists`/Gt/Lt with
-/// `DoesNotExist`, Gt/Lt bounds with no integer between them, and requirements the
-/// scheduler cannot parse. matchFields count as satisfiable (unknown).
-fn consistent(conjunction: &NodeSelectorTerm) -> bool {
-    let mut by_key: BTreeMap<&str, KeyConstraint> = BTreeMap::new();
-    for req in expressions(conjunction) {
-        by_key.entry(req.key.as_str()).or_default().add(req);
-    }
-    by_key.values().all(KeyConstraint::satisfiable)
-}
-
-/// Can the pod ever be placed in the enclave: is some (required term ∧ nodeSelector ∧
-/// site term) free of contradictions? When not, the webhook denies the pod instead of
-/// admitting one that would stay Pending forever (e.g. `nodeSelector` naming a site
-/// outside the enclave). Sound: false only when no node can fit; unknown (Gt/Lt against
-/// NotIn, matchFields) counts as satisfiable.
-pub fn satisfiable_in_enclave(spec: &PodSpec, sites: &[NodeSelectorTerm]) -> bool {
+/// Can the pod ever be placed in the enclave: is some (required term ∧ nodeSelector)
+/// compatible with some site on the site's label keys, with matchFields naming an
+/// enclave node? When not, admission denies the pod instead of admitting one that would
+/// stay Pending forever (e.g. `nodeSelector` naming a site outside the enclave, or
+/// matchFields pinning it to a node outside). Sound: false only when no enclave node can
+/// fit; what it does not decide (contradictions among other labels, integer ranges, the
+/// labels of a node named by matchFields) counts as satisfiable, and the controller
+/// reports such pods when they stay Pending.
+pub fn satisfiable_in_enclave(
+    spec: &PodSpec,
+    sites: &[NodeSelectorTerm],
+    is_enclave_node: &dyn Fn(&str) -> bool,
+) -> bool {
     pod_conjunctions(spec)
         .iter()
-        .any(|c| sites.iter().any(|s| consistent(&and(c, s))))
+        .any(|c| fields_allow_enclave(c, is_enclave_node) && sites.iter().any(|s| compatible(c, s)))
+}
+
+/// The most non-empty required terms of its own a pod may have for admission to judge
+/// it, and the most requirements over them: the native engine's CEL walks them once per
+/// site label key, and must stay within the API server's cost budget at 32 sites of 16
+/// requirements. Far beyond what real pods carry.
+pub const MAX_JUDGED_TERMS: usize = 256;
+pub const MAX_JUDGED_REQUIREMENTS: usize = 1024;
+
+/// Is the pod's own required affinity small enough to judge? The message says why not.
+pub fn judgeable(spec: &PodSpec) -> Result<(), String> {
+    let own: Vec<&NodeSelectorTerm> = required_terms(spec)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| !is_empty_term(t))
+        .collect();
+    let requirements: usize = own
+        .iter()
+        .map(|t| expressions(t).len() + fields(t).len())
+        .sum();
+    if own.len() > MAX_JUDGED_TERMS || requirements > MAX_JUDGED_REQUIREMENTS {
+        return Err(format!(
+            "its required node affinity has {} terms with {requirements} requirements, more than admission judges ({MAX_JUDGED_TERMS} terms, {MAX_JUDGED_REQUIREMENTS} requirements)",
+            own.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The most required node selector terms admission writes into one pod (the pod's own
+/// terms times the enclave's sites). Beyond it the pod is refused with a message that
+/// says why, instead of an object the API server would refuse as too large or a CEL
+/// evaluation that would exceed its cost budget. 32 sites × 8 own terms fit.
+pub const MAX_PLACED_TERMS: usize = 256;
+
+/// The most requirements (matchExpressions and matchFields, over all terms) admission
+/// writes into one pod: about 100 bytes each, so the patched pod stays far below the
+/// API server's 1.5 MiB object limit.
+pub const MAX_PLACED_REQUIREMENTS: usize = 4096;
+
+/// How large the cross product of the pod's required terms with the sites would be:
+/// (terms, requirements), counted before duplicates are dropped so that both admission
+/// engines compute the same figure. Empty pod terms are skipped as [`cross_product`]
+/// skips them; a pod without required terms gets one term per site.
+pub fn product_size(spec: &PodSpec, sites: &[NodeSelectorTerm]) -> (usize, usize) {
+    let site_reqs: usize = sites
+        .iter()
+        .map(|s| expressions(s).len() + fields(s).len())
+        .sum();
+    let own: Vec<&NodeSelectorTerm> = required_terms(spec)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| !is_empty_term(t))
+        .collect();
+    if required_terms(spec).is_none_or(|t| t.is_empty()) {
+        return (sites.len(), site_reqs);
+    }
+    let own_reqs: usize = own
+        .iter()
+        .map(|t| expressions(t).len() + fields(t).len())
+        .sum();
+    (
+        own.len() * sites.len(),
+        own_reqs * sites.len() + own.len() * site_reqs,
+    )
+}
+
+/// Would constraining the pod stay within [`MAX_PLACED_TERMS`] and
+/// [`MAX_PLACED_REQUIREMENTS`]? The message says what was too large when not.
+pub fn within_bounds(spec: &PodSpec, sites: &[NodeSelectorTerm]) -> Result<(), String> {
+    let (terms, requirements) = product_size(spec, sites);
+    if terms > MAX_PLACED_TERMS {
+        return Err(format!(
+            "its required node affinity crossed with the enclave's {} sites would need {terms} node selector terms, more than the {MAX_PLACED_TERMS} allowed: use fewer nodeSelectorTerms",
+            sites.len()
+        ));
+    }
+    if requirements > MAX_PLACED_REQUIREMENTS {
+        return Err(format!(
+            "its required node affinity crossed with the enclave's {} sites would need {requirements} requirements, more than the {MAX_PLACED_REQUIREMENTS} allowed: use fewer matchExpressions",
+            sites.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Does one requirement hold for a label value (None: the node lacks the label)? As the
@@ -476,10 +571,7 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
         EXISTS => value.is_some(),
         DOES_NOT_EXIST => value.is_none(),
         op => {
-            let (Some(v), Ok(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                vals[0].parse::<i64>(),
-            ) else {
+            let (Some(v), Some(bound)) = (value.and_then(parse_int), parse_int(&vals[0])) else {
                 return false;
             };
             if op == GT { v > bound } else { v < bound }

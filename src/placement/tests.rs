@@ -102,11 +102,12 @@ affinity:
             "- matchExpressions: [{{key: {ZONE}, operator: In, values: [{zone}]}}, {{key: {SITE}, operator: In, values: [{site}]}}]\n"
         )
     };
+    // Site by site: what the native engine writes as one map per site.
     let expected = terms(
         &[
             t("eu-west-1a", "dublin"),
-            t("eu-west-1a", "norway"),
             t("us-east-1a", "dublin"),
+            t("eu-west-1a", "norway"),
             t("us-east-1a", "norway"),
         ]
         .concat(),
@@ -262,11 +263,11 @@ fn satisfiability_detects_each_contradiction() {
     let virginia = spec(&format!(
         "containers: []\nnodeSelector: {{{SITE}: virginia}}"
     ));
-    assert!(!satisfiable_in_enclave(&virginia, &sites));
+    assert!(!satisfiable_in_enclave(&virginia, &sites, &|_| true));
     let zone = spec(&format!(
         "containers: []\nnodeSelector: {{{ZONE}: eu-west-1b}}"
     ));
-    assert!(satisfiable_in_enclave(&zone, &sites));
+    assert!(satisfiable_in_enclave(&zone, &sites, &|_| true));
     let pod = |exprs: &str| {
         spec(&format!(
             "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: {exprs}}}]}}}}}}"
@@ -280,7 +281,10 @@ fn satisfiability_detects_each_contradiction() {
         format!("[{{key: {SITE}, operator: Gt, values: ['5']}}]"),
     ];
     for exprs in &unsat {
-        assert!(!satisfiable_in_enclave(&pod(exprs), &sites), "{exprs}");
+        assert!(
+            !satisfiable_in_enclave(&pod(exprs), &sites, &|_| true),
+            "{exprs}"
+        );
     }
     let sat = [
         format!("[{{key: {SITE}, operator: NotIn, values: [dublin]}}]"),
@@ -292,7 +296,10 @@ fn satisfiability_detects_each_contradiction() {
         ),
     ];
     for exprs in &sat {
-        assert!(satisfiable_in_enclave(&pod(exprs), &sites), "{exprs}");
+        assert!(
+            satisfiable_in_enclave(&pod(exprs), &sites, &|_| true),
+            "{exprs}"
+        );
     }
     // A site given by label presence: DoesNotExist contradicts Exists; In of the enclave's
     // and NotIn of all of them contradict.
@@ -302,33 +309,82 @@ fn satisfiability_detects_each_contradiction() {
     .expect("valid");
     assert!(!satisfiable_in_enclave(
         &pod(&format!("[{{key: {SITE}, operator: DoesNotExist}}]")),
-        &present
+        &present,
+        &|_| true
     ));
+    // Contradictions on the site's own key are found, whatever their form.
     let contradictions = [
+        format!(
+            "[{{key: {SITE}, operator: In, values: [a]}}, {{key: {SITE}, operator: In, values: [b]}}]"
+        ),
+        format!(
+            "[{{key: {SITE}, operator: In, values: [a, b]}}, {{key: {SITE}, operator: NotIn, values: [b, a]}}]"
+        ),
+        format!(
+            "[{{key: {SITE}, operator: In, values: ['1', x]}}, {{key: {SITE}, operator: Gt, values: ['2']}}]"
+        ),
+        format!("[{{key: {SITE}, operator: Gt, values: [x]}}]"),
+    ];
+    for exprs in &contradictions {
+        assert!(
+            !satisfiable_in_enclave(&pod(exprs), &present, &|_| true),
+            "{exprs}"
+        );
+    }
+    // Contradictions among the pod's other labels are the scheduler's to find (and the
+    // controller's to report): admission judges the site's keys only, as CEL can.
+    for exprs in [
         format!(
             "[{{key: {ZONE}, operator: In, values: [a]}}, {{key: {ZONE}, operator: DoesNotExist}}]"
         ),
         format!(
-            "[{{key: {ZONE}, operator: In, values: [a, b]}}, {{key: {ZONE}, operator: NotIn, values: [b, a]}}]"
-        ),
-        format!(
-            "[{{key: {ZONE}, operator: In, values: [a]}}, {{key: {ZONE}, operator: In, values: [b]}}]"
-        ),
-        format!(
             "[{{key: {ZONE}, operator: Gt, values: ['2']}}, {{key: {ZONE}, operator: Lt, values: ['3']}}]"
         ),
-        format!(
-            "[{{key: {ZONE}, operator: In, values: ['1', x]}}, {{key: {ZONE}, operator: Gt, values: ['2']}}]"
-        ),
-    ];
-    for exprs in &contradictions {
-        assert!(!satisfiable_in_enclave(&pod(exprs), &present), "{exprs}");
+    ] {
+        assert!(
+            satisfiable_in_enclave(&pod(&exprs), &present, &|_| true),
+            "{exprs}"
+        );
     }
-    // matchFields are unknown, hence satisfiable.
-    let fields = spec(
-        "containers: []\naffinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchFields: [{key: metadata.name, operator: In, values: [n1]}]}]}}}",
+    // matchFields pin the pod to a named node: satisfiable only when it is an enclave node.
+    let pinned = |fields: &str| {
+        spec(&format!(
+            "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchFields: {fields}}}]}}}}}}"
+        ))
+    };
+    let inside = |name: &str| name == "dublin-a";
+    let to = |node: &str| {
+        pinned(&format!(
+            "[{{key: metadata.name, operator: In, values: [{node}]}}]"
+        ))
+    };
+    assert!(satisfiable_in_enclave(&to("dublin-a"), &sites, &inside));
+    assert!(!satisfiable_in_enclave(&to("virginia-a"), &sites, &inside));
+    assert!(
+        !satisfiable_in_enclave(
+            &pinned(
+                "[{key: metadata.name, operator: In, values: [dublin-a]}, {key: metadata.name, operator: In, values: [dublin-b]}]"
+            ),
+            &sites,
+            &|_| true
+        ),
+        "two different pins contradict"
     );
-    assert!(satisfiable_in_enclave(&fields, &sites));
+    assert!(!satisfiable_in_enclave(
+        &pinned(
+            "[{key: metadata.name, operator: In, values: [dublin-a]}, {key: metadata.name, operator: NotIn, values: [dublin-a]}]"
+        ),
+        &sites,
+        &inside
+    ));
+    assert!(
+        satisfiable_in_enclave(
+            &pinned("[{key: metadata.name, operator: NotIn, values: [dublin-a]}]"),
+            &sites,
+            &|_| false
+        ),
+        "NotIn alone excludes one node, not the enclave"
+    );
     // One contradictory term does not sink the others.
     let two = spec(&format!(
         "
@@ -338,7 +394,40 @@ affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{no
   {{matchExpressions: [{{key: {ZONE}, operator: Exists}}]}}]}}}}}}
 "
     ));
-    assert!(satisfiable_in_enclave(&two, &sites));
+    assert!(satisfiable_in_enclave(&two, &sites, &|_| true));
+}
+
+#[test]
+fn the_product_is_bounded_and_counted_as_both_engines_count_it() {
+    let sites = enclave();
+    assert_eq!(product_size(&spec("containers: []"), &sites), (2, 2));
+    let two = spec(&format!(
+        "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: [{{key: {ZONE}, operator: Exists}}, {{key: a, operator: Exists}}]}}, {{}}, {{matchExpressions: [{{key: {ZONE}, operator: Exists}}]}}]}}}}}}"
+    ));
+    // Two non-empty terms (3 requirements) × 2 sites of 1 requirement each.
+    assert_eq!(product_size(&two, &sites), (4, 3 * 2 + 2 * 2));
+    assert!(within_bounds(&two, &sites).is_ok());
+    let many_terms: String = (0..200)
+        .map(|i| format!("{{matchExpressions: [{{key: k{i}, operator: Exists}}]}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let wide = spec(&format!(
+        "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{many_terms}]}}}}}}"
+    ));
+    let refused = within_bounds(&wide, &sites).expect_err("400 terms");
+    assert!(
+        refused.contains("400 node selector terms") && refused.contains("256"),
+        "{refused}"
+    );
+    let many_reqs: String = (0..2100)
+        .map(|i| format!("{{key: k{i}, operator: Exists}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let deep = spec(&format!(
+        "containers: []\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: [{many_reqs}]}}]}}}}}}"
+    ));
+    let refused = within_bounds(&deep, &sites).expect_err("4202 requirements");
+    assert!(refused.contains("requirements"), "{refused}");
 }
 
 #[test]
@@ -370,7 +459,7 @@ fn an_empty_site_selector_is_every_node() {
     let sites = vec![enclave()[0].clone(), all];
     let anywhere = spec("containers: []");
     assert!(implies_enclave(&anywhere, &sites));
-    assert!(satisfiable_in_enclave(&anywhere, &sites));
+    assert!(satisfiable_in_enclave(&anywhere, &sites, &|_| true));
     assert_eq!(
         constrain(&anywhere, &sites, &[]),
         None,
@@ -451,7 +540,7 @@ affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{no
         "containers: []\naffinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{}]}}}",
     );
     assert_eq!(constrain(&nowhere, &enclave(), &[]), None);
-    assert!(!satisfiable_in_enclave(&nowhere, &enclave()));
+    assert!(!satisfiable_in_enclave(&nowhere, &enclave(), &|_| true));
     assert!(!pod_fits_node(&nowhere, "n", &labels(&[(SITE, "dublin")])));
 }
 
@@ -460,7 +549,7 @@ fn no_sites_is_no_enclave() {
     let pod = spec("containers: []");
     assert_eq!(constrain(&pod, &[], &[]), None);
     assert!(!implies_enclave(&pod, &[]));
-    assert!(!satisfiable_in_enclave(&pod, &[]));
+    assert!(!satisfiable_in_enclave(&pod, &[], &|_| true));
     assert!(cross_product(&[], &[]).is_empty());
 }
 
@@ -845,7 +934,8 @@ proptest! {
         spec in arb_spec(), selectors in arb_sites(), nodes in arb_nodes(),
     ) {
         let sites = site_terms(&selectors).expect("generated selectors are valid");
-        if !satisfiable_in_enclave(&spec, &sites) {
+        let inside = |name: &str| nodes.iter().any(|(n, l)| n == name && site_of_node(&selectors, l).is_some());
+        if !satisfiable_in_enclave(&spec, &sites, &inside) {
             let constrained = with_affinity(&spec, constrain(&spec, &sites, &[]));
             for (name, labels) in &nodes {
                 prop_assert!(!pod_fits_node(&constrained, name, labels), "node {} {:?} fits a pod judged unsatisfiable", name, labels);

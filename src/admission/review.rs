@@ -1,0 +1,564 @@
+//! AdmissionReview in and out: a lean decoding of the request (the object is parsed
+//! straight into the few fields decisions read; containers and the old object are
+//! skipped), one handler per kind of object, and the response with its JSON patch
+//! encoded as the API server expects it (base64 in a JSON string).
+//!
+//! Patches touch only what admission owns — the required node affinity, the added
+//! preferences and the policy annotation — so fields this build does not know are
+//! never dropped, and the result equals what the native engine's JSONPatch produces.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, PodSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json, value::RawValue};
+
+use super::{
+    Handler,
+    decide::{self, Decision, Outcome, PodView, Subject},
+};
+use crate::{names::POLICY_ANNOTATION, scope::Catalog};
+
+/// The group every node identity is in. With the NodeRestriction admission plugin a
+/// kubelet can create only mirror pods, and only a kubelet is in this group: who made
+/// the request is what identifies a mirror pod, never an annotation a tenant can write.
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// An incoming AdmissionReview.
+#[derive(Deserialize)]
+pub struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    pub request: Option<Request<'a>>,
+}
+
+/// The group, version and kind of the object under review.
+#[derive(Deserialize, Default, Debug, Clone)]
+pub struct Gvk {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// Who made the request, as the API server authenticated them.
+#[derive(Deserialize, Default, Debug, Clone)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// The request of an AdmissionReview, as far as decisions read it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request<'a> {
+    pub uid: String,
+    #[serde(default)]
+    pub kind: Gvk,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    /// Parsed by the handler into the type it needs.
+    #[serde(borrow, default)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The outgoing AdmissionReview.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewOut {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub response: Response,
+}
+
+/// The response of an AdmissionReview.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Base64 of the JSON patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Why a request was refused.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ReviewOut {
+    fn new(response: Response) -> Self {
+        Self {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response,
+        }
+    }
+
+    /// A refusal of a review that could not be decided (it does not parse, or lacks
+    /// what its operation needs): in-scope requests fail closed.
+    pub fn refuse(uid: &str, message: impl Into<String>) -> Self {
+        Self::new(Response {
+            uid: uid.to_string(),
+            allowed: false,
+            status: Some(Status {
+                code: 400,
+                message: message.into(),
+            }),
+            patch: None,
+            patch_type: None,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The JSON patch of the response, decoded (for tests and benchmarks).
+    pub fn patch_ops(&self) -> Option<Vec<Value>> {
+        let encoded = self.response.patch.as_ref()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// A decision on one request and what to record of it.
+pub struct Answer {
+    pub review: ReviewOut,
+    pub decision: Decision,
+}
+
+fn answer(request: &Request, decision: Decision, patch: Option<Vec<Value>>) -> Answer {
+    let mut response = Response {
+        uid: request.uid.clone(),
+        allowed: true,
+        status: None,
+        patch: None,
+        patch_type: None,
+        warnings: decision.warnings.clone(),
+    };
+    match &decision.outcome {
+        Outcome::Deny(message) => {
+            response.allowed = false;
+            response.status = Some(Status {
+                code: 403,
+                message: message.clone(),
+            });
+        }
+        Outcome::Place(_) => {
+            if let Some(ops) = patch
+                && let Ok(bytes) = serde_json::to_vec(&ops)
+            {
+                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+                response.patch_type = Some("JSONPatch");
+            }
+        }
+        Outcome::Allow => {}
+    }
+    Answer {
+        review: ReviewOut::new(response),
+        decision,
+    }
+}
+
+fn allow(request: &Request) -> Answer {
+    answer(request, Decision::default(), None)
+}
+
+fn refuse(request: &Request, message: String) -> Answer {
+    Answer {
+        review: ReviewOut::refuse(&request.uid, message.clone()),
+        decision: Decision {
+            outcome: Outcome::Deny(message),
+            ..Decision::default()
+        },
+    }
+}
+
+/// Metadata as decisions read it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The placement fields of a pod spec; the rest (containers, volumes, …) is skipped.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PlacementSpec {
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    affinity: Option<Affinity>,
+}
+
+impl PlacementSpec {
+    fn into_pod_spec(self) -> PodSpec {
+        PodSpec {
+            node_name: self.node_name,
+            node_selector: self.node_selector,
+            affinity: self.affinity,
+            ..PodSpec::default()
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct PodLike {
+    #[serde(default)]
+    metadata: Option<Meta>,
+    #[serde(default)]
+    spec: PlacementSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct TemplateSpec {
+    #[serde(default)]
+    template: Option<PodLike>,
+    #[serde(default, rename = "jobTemplate")]
+    job_template: Option<Box<JobTemplate>>,
+}
+
+#[derive(Deserialize, Default)]
+struct JobTemplate {
+    #[serde(default)]
+    spec: TemplateSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct Workload {
+    #[serde(default)]
+    metadata: Option<Meta>,
+    #[serde(default)]
+    spec: TemplateSpec,
+}
+
+fn empty() -> &'static BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    &EMPTY
+}
+
+/// Where a pod-like object keeps its spec and metadata, as JSON pointers.
+struct Paths {
+    spec: &'static str,
+    metadata: &'static str,
+}
+
+const POD_PATHS: Paths = Paths {
+    spec: "/spec",
+    metadata: "/metadata",
+};
+const TEMPLATE_PATHS: Paths = Paths {
+    spec: "/spec/template/spec",
+    metadata: "/spec/template/metadata",
+};
+
+/// A JSON pointer segment: `~` and `/` escaped (RFC 6901).
+fn segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn add(path: String, value: Value) -> Value {
+    json!({"op": "add", "path": path, "value": value})
+}
+
+/// The JSON patch from the original placement to the decided one: only the node
+/// affinity's required terms, the preferences added after the pod's own, and the
+/// annotation. `add` replaces an existing member (RFC 6902), so the required terms are
+/// one operation whether or not the pod had any.
+fn placement_patch(
+    paths: &Paths,
+    original: &PodSpec,
+    had_metadata: bool,
+    had_annotations: bool,
+    placement: &decide::Placement,
+) -> Result<Vec<Value>, serde_json::Error> {
+    let mut ops = Vec::new();
+    let new = placement.affinity.node_affinity.clone().unwrap_or_default();
+    let affinity_path = format!("{}/affinity", paths.spec);
+    match original.affinity.as_ref() {
+        None => ops.push(add(
+            affinity_path,
+            serde_json::to_value(&placement.affinity)?,
+        )),
+        Some(old) => match old.node_affinity.as_ref() {
+            None => ops.push(add(
+                format!("{affinity_path}/nodeAffinity"),
+                serde_json::to_value(&new)?,
+            )),
+            Some(old) => {
+                let base = format!("{affinity_path}/nodeAffinity");
+                if new.required_during_scheduling_ignored_during_execution
+                    != old.required_during_scheduling_ignored_during_execution
+                    && let Some(required) = &new.required_during_scheduling_ignored_during_execution
+                {
+                    ops.push(add(
+                        format!("{base}/requiredDuringSchedulingIgnoredDuringExecution"),
+                        serde_json::to_value(required)?,
+                    ));
+                }
+                let before = old
+                    .preferred_during_scheduling_ignored_during_execution
+                    .as_deref()
+                    .unwrap_or_default();
+                let after = new
+                    .preferred_during_scheduling_ignored_during_execution
+                    .as_deref()
+                    .unwrap_or_default();
+                let path = format!("{base}/preferredDuringSchedulingIgnoredDuringExecution");
+                if after.len() > before.len() {
+                    if old
+                        .preferred_during_scheduling_ignored_during_execution
+                        .is_none()
+                    {
+                        ops.push(add(path, serde_json::to_value(after)?));
+                    } else {
+                        for preference in &after[before.len()..] {
+                            ops.push(add(format!("{path}/-"), serde_json::to_value(preference)?));
+                        }
+                    }
+                }
+            }
+        },
+    }
+    let annotation = Value::String(placement.annotation.clone());
+    ops.push(if !had_metadata {
+        add(
+            paths.metadata.to_string(),
+            json!({"annotations": {POLICY_ANNOTATION: annotation}}),
+        )
+    } else if !had_annotations {
+        add(
+            format!("{}/annotations", paths.metadata),
+            json!({POLICY_ANNOTATION: annotation}),
+        )
+    } else {
+        add(
+            format!(
+                "{}/annotations/{}",
+                paths.metadata,
+                segment(POLICY_ANNOTATION)
+            ),
+            annotation,
+        )
+    });
+    Ok(ops)
+}
+
+/// Runs a pod-like decision and builds its patch.
+#[allow(clippy::too_many_arguments)] // one call site per kind of object
+fn decide_pod_like<C: Catalog>(
+    request: &Request,
+    catalog: &C,
+    subject: Subject,
+    meta: &Meta,
+    had_metadata: bool,
+    spec: PlacementSpec,
+    paths: &Paths,
+    decider: fn(&C, &PodView) -> Decision,
+) -> Answer {
+    let spec = spec.into_pod_spec();
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let name = meta
+        .name
+        .as_deref()
+        .or(meta.generate_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(request.name.as_str());
+    let view = PodView {
+        subject,
+        namespace,
+        name,
+        labels: meta.labels.as_ref().unwrap_or(empty()),
+        annotations: meta.annotations.as_ref().unwrap_or(empty()),
+        spec: &spec,
+    };
+    let decision = decider(catalog, &view);
+    let patch = match &decision.outcome {
+        Outcome::Place(placement) => match placement_patch(
+            paths,
+            &spec,
+            had_metadata,
+            meta.annotations.is_some(),
+            placement,
+        ) {
+            Ok(ops) => Some(ops),
+            Err(error) => {
+                return refuse(
+                    request,
+                    format!("enclave-operator could not encode its patch: {error}"),
+                );
+            }
+        },
+        _ => None,
+    };
+    answer(request, decision, patch)
+}
+
+/// The kinds whose pod template workload warnings read, by the kind the API server names.
+fn template_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Deployment" => "Deployment",
+        "StatefulSet" => "StatefulSet",
+        "ReplicaSet" => "ReplicaSet",
+        "DaemonSet" => "DaemonSet",
+        "Job" => "Job",
+        "CronJob" => "CronJob",
+        "ReplicationController" => "ReplicationController",
+        _ => return None,
+    })
+}
+
+/// Decides one request with the entry's handler.
+pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> Answer {
+    let creating = request.operation == "CREATE";
+    let updating = request.operation == "UPDATE";
+    if !(creating || updating) {
+        return allow(request);
+    }
+    let Some(object) = request.object else {
+        return refuse(
+            request,
+            format!(
+                "enclave-operator: a {} review of {} without an object cannot be decided",
+                request.operation, request.kind.kind
+            ),
+        );
+    };
+    match handler {
+        Handler::MutatePod | Handler::ValidatePod => {
+            // Placement is immutable once a pod exists: only creation is decided. A
+            // kubelet creating its mirror pod is not a tenant's request.
+            if !creating || request.user_info.groups.iter().any(|g| g == NODES_GROUP) {
+                return allow(request);
+            }
+            let pod: PodLike = match serde_json::from_str(object.get()) {
+                Ok(pod) => pod,
+                Err(e) => return refuse(request, format!("the pod does not parse: {e}")),
+            };
+            let decider = if handler == Handler::MutatePod {
+                decide::mutate::<C>
+            } else {
+                decide::validate::<C>
+            };
+            decide_pod_like(
+                request,
+                catalog,
+                Subject::Pod,
+                pod.metadata.as_ref().unwrap_or(&Meta::default()),
+                true,
+                pod.spec,
+                &POD_PATHS,
+                decider,
+            )
+        }
+        Handler::MutateDaemonSet => {
+            let daemonset: Workload = match serde_json::from_str(object.get()) {
+                Ok(daemonset) => daemonset,
+                Err(e) => return refuse(request, format!("the DaemonSet does not parse: {e}")),
+            };
+            let Some(template) = daemonset.spec.template else {
+                return allow(request);
+            };
+            // The template changes on CREATE and UPDATE: the DaemonSet controller creates
+            // pods from it, and a template that targets outside nodes leaves them pending.
+            let had_metadata = template.metadata.is_some();
+            let template_meta = template.metadata.unwrap_or_default();
+            let meta = Meta {
+                name: daemonset.metadata.and_then(|m| m.name),
+                generate_name: None,
+                labels: template_meta.labels,
+                annotations: template_meta.annotations,
+            };
+            decide_pod_like(
+                request,
+                catalog,
+                Subject::Template("DaemonSet"),
+                &meta,
+                had_metadata,
+                template.spec,
+                &TEMPLATE_PATHS,
+                decide::mutate::<C>,
+            )
+        }
+        Handler::WarnWorkload => {
+            let Some(kind) = template_kind(&request.kind.kind) else {
+                return allow(request);
+            };
+            let workload: Workload = match serde_json::from_str(object.get()) {
+                Ok(workload) => workload,
+                // Warnings only: an object we cannot read is not ours to refuse.
+                Err(_) => return allow(request),
+            };
+            let template = match kind {
+                "CronJob" => workload.spec.job_template.and_then(|j| j.spec.template),
+                _ => workload.spec.template,
+            };
+            let Some(template) = template else {
+                return allow(request);
+            };
+            let template_meta = template.metadata.unwrap_or_default();
+            let meta = Meta {
+                name: workload.metadata.and_then(|m| m.name),
+                generate_name: None,
+                labels: template_meta.labels,
+                annotations: template_meta.annotations,
+            };
+            decide_pod_like(
+                request,
+                catalog,
+                Subject::Template(kind),
+                &meta,
+                true,
+                template.spec,
+                &TEMPLATE_PATHS,
+                decide::warn_workload::<C>,
+            )
+        }
+    }
+}
+
+/// The placed terms of a patched pod, for tests: applies the patch to `object`.
+pub fn apply_patch(object: &mut Value, ops: &[Value]) -> Result<(), String> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops.to_vec())).map_err(|e| e.to_string())?;
+    json_patch::patch(object, &patch).map_err(|e| e.to_string())
+}
+
+/// The required node selector terms of a pod object, for tests and benchmarks.
+pub fn required_terms(pod: &Value) -> Vec<NodeSelectorTerm> {
+    pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,175 @@
+//! The one index of cluster state that every decision reads: admission, the
+//! controllers and the audit report. [`Catalog`] is implemented by the live watches
+//! ([`crate::cache::Caches`]) and by [`StaticCatalog`], a world loaded from YAML, so
+//! that judging, assessing and building status are unit-tested without a cluster.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::{
+    cache::{CachedPod, ReplicaOwner},
+    crd::{DataEnclave, ResidencyPolicy},
+};
+
+/// The state decisions are made from. Reads are from memory: no API call.
+pub trait Catalog {
+    /// Every ResidencyPolicy that parses, in name order.
+    fn policies(&self) -> Vec<Arc<ResidencyPolicy>>;
+    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>>;
+    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
+    /// Every namespace with its labels.
+    fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>>;
+    fn nodes(&self) -> Vec<Arc<Node>>;
+    fn pods(&self) -> Vec<Arc<CachedPod>>;
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
+    /// ReplicaSets and StatefulSets: what their pods' replacements come from.
+    fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>>;
+}
+
+/// A catalog held in plain collections: for unit tests, fixtures and benchmarks.
+#[derive(Default, Clone)]
+pub struct StaticCatalog {
+    pub policies: Vec<Arc<ResidencyPolicy>>,
+    pub enclaves: BTreeMap<String, Arc<DataEnclave>>,
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub nodes: BTreeMap<String, Arc<Node>>,
+    pub pods: Vec<Arc<CachedPod>>,
+    pub claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
+    pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
+    pub owners: Vec<Arc<ReplicaOwner>>,
+}
+
+impl Catalog for StaticCatalog {
+    fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
+        self.policies.clone()
+    }
+    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
+        self.enclaves.get(name).cloned()
+    }
+    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.get(name).cloned()
+    }
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.nodes.get(name).map(|n| n.labels().clone())
+    }
+    fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.namespaces.clone()
+    }
+    fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.values().cloned().collect()
+    }
+    fn pods(&self) -> Vec<Arc<CachedPod>> {
+        self.pods.clone()
+    }
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.get(name).cloned()
+    }
+    fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
+        self.owners.clone()
+    }
+}
+
+/// A node in a fixture: its labels, or a whole Node object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FixtureNode {
+    Labels(BTreeMap<String, String>),
+    Node(Box<Node>),
+}
+
+/// The YAML form of a [`StaticCatalog`] (see `tests/fixtures/catalog.yaml`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Fixture {
+    #[serde(default)]
+    enclave: Option<DataEnclave>,
+    #[serde(default)]
+    enclaves: Vec<DataEnclave>,
+    #[serde(default)]
+    policies: Vec<ResidencyPolicy>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    nodes: BTreeMap<String, FixtureNode>,
+    #[serde(default)]
+    pods: Vec<CachedPod>,
+    #[serde(default)]
+    claims: Vec<PersistentVolumeClaim>,
+    #[serde(default)]
+    volumes: Vec<PersistentVolume>,
+    #[serde(default)]
+    owners: Vec<ReplicaOwner>,
+}
+
+impl StaticCatalog {
+    /// A catalog from YAML: enclaves, policies, namespace labels, nodes (labels or whole
+    /// objects, Ready unless they say otherwise), pods, claims, volumes and owners.
+    pub fn from_yaml(yaml: &str) -> Result<Self, serde_yaml::Error> {
+        let fixture: Fixture = serde_yaml::from_str(yaml)?;
+        let mut policies: Vec<Arc<ResidencyPolicy>> =
+            fixture.policies.into_iter().map(Arc::new).collect();
+        policies.sort_by_key(|p| p.name_any());
+        let nodes = fixture
+            .nodes
+            .into_iter()
+            .map(|(name, node)| {
+                let mut node = match node {
+                    FixtureNode::Node(node) => *node,
+                    FixtureNode::Labels(labels) => {
+                        let mut node = Node::default();
+                        node.metadata.labels = Some(labels);
+                        node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+                            conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+                                type_: "Ready".into(),
+                                status: "True".into(),
+                                ..Default::default()
+                            }]),
+                            ..Default::default()
+                        });
+                        node
+                    }
+                };
+                node.metadata.name = Some(name.clone());
+                (name, Arc::new(node))
+            })
+            .collect();
+        Ok(Self {
+            policies,
+            enclaves: fixture
+                .enclave
+                .into_iter()
+                .chain(fixture.enclaves)
+                .map(|e| (e.name_any(), Arc::new(e)))
+                .collect(),
+            namespaces: fixture.namespaces,
+            nodes,
+            pods: fixture.pods.into_iter().map(Arc::new).collect(),
+            claims: fixture
+                .claims
+                .into_iter()
+                .map(|c| {
+                    (
+                        (c.namespace().unwrap_or_default(), c.name_any()),
+                        Arc::new(c),
+                    )
+                })
+                .collect(),
+            volumes: fixture
+                .volumes
+                .into_iter()
+                .map(|v| (v.name_any(), Arc::new(v)))
+                .collect(),
+            owners: fixture.owners.into_iter().map(Arc::new).collect(),
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! The admission step: writes the policy's admission objects for the chosen engine
+//! (webhook configurations, or native admission policies and their params), removes the
+//! other engine's, and reads back what the API server holds, so that `Ready` is True
+//! only when enforcement is really in place.
+
+use kube::ResourceExt;
+
+use super::status::AdmissionReadiness;
+use crate::{
+    admission::{Engine, native, webhooks},
+    catalog::Catalog,
+    context::Context,
+    crd::ResidencyPolicy,
+    scope::ResolvedEnclave,
+};
+
+/// Writes and reads back the policy's admission objects.
+pub async fn ensure(
+    ctx: &Context,
+    policy: &ResidencyPolicy,
+    enclave: Result<&ResolvedEnclave, &str>,
+) -> AdmissionReadiness {
+    let name = policy.name_any();
+    let setup = &ctx.admission;
+    match setup.engine {
+        Engine::Webhook => {
+            if let Err(error) = native::delete(&ctx.client, &name).await {
+                tracing::debug!(%error, policy = %name, "could not remove native admission objects");
+            }
+            let target = setup.target();
+            let desired = (
+                webhooks::mutating(policy, &target),
+                webhooks::validating(policy, &target),
+            );
+            match webhooks::apply(&ctx.client, &desired.0, &desired.1).await {
+                Ok(applied)
+                    if webhooks::in_place((&applied.0, &applied.1), (&desired.0, &desired.1)) =>
+                {
+                    AdmissionReadiness::InPlace { engine: "webhook" }
+                }
+                Ok(_) => AdmissionReadiness::NotInPlace {
+                    reason: "AdmissionNotInPlace",
+                    message: format!(
+                        "the webhook configurations {} read back differ from what was written",
+                        webhooks::configuration_name(&name)
+                    ),
+                },
+                Err(error) => AdmissionReadiness::NotInPlace {
+                    reason: "AdmissionWriteFailed",
+                    message: format!(
+                        "could not write the webhook configurations {}: {error}",
+                        webhooks::configuration_name(&name)
+                    ),
+                },
+            }
+        }
+        Engine::Native => {
+            if let Err(error) = webhooks::delete(&ctx.client, &name).await {
+                tracing::debug!(%error, policy = %name, "could not remove webhook configurations");
+            }
+            let nodes = ctx.caches.nodes();
+            match native::apply(&ctx.client, policy, enclave, &nodes, setup).await {
+                Ok(()) => AdmissionReadiness::InPlace { engine: "native" },
+                Err(native::Error::NotInPlace(message)) => AdmissionReadiness::NotInPlace {
+                    reason: "AdmissionNotInPlace",
+                    message,
+                },
+                Err(native::Error::Unrepresentable(message)) => AdmissionReadiness::NotInPlace {
+                    reason: "Unrepresentable",
+                    message,
+                },
+                Err(error) => AdmissionReadiness::NotInPlace {
+                    reason: "AdmissionWriteFailed",
+                    message: error.to_string(),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,674 @@
+//! Judging a policy's scope, pure: every pod in scope against the enclave, from the
+//! [`Catalog`] and the controller's [`Memory`], into counts, violations, the pods to
+//! evict (in a fair order) and how many are already on their way.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+
+use super::memory::Memory;
+use crate::{
+    cache::CachedPod,
+    catalog::Catalog,
+    crd::{Enforcement, ResidencyPolicy, Violation},
+    placement,
+    scope::{self, ResolvedEnclave},
+};
+
+/// At most this many violations are listed in status; the counts cover the rest.
+pub const MAX_VIOLATIONS: usize = 50;
+
+/// A pod not running this long after its creation is stuck, not on its way: it no longer
+/// holds the migration budget (one tenant's unschedulable pod must not stall a policy).
+pub const STUCK: Duration = Duration::from_secs(300);
+
+/// What the controller concluded about one pod in scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// On (or held to) enclave nodes.
+    Compliant,
+    /// Outside and on its way: being deleted after an eviction.
+    Migrating,
+    /// Outside; will be evicted when the budget allows.
+    ToEvict,
+    /// Outside and not moved automatically; the reason says why.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+    /// Not compliant, and the policy does not move it (Audit, migration disabled, a pod
+    /// that cannot be placed in the enclave at all).
+    Reported {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// A pod that is blocked, for the record.
+#[derive(Clone, Debug)]
+pub struct BlockedPod {
+    pub pod: Arc<CachedPod>,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The state of a policy's scope.
+#[derive(Debug, Default)]
+pub struct Assessment {
+    pub matched: i32,
+    pub compliant: i32,
+    pub non_compliant: i32,
+    pub migrating: i32,
+    pub blocked: i32,
+    /// Every violation, sorted by namespace and name (status lists the first ones).
+    pub violations: Vec<Violation>,
+    /// Pods to evict, namespaces taking turns so that one large namespace cannot hold
+    /// back the others.
+    pub to_evict: Vec<Arc<CachedPod>>,
+    /// Pods on their way: the concurrency budget is spent on these.
+    pub in_flight: usize,
+    /// Enforcing policies that share scope with this one while no node is in both
+    /// enclaves.
+    pub conflicts: BTreeSet<String>,
+    pub blocked_pods: Vec<BlockedPod>,
+}
+
+fn is_terminating(pod: &CachedPod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+fn is_finished(pod: &CachedPod) -> bool {
+    matches!(pod.phase(), Some("Succeeded" | "Failed"))
+}
+
+fn is_running(pod: &CachedPod) -> bool {
+    pod.phase() == Some("Running")
+}
+
+fn controller(
+    pod: &CachedPod,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    pod.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+fn age(pod: &CachedPod, now: Timestamp) -> Duration {
+    pod.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Duration::from_secs(u64::try_from(now.as_second() - t.0.as_second()).unwrap_or(0)))
+        .unwrap_or_default()
+}
+
+/// What judging one pod reads.
+struct Scene<'a, C: Catalog> {
+    policy: &'a ResidencyPolicy,
+    enclave: &'a ResolvedEnclave,
+    catalog: &'a C,
+    memory: &'a Memory,
+    nodes: &'a BTreeMap<String, Arc<Node>>,
+    enclave_nodes: &'a [Arc<Node>],
+    /// Other enforcing policies whose enclave shares no node with this one.
+    disjoint: &'a [(Arc<ResidencyPolicy>, String)],
+    namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<C: Catalog> Scene<'_, C> {
+    /// The first PVC of the pod whose volume lives outside the enclave: a storage class
+    /// that is not the enclave's, or node affinity no enclave node satisfies.
+    fn volume_outside(&self, pod: &CachedPod, namespace: &str) -> Option<String> {
+        let classes = &self.enclave.enclave.spec.storage.storage_class_names;
+        for claim_name in &pod.spec.claims {
+            let Some(claim) = self.catalog.claim(namespace, claim_name) else {
+                continue;
+            };
+            let Some(volume_name) = claim.spec.as_ref().and_then(|s| s.volume_name.as_ref()) else {
+                continue;
+            };
+            let Some(volume) = self.catalog.volume(volume_name) else {
+                continue;
+            };
+            let spec = volume.spec.as_ref();
+            let class = spec
+                .and_then(|s| s.storage_class_name.as_deref())
+                .unwrap_or_default();
+            if !classes.iter().any(|c| c == class) {
+                return Some(format!(
+                    "PVC {claim_name} is bound to PersistentVolume {volume_name} of storage class {class:?}, not one of the enclave's ({})",
+                    classes.join(", ")
+                ));
+            }
+            let terms = spec
+                .and_then(|s| s.node_affinity.as_ref())
+                .and_then(|a| a.required.as_ref())
+                .map(|r| r.node_selector_terms.as_slice());
+            if let Some(terms) = terms
+                && !self.enclave_nodes.iter().any(|n| {
+                    terms
+                        .iter()
+                        .any(|t| placement::term_matches_node(t, &n.name_any(), n.labels()))
+                })
+            {
+                return Some(format!(
+                    "PVC {claim_name} is bound to PersistentVolume {volume_name}, which only nodes outside the enclave can reach"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Enforcing policies that also cover the pod while sharing no node with ours.
+    fn conflicting(&self, pod: &CachedPod, namespace: &str) -> Vec<String> {
+        let Some(labels) = self.namespaces.get(namespace) else {
+            return Vec::new();
+        };
+        self.disjoint
+            .iter()
+            .filter(|(other, _)| scope::covers(other, namespace, labels, pod.labels()))
+            .map(|(other, _)| other.name_any())
+            .collect()
+    }
+
+    fn judge(&self, pod: &CachedPod, namespace: &str, now: Timestamp) -> Judgement {
+        let enclave = self.enclave;
+        let enforced = self.policy.spec.enforcement == Enforcement::Enforce;
+        let node = pod.node_name();
+        let inside = match node {
+            Some(node) => self
+                .nodes
+                .get(node)
+                .is_some_and(|n| enclave.contains_node(n.labels())),
+            // Not scheduled yet: compliant if its constraints hold it inside.
+            None => placement::implies_enclave(&pod.placement_spec(), &enclave.site_terms),
+        };
+        if inside {
+            if node.is_none() && !is_terminating(pod) {
+                let spec = pod.placement_spec();
+                let fits = self
+                    .enclave_nodes
+                    .iter()
+                    .any(|n| placement::pod_fits_node(&spec, &n.name_any(), n.labels()));
+                if !fits {
+                    return Judgement::Reported {
+                        reason: "NoEnclaveNodeFits",
+                        message: format!(
+                            "pod is pending: its node constraints keep it inside DataEnclave {}, but no node of the enclave satisfies them",
+                            enclave.name()
+                        ),
+                    };
+                }
+            }
+            return Judgement::Compliant;
+        }
+        let where_ = match node {
+            Some(node) => format!(
+                "runs on node {node}, outside DataEnclave {}",
+                enclave.name()
+            ),
+            None => format!(
+                "is pending without node affinity that keeps it inside DataEnclave {}",
+                enclave.name()
+            ),
+        };
+        if is_terminating(pod) {
+            return Judgement::Migrating;
+        }
+        if node.is_none() {
+            // Admission constrains new pods; one without constraints predates the policy
+            // and will be scheduled anywhere. Nothing to evict yet: report it.
+            return Judgement::Reported {
+                reason: "UnconstrainedPending",
+                message: format!("pod {where_}"),
+            };
+        }
+        let conflicts = self.conflicting(pod, namespace);
+        if enforced && !conflicts.is_empty() {
+            return Judgement::Blocked {
+                reason: "ConflictingPolicies",
+                message: format!(
+                    "pod {where_}; not evicted because policy {} also holds it and no node is in both enclaves: its replacement could run nowhere",
+                    conflicts.join(", policy ")
+                ),
+            };
+        }
+        if let Some(why) = self.volume_outside(pod, namespace) {
+            return Judgement::Blocked {
+                reason: "VolumeOutsideEnclave",
+                message: format!("pod {where_}; not evicted because {why}: migrate the data first"),
+            };
+        }
+        let migration = &self.policy.spec.migration;
+        match controller(pod).map(|o| o.kind.as_str()) {
+            Some("DaemonSet") => {
+                return Judgement::Blocked {
+                    reason: "DaemonSetPod",
+                    message: format!(
+                        "pod {where_}; its DaemonSet recreates it on the same node: update the DaemonSet so that admission constrains its template"
+                    ),
+                };
+            }
+            Some("Node") => {
+                return Judgement::Blocked {
+                    reason: "StaticPod",
+                    message: format!(
+                        "pod {where_}; it is a static pod of that node's kubelet: move its manifest off the node"
+                    ),
+                };
+            }
+            None if !migration.evict_unmanaged_pods => {
+                return Judgement::Blocked {
+                    reason: "Unmanaged",
+                    message: format!(
+                        "pod {where_}; no controller would recreate it, so it is not evicted (set migration.evictUnmanagedPods to allow)"
+                    ),
+                };
+            }
+            _ => {}
+        }
+        if !enforced {
+            return Judgement::Reported {
+                reason: "OutsideEnclave",
+                message: format!("pod {where_}; Audit mode: would be evicted"),
+            };
+        }
+        if !migration.enabled {
+            return Judgement::Reported {
+                reason: "OutsideEnclave",
+                message: format!("pod {where_}; migration is disabled"),
+            };
+        }
+        if let Some(owner) = controller(pod)
+            && let Some(eviction) = self.memory.owner_eviction(&owner.uid)
+            && pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0.as_second() >= eviction.at.as_second())
+        {
+            return Judgement::Blocked {
+                reason: "ReplacementOutsideEnclave",
+                message: format!(
+                    "pod {where_}; it replaced a pod of {} {} evicted from node {} at {}, and landed outside again: its template pins it there (spec.nodeName?) or admission did not constrain it, so evicting it again would only loop",
+                    owner.kind, owner.name, eviction.node, eviction.at
+                ),
+            };
+        }
+        if let Some(uid) = pod.uid()
+            && let Some(refusal) = self.memory.refusal(&uid)
+        {
+            return Judgement::Blocked {
+                reason: "DisruptionBudget",
+                message: format!(
+                    "pod {where_}; its eviction was refused {} time(s) by a PodDisruptionBudget ({}); retried later",
+                    refusal.count, refusal.message
+                ),
+            };
+        }
+        let _ = now;
+        Judgement::ToEvict
+    }
+}
+
+/// Other enforcing policies whose enclave has no node in common with `enclave`.
+fn disjoint_policies<C: Catalog>(
+    catalog: &C,
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    nodes: &[Arc<Node>],
+) -> Vec<(Arc<ResidencyPolicy>, String)> {
+    catalog
+        .policies()
+        .into_iter()
+        .filter(|other| {
+            other.name_any() != policy.name_any() && other.spec.enforcement == Enforcement::Enforce
+        })
+        .filter_map(|other| {
+            let theirs = scope::resolve_enclave(catalog, &other).ok()?;
+            let shared = nodes
+                .iter()
+                .any(|n| enclave.contains_node(n.labels()) && theirs.contains_node(n.labels()));
+            (!shared).then(|| (other, theirs.name()))
+        })
+        .collect()
+}
+
+/// Do two policies cover a namespace in common (and, with pod selectors, a pod)?
+fn share_scope(
+    a: &ResidencyPolicy,
+    b: &ResidencyPolicy,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    pods: &[Arc<CachedPod>],
+) -> bool {
+    namespaces.iter().any(|(name, labels)| {
+        let both = |pod_labels: &BTreeMap<String, String>| {
+            scope::covers(a, name, labels, pod_labels) && scope::covers(b, name, labels, pod_labels)
+        };
+        if a.spec.match_.pod_selector.is_none() && b.spec.match_.pod_selector.is_none() {
+            both(&BTreeMap::new())
+        } else {
+            pods.iter()
+                .filter(|p| p.namespace().as_deref() == Some(name.as_str()))
+                .any(|p| both(p.labels()))
+        }
+    })
+}
+
+/// Judges every pod in the policy's scope. Pure: reads the catalog and the memory.
+pub fn assess<C: Catalog>(
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    catalog: &C,
+    memory: &Memory,
+    now: Timestamp,
+) -> Assessment {
+    let all_nodes = catalog.nodes();
+    let nodes: BTreeMap<String, Arc<Node>> = all_nodes
+        .iter()
+        .map(|n| (n.name_any(), n.clone()))
+        .collect();
+    let enclave_nodes: Vec<Arc<Node>> = all_nodes
+        .iter()
+        .filter(|n| enclave.contains_node(n.labels()))
+        .cloned()
+        .collect();
+    let namespaces = catalog.namespaces();
+    let pods = catalog.pods();
+    let enforced = policy.spec.enforcement == Enforcement::Enforce;
+    let disjoint = if enforced {
+        disjoint_policies(catalog, policy, enclave, &all_nodes)
+    } else {
+        Vec::new()
+    };
+    let scene = Scene {
+        policy,
+        enclave,
+        catalog,
+        memory,
+        nodes: &nodes,
+        enclave_nodes: &enclave_nodes,
+        disjoint: &disjoint,
+        namespaces: &namespaces,
+    };
+    let mut assessment = Assessment {
+        conflicts: disjoint
+            .iter()
+            .filter(|(other, _)| share_scope(policy, other, &namespaces, &pods))
+            .map(|(other, _)| other.name_any())
+            .collect(),
+        ..Assessment::default()
+    };
+
+    // Replicas per owner UID: (running, stuck).
+    let mut by_owner: HashMap<&str, (i32, i32)> = HashMap::new();
+    let mut to_evict: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
+    for pod in &pods {
+        let namespace = pod.namespace().unwrap_or_default();
+        if let Some(owner) = controller(pod)
+            && !is_terminating(pod)
+        {
+            let entry = by_owner.entry(owner.uid.as_str()).or_default();
+            if is_running(pod) {
+                entry.0 += 1;
+            } else if age(pod, now) >= STUCK {
+                entry.1 += 1;
+            }
+        }
+        let Some(namespace_labels) = namespaces.get(&namespace) else {
+            continue;
+        };
+        if is_finished(pod) || !scope::covers(policy, &namespace, namespace_labels, pod.labels()) {
+            continue;
+        }
+        assessment.matched += 1;
+        let judgement = scene.judge(pod, &namespace, now);
+        // Pods of ReplicaSets and StatefulSets are counted through their owner below.
+        let counted_by_owner = controller(pod)
+            .is_some_and(|o| matches!(o.kind.as_str(), "ReplicaSet" | "StatefulSet"));
+        let on_the_way = is_terminating(pod) || (!is_running(pod) && age(pod, now) < STUCK);
+        if !counted_by_owner
+            && on_the_way
+            && matches!(judgement, Judgement::Compliant | Judgement::Migrating)
+        {
+            assessment.in_flight += 1;
+        }
+        let violation = |reason: &str, message: String| Violation {
+            kind: "Pod".into(),
+            namespace: Some(namespace.clone()),
+            name: pod.name_any(),
+            reason: reason.into(),
+            message,
+        };
+        match judgement {
+            Judgement::Compliant => assessment.compliant += 1,
+            Judgement::Migrating => {
+                assessment.non_compliant += 1;
+                assessment.migrating += 1;
+            }
+            Judgement::ToEvict => {
+                assessment.non_compliant += 1;
+                assessment.violations.push(violation(
+                    "OutsideEnclave",
+                    format!(
+                        "pod runs on node {}, outside DataEnclave {}; it will be evicted so that its owner recreates it inside",
+                        pod.node_name().unwrap_or_default(),
+                        enclave.name()
+                    ),
+                ));
+                to_evict
+                    .entry(namespace.clone())
+                    .or_default()
+                    .push(pod.clone());
+            }
+            Judgement::Blocked { reason, message } => {
+                assessment.non_compliant += 1;
+                assessment.blocked += 1;
+                assessment
+                    .violations
+                    .push(violation(reason, message.clone()));
+                assessment.blocked_pods.push(BlockedPod {
+                    pod: pod.clone(),
+                    reason,
+                    message,
+                });
+            }
+            Judgement::Reported { reason, message } => {
+                assessment.non_compliant += 1;
+                assessment.violations.push(violation(reason, message));
+            }
+        }
+    }
+
+    // Owners' replicas on their way: evicted and not recreated yet, or recreated and
+    // not running yet. After a restart nothing else remembers an eviction whose pod is
+    // already gone. Owners that cannot create pods are stuck, not on their way.
+    for owner in catalog.replica_owners() {
+        let namespace = owner.metadata.namespace.clone().unwrap_or_default();
+        let Some(labels) = namespaces.get(&namespace) else {
+            continue;
+        };
+        if owner.failing || !scope::covers(policy, &namespace, labels, &owner.template_labels) {
+            continue;
+        }
+        let uid = owner.metadata.uid.as_deref().unwrap_or_default();
+        let (running, stuck) = by_owner.get(uid).copied().unwrap_or_default();
+        let missing = owner.desired - running - stuck;
+        assessment.in_flight += usize::try_from(missing).unwrap_or(0);
+    }
+
+    assessment
+        .violations
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    // Namespaces take turns, each in name order.
+    let mut queues: Vec<std::collections::VecDeque<Arc<CachedPod>>> = to_evict
+        .into_values()
+        .map(|mut pods| {
+            pods.sort_by_key(|p| p.name_any());
+            pods.into()
+        })
+        .collect();
+    while queues.iter().any(|q| !q.is_empty()) {
+        for queue in &mut queues {
+            if let Some(pod) = queue.pop_front() {
+                assessment.to_evict.push(pod);
+            }
+        }
+    }
+    assessment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::StaticCatalog;
+
+    fn world(extra: &str) -> StaticCatalog {
+        let base = include_str!("testdata/world.yaml");
+        StaticCatalog::from_yaml(&format!("{base}{extra}")).expect("fixture parses")
+    }
+
+    fn run(catalog: &StaticCatalog, memory: &Memory) -> Assessment {
+        let policy = catalog.policies()[0].clone();
+        let enclave = scope::resolve_enclave(catalog, &policy).expect("enclave");
+        assess(
+            &policy,
+            &enclave,
+            catalog,
+            memory,
+            Timestamp::from_second(1_800_000_100).expect("ts"),
+        )
+    }
+
+    fn reasons(assessment: &Assessment) -> Vec<(String, String)> {
+        assessment
+            .violations
+            .iter()
+            .map(|v| (v.name.clone(), v.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn pods_outside_are_evicted_and_those_that_cannot_move_are_reported() {
+        let catalog = world("");
+        let assessment = run(&catalog, &Memory::default());
+        assert_eq!(assessment.matched, 6);
+        assert_eq!(assessment.compliant, 1);
+        let evict: Vec<String> = assessment.to_evict.iter().map(|p| p.name_any()).collect();
+        assert_eq!(evict, ["api-1", "web-1", "web-2"], "namespaces take turns");
+        assert_eq!(
+            reasons(&assessment),
+            [
+                ("api-1".to_string(), "OutsideEnclave".to_string()),
+                ("bare".to_string(), "Unmanaged".to_string()),
+                ("web-1".to_string(), "OutsideEnclave".to_string()),
+                ("web-2".to_string(), "OutsideEnclave".to_string()),
+                (
+                    "with-volume".to_string(),
+                    "VolumeOutsideEnclave".to_string()
+                ),
+            ]
+        );
+        assert_eq!(assessment.blocked, 2);
+    }
+
+    #[test]
+    fn a_refused_or_looping_pod_is_blocked_and_the_others_keep_moving() {
+        let catalog = world("");
+        let memory = Memory::default();
+        memory.refused(
+            "uid-web-1",
+            "Cannot evict pod as it would violate the pod's disruption budget".into(),
+        );
+        let web2 = catalog
+            .pods
+            .iter()
+            .find(|p| p.name_any() == "web-2")
+            .expect("pod")
+            .clone();
+        // An eviction from web-2's owner, after which a replacement (api-1 stands in: same
+        // owner) landed outside again.
+        let mut evicted = (*web2).clone();
+        evicted.metadata.uid = Some("uid-old".into());
+        memory.evicted("p", &evicted);
+        let assessment = run(&catalog, &memory);
+        let evict: Vec<String> = assessment.to_evict.iter().map(|p| p.name_any()).collect();
+        assert_eq!(evict, ["api-1"], "{:?}", reasons(&assessment));
+        let reasons = reasons(&assessment);
+        assert!(reasons.contains(&("web-1".to_string(), "DisruptionBudget".to_string())));
+        assert!(reasons.contains(&("web-2".to_string(), "ReplacementOutsideEnclave".to_string())));
+    }
+
+    #[test]
+    fn missing_replicas_count_as_in_flight_unless_their_owner_cannot_create_them() {
+        let owners = "
+owners:
+- kind: ReplicaSet
+  metadata: {name: web-rs, namespace: shop, uid: rs-web}
+  desired: 5
+  templateLabels: {app: web}
+- kind: ReplicaSet
+  metadata: {name: stuck-rs, namespace: shop, uid: rs-stuck}
+  desired: 3
+  templateLabels: {app: stuck}
+  failing: true
+";
+        let assessment = run(&world(owners), &Memory::default());
+        // web-rs wants 5 and runs 2 (web-1, web-2): 3 on their way.
+        assert_eq!(assessment.in_flight, 3);
+    }
+
+    #[test]
+    fn disjoint_enforcing_policies_conflict_and_block_eviction() {
+        let us = "
+enclaves:
+- apiVersion: enclave.dev/v1alpha1
+  kind: DataEnclave
+  metadata: {name: us}
+  spec:
+    jurisdiction: US
+    sites: [{name: virginia, nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: virginia}}}]
+";
+        let mut catalog = world(us);
+        let mut other = (*catalog.policies[0]).clone();
+        other.metadata.name = Some("q-us".into());
+        other.spec.enclave = "us".into();
+        catalog.policies.push(Arc::new(other));
+        let assessment = run(&catalog, &Memory::default());
+        assert_eq!(assessment.conflicts.iter().collect::<Vec<_>>(), ["q-us"]);
+        assert!(
+            assessment.to_evict.is_empty(),
+            "no eviction while the combined enclave is empty"
+        );
+        assert!(
+            reasons(&assessment)
+                .iter()
+                .any(|(_, r)| r == "ConflictingPolicies")
+        );
+    }
+
+    #[test]
+    fn a_pending_pod_no_enclave_node_fits_is_reported() {
+        let pending = "
+- metadata: {name: nowhere, namespace: shop, uid: uid-nowhere, creationTimestamp: '2027-01-15T08:00:00Z', ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: x, uid: rs-x, controller: true}]}
+  spec:
+    affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [dublin]}, {key: topology.kubernetes.io/zone, operator: In, values: [eu-west-1z]}]}]}}}
+  status: {phase: Pending}
+";
+        let yaml = include_str!("testdata/world.yaml").replace(
+            "pods:\n",
+            &format!("pods:\n{}", pending.trim_start_matches('\n')),
+        );
+        let catalog = StaticCatalog::from_yaml(&yaml).expect("fixture");
+        let assessment = run(&catalog, &Memory::default());
+        assert!(
+            reasons(&assessment)
+                .contains(&("nowhere".to_string(), "NoEnclaveNodeFits".to_string()))
+        );
+    }
+}

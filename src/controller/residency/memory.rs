@@ -1,0 +1,199 @@
+//! What the residency controller remembers between passes, in memory: the evictions of
+//! the last minute (for the rate), evictions the watch has not shown yet (so that a pass
+//! right after an eviction cannot exceed `maxConcurrent`), evictions per owner (so that
+//! a replacement that lands outside again is reported, not evicted in a loop), and
+//! refusals by PodDisruptionBudgets (so that a pod a PDB holds is retried later, with
+//! backoff, while the others keep moving).
+//!
+//! Losing it in a restart is safe: the budget also counts what the cluster shows (pods
+//! on their way and owners' missing replicas), a refused pod is tried once more, and a
+//! loop costs one more eviction per owner before it is seen again.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::cache::CachedPod;
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// A watch that has not delivered an eviction's effect by then never will.
+const UNSEEN_HORIZON: Duration = Duration::from_secs(60);
+/// How long an owner's replacements are watched for landing outside again.
+pub const LOOP_WINDOW: Duration = Duration::from_secs(600);
+/// Backoff after a PDB refused an eviction: doubles from this…
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(10);
+/// …up to this.
+const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// One eviction, until the cache shows its effect.
+struct Unseen {
+    pod_uid: String,
+    owner_uid: Option<String>,
+    at: Timestamp,
+    when: Instant,
+}
+
+/// A PDB refused to let a pod go.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub until: Instant,
+    pub count: u32,
+    pub message: String,
+}
+
+/// The last eviction from one owner.
+#[derive(Clone, Debug)]
+pub struct OwnerEviction {
+    pub at: Timestamp,
+    pub node: String,
+    when: Instant,
+}
+
+#[derive(Default)]
+struct PolicyMemory {
+    recent: VecDeque<Instant>,
+    unseen: Vec<Unseen>,
+}
+
+/// The controller's memory, shared by every pass.
+#[derive(Default)]
+pub struct Memory {
+    policies: Mutex<HashMap<String, PolicyMemory>>,
+    refusals: Mutex<HashMap<String, Refusal>>,
+    owners: Mutex<HashMap<String, OwnerEviction>>,
+    /// What was last recorded as blocked, per policy and pod UID: records on change only.
+    blocked: Mutex<HashMap<String, HashMap<String, &'static str>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn controller_uid(pod: &CachedPod) -> Option<String> {
+    pod.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+impl Memory {
+    /// How many evictions the rate allows now, and when the next one will be allowed.
+    pub fn rate_budget(&self, policy: &str, per_minute: usize) -> (usize, Duration) {
+        let mut policies = lock(&self.policies);
+        let log = &mut policies.entry(policy.to_string()).or_default().recent;
+        while log.front().is_some_and(|t| t.elapsed() >= RATE_WINDOW) {
+            log.pop_front();
+        }
+        let next = log
+            .front()
+            .map(|t| RATE_WINDOW.saturating_sub(t.elapsed()))
+            .unwrap_or_default();
+        (per_minute.saturating_sub(log.len()), next)
+    }
+
+    /// Records an eviction of `policy`.
+    pub fn evicted(&self, policy: &str, pod: &CachedPod) {
+        let owner_uid = controller_uid(pod);
+        let now = Timestamp::now();
+        {
+            let mut policies = lock(&self.policies);
+            let memory = policies.entry(policy.to_string()).or_default();
+            memory.recent.push_back(Instant::now());
+            memory.unseen.push(Unseen {
+                pod_uid: pod.uid().unwrap_or_default(),
+                owner_uid: owner_uid.clone(),
+                at: now,
+                when: Instant::now(),
+            });
+        }
+        if let Some(owner) = owner_uid {
+            lock(&self.owners).insert(
+                owner,
+                OwnerEviction {
+                    at: now,
+                    node: pod.node_name().unwrap_or_default().to_string(),
+                    when: Instant::now(),
+                },
+            );
+        }
+        if let Some(uid) = pod.uid() {
+            lock(&self.refusals).remove(&uid);
+        }
+    }
+
+    /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
+    /// seen terminating or gone, and no newer pod of its owner is seen. Forgets the rest.
+    pub fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
+        let mut policies = lock(&self.policies);
+        let Some(memory) = policies.get_mut(policy) else {
+            return 0;
+        };
+        memory.unseen.retain(|e| {
+            let still_running = pods.iter().any(|p| {
+                p.uid().as_deref() == Some(&e.pod_uid) && p.metadata.deletion_timestamp.is_none()
+            });
+            let replaced = e.owner_uid.as_ref().is_some_and(|owner| {
+                pods.iter().any(|p| {
+                    p.uid().as_deref() != Some(&e.pod_uid)
+                        && p.owner_references().iter().any(|o| &o.uid == owner)
+                        // Creation timestamps have second precision.
+                        && p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() >= e.at.as_second())
+                })
+            });
+            still_running && !replaced && e.when.elapsed() < UNSEEN_HORIZON
+        });
+        memory.unseen.len()
+    }
+
+    /// A PDB refused to let `uid` go: back off before trying it again.
+    pub fn refused(&self, uid: &str, message: String) -> Refusal {
+        let mut refusals = lock(&self.refusals);
+        let count = refusals.get(uid).map_or(0, |r| r.count) + 1;
+        let backoff = REFUSAL_BACKOFF
+            .saturating_mul(1 << (count - 1).min(8))
+            .min(REFUSAL_BACKOFF_MAX);
+        let refusal = Refusal {
+            until: Instant::now() + backoff,
+            count,
+            message,
+        };
+        refusals.insert(uid.to_string(), refusal.clone());
+        refusal
+    }
+
+    /// The refusal still holding `uid` back, if any.
+    pub fn refusal(&self, uid: &str) -> Option<Refusal> {
+        lock(&self.refusals)
+            .get(uid)
+            .filter(|r| r.until > Instant::now())
+            .cloned()
+    }
+
+    /// The last eviction from `owner` within [`LOOP_WINDOW`].
+    pub fn owner_eviction(&self, owner: &str) -> Option<OwnerEviction> {
+        let mut owners = lock(&self.owners);
+        owners.retain(|_, e| e.when.elapsed() < LOOP_WINDOW);
+        owners.get(owner).cloned()
+    }
+
+    /// Is this a new (or changed) block of `uid` under `policy`, worth recording?
+    pub fn newly_blocked(&self, policy: &str, uid: &str, reason: &'static str) -> bool {
+        lock(&self.blocked)
+            .entry(policy.to_string())
+            .or_default()
+            .insert(uid.to_string(), reason)
+            != Some(reason)
+    }
+
+    /// Forgets the blocks of `policy` whose pods are no longer blocked.
+    pub fn keep_blocked(&self, policy: &str, uids: &std::collections::HashSet<String>) {
+        if let Some(blocked) = lock(&self.blocked).get_mut(policy) {
+            blocked.retain(|uid, _| uids.contains(uid));
+        }
+    }
+}

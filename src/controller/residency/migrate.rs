@@ -1,0 +1,199 @@
+//! The migration step: evicts the assessed pods within the policy's budget — at most
+//! `maxConcurrent` on their way and `maxEvictionsPerMinute` — through the Eviction API,
+//! so that PodDisruptionBudgets are respected and owners recreate the pods, which
+//! admission then places inside.
+//!
+//! A refusal by a PDB (HTTP 429) is an answer, not an error: the eviction client makes
+//! no retries of its own (kube's default retry policy would repeat a 429 for minutes
+//! and hold the pass), the pod is reported as blocked by its PDB and retried with
+//! backoff on a later pass, and the other pods keep moving.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::EvictParams,
+    runtime::{controller::Action, events::EventType},
+};
+
+use super::{Residency, assess::Assessment};
+use crate::{
+    cache::CachedPod,
+    controller::{Error, Result, publish},
+    crd::ResidencyPolicy,
+    decisions::{Kind, Record, Subject},
+    scope::ResolvedEnclave,
+};
+
+/// Eviction calls in flight at once within one pass (the budget bounds the total).
+const PARALLELISM: usize = 16;
+/// One eviction call may not hold a pass longer than this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one eviction call came to.
+enum Outcome {
+    Evicted,
+    /// A PodDisruptionBudget does not allow it now.
+    Refused(String),
+    /// The pod is gone already.
+    Gone,
+}
+
+async fn evict(state: &Residency, pod: &CachedPod) -> Result<Outcome> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(state.ctx.eviction_client.clone(), &namespace);
+    let (name, params) = (pod.name_any(), EvictParams::default());
+    let call = api.evict(&name, &params);
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(_)) => Ok(Outcome::Evicted),
+        Ok(Err(kube::Error::Api(status))) if status.code == 429 => {
+            Ok(Outcome::Refused(status.message))
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(Outcome::Gone),
+        Ok(Err(error)) => Err(Error::Kube(error)),
+        // Treated like a refusal: try it again later, let the others move now.
+        Err(_) => Ok(Outcome::Refused(format!(
+            "the eviction call took longer than {CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Evicts what the budget allows and says when to come back.
+pub async fn run(
+    state: &Residency,
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    assessment: &Assessment,
+) -> Result<Action> {
+    let ctx = &state.ctx;
+    let name = policy.name_any();
+    let migration = &policy.spec.migration;
+    let (rate_budget, next_token) = state.memory.rate_budget(
+        &name,
+        usize::try_from(migration.max_evictions_per_minute).unwrap_or(1),
+    );
+    let pods = crate::catalog::Catalog::pods(&ctx.caches);
+    let in_flight = assessment.in_flight + state.memory.unseen(&name, &pods);
+    let concurrency_budget = usize::try_from(migration.max_concurrent)
+        .unwrap_or(1)
+        .saturating_sub(in_flight);
+    let budget = rate_budget.min(concurrency_budget);
+    tracing::debug!(
+        candidates = assessment.to_evict.len(),
+        in_flight,
+        rate_budget,
+        budget,
+        "migration budget"
+    );
+    // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked lifetime
+    // inference once the controller future must be Send.
+    let candidates: Vec<Arc<CachedPod>> =
+        assessment.to_evict.iter().take(budget).cloned().collect();
+    let results: Vec<(Arc<CachedPod>, Result<Outcome>)> = futures::stream::iter(candidates)
+        .map(|pod| async move {
+            let result = evict(state, &pod).await;
+            (pod, result)
+        })
+        .buffer_unordered(PARALLELISM)
+        .collect()
+        .await;
+    let mut evicted = Vec::new();
+    let mut first_error = None;
+    for (pod, result) in results {
+        let namespace = pod.namespace().unwrap_or_default();
+        let subject = Subject::new("Pod", Some(&namespace), &pod.name_any());
+        let node = pod.node_name().unwrap_or_default().to_string();
+        match result {
+            Ok(Outcome::Evicted) => {
+                state.memory.evicted(&name, &pod);
+                let note = format!(
+                    "evicted from node {node} (outside the enclave) so that its owner recreates it in DataEnclave {} (policy {name})",
+                    enclave.name()
+                );
+                tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), %node, "evicted into the enclave");
+                ctx.sink.record(
+                    Record::new(Kind::PodEvicted, Some(&name), subject, note.clone())
+                        .with("node", node),
+                );
+                publish(
+                    ctx,
+                    &pod.object_ref(&()),
+                    EventType::Normal,
+                    "EvictedIntoEnclave",
+                    "Evict",
+                    note,
+                )
+                .await;
+                evicted.push(format!("{namespace}/{}", pod.name_any()));
+            }
+            Ok(Outcome::Refused(message)) => {
+                let uid = pod.uid().unwrap_or_default();
+                let refusal = state.memory.refused(&uid, message.clone());
+                let note = format!(
+                    "not evicted from node {node} (outside DataEnclave {}): {message}; retried in {:?}",
+                    enclave.name(),
+                    refusal
+                        .until
+                        .saturating_duration_since(std::time::Instant::now())
+                );
+                tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), "eviction refused by a PodDisruptionBudget; will retry");
+                ctx.sink.record(
+                    Record::new(Kind::PodBlocked, Some(&name), subject, note.clone())
+                        .with("reason", "DisruptionBudget"),
+                );
+                publish(
+                    ctx,
+                    &pod.object_ref(&()),
+                    EventType::Warning,
+                    "DisruptionBudget",
+                    "Evict",
+                    note,
+                )
+                .await;
+            }
+            Ok(Outcome::Gone) => {}
+            Err(error) => first_error = first_error.or(Some(error)),
+        }
+    }
+    if !evicted.is_empty() {
+        evicted.sort();
+        let shown = evicted
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = evicted.len().saturating_sub(5);
+        let note = format!(
+            "evicted {} pod(s) running outside DataEnclave {} so that their owners recreate them inside: {shown}{}",
+            evicted.len(),
+            enclave.name(),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        publish(
+            ctx,
+            &policy.object_ref(&()),
+            EventType::Normal,
+            "EvictedIntoEnclave",
+            "Evict",
+            note,
+        )
+        .await;
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    // More to move: come back when the rate allows; pod changes wake us sooner.
+    let requeue = if rate_budget == 0 {
+        next_token.max(Duration::from_millis(200))
+    } else {
+        Duration::from_secs(2)
+    };
+    Ok(Action::requeue(requeue))
+}

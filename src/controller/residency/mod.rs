@@ -1,0 +1,316 @@
+//! The residency controller: for each ResidencyPolicy, a pipeline of steps, each its
+//! own module —
+//!
+//! 1. **dereference** the enclave ([`crate::scope::resolve_enclave`]);
+//! 2. **admission**: write and read back the policy's admission objects ([`admission`]);
+//! 3. **assess** every pod in scope, pure ([`assess`]);
+//! 4. **status**: build it, pure, and write it when it changed ([`status`]);
+//! 5. **migrate**: evict pods running outside, within the policy's rate and concurrency,
+//!    PDBs respected ([`migrate`]).
+//!
+//! Progress is derived from the cluster on every pass — pods on their way and owners'
+//! missing replicas — plus a short [`memory::Memory`], so a restart mid-migration
+//! neither loses track nor evicts more than `maxConcurrent` at once.
+
+pub mod admission;
+pub mod assess;
+pub mod memory;
+pub mod migrate;
+pub mod status;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, watcher},
+};
+use serde_json::json;
+
+use super::{RESYNC, Result, error_policy, instrumented, publish, unguard};
+use crate::{
+    admission::native,
+    conditions,
+    context::Context,
+    crd::{Enforcement, ResidencyPolicy},
+    decisions::{Kind, Record, Subject},
+    names::{FIELD_MANAGER, MANAGED_BY_LABEL},
+    scope,
+};
+
+const CONTROLLER: &str = "residency";
+
+/// The controller's state: the shared context and its own memory.
+pub struct Residency {
+    pub ctx: Arc<Context>,
+    pub memory: memory::Memory,
+}
+
+fn condition_became(
+    previous: Option<&crate::crd::ResidencyPolicyStatus>,
+    next: &crate::crd::ResidencyPolicyStatus,
+    type_: &str,
+    value: &str,
+) -> Option<String> {
+    let find = |s: &crate::crd::ResidencyPolicyStatus| {
+        s.conditions.iter().find(|c| c.type_ == type_).cloned()
+    };
+    let now = find(next)?;
+    let before = previous.and_then(find);
+    (now.status == value && before.is_none_or(|b| b.status != value)).then_some(now.message)
+}
+
+#[tracing::instrument(skip_all, fields(policy = %policy.name_any()))]
+async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> {
+    let ctx = &state.ctx;
+    let name = policy.name_any();
+
+    // 1. Dereference.
+    let enclave = scope::resolve_enclave(&ctx.caches, policy);
+    let enclave_ref = enclave.as_ref().map_err(String::as_str);
+
+    // 2. Admission objects first: the enclave must hold before anything moves into it.
+    let readiness = admission::ensure(ctx, policy, enclave_ref).await;
+
+    // 3. Assess.
+    let assessment = enclave.as_ref().ok().map(|enclave| {
+        assess::assess(
+            policy,
+            enclave,
+            &ctx.caches,
+            &state.memory,
+            jiff::Timestamp::now(),
+        )
+    });
+
+    // 4. Status, before any eviction: detection must not wait for the moves.
+    let found = status::Found {
+        enclave: enclave_ref,
+        admission: &readiness,
+        assessment: assessment.as_ref(),
+    };
+    let next = status::build(policy, &found, &conditions::now());
+    if status::changed(policy.status.as_ref(), &next) {
+        let api: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
+        let patch = json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "ResidencyPolicy", "status": next});
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        tracing::info!(
+            matched = next.matched_pods,
+            compliant = next.compliant_pods,
+            migrating = next.migrating_pods,
+            blocked = next.blocked_pods,
+            "policy status updated"
+        );
+        let reference = policy.object_ref(&());
+        if let Some(message) = condition_became(policy.status.as_ref(), &next, "Conflicted", "True")
+        {
+            publish(
+                ctx,
+                &reference,
+                EventType::Warning,
+                "ConflictingPolicies",
+                "Reconcile",
+                message,
+            )
+            .await;
+        }
+        if let Some(message) = condition_became(policy.status.as_ref(), &next, "Ready", "False") {
+            publish(
+                ctx,
+                &reference,
+                EventType::Warning,
+                "NotReady",
+                "Reconcile",
+                message,
+            )
+            .await;
+        }
+    }
+
+    let Some(assessment) = assessment else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    record_blocked(state, &name, &assessment).await;
+
+    // 5. Migrate, only with the enclave's admission in place: a replacement admitted
+    // without it could land outside again.
+    let (Ok(enclave), AdmissionReadiness::InPlace { .. }) = (&enclave, &readiness) else {
+        return Ok(Action::requeue(if assessment.to_evict.is_empty() {
+            RESYNC
+        } else {
+            Duration::from_secs(5)
+        }));
+    };
+    if assessment.to_evict.is_empty() || policy.spec.enforcement != Enforcement::Enforce {
+        return Ok(Action::requeue(RESYNC));
+    }
+    migrate::run(state, policy, enclave, &assessment).await
+}
+
+use status::AdmissionReadiness;
+
+/// Records pods that became blocked (once per block, not every pass), with an Event.
+async fn record_blocked(state: &Residency, policy: &str, assessment: &assess::Assessment) {
+    let mut current = HashSet::new();
+    for blocked in &assessment.blocked_pods {
+        let uid = blocked.pod.uid().unwrap_or_default();
+        current.insert(uid.clone());
+        // DisruptionBudget refusals are recorded when they happen, by migrate.
+        if blocked.reason == "DisruptionBudget"
+            || !state.memory.newly_blocked(policy, &uid, blocked.reason)
+        {
+            continue;
+        }
+        let namespace = blocked.pod.namespace();
+        state.ctx.sink.record(
+            Record::new(
+                Kind::PodBlocked,
+                Some(policy),
+                Subject::new("Pod", namespace.as_deref(), &blocked.pod.name_any()),
+                blocked.message.clone(),
+            )
+            .with("reason", blocked.reason),
+        );
+        publish(
+            &state.ctx,
+            &blocked.pod.object_ref(&()),
+            EventType::Warning,
+            blocked.reason,
+            "Migrate",
+            blocked.message.clone(),
+        )
+        .await;
+    }
+    state.memory.keep_blocked(policy, &current);
+}
+
+async fn reconcile(
+    guard: Arc<DeserializeGuard<ResidencyPolicy>>,
+    state: Arc<Residency>,
+) -> Result<Action> {
+    let policy = unguard(&guard, &state.ctx).await?;
+    instrumented(CONTROLLER, policy, &state.ctx, enforce(policy, &state)).await
+}
+
+/// A stream that yields whenever an admission object the operator owns changes: a
+/// configuration edited or deleted by hand is repaired at once.
+fn admission_changes(
+    client: &Client,
+    engine: crate::admission::Engine,
+) -> futures::stream::BoxStream<'static, ()> {
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    let mutating = watcher(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        owned.clone(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    let validating = watcher(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        owned,
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    futures::stream::select_all([
+        mutating.boxed(),
+        validating.boxed(),
+        native::changes(client, engine),
+    ])
+    .boxed()
+}
+
+/// Deletes admission objects of policies that no longer exist, whenever policies or
+/// admission objects change. Owner references do the same for native objects; this
+/// also covers webhook configurations (owned by the installation) and objects left by
+/// an operator that was down when a policy was deleted.
+async fn sweep(ctx: Arc<Context>) {
+    let mut changes = futures::stream::select(
+        ctx.caches.policies.changes().boxed(),
+        admission_changes(&ctx.client, ctx.admission.engine),
+    )
+    .boxed();
+    ctx.caches.wait_until_ready().await;
+    loop {
+        let policies: HashSet<String> = ctx
+            .caches
+            .policies
+            .store
+            .state()
+            .iter()
+            .filter_map(|g| g.meta().name.clone())
+            .collect();
+        if let Err(error) =
+            crate::admission::webhooks::sweep(&ctx.client, |p| policies.contains(p)).await
+        {
+            tracing::debug!(%error, "could not sweep webhook configurations");
+        }
+        if let Err(error) = native::sweep(&ctx.client, |p| policies.contains(p)).await {
+            tracing::debug!(%error, "could not sweep native admission objects");
+        }
+        tokio::select! {
+            change = changes.next() => if change.is_none() { return },
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+        // Let a burst of changes settle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the residency controller until shutdown. Any change to pods, nodes, enclaves,
+/// namespaces, volumes, owners, the CA bundle or the admission objects re-runs every
+/// policy (debounced): policies are few, and each run reads only caches.
+pub async fn run(ctx: Arc<Context>) {
+    let policies: Api<DeserializeGuard<ResidencyPolicy>> = Api::all(ctx.client.clone());
+    ctx.caches.wait_until_ready().await;
+    tokio::spawn(sweep(ctx.clone()));
+    let caches = &ctx.caches;
+    let ca_changes =
+        futures::stream::unfold(ctx.admission.ca_bundle.clone(), |mut rx| async move {
+            rx.changed().await.ok().map(|()| ((), rx))
+        });
+    let triggers = futures::stream::select_all([
+        caches.pods.changes().boxed(),
+        caches.nodes.changes().boxed(),
+        caches.enclaves.changes().boxed(),
+        caches.namespaces.changes().boxed(),
+        caches.claims.changes().boxed(),
+        caches.volumes.changes().boxed(),
+        caches.replica_sets.changes().boxed(),
+        caches.stateful_sets.changes().boxed(),
+        ca_changes.boxed(),
+        admission_changes(&ctx.client, ctx.admission.engine),
+    ]);
+    let state = Arc::new(Residency {
+        ctx: ctx.clone(),
+        memory: memory::Memory::default(),
+    });
+    Controller::new(policies, watcher::Config::default().any_semantic())
+        .reconcile_all_on(triggers)
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(300)),
+        )
+        .graceful_shutdown_on(crate::shutdown::signalled())
+        .run(
+            reconcile,
+            |guard, error, state| error_policy(CONTROLLER, guard.as_ref(), error, &state.ctx),
+            state,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+}

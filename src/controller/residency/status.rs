@@ -1,0 +1,185 @@
+//! A ResidencyPolicy's status, pure: from what the other steps found — the enclave,
+//! the admission objects read back, the assessment of the scope — to counts, bounded
+//! violations and conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::assess::{Assessment, MAX_VIOLATIONS};
+use crate::{
+    conditions::{self, Observed},
+    crd::{Enforcement, ResidencyPolicy, ResidencyPolicyStatus},
+    scope::ResolvedEnclave,
+};
+
+/// Whether the policy's admission objects are really in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmissionReadiness {
+    /// Written and read back as asked, by this engine.
+    InPlace { engine: &'static str },
+    /// Not in place: the reason (CamelCase) and a message for the user.
+    NotInPlace {
+        reason: &'static str,
+        message: String,
+    },
+    /// This replica does not write admission objects (it is not the leader).
+    Unknown,
+}
+
+/// Everything status is built from.
+pub struct Found<'a> {
+    pub enclave: Result<&'a ResolvedEnclave, &'a str>,
+    pub admission: &'a AdmissionReadiness,
+    pub assessment: Option<&'a Assessment>,
+}
+
+fn ready(policy: &ResidencyPolicy, found: &Found) -> Observed {
+    let enclave = match found.enclave {
+        Ok(enclave) => enclave,
+        Err(problem) => {
+            return Observed::new(
+                "Ready",
+                false,
+                "EnclaveNotFound",
+                format!("{problem}; in-scope pods are refused until it exists"),
+            );
+        }
+    };
+    let unknown_sites: Vec<&str> = policy
+        .spec
+        .placement
+        .iter()
+        .flat_map(|p| &p.preferred_sites)
+        .filter(|p| !enclave.enclave.spec.sites.iter().any(|s| s.name == p.site))
+        .map(|p| p.site.as_str())
+        .collect();
+    if !unknown_sites.is_empty() {
+        return Observed::new(
+            "Ready",
+            false,
+            "UnknownPreferredSite",
+            format!(
+                "placement.preferredSites names sites DataEnclave {} does not have: {}",
+                enclave.name(),
+                unknown_sites.join(", ")
+            ),
+        );
+    }
+    match found.admission {
+        AdmissionReadiness::NotInPlace { reason, message } => {
+            Observed::new("Ready", false, reason, message.clone())
+        }
+        AdmissionReadiness::InPlace { engine } => Observed::new(
+            "Ready",
+            true,
+            "Enforcing",
+            format!(
+                "DataEnclave {} ({}) is {} by the {engine} admission engine",
+                enclave.name(),
+                enclave.site_names().join(", "),
+                match policy.spec.enforcement {
+                    Enforcement::Enforce => "enforced",
+                    Enforcement::Audit => "audited",
+                }
+            ),
+        ),
+        AdmissionReadiness::Unknown => Observed::new(
+            "Ready",
+            false,
+            "AdmissionUnknown",
+            "the operator has not yet written this policy's admission objects",
+        ),
+    }
+}
+
+fn compliant(policy: &ResidencyPolicy, assessment: &Assessment) -> Observed {
+    if assessment.non_compliant == 0 {
+        return Observed::new(
+            "Compliant",
+            true,
+            "AllPodsInEnclave",
+            format!(
+                "all {} pods in scope are inside the enclave",
+                assessment.matched
+            ),
+        );
+    }
+    let (reason, what) = if policy.spec.enforcement == Enforcement::Audit {
+        ("AuditOnly", "Audit mode moves nothing")
+    } else if assessment.migrating > 0 || !assessment.to_evict.is_empty() {
+        ("Migrating", "moving them into the enclave")
+    } else if assessment.blocked > 0 {
+        ("Blocked", "they need manual action (see violations)")
+    } else {
+        ("OutsideEnclave", "see violations")
+    };
+    Observed::new(
+        "Compliant",
+        false,
+        reason,
+        format!(
+            "{} of {} pods in scope are outside the enclave: {what}",
+            assessment.non_compliant, assessment.matched
+        ),
+    )
+}
+
+fn conflicted(assessment: Option<&Assessment>) -> Observed {
+    match assessment.map(|a| &a.conflicts).filter(|c| !c.is_empty()) {
+        None => Observed::new(
+            "Conflicted",
+            false,
+            "NoConflict",
+            "no other enforcing policy holds pods of this scope to a disjoint enclave",
+        ),
+        Some(others) => Observed::new(
+            "Conflicted",
+            true,
+            "DisjointEnclaves",
+            format!(
+                "policy {} also enforces its enclave on pods of this scope, and no node is in both enclaves: new pods are refused and running ones are not evicted",
+                others.iter().cloned().collect::<Vec<_>>().join(", policy ")
+            ),
+        ),
+    }
+}
+
+/// The status the policy should have. Pure.
+pub fn build(policy: &ResidencyPolicy, found: &Found, now: &Time) -> ResidencyPolicyStatus {
+    let previous = policy
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let mut status = ResidencyPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        ..ResidencyPolicyStatus::default()
+    };
+    let mut observed = vec![ready(policy, found)];
+    if let Some(assessment) = found.assessment {
+        status.matched_pods = assessment.matched;
+        status.compliant_pods = assessment.compliant;
+        status.non_compliant_pods = assessment.non_compliant;
+        status.migrating_pods = assessment.migrating;
+        status.blocked_pods = assessment.blocked;
+        status.violations = assessment
+            .violations
+            .iter()
+            .take(MAX_VIOLATIONS)
+            .cloned()
+            .collect();
+        observed.push(compliant(policy, assessment));
+    }
+    observed.push(conflicted(found.assessment));
+    status.conditions = conditions::settle(previous, observed, policy.metadata.generation, now);
+    status
+}
+
+/// Does the new status say anything the old one did not (condition timestamps aside)?
+pub fn changed(old: Option<&ResidencyPolicyStatus>, new: &ResidencyPolicyStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &ResidencyPolicyStatus| ResidencyPolicyStatus {
+        conditions: Vec::new(),
+        ..s.clone()
+    };
+    strip(old) != strip(new) || !conditions::same(&old.conditions, &new.conditions)
+}
