@@ -15,12 +15,11 @@ use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
 use enclave_operator::{
     admission::{
-        decide,
-        server::{AdmissionMetrics, AdmissionState, pod_review, router},
+        Handler, review,
+        server::{AdmissionMetrics, AdmissionState, Limits, router},
     },
     scope::StaticCatalog,
 };
-use kube::core::{DynamicObject, admission::AdmissionReview};
 use tower::ServiceExt;
 
 const REVIEW: &str = include_str!("../tests/fixtures/pod-review.json");
@@ -32,10 +31,10 @@ fn catalog() -> StaticCatalog {
 
 /// Decode, decide, patch, encode: what one mutating review costs, without HTTP.
 fn review_once(catalog: &StaticCatalog, body: &[u8]) -> Vec<u8> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).expect("review");
-    let request = review.try_into().expect("request");
-    let (response, _, _) = pod_review(catalog, &request, decide::mutate);
-    serde_json::to_vec(&response.into_review()).expect("encode")
+    let review: review::ReviewIn = serde_json::from_slice(body).expect("review");
+    let request = review.request.expect("request");
+    let answer = review::decide(Handler::MutatePod, catalog, &request);
+    serde_json::to_vec(&answer.review).expect("encode")
 }
 
 fn admission(c: &mut Criterion) {
@@ -52,11 +51,12 @@ fn admission(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let state = Arc::new(AdmissionState {
-        catalog: catalog.clone(),
-        metrics: AdmissionMetrics::register(&mut prometheus_client::registry::Registry::default()),
-        events: None,
-    });
+    let state = Arc::new(AdmissionState::new(
+        catalog.clone(),
+        AdmissionMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        None,
+        Limits::default(),
+    ));
     let app = router(state);
     c.bench_function("mutate_pod_review_5kb_through_router", |b| {
         b.iter(|| {

@@ -28,7 +28,10 @@ use crate::{
 /// the operator, the CA bundle they trust, and who owns what is written.
 #[derive(Clone)]
 pub struct AdmissionSetup {
+    /// The engine of policies that do not choose one (`spec.admission.engine`).
     pub engine: Engine,
+    /// Does the API server serve MutatingAdmissionPolicy v1?
+    pub native_served: bool,
     pub endpoint: Endpoint,
     pub ca_bundle: watch::Receiver<Vec<u8>>,
     /// The operator's namespace: never in scope; holds its params and Secrets.
@@ -38,6 +41,15 @@ pub struct AdmissionSetup {
 }
 
 impl AdmissionSetup {
+    /// The engine of one policy: its own choice, else the operator's.
+    pub fn engine_of(&self, policy: &crate::crd::ResidencyPolicy) -> Engine {
+        match policy.spec.admission.as_ref().and_then(|a| a.engine) {
+            Some(crate::crd::AdmissionEngine::Native) => Engine::Native,
+            Some(crate::crd::AdmissionEngine::Webhook) => Engine::Webhook,
+            None => self.engine,
+        }
+    }
+
     /// What the webhook configurations are generated for, with the current CA bundle.
     pub fn target(&self) -> Target {
         Target {

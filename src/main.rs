@@ -68,7 +68,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "ENCLAVE_WEBHOOK_SECRET",
-        default_value = "enclave-operator-webhook-tls"
+        default_value = "enclave-operator-webhook-ca"
     )]
     webhook_secret: String,
     /// Most connections the webhook server holds open at once.
@@ -221,18 +221,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
     no_retry.default_retry = false;
     let eviction_client = kube::Client::try_from(no_retry).map_err(|e| e.to_string())?;
 
+    let native_served = native::served(&client).await.map_err(|e| {
+        format!("cannot tell whether the API server serves MutatingAdmissionPolicy: {e}")
+    })?;
     let engine = match args.admission {
+        AdmissionChoice::Native if !native_served => {
+            return Err("--admission native: this API server does not serve MutatingAdmissionPolicy v1 (Kubernetes 1.36+); use --admission webhook or auto".into());
+        }
         AdmissionChoice::Native => Engine::Native,
         AdmissionChoice::Webhook => Engine::Webhook,
-        AdmissionChoice::Auto => match native::served(&client).await {
-            Ok(true) => Engine::Native,
-            Ok(false) => Engine::Webhook,
-            Err(e) => {
-                return Err(format!(
-                    "cannot tell whether the API server serves MutatingAdmissionPolicy: {e}"
-                ));
-            }
-        },
+        AdmissionChoice::Auto if native_served => Engine::Native,
+        AdmissionChoice::Auto => Engine::Webhook,
     };
     tracing::info!(engine = engine.as_str(), "admission engine");
 
@@ -271,6 +270,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         sink.clone(),
         AdmissionSetup {
             engine,
+            native_served,
             endpoint,
             ca_bundle: tls.ca_bundle.clone(),
             operator_namespace: args.namespace.clone(),

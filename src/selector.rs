@@ -68,6 +68,43 @@ pub fn matches(selector: &impl LabelQuery, labels: &BTreeMap<String, String>) ->
         })
 }
 
+/// Is `key` a label key as Kubernetes validates one: an optional DNS-subdomain prefix
+/// (at most 253 characters) and `/`, then a name of 1 to 63 ASCII alphanumerics, `-`,
+/// `_` or `.`, beginning and ending with an alphanumeric?
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let dns_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(dns_label)) && is_label_name(name)
+}
+
+/// Is `value` a label value: empty, or a label name?
+pub fn is_label_value(value: &str) -> bool {
+    value.is_empty() || is_label_name(value)
+}
+
+fn is_label_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// The label keys a selector reads, in order and without repeats.
 pub fn keys(selector: &impl LabelQuery) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
@@ -127,6 +164,33 @@ mod tests {
     #[test]
     fn empty_selector_matches_everything() {
         assert!(matches(&LabelSelector::default(), &labels(&[("a", "b")])));
+    }
+
+    #[test]
+    fn label_syntax_is_kubernetes_syntax() {
+        for good in [
+            "site",
+            "node-restriction.kubernetes.io/enclave-site",
+            "a.b/C_d.e-f",
+            "x",
+        ] {
+            assert!(is_label_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "sité",
+            "-a",
+            "a-",
+            "A.B/c",
+            "/a",
+            "a/",
+            "a/b/c",
+            &"a".repeat(64),
+            "a b",
+        ] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        assert!(is_label_value("") && is_label_value("eu-west-1a") && !is_label_value("dublín"));
     }
 
     #[test]

@@ -41,13 +41,17 @@ pub fn all_yaml() -> Result<String, serde_yaml::Error> {
 
 /// A label selector, as `metav1.LabelSelector` but with bounded sizes and a closed set
 /// of operators, so that the API server checks it (an unknown operator is refused with
-/// the allowed ones) and CEL rules on it stay within their cost budget.
+/// the allowed ones) and CEL rules on it stay within their cost budget. Label values,
+/// expression keys and operators are checked by this schema as Kubernetes checks them;
+/// `matchLabels` keys by the chart's ValidatingAdmissionPolicy (a CRD's CEL budget
+/// cannot bound the length of a map key) and, whatever is installed, by the operator,
+/// which refuses to resolve an enclave whose selectors no node could ever match.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
     /// Labels that must be present with exactly these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(schema_with = "match_labels_schema")]
     pub match_labels: BTreeMap<String, String>,
     /// Further requirements on node labels, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -58,15 +62,27 @@ pub struct Selector {
 /// One requirement on a label.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)").message("values must be given for In and NotIn, and only for them"))]
 pub struct SelectorRequirement {
     /// The label key.
-    #[schemars(length(min = 1, max = 317))]
+    #[schemars(
+        length(min = 1, max = 317),
+        regex(
+            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+        )
+    )]
     pub key: String,
     /// How the label relates to `values`.
     pub operator: SelectorOperator,
     /// Values for In and NotIn; empty for Exists and DoesNotExist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(max = 63),
+            regex(pattern = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+        )
+    )]
     pub values: Vec<String>,
 }
 
@@ -107,6 +123,20 @@ impl Selector {
             }),
         }
     }
+}
+
+/// `matchLabels`: at most 16 labels, each value a label value (checked by the schema);
+/// the keys are checked as [`Selector`] says.
+fn match_labels_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 16,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+        }
+    })
 }
 
 /// Conditions are a list-map keyed by `type`, as in every built-in Kubernetes status,

@@ -55,6 +55,28 @@ pub struct ResidencyPolicySpec {
     /// Volume rules for the matched pods.
     #[serde(default)]
     pub volumes: Volumes,
+
+    /// How this policy's admission is enforced, when it should differ from the
+    /// operator's `--admission` choice (to move policies between engines one at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionSettings>,
+}
+
+/// Per-policy admission settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionSettings {
+    /// `Native` (admission policies evaluated by the API server, Kubernetes 1.36+) or
+    /// `Webhook` (the operator's webhooks). Unset: the operator's `--admission` choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<AdmissionEngine>,
+}
+
+/// An admission engine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AdmissionEngine {
+    Native,
+    Webhook,
 }
 
 /// Selects the pods of a policy. Namespaces are chosen by label so that a tenant

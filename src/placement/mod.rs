@@ -63,6 +63,15 @@ pub enum PlacementError {
         key: String,
         operator: String,
     },
+    /// A key or value no node label can have: the selector could never match.
+    #[error(
+        "sites[{site}].nodeSelector: {what} {text:?} is not a valid label {what} (ASCII letters, digits, '-', '_', '.', at most 63 characters, with an optional DNS-subdomain prefix for keys)"
+    )]
+    InvalidLabel {
+        site: usize,
+        what: &'static str,
+        text: String,
+    },
 }
 
 fn values_rule(operator: &str) -> &'static str {
@@ -119,6 +128,32 @@ pub fn site_term(
     site: usize,
     selector: &LabelSelector,
 ) -> Result<NodeSelectorTerm, PlacementError> {
+    let invalid = |what, text: &str| PlacementError::InvalidLabel {
+        site,
+        what,
+        text: text.to_string(),
+    };
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if !crate::selector::is_label_key(key) {
+            return Err(invalid("key", key));
+        }
+        if !crate::selector::is_label_value(value) {
+            return Err(invalid("value", value));
+        }
+    }
+    for expr in selector.match_expressions.iter().flatten() {
+        if !crate::selector::is_label_key(&expr.key) {
+            return Err(invalid("key", &expr.key));
+        }
+        if let Some(bad) = expr
+            .values
+            .iter()
+            .flatten()
+            .find(|v| !crate::selector::is_label_value(v))
+        {
+            return Err(invalid("value", bad));
+        }
+    }
     let mut reqs: Vec<NodeSelectorRequirement> = selector
         .match_labels
         .iter()

@@ -109,24 +109,52 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
+/// The operator's namespace in tests: the chart's, created by `make test`.
+pub const OPERATOR_NAMESPACE: &str = "enclave-system";
+
+/// Where an operator of this test run writes its decision log.
+pub fn decision_log(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("decisions-{name}.log"))
+}
+
 impl Operator {
+    /// Starts an operator. It runs with the kubeconfig `ENCLAVE_TEST_OPERATOR_KUBECONFIG`
+    /// names (`make test`: a token of the chart's ServiceAccount, so that the chart's RBAC
+    /// is what the tests exercise), else the tests' own; with the admission engine
+    /// `ENCLAVE_TEST_ADMISSION` names (default: auto).
     pub fn start(name: &str, extra_args: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let log = dir.join(format!("operator-{name}.log"));
         let file = std::fs::File::create(&log).expect("create operator log");
+        let decisions = decision_log(name);
+        let _ = std::fs::remove_file(&decisions);
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_enclave-operator"));
         command
             .args(["run", "--metrics-addr", "127.0.0.1:0"])
             .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
             .args(["--webhook-url", &format!("https://127.0.0.1:{port}")])
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .args(["--checkpoint-interval", "1"])
+            .args(["--chain-id", &format!("test/{name}")])
+            .arg("--decision-log")
+            .arg(&decisions)
             .args(extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,enclave_operator=debug".into()),
             )
-            .stdout(file.try_clone().expect("clone log handle"))
+            .stdout(Stdio::null())
             .stderr(file);
+        if !extra_args.contains(&"--admission") {
+            command.args([
+                "--admission",
+                &std::env::var("ENCLAVE_TEST_ADMISSION").unwrap_or_else(|_| "auto".into()),
+            ]);
+        }
+        if let Ok(kubeconfig) = std::env::var("ENCLAVE_TEST_OPERATOR_KUBECONFIG") {
+            command.env("KUBECONFIG", kubeconfig);
+        }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
@@ -157,16 +185,23 @@ impl Drop for Operator {
 }
 
 /// A TCP port free right now on 127.0.0.1.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
+/// Tests that change shared nodes hold this exclusively; the others share it.
+pub fn cluster_lock() -> &'static tokio::sync::RwLock<()> {
+    static LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+    &LOCK
+}
+
 /// One operator shared by all tests of a binary, started on first use from a thread
-/// that lives as long as the test binary.
-pub fn shared_operator(name: &'static str) {
+/// that lives as long as the test binary. `_name` says which test asked first.
+pub fn shared_operator(_name: &'static str) {
+    let name = "shared";
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -270,7 +305,12 @@ pub fn is_running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
 }
 
 /// Waits until admission in `namespace` applies the (enforcing) policy of the same
-/// name: a server-side dry-run pod comes back placed by it.
+/// name, whichever the engine: a server-side dry-run pod comes back placed by it.
+pub async fn wait_for_admission(namespace: &str) {
+    wait_for_webhook(namespace).await
+}
+
+/// See [`wait_for_admission`].
 pub async fn wait_for_webhook(namespace: &str) {
     eventually(
         Duration::from_secs(30),

@@ -711,15 +711,14 @@ where
 }
 
 /// Deletes a policy's native objects (it moved to the webhook engine). Bindings first,
-/// so that no binding names a policy that is gone.
+/// so that no binding names a policy that is gone. Only call it where the API server
+/// serves them.
 pub async fn delete(client: &Client, policy: &str) -> Result<(), kube::Error> {
     for what in ["place", "check", "warn"] {
         let name = object_name(what, policy);
         if what == "place" {
-            if served(client).await.unwrap_or(false) {
-                delete_named::<MutatingAdmissionPolicyBinding>(client, &name).await?;
-                delete_named::<MutatingAdmissionPolicy>(client, &name).await?;
-            }
+            delete_named::<MutatingAdmissionPolicyBinding>(client, &name).await?;
+            delete_named::<MutatingAdmissionPolicy>(client, &name).await?;
         } else {
             delete_named::<ValidatingAdmissionPolicyBinding>(client, &name).await?;
             delete_named::<ValidatingAdmissionPolicy>(client, &name).await?;
@@ -788,8 +787,8 @@ pub async fn served(client: &Client) -> Result<bool, kube::Error> {
 }
 
 /// A stream that yields whenever a native admission object the operator owns changes.
-pub fn changes(client: &Client, engine: super::Engine) -> BoxStream<'static, ()> {
-    if engine != super::Engine::Native {
+pub fn changes(client: &Client, served: bool) -> BoxStream<'static, ()> {
+    if !served {
         return futures::stream::pending().boxed();
     }
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));

@@ -22,9 +22,18 @@ pub async fn ensure(
 ) -> AdmissionReadiness {
     let name = policy.name_any();
     let setup = &ctx.admission;
-    match setup.engine {
+    let engine = setup.engine_of(policy);
+    if engine == Engine::Native && !setup.native_served {
+        return AdmissionReadiness::NotInPlace {
+            reason: "EngineUnavailable",
+            message: "spec.admission.engine is Native, but this API server does not serve MutatingAdmissionPolicy v1 (Kubernetes 1.36+): use Webhook".into(),
+        };
+    }
+    match engine {
         Engine::Webhook => {
-            if let Err(error) = native::delete(&ctx.client, &name).await {
+            if setup.native_served
+                && let Err(error) = native::delete(&ctx.client, &name).await
+            {
                 tracing::debug!(%error, policy = %name, "could not remove native admission objects");
             }
             let target = setup.target();

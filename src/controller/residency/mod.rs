@@ -206,7 +206,7 @@ async fn reconcile(
 /// configuration edited or deleted by hand is repaired at once.
 fn admission_changes(
     client: &Client,
-    engine: crate::admission::Engine,
+    native_served: bool,
 ) -> futures::stream::BoxStream<'static, ()> {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let mutating = watcher(
@@ -226,7 +226,7 @@ fn admission_changes(
     futures::stream::select_all([
         mutating.boxed(),
         validating.boxed(),
-        native::changes(client, engine),
+        native::changes(client, native_served),
     ])
     .boxed()
 }
@@ -238,7 +238,7 @@ fn admission_changes(
 async fn sweep(ctx: Arc<Context>) {
     let mut changes = futures::stream::select(
         ctx.caches.policies.changes().boxed(),
-        admission_changes(&ctx.client, ctx.admission.engine),
+        admission_changes(&ctx.client, ctx.admission.native_served),
     )
     .boxed();
     ctx.caches.wait_until_ready().await;
@@ -256,7 +256,9 @@ async fn sweep(ctx: Arc<Context>) {
         {
             tracing::debug!(%error, "could not sweep webhook configurations");
         }
-        if let Err(error) = native::sweep(&ctx.client, |p| policies.contains(p)).await {
+        if ctx.admission.native_served
+            && let Err(error) = native::sweep(&ctx.client, |p| policies.contains(p)).await
+        {
             tracing::debug!(%error, "could not sweep native admission objects");
         }
         tokio::select! {
@@ -290,7 +292,7 @@ pub async fn run(ctx: Arc<Context>) {
         caches.replica_sets.changes().boxed(),
         caches.stateful_sets.changes().boxed(),
         ca_changes.boxed(),
-        admission_changes(&ctx.client, ctx.admission.engine),
+        admission_changes(&ctx.client, ctx.admission.native_served),
     ]);
     let state = Arc::new(Residency {
         ctx: ctx.clone(),

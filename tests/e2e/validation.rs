@@ -1,11 +1,9 @@
 //! The API server rejects invalid resources with a message that names the field: the
 //! schema and CEL rules in the generated CRDs, checked against a real kube-apiserver.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use crate::common::*;
 
 /// A fresh name per object: the tests run in parallel against one API server.
 fn unique(prefix: &str) -> String {

@@ -3,8 +3,6 @@
 //! respected, never more than maxConcurrent at once — while pods that cannot be moved
 //! safely are reported, not deleted. The tests here share nodes, so they run one at a time.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     sync::{
@@ -14,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use enclave_operator::crd::ResidencyPolicy;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -175,6 +173,7 @@ impl InFlightMonitor {
 #[tokio::test]
 async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
     let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
     shared_operator("migration");
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new("mig-move", true);
@@ -270,6 +269,8 @@ async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
 #[tokio::test]
 async fn relabelled_node_sees_its_pods_move() {
     let _serial = SERIAL.lock().await;
+    // Relabels a node every test places pods on.
+    let _cluster = cluster_lock().write().await;
     shared_operator("migration");
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new("mig-relabel", true);
@@ -325,6 +326,7 @@ async fn relabelled_node_sees_its_pods_move() {
 #[tokio::test]
 async fn audit_counts_everything_and_moves_nothing() {
     let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
     shared_operator("migration");
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new("mig-audit", true);
@@ -360,6 +362,7 @@ async fn audit_counts_everything_and_moves_nothing() {
 #[tokio::test]
 async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
     let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
     shared_operator("migration");
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new("mig-blocked", true);

@@ -2,11 +2,9 @@
 //! (cross-product affinity), pods that can never be placed there are denied, DaemonSets
 //! are constrained, Audit changes nothing, and out-of-scope pods are untouched.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use k8s_openapi::api::core::v1::Pod;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,6 +61,7 @@ fn in_namespace(namespace: &str, yaml: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn deployment_of_twenty_lands_only_on_enclave_nodes() {
+    let _cluster = cluster_lock().read().await;
     let ns = setup("adm-deploy", "");
     wait_for_webhook(&ns.name).await;
     assert!(
@@ -88,6 +87,7 @@ async fn deployment_of_twenty_lands_only_on_enclave_nodes() {
 
 #[tokio::test]
 async fn own_affinity_terms_are_crossed_with_every_site() {
+    let _cluster = cluster_lock().read().await;
     let ns = setup("adm-cross", "");
     wait_for_webhook(&ns.name).await;
     // Its own wish, two ORed terms: zone eu-west-1b (Dublin) or zone us-east-1a (Virginia).
@@ -133,6 +133,7 @@ async fn own_affinity_terms_are_crossed_with_every_site() {
 
 #[tokio::test]
 async fn pods_pinned_outside_the_enclave_are_denied_with_the_reason() {
+    let _cluster = cluster_lock().read().await;
     let ns = setup("adm-deny", "");
     wait_for_webhook(&ns.name).await;
     let out = in_namespace(
@@ -215,6 +216,7 @@ async fn pods_pinned_outside_the_enclave_are_denied_with_the_reason() {
 
 #[tokio::test]
 async fn daemonset_in_scope_runs_only_on_enclave_nodes() {
+    let _cluster = cluster_lock().read().await;
     let ns = setup("adm-ds", "");
     wait_for_webhook(&ns.name).await;
     let daemonset = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
@@ -240,6 +242,7 @@ async fn daemonset_in_scope_runs_only_on_enclave_nodes() {
 
 #[tokio::test]
 async fn audit_mode_changes_nothing_and_warns() {
+    let _cluster = cluster_lock().read().await;
     let ns = setup("adm-audit", "  enforcement: Audit\n");
     // Audit never mutates, so wait for its webhook by its warning.
     let out = eventually(TIMEOUT, "the audit webhook", || async {
@@ -291,6 +294,7 @@ async fn audit_mode_changes_nothing_and_warns() {
 
 #[tokio::test]
 async fn out_of_scope_pods_are_untouched() {
+    let _cluster = cluster_lock().read().await;
     shared_operator("admission");
     let ns = TestNamespace::new("adm-outside", false);
     let out = in_namespace(

@@ -15,7 +15,7 @@ fn pod(name: &str) -> String {
 
 #[tokio::test]
 async fn stopped_operator_blocks_only_its_scope() {
-    let mut operator = Operator::start("fail-closed", &[]);
+    let mut operator = Operator::start("fail-closed", &["--admission", "webhook"]);
     apply(&eu_enclave("fail-closed-eu"));
     let inside = TestNamespace::new("fc-inside", true);
     let outside = TestNamespace::new("fc-outside", false);

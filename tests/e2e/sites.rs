@@ -1,11 +1,9 @@
 //! The sites controller against the local control plane: a DataEnclave's status follows
 //! the nodes as they are labelled, become Ready, and go away.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use enclave_operator::crd::{DataEnclave, DataEnclaveStatus};
 use kube::Api;
 
@@ -69,6 +67,8 @@ fn condition<'a>(
 
 #[tokio::test]
 async fn status_converges_on_the_site_inventory() {
+    // Adds, relabels and removes nodes other tests could place pods on.
+    let _cluster = cluster_lock().write().await;
     shared_operator("sites");
     let api: Api<DataEnclave> = Api::all(client().await);
     apply(&enclave_yaml(
@@ -95,6 +95,8 @@ async fn status_converges_on_the_site_inventory() {
 
 #[tokio::test]
 async fn kubelet_settable_labels_and_empty_sites_are_reported() {
+    // Adds, relabels and removes nodes other tests could place pods on.
+    let _cluster = cluster_lock().write().await;
     shared_operator("sites");
     let api: Api<DataEnclave> = Api::all(client().await);
     apply(&enclave_yaml(
@@ -177,6 +179,8 @@ fn set_ready(name: &str, ready: bool) {
 
 #[tokio::test]
 async fn status_follows_node_labels_readiness_and_deletion() {
+    // Adds, relabels and removes nodes other tests could place pods on.
+    let _cluster = cluster_lock().write().await;
     shared_operator("sites");
     let api: Api<DataEnclave> = Api::all(client().await);
     let _ = kubectl(

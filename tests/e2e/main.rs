@@ -1,0 +1,12 @@
+//! The integration suite against a real control plane, in one test binary so that it
+//! shares one operator (run with the chart's own RBAC when `make test` drives it) and
+//! runs its tests in parallel. Tests that change shared nodes take the cluster lock
+//! exclusively; the others share it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admission;
+mod migration;
+mod sites;
+mod validation;
