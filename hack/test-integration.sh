@@ -50,6 +50,11 @@ chmod 600 "$operator_kubeconfig"
 export ENCLAVE_TEST_OPERATOR_KUBECONFIG=$operator_kubeconfig
 
 threads=${TEST_THREADS:-6}
+# Developers: TEST_FILTER=native:: make test-integration runs only matching e2e tests.
+if [[ -n "${TEST_FILTER:-}" ]]; then
+	cargo test --test e2e "$TEST_FILTER" -- --test-threads "$threads" --nocapture
+	exit
+fi
 # The suite, with the engine the cluster supports (native on Kubernetes 1.36)...
 echo ">> e2e suite, admission engine: auto"
 cargo test --test e2e -- --test-threads "$threads"

@@ -176,7 +176,7 @@ pub struct CachedPod {
     pub status: CachedPodStatus,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedPodSpec {
     #[serde(default)]
@@ -221,6 +221,18 @@ fn claim_names<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
         .collect())
 }
 
+impl CachedPodSpec {
+    /// The scheduling constraints as a `PodSpec`, the form the placement algebra takes.
+    pub fn placement_spec(&self) -> PodSpec {
+        PodSpec {
+            node_name: self.node_name.clone(),
+            node_selector: self.node_selector.clone(),
+            affinity: self.affinity.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl CachedPod {
     pub fn node_name(&self) -> Option<&str> {
         self.spec.node_name.as_deref()
@@ -232,12 +244,7 @@ impl CachedPod {
 
     /// The scheduling constraints as a `PodSpec`, the form the placement algebra takes.
     pub fn placement_spec(&self) -> PodSpec {
-        PodSpec {
-            node_name: self.spec.node_name.clone(),
-            node_selector: self.spec.node_selector.clone(),
-            affinity: self.spec.affinity.clone(),
-            ..Default::default()
-        }
+        self.spec.placement_spec()
     }
 }
 
@@ -269,6 +276,9 @@ pub struct ReplicaOwner {
     /// The labels of the pods it creates.
     #[serde(default)]
     pub template_labels: BTreeMap<String, String>,
+    /// Where the pods it creates ask to run: what a replacement of an evicted pod asks.
+    #[serde(default)]
+    pub template_placement: CachedPodSpec,
     /// It cannot create pods (condition ReplicaFailure): its missing replicas are not on
     /// their way, and must not hold the budget of a policy.
     #[serde(default)]
@@ -287,6 +297,8 @@ pub struct OwnerSpec {
 pub struct OwnerTemplate {
     #[serde(default)]
     pub metadata: Option<OwnerTemplateMeta>,
+    #[serde(default)]
+    pub spec: Option<CachedPodSpec>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -333,6 +345,12 @@ macro_rules! lean_owner {
                         .as_ref()
                         .and_then(|t| t.metadata.as_ref())
                         .and_then(|m| m.labels.clone())
+                        .unwrap_or_default(),
+                    template_placement: self
+                        .spec
+                        .template
+                        .as_ref()
+                        .and_then(|t| t.spec.clone())
                         .unwrap_or_default(),
                     failing: self
                         .status

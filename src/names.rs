@@ -31,6 +31,23 @@ pub const MAX_NAME: usize = 253;
 /// The longest label value.
 pub const MAX_LABEL_VALUE: usize = 63;
 
+/// The longest note an Event may carry.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max.saturating_sub(3);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str("...");
+    text
+}
+
 /// The first 10 hex digits of the SHA-256 of `text`: short, stable across releases and
 /// processes (unlike `DefaultHasher`), and collision-free in practice for names.
 pub fn short_hash(text: &str) -> String {
@@ -96,6 +113,13 @@ mod tests {
                 .last()
                 .is_some_and(|c| c.is_ascii_alphanumeric())
         );
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("é".repeat(600), 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with("..."));
     }
 
     #[test]

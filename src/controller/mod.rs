@@ -164,7 +164,7 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(crate::names::truncate(note, crate::names::MAX_EVENT_NOTE)),
         action: action.into(),
         secondary: None,
     };

@@ -3,9 +3,11 @@
 //! rules here are enforced by the API server before the operator ever sees an object.
 
 mod data_enclave;
+mod enclave_params;
 mod residency_policy;
 
 pub use data_enclave::*;
+pub use enclave_params::*;
 pub use residency_policy::*;
 
 use std::collections::BTreeMap;
@@ -26,7 +28,11 @@ pub const GROUP: &str = "enclave.dev";
 pub fn all()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![DataEnclave::crd(), ResidencyPolicy::crd()]
+    vec![
+        DataEnclave::crd(),
+        ResidencyPolicy::crd(),
+        EnclaveParams::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream, as committed in `crds/`.

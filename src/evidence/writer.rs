@@ -291,7 +291,10 @@ async fn publish_events(ctx: Arc<Context>, mut records: mpsc::Receiver<Record>) 
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(record.message.clone()),
+            note: Some(crate::names::truncate(
+                record.message.clone(),
+                crate::names::MAX_EVENT_NOTE,
+            )),
             action: "Admit".into(),
             secondary: None,
         };

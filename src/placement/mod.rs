@@ -538,13 +538,16 @@ pub fn judgeable(spec: &PodSpec) -> Result<(), String> {
 /// The most required node selector terms admission writes into one pod (the pod's own
 /// terms times the enclave's sites). Beyond it the pod is refused with a message that
 /// says why, instead of an object the API server would refuse as too large or a CEL
-/// evaluation that would exceed its cost budget. 32 sites × 8 own terms fit.
-pub const MAX_PLACED_TERMS: usize = 256;
+/// evaluation that would exceed its cost budget. 32 sites × 8 own terms fit. No more
+/// than admission judges ([`MAX_JUDGED_TERMS`]).
+pub const MAX_PLACED_TERMS: usize = MAX_JUDGED_TERMS;
 
 /// The most requirements (matchExpressions and matchFields, over all terms) admission
-/// writes into one pod: about 100 bytes each, so the patched pod stays far below the
-/// API server's 1.5 MiB object limit.
-pub const MAX_PLACED_REQUIREMENTS: usize = 4096;
+/// writes into one pod. No more than admission judges ([`MAX_JUDGED_REQUIREMENTS`]):
+/// the final check judges the placed pod, so a placement beyond it would be refused by
+/// the very check that follows it. About 100 bytes each, far below the API server's
+/// object limit.
+pub const MAX_PLACED_REQUIREMENTS: usize = MAX_JUDGED_REQUIREMENTS;
 
 /// How large the cross product of the pod's required terms with the sites would be:
 /// (terms, requirements), counted before duplicates are dropped so that both admission

@@ -2,6 +2,8 @@
 //! names, kubectl, the operator under test as a host process, and polling.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod generate;
+
 use std::{
     fmt::Debug,
     future::Future,
@@ -252,8 +254,16 @@ impl TestNamespace {
     }
 }
 
+/// Set `ENCLAVE_TEST_KEEP=1` to keep what a test made, for a look after it failed.
+pub fn keep() -> bool {
+    std::env::var_os("ENCLAVE_TEST_KEEP").is_some()
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        if keep() {
+            return;
+        }
         let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
         let _ = kubectl(
             &[
@@ -310,16 +320,18 @@ pub async fn wait_for_admission(namespace: &str) {
     wait_for_webhook(namespace).await
 }
 
-/// See [`wait_for_admission`].
+/// See [`wait_for_admission`]: a dry-run pod comes back placed by the policy, and one
+/// pinned to a node that does not exist is refused (the native engine's validating
+/// policy can come into force a moment after its mutating one).
 pub async fn wait_for_webhook(namespace: &str) {
     eventually(
         Duration::from_secs(30),
-        &format!("the webhook to place pods in {namespace}"),
+        &format!("admission to place and refuse pods in {namespace}"),
         || async {
-            let out = kubectl(
+            let placed = kubectl(
                 &[
                     "run",
-                    "webhook-probe",
+                    "admission-probe",
                     "-n",
                     namespace,
                     "--image=registry.k8s.io/pause:3.10",
@@ -331,13 +343,20 @@ pub async fn wait_for_webhook(namespace: &str) {
             );
             let text = format!(
                 "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&placed.stdout),
+                String::from_utf8_lossy(&placed.stderr)
             );
-            if out.status.success() && text.contains(namespace) {
-                Ok(())
+            if !(placed.status.success() && text.contains(namespace)) {
+                return Err(text);
+            }
+            let pinned = kubectl(
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
+            );
+            if pinned.status.success() {
+                Err("a pod pinned to an unknown node was admitted".to_string())
             } else {
-                Err(text)
+                Ok(())
             }
         },
     )

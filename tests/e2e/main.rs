@@ -8,5 +8,6 @@ mod common;
 
 mod admission;
 mod migration;
+mod native;
 mod sites;
 mod validation;

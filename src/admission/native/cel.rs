@@ -262,8 +262,8 @@ fn site_compatible(site: &NodeSelectorTerm, with_term: bool) -> String {
 }
 
 /// `placement::fields_allow_enclave` of term `t`, with the enclave's node names in the
-/// params (a ConfigMap whose keys are the node names).
-pub const FIELDS_ALLOW_ENCLAVE: &str = "(has(t.matchFields) ? t.matchFields : []).all(f, f.key == 'metadata.name' && has(f.values) && size(f.values) == 1 && (f.operator == 'In' || f.operator == 'NotIn')) && (!(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'In') || ((has(t.matchFields) ? t.matchFields : []).filter(f, f.operator == 'In').all(f, f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && !(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'NotIn' && f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && has(params.data) && t.matchFields.filter(g, g.operator == 'In')[0].values[0] in params.data))";
+/// params (an EnclaveParams whose `spec.nodes` keys are the node names).
+pub const FIELDS_ALLOW_ENCLAVE: &str = "(has(t.matchFields) ? t.matchFields : []).all(f, f.key == 'metadata.name' && has(f.values) && size(f.values) == 1 && (f.operator == 'In' || f.operator == 'NotIn')) && (!(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'In') || ((has(t.matchFields) ? t.matchFields : []).filter(f, f.operator == 'In').all(f, f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && !(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'NotIn' && f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && has(params.spec.nodes) && t.matchFields.filter(g, g.operator == 'In')[0].values[0] in params.spec.nodes))";
 
 /// The variables that read the pod's placement from `spec_expr` (the pod's spec, or a
 /// template's), in dependency order. `with_params`: also the satisfiability variables,

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use super::memory::Memory;
 use crate::{
-    cache::CachedPod,
+    cache::{CachedPod, ReplicaOwner},
     catalog::Catalog,
     crd::{Enforcement, ResidencyPolicy, Violation},
     placement,
@@ -117,6 +117,8 @@ struct Scene<'a, C: Catalog> {
     enclave_nodes: &'a [Arc<Node>],
     /// Other enforcing policies whose enclave shares no node with this one.
     disjoint: &'a [(Arc<ResidencyPolicy>, String)],
+    /// ReplicaSets and StatefulSets by UID: what a replacement would ask for.
+    owners: &'a HashMap<String, Arc<ReplicaOwner>>,
     namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -162,6 +164,47 @@ impl<C: Catalog> Scene<'_, C> {
             }
         }
         None
+    }
+
+    /// Why admission would refuse the pod's replacement, if it would: what its owner's
+    /// template asks for (or, without a known template, the pod's own constraints other
+    /// than a node name the scheduler may have set) can never be placed in the enclave.
+    /// Evicting such a pod would only take the workload down.
+    fn replacement_refused(&self, pod: &CachedPod) -> Option<String> {
+        let is_enclave_node = |node: &str| {
+            self.nodes
+                .get(node)
+                .is_some_and(|n| self.enclave.contains_node(n.labels()))
+        };
+        let (spec, from) = match controller(pod).and_then(|o| self.owners.get(&o.uid)) {
+            Some(owner) => (
+                owner.template_placement.placement_spec(),
+                format!(
+                    "{} {}",
+                    owner.kind,
+                    owner.metadata.name.clone().unwrap_or_default()
+                ),
+            ),
+            None => {
+                let mut spec = pod.placement_spec();
+                spec.node_name = None;
+                (spec, "the pod's own node constraints".to_string())
+            }
+        };
+        if let Some(node) = spec.node_name.as_deref()
+            && !is_enclave_node(node)
+        {
+            return Some(format!(
+                "{from} pins it to node {node}, outside the enclave (spec.nodeName)"
+            ));
+        }
+        (spec.node_name.is_none()
+            && !placement::satisfiable_in_enclave(
+                &spec,
+                &self.enclave.site_terms,
+                &is_enclave_node,
+            ))
+        .then(|| format!("{from} asks for nodes no node of the enclave can satisfy"))
     }
 
     /// Enforcing policies that also cover the pod while sharing no node with ours.
@@ -284,6 +327,14 @@ impl<C: Catalog> Scene<'_, C> {
                 message: format!("pod {where_}; migration is disabled"),
             };
         }
+        if let Some(why) = self.replacement_refused(pod) {
+            return Judgement::Blocked {
+                reason: "ReplacementWouldBeRefused",
+                message: format!(
+                    "pod {where_}; not evicted because its replacement would be refused: {why}; fix the workload's template"
+                ),
+            };
+        }
         if let Some(owner) = controller(pod)
             && let Some(eviction) = self.memory.owner_eviction(&owner.uid)
             && pod
@@ -386,6 +437,11 @@ pub fn assess<C: Catalog>(
     } else {
         Vec::new()
     };
+    let owners: HashMap<String, Arc<ReplicaOwner>> = catalog
+        .replica_owners()
+        .into_iter()
+        .filter_map(|o| Some((o.metadata.uid.clone()?, o)))
+        .collect();
     let scene = Scene {
         policy,
         enclave,
@@ -394,6 +450,7 @@ pub fn assess<C: Catalog>(
         nodes: &nodes,
         enclave_nodes: &enclave_nodes,
         disjoint: &disjoint,
+        owners: &owners,
         namespaces: &namespaces,
     };
     let mut assessment = Assessment {
@@ -488,7 +545,7 @@ pub fn assess<C: Catalog>(
     // Owners' replicas on their way: evicted and not recreated yet, or recreated and
     // not running yet. After a restart nothing else remembers an eviction whose pod is
     // already gone. Owners that cannot create pods are stuck, not on their way.
-    for owner in catalog.replica_owners() {
+    for owner in owners.values() {
         let namespace = owner.metadata.namespace.clone().unwrap_or_default();
         let Some(labels) = namespaces.get(&namespace) else {
             continue;
@@ -621,6 +678,32 @@ owners:
         let assessment = run(&world(owners), &Memory::default());
         // web-rs wants 5 and runs 2 (web-1, web-2): 3 on their way.
         assert_eq!(assessment.in_flight, 3);
+    }
+
+    #[test]
+    fn a_pod_whose_replacement_would_be_refused_is_not_evicted() {
+        let owners = "
+owners:
+- kind: ReplicaSet
+  metadata: {name: web-rs, namespace: shop, uid: rs-web}
+  desired: 2
+  templateLabels: {app: web}
+  templatePlacement: {nodeName: virginia-a}
+";
+        let assessment = run(&world(owners), &Memory::default());
+        let reasons = reasons(&assessment);
+        assert!(
+            reasons.contains(&("web-1".to_string(), "ReplacementWouldBeRefused".to_string())),
+            "{reasons:?}"
+        );
+        assert!(
+            !assessment
+                .to_evict
+                .iter()
+                .any(|p| p.name_any().starts_with("web"))
+        );
+        // api-1 has no known owner and no constraints: it moves.
+        assert!(assessment.to_evict.iter().any(|p| p.name_any() == "api-1"));
     }
 
     #[test]

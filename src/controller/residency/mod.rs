@@ -76,6 +76,9 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
 
     // 2. Admission objects first: the enclave must hold before anything moves into it.
     let readiness = admission::ensure(ctx, policy, enclave_ref).await;
+    if let AdmissionReadiness::NotInPlace { reason, message } = &readiness {
+        tracing::warn!(reason, message, "admission is not in place");
+    }
 
     // 3. Assess.
     let assessment = enclave.as_ref().ok().map(|enclave| {

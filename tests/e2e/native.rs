@@ -1,0 +1,514 @@
+//! The native engine against the real API server: the same pods through both engines
+//! give the same pods and verdicts (differential); every decision agrees with what
+//! kube-scheduler then does (ground truth); and the generated CEL stays within the API
+//! server's cost limits at 32 sites of 16 requirements and 5,000 enclave nodes.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::common::{generate, *};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+
+const ENCLAVE: &str = "native-eu";
+
+/// Creates `pod` in `namespace` (dry run or for real): the resulting pod, or the denial.
+async fn create(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Value,
+    dry_run: bool,
+) -> Result<Pod, String> {
+    let pod: Pod = serde_json::from_value(pod.clone()).map_err(|e| e.to_string())?;
+    let params = PostParams {
+        dry_run,
+        ..PostParams::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, &pod)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) => format!("{} {}", status.code, status.message),
+            other => other.to_string(),
+        })
+}
+
+/// What admission decided, normalised for comparison: the placement and the
+/// annotation (policy names replaced), or that it was refused.
+fn outcome(result: &Result<Pod, String>, policy: &str) -> Value {
+    match result {
+        Err(message) if message.starts_with("403") => json!({"denied": true}),
+        Err(message) => json!({"error": message}),
+        Ok(pod) => {
+            let annotation = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("enclave.dev/policy"))
+                .map(|a| a.replace(policy, "POLICY"));
+            json!({
+                "affinity": pod.spec.as_ref().and_then(|s| s.affinity.clone()),
+                "nodeSelector": pod.spec.as_ref().and_then(|s| s.node_selector.clone()),
+                "annotation": annotation,
+            })
+        }
+    }
+}
+
+fn engine_policy(name: &str, engine: &str) -> String {
+    format!(
+        "{}  placement: {{preferredSites: [{{site: norway, weight: 10}}]}}\n  admission: {{engine: {engine}}}\n",
+        policy(name, ENCLAVE, "")
+    )
+}
+
+#[tokio::test]
+async fn both_engines_give_the_same_pods_and_verdicts() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("native");
+    apply(&eu_enclave(ENCLAVE));
+    let native = TestNamespace::new("diff-native", true);
+    let webhook = TestNamespace::new("diff-webhook", true);
+    apply(&engine_policy(&native.name, "Native"));
+    apply(&engine_policy(&webhook.name, "Webhook"));
+    wait_for_admission(&native.name).await;
+    wait_for_admission(&webhook.name).await;
+    let client = client().await;
+    let seed = generate::seed();
+    let mut rng = generate::Rng::new(seed);
+    let mut compared = 0;
+    let mut denied = 0;
+    for i in 0..300 {
+        let placement = generate::placement(&mut rng);
+        let pod = generate::pod(&format!("d{i}"), &placement);
+        let a = outcome(
+            &create(&client, &native.name, &pod, true).await,
+            &native.name,
+        );
+        let b = outcome(
+            &create(&client, &webhook.name, &pod, true).await,
+            &webhook.name,
+        );
+        assert_eq!(
+            a, b,
+            "seed {seed} (replay with ENCLAVE_TEST_SEED={seed}): pod {i} {placement} — native vs webhook"
+        );
+        compared += 1;
+        if a.get("denied").is_some() {
+            denied += 1;
+        }
+    }
+    eprintln!("differential: {compared} pods, {denied} denied by both engines, seed {seed}");
+    assert!(
+        denied > 10 && denied < compared - 10,
+        "the generator exercises both outcomes"
+    );
+}
+
+/// Can a pod with these placement fields be scheduled onto a node of `site` (the real
+/// scheduler decides)? Probes run in a namespace no policy covers.
+fn probe(placement: &Value, site: &str) -> Option<Value> {
+    let mut spec = placement.clone();
+    spec.as_object_mut()?.remove("nodeName");
+    let selector = spec
+        .as_object_mut()?
+        .entry("nodeSelector")
+        .or_insert_with(|| json!({}));
+    match selector.get(generate::SITE) {
+        Some(existing) if existing != site => return None,
+        _ => selector[generate::SITE] = json!(site),
+    }
+    Some(spec)
+}
+
+fn scheduled(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+/// The scheduler tried and found no node (Unschedulable), or could not evaluate the
+/// pod's constraints at all (an unparsable Gt/Lt value the API accepts).
+fn unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
+}
+
+#[tokio::test]
+async fn every_decision_agrees_with_the_scheduler() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("native");
+    apply(&eu_enclave(ENCLAVE));
+    let scope = TestNamespace::new("ground-truth", true);
+    let probes = TestNamespace::new("ground-truth-probe", false);
+    apply(&policy(&scope.name, ENCLAVE, ""));
+    wait_for_admission(&scope.name).await;
+    let client = client().await;
+    let seed = generate::seed();
+    let mut rng = generate::Rng::new(seed);
+    let replay = format!("seed {seed} (replay with ENCLAVE_TEST_SEED={seed})");
+    let enclave_nodes = ["dublin-a", "dublin-b", "norway-a"];
+
+    // Submit 500 generated pods for real.
+    let mut admitted: BTreeMap<String, Value> = BTreeMap::new();
+    let mut denied: BTreeMap<String, Value> = BTreeMap::new();
+    for i in 0..500 {
+        let placement = generate::placement(&mut rng);
+        let name = format!("g{i}");
+        match create(
+            &client,
+            &scope.name,
+            &generate::pod(&name, &placement),
+            false,
+        )
+        .await
+        {
+            Ok(_) => {
+                admitted.insert(name, placement);
+            }
+            Err(message) if message.starts_with("403") => {
+                denied.insert(name, placement);
+            }
+            Err(message) => panic!("{replay}: pod {name} {placement} failed otherwise: {message}"),
+        }
+    }
+    eprintln!(
+        "ground truth: {} admitted, {} denied, {replay}",
+        admitted.len(),
+        denied.len()
+    );
+
+    // Every admitted pod binds to an enclave node, or is found unschedulable.
+    let api: Api<Pod> = Api::namespaced(client.clone(), &scope.name);
+    let settled: Vec<Pod> = eventually(
+        Duration::from_secs(120),
+        "every admitted pod bound or unschedulable",
+        || async {
+            let pods = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let open: Vec<String> = pods
+                .iter()
+                .filter(|p| scheduled(p).is_none() && !unschedulable(p))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if pods.len() == admitted.len() && open.is_empty() {
+                Ok(pods)
+            } else {
+                Err(format!("{} pods, not yet settled: {open:?}", pods.len()))
+            }
+        },
+    )
+    .await;
+    let mut pending: Vec<String> = Vec::new();
+    for pod in &settled {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match scheduled(pod) {
+            Some(node) => assert!(
+                enclave_nodes.contains(&node.as_str()),
+                "{replay}: admitted pod {name} {} runs on {node}, outside the enclave",
+                admitted[&name]
+            ),
+            None => pending.push(name),
+        }
+    }
+
+    // Denied and pending pods must really fit no enclave node: the real scheduler gets
+    // each one's constraints with a site of the enclave added, in a namespace no policy
+    // covers, and must find no node for any of them.
+    let mut probed: Vec<(String, String)> = Vec::new();
+    let mut index = 0;
+    for (name, placement) in denied
+        .iter()
+        .chain(pending.iter().map(|n| (n, &admitted[n])))
+    {
+        if let Some(node) = placement.get("nodeName").and_then(Value::as_str) {
+            // Pinned by name: it fits that node only.
+            assert!(
+                !enclave_nodes.contains(&node) || denied.get(name).is_none(),
+                "{replay}: pod {name} pinned to enclave node {node} was denied"
+            );
+            if !enclave_nodes.contains(&node) {
+                continue;
+            }
+        }
+        for site in ["dublin", "norway"] {
+            let Some(spec) = probe(placement, site) else {
+                continue;
+            };
+            let probe_name = format!("p{index}");
+            index += 1;
+            let mut pod = generate::pod(&probe_name, &spec);
+            pod["spec"] = spec.clone();
+            pod["spec"]["containers"] =
+                json!([{"name": "app", "image": "registry.k8s.io/pause:3.10"}]);
+            match create(&client, &probes.name, &pod, false).await {
+                Ok(_) => probed.push((probe_name, name.clone())),
+                // The API server refuses the spec itself: it fits nothing.
+                Err(message) if message.starts_with("422") => {}
+                Err(message) => panic!("{replay}: probe of {name} failed: {message}"),
+            }
+        }
+    }
+    let probe_api: Api<Pod> = Api::namespaced(client.clone(), &probes.name);
+    let probe_pods: Vec<Pod> = eventually(
+        Duration::from_secs(120),
+        "every probe bound or unschedulable",
+        || async {
+            let pods = probe_api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let open = pods
+                .iter()
+                .filter(|p| scheduled(p).is_none() && !unschedulable(p))
+                .count();
+            if pods.len() == probed.len() && open == 0 {
+                Ok(pods)
+            } else {
+                Err(format!("{} probes, {open} open", pods.len()))
+            }
+        },
+    )
+    .await;
+    for pod in &probe_pods {
+        let probe_name = pod.metadata.name.clone().unwrap_or_default();
+        let of = probed
+            .iter()
+            .find(|(p, _)| *p == probe_name)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default();
+        assert!(
+            scheduled(pod).is_none(),
+            "{replay}: pod {of} {} was {} although the scheduler placed it in the enclave (on {:?})",
+            denied
+                .get(&of)
+                .or(admitted.get(&of))
+                .cloned()
+                .unwrap_or_default(),
+            if denied.contains_key(&of) {
+                "denied"
+            } else {
+                "left pending"
+            },
+            scheduled(pod)
+        );
+    }
+
+    // Admitted pods the scheduler cannot place are reported, not left silent.
+    if !pending.is_empty() {
+        let policies: Api<enclave_operator::crd::ResidencyPolicy> = Api::all(client.clone());
+        eventually(
+            Duration::from_secs(60),
+            "pending pods reported as NoEnclaveNodeFits",
+            || async {
+                let status = policies
+                    .get(&scope.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                let reported = status
+                    .violations
+                    .iter()
+                    .filter(|v| v.reason == "NoEnclaveNodeFits")
+                    .count();
+                if reported == pending.len().min(50)
+                    && status.non_compliant_pods as usize >= pending.len()
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{reported} reported of {} pending: {pending:?}",
+                        pending.len()
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "ground truth held: {} bound in the enclave, {} pending and reported, {} denied, {} probes unschedulable",
+        settled.len() - pending.len(),
+        pending.len(),
+        denied.len(),
+        probe_pods.len()
+    );
+}
+
+/// Applies an object as the tests' admin (server-side apply).
+async fn put<K: serde::Serialize>(_client: &kube::Client, object: &K) {
+    let json = serde_json::to_string(object).expect("serializes");
+    let out = kubectl(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&json),
+    );
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Strips what makes an object the operator's (it would sweep it away).
+fn unmanaged<K: kube::Resource>(mut object: K) -> K {
+    let meta = object.meta_mut();
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    object
+}
+
+#[tokio::test]
+async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
+    use enclave_operator::{
+        admission::native,
+        crd::{DataEnclave, ResidencyPolicy},
+        scope::ResolvedEnclave,
+    };
+    use k8s_openapi::api::core::v1::Node;
+    use std::sync::Arc;
+
+    let _cluster = cluster_lock().read().await;
+    let client = client().await;
+    // 32 sites of 16 requirements each, on keys no node has: nothing is placed, but
+    // every expression is evaluated at full size.
+    let sites: Vec<Value> = (0..32)
+        .map(|i| {
+            let labels: serde_json::Map<String, Value> = (0..8)
+                .map(|k| (format!("example.com/site-{i}-key-{k}"), json!(format!("value-{k}"))))
+                .collect();
+            let exprs: Vec<Value> = (0..8)
+                .map(|k| json!({"key": format!("example.com/site-{i}-expr-{k}"), "operator": "In", "values": ["a", "b", "c"]}))
+                .collect();
+            json!({"name": format!("site-{i}"), "nodeSelector": {"matchLabels": labels, "matchExpressions": exprs}})
+        })
+        .collect();
+    let enclave: DataEnclave = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "DataEnclave",
+        "metadata": {"name": "wide"},
+        "spec": {"jurisdiction": "EU", "sites": sites},
+    }))
+    .expect("enclave");
+    let enclave = ResolvedEnclave::resolve(Arc::new(enclave)).expect("resolves");
+    let ns = TestNamespace::new("cel-cost", true);
+    let params_ns = TestNamespace::new("cel-cost-params", false);
+    let policy: ResidencyPolicy =
+        serde_yaml::from_str(&policy(&ns.name, "wide", "")).expect("policy");
+    // 5,000 enclave nodes with names as long as real ones, all in site 0.
+    let site0: BTreeMap<String, String> = (0..8)
+        .map(|k| (format!("example.com/site-0-key-{k}"), format!("value-{k}")))
+        .chain((0..8).map(|k| (format!("example.com/site-0-expr-{k}"), "a".to_string())))
+        .collect();
+    let nodes: Vec<Arc<Node>> = (0..5000)
+        .map(|i| {
+            let mut node = Node::default();
+            node.metadata.name = Some(format!(
+                "ip-10-{}-{}-{}.eu-west-1.compute.internal",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            ));
+            node.metadata.labels = Some(site0.clone());
+            Arc::new(node)
+        })
+        .collect();
+    let mut params = native::params(&enclave, &nodes).expect("params fit");
+    assert_eq!(params.spec.nodes.len(), 5000);
+    params.metadata.name = Some("wide".into());
+    put(&client, &unmanaged(params)).await;
+    let compiled = native::compile(&policy, Ok(&enclave), &params_ns.name);
+    let (map, map_binding) = compiled.mutating.expect("enforcing");
+    put(&client, &unmanaged(compiled.check.0)).await;
+    put(&client, &unmanaged(compiled.check.1)).await;
+    put(&client, &unmanaged(map)).await;
+    put(&client, &unmanaged(map_binding)).await;
+    let names = [
+        native::object_name("check", &ns.name),
+        native::object_name("place", &ns.name),
+    ];
+    struct Cleanup([String; 2]);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if keep() {
+                return;
+            }
+            for name in &self.0 {
+                for kind in [
+                    "validatingadmissionpolicybinding",
+                    "validatingadmissionpolicy",
+                    "mutatingadmissionpolicybinding",
+                    "mutatingadmissionpolicy",
+                ] {
+                    let _ = kubectl(
+                        &["delete", kind, name, "--ignore-not-found", "--wait=false"],
+                        None,
+                    );
+                }
+            }
+        }
+    }
+    let _cleanup = Cleanup(names);
+
+    let terms = |n: usize, reqs: usize| -> Value {
+        let terms: Vec<Value> = (0..n)
+            .map(|t| {
+                let exprs: Vec<Value> = (0..reqs)
+                    .map(|r| json!({"key": format!("example.com/site-{}-expr-{}", r % 32, r % 8), "operator": "NotIn", "values": [format!("v{t}")]}))
+                    .collect();
+                json!({"matchExpressions": exprs, "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["ip-10-0-0-7.eu-west-1.compute.internal"]}]})
+            })
+            .collect();
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}})
+    };
+    // At the limits: the largest pod admission judges (256 terms, 1,024 requirements),
+    // the largest product it writes, and one just over each bound.
+    let cases = [
+        ("largest judged", terms(256, 3), "403"),
+        ("largest product", terms(1, 15), "ok"),
+        ("too many terms to cross", terms(9, 1), "403"),
+        ("too many requirements to cross", terms(1, 16), "403"),
+        ("too large to judge", terms(257, 1), "403"),
+        ("no affinity", json!({}), "ok"),
+        (
+            "pinned to an enclave node",
+            json!({"nodeName": "ip-10-0-19-135.eu-west-1.compute.internal"}),
+            "ok",
+        ),
+    ];
+    // The policies reach the API server's admission within a moment: wait until a plain
+    // pod comes back placed.
+    wait_for_admission(&ns.name).await;
+    let status = kubectl_ok(&[
+        "get",
+        "validatingadmissionpolicy",
+        &native::object_name("check", &ns.name),
+        "-o",
+        "jsonpath={.status}",
+    ]);
+    eprintln!(
+        "check policy status: {}",
+        status.chars().take(3000).collect::<String>()
+    );
+    for (what, placement, expected) in cases {
+        let result = create(&client, &ns.name, &generate::pod("cost", &placement), true).await;
+        let shown = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(message) => message.chars().take(300).collect(),
+        };
+        eprintln!("{what}: {shown}");
+        assert!(
+            shown.starts_with(expected)
+                && !shown.contains("budget")
+                && !shown.contains("failed to evaluate")
+                && (expected == "ok" || shown.contains("policy cel-cost:")),
+            "{what}: expected {expected}, got {shown}"
+        );
+    }
+}
