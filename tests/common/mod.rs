@@ -111,6 +111,12 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
+/// Does this run use the webhook engine (`ENCLAVE_TEST_ADMISSION=webhook`)? Otherwise
+/// the native one (Kubernetes 1.36).
+pub fn webhook_engine() -> bool {
+    std::env::var("ENCLAVE_TEST_ADMISSION").is_ok_and(|e| e == "webhook")
+}
+
 /// The operator's namespace in tests: the chart's, created by `make test`.
 pub const OPERATOR_NAMESPACE: &str = "enclave-system";
 
@@ -320,10 +326,19 @@ pub async fn wait_for_admission(namespace: &str) {
     wait_for_webhook(namespace).await
 }
 
+/// [`wait_for_admission`] for a policy not named after its namespace.
+pub async fn wait_for_admission_by(namespace: &str, policy: &str) {
+    wait_for(namespace, policy).await
+}
+
 /// See [`wait_for_admission`]: a dry-run pod comes back placed by the policy, and one
 /// pinned to a node that does not exist is refused (the native engine's validating
 /// policy can come into force a moment after its mutating one).
 pub async fn wait_for_webhook(namespace: &str) {
+    wait_for(namespace, namespace).await
+}
+
+async fn wait_for(namespace: &str, policy: &str) {
     eventually(
         Duration::from_secs(30),
         &format!("admission to place and refuse pods in {namespace}"),
@@ -346,7 +361,7 @@ pub async fn wait_for_webhook(namespace: &str) {
                 String::from_utf8_lossy(&placed.stdout),
                 String::from_utf8_lossy(&placed.stderr)
             );
-            if !(placed.status.success() && text.contains(namespace)) {
+            if !(placed.status.success() && text.contains(policy)) {
                 return Err(text);
             }
             let pinned = kubectl(

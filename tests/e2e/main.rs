@@ -7,6 +7,7 @@
 mod common;
 
 mod admission;
+mod hardening;
 mod migration;
 mod native;
 mod sites;

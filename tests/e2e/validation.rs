@@ -184,3 +184,39 @@ fn policy_scope_and_preferences_are_checked() {
         &["spec.network.allowEgressCIDRs", "CIDR"],
     );
 }
+
+/// Row 9 of the hardening issue: label keys, values and operators are checked as
+/// Kubernetes checks them, so an enclave no node could ever match is refused when it is
+/// applied, naming the field.
+#[test]
+fn labels_are_checked_as_kubernetes_checks_them() {
+    for (selector, needles) in [
+        (
+            "{matchLabels: {node-restriction.kubernetes.io/enclave-site: dublín}}",
+            &["matchLabels", "dublín"][..],
+        ),
+        (
+            "{matchExpressions: [{key: sité, operator: Exists}]}",
+            &["matchExpressions[0].key"][..],
+        ),
+        (
+            "{matchExpressions: [{key: site, operator: In, values: [\"a b\"]}]}",
+            &["values[0]"][..],
+        ),
+        (
+            "{matchLabels: {sité: dublin}}",
+            &["matchLabels keys must be label keys", "sité"][..],
+        ),
+        (
+            "{matchExpressions: [{key: site, operator: In}]}",
+            &["values must be given for In and NotIn"][..],
+        ),
+    ] {
+        rejected_with(
+            &enclave(&format!(
+                "  jurisdiction: EU\n  sites: [{{name: x, nodeSelector: {selector}}}]\n"
+            )),
+            needles,
+        );
+    }
+}

@@ -77,6 +77,8 @@ pub struct Assessment {
     /// enclaves.
     pub conflicts: BTreeSet<String>,
     pub blocked_pods: Vec<BlockedPod>,
+    /// When the first pod held back by a PDB may be tried again.
+    pub retry_in: Option<Duration>,
 }
 
 fn is_terminating(pod: &CachedPod) -> bool {
@@ -119,6 +121,8 @@ struct Scene<'a, C: Catalog> {
     disjoint: &'a [(Arc<ResidencyPolicy>, String)],
     /// ReplicaSets and StatefulSets by UID: what a replacement would ask for.
     owners: &'a HashMap<String, Arc<ReplicaOwner>>,
+    /// The earliest end of a PDB refusal's backoff seen while judging.
+    retry_in: std::cell::Cell<Option<Duration>>,
     namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -354,6 +358,12 @@ impl<C: Catalog> Scene<'_, C> {
         if let Some(uid) = pod.uid()
             && let Some(refusal) = self.memory.refusal(&uid)
         {
+            let wait = refusal
+                .until
+                .saturating_duration_since(std::time::Instant::now());
+            self.retry_in.set(Some(
+                self.retry_in.get().map_or(wait, |w: Duration| w.min(wait)),
+            ));
             return Judgement::Blocked {
                 reason: "DisruptionBudget",
                 message: format!(
@@ -452,6 +462,7 @@ pub fn assess<C: Catalog>(
         disjoint: &disjoint,
         owners: &owners,
         namespaces: &namespaces,
+        retry_in: std::cell::Cell::new(None),
     };
     let mut assessment = Assessment {
         conflicts: disjoint
@@ -559,6 +570,7 @@ pub fn assess<C: Catalog>(
         assessment.in_flight += usize::try_from(missing).unwrap_or(0);
     }
 
+    assessment.retry_in = scene.retry_in.get();
     assessment
         .violations
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

@@ -26,9 +26,9 @@ const UNSEEN_HORIZON: Duration = Duration::from_secs(60);
 /// How long an owner's replacements are watched for landing outside again.
 pub const LOOP_WINDOW: Duration = Duration::from_secs(600);
 /// Backoff after a PDB refused an eviction: doubles from this…
-const REFUSAL_BACKOFF: Duration = Duration::from_secs(10);
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(5);
 /// …up to this.
-const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// One eviction, until the cache shows its effect.
 struct Unseen {

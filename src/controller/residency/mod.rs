@@ -154,10 +154,21 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
             Duration::from_secs(5)
         }));
     };
+    // Come back when a pod a PDB held back may be tried again.
+    let retry = assessment
+        .retry_in
+        .map_or(RESYNC, |w| w.max(Duration::from_millis(200)));
     if assessment.to_evict.is_empty() || policy.spec.enforcement != Enforcement::Enforce {
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Action::requeue(retry));
     }
-    migrate::run(state, policy, enclave, &assessment).await
+    migrate::run(state, policy, enclave, &assessment)
+        .await
+        .map(|action| match assessment.retry_in {
+            Some(wait) if wait < Duration::from_secs(2) => {
+                Action::requeue(wait.max(Duration::from_millis(200)))
+            }
+            _ => action,
+        })
 }
 
 use status::AdmissionReadiness;

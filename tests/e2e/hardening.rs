@@ -1,0 +1,271 @@
+//! Regression tests for what a hostile tenant and ordinary faults did to the
+//! controller (the hardening issue): a PodDisruptionBudget held at zero blocks only its
+//! own pods, and a workload whose replacements would be refused is reported, not
+//! evicted in a loop.
+
+use std::time::Duration;
+
+use crate::common::*;
+use k8s_openapi::api::core::v1::Pod;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const ENCLAVE: &str = "hardening-eu";
+
+fn in_namespace(namespace: &str, yaml: &str) {
+    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Deployment whose pods prefer Virginia (so they start outside the enclave).
+fn deployment(name: &str, replicas: u32, template_extra: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}\n    spec:\n      terminationGracePeriodSeconds: 0\n      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n{template_extra}      affinity:\n        nodeAffinity:\n          preferredDuringSchedulingIgnoredDuringExecution:\n          - weight: 100\n            preference: {{matchExpressions: [{{key: {SITE_LABEL}, operator: In, values: [virginia]}}]}}\n"
+    )
+}
+
+fn outside(pod: &Pod) -> bool {
+    node_of(pod).is_some_and(|n| !ENCLAVE_NODES.contains(&n))
+}
+
+async fn namespace_pods(namespace: &str) -> Vec<Pod> {
+    pods(&client().await, namespace).await
+}
+
+async fn violations(policy: &str) -> Vec<(String, String)> {
+    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> =
+        kube::Api::all(client().await);
+    policies
+        .get(policy)
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .map(|s| {
+            s.violations
+                .into_iter()
+                .map(|v| (v.name, v.reason))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A namespace of a shared scope label (several namespaces under one policy).
+struct Scoped(String);
+
+impl Scoped {
+    fn new(name: &str, scope: &str) -> Self {
+        let _ = kubectl(
+            &[
+                "delete",
+                "namespace",
+                name,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{enclave.dev/test-scope: {scope}}}\n"
+        ));
+        Self(name.to_string())
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        if !keep() {
+            let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
+        }
+    }
+}
+
+struct DeletePolicy(&'static str);
+
+impl Drop for DeletePolicy {
+    fn drop(&mut self) {
+        if !keep() {
+            let _ = kubectl(
+                &[
+                    "delete",
+                    "residencypolicy",
+                    self.0,
+                    "--ignore-not-found",
+                    "--wait=false",
+                ],
+                None,
+            );
+        }
+    }
+}
+
+/// Row 1: a PDB with maxUnavailable 0 on some in-scope pods is an answer, not an
+/// error: those pods are reported as blocked by it, and the policy's other pods, in
+/// another namespace, keep moving.
+#[tokio::test]
+async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("hardening");
+    apply(&eu_enclave(ENCLAVE));
+    let held = Scoped::new("hard-pdb-held", "hard-pdb");
+    let free = Scoped::new("hard-pdb-free", "hard-pdb");
+    in_namespace(&held.0, &deployment("held", 3, "", ""));
+    in_namespace(
+        &held.0,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: held\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: held}}\n",
+    );
+    in_namespace(&free.0, &deployment("free", 3, "", ""));
+    for ns in [&held.0, &free.0] {
+        eventually(TIMEOUT, "pods running in Virginia", || async {
+            let pods = namespace_pods(ns).await;
+            if pods.len() == 3 && pods.iter().all(|p| is_running(p) && outside(p)) {
+                Ok(())
+            } else {
+                Err(pods.len())
+            }
+        })
+        .await;
+    }
+    let held_before: Vec<String> = namespace_pods(&held.0)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    let _policy = DeletePolicy("hard-pdb");
+    apply(&policy(
+        "hard-pdb",
+        ENCLAVE,
+        "  migration: {maxConcurrent: 2, maxEvictionsPerMinute: 600}\n",
+    ));
+    // The free namespace moves in although every pod of the held one is refused.
+    eventually(
+        TIMEOUT,
+        "the other namespace's pods inside the enclave",
+        || async {
+            let pods = namespace_pods(&free.0).await;
+            let inside = pods.iter().filter(|p| is_running(p) && !outside(p)).count();
+            if pods.len() == 3 && inside == 3 {
+                Ok(())
+            } else {
+                Err(format!("{inside}/3 inside"))
+            }
+        },
+    )
+    .await;
+    // The held pods are reported as blocked by their PDB, with an Event, and not moved.
+    eventually(
+        TIMEOUT,
+        "the held pods reported as DisruptionBudget",
+        || async {
+            let reported: Vec<(String, String)> = violations("hard-pdb")
+                .await
+                .into_iter()
+                .filter(|(_, r)| r == "DisruptionBudget")
+                .collect();
+            if reported.len() == 3 {
+                Ok(())
+            } else {
+                Err(reported)
+            }
+        },
+    )
+    .await;
+    let events = kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &held.0,
+        "--field-selector",
+        "reason=DisruptionBudget",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("disruption budget") || events.contains("PodDisruptionBudget"),
+        "{events}"
+    );
+    let held_after: Vec<String> = namespace_pods(&held.0)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(held_before, held_after, "no held pod was evicted");
+}
+
+/// Row 4, the workload variant: a Deployment whose template pins its pods to a node
+/// outside the enclave (with a forged mirror-pod annotation, which changes nothing)
+/// predates the policy. Its replacements would be refused, so its pods are reported,
+/// never evicted: no eviction loop, no workload taken down.
+#[tokio::test]
+async fn pods_whose_replacements_would_be_refused_are_reported_not_evicted() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("hardening");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("hard-pinned", true);
+    in_namespace(
+        &ns.name,
+        &deployment(
+            "pinned",
+            2,
+            "      nodeName: virginia-a\n",
+            "kubernetes.io/config.mirror: forged",
+        ),
+    );
+    eventually(TIMEOUT, "the pinned pods running", || async {
+        let pods = namespace_pods(&ns.name).await;
+        if pods.len() == 2 && pods.iter().all(is_running) {
+            Ok(())
+        } else {
+            Err(pods.len())
+        }
+    })
+    .await;
+    let before: Vec<String> = namespace_pods(&ns.name)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  migration: {maxEvictionsPerMinute: 600}\n",
+    ));
+    eventually(
+        TIMEOUT,
+        "the pods reported as ReplacementWouldBeRefused",
+        || async {
+            let reported: Vec<(String, String)> = violations(&ns.name)
+                .await
+                .into_iter()
+                .filter(|(_, r)| r == "ReplacementWouldBeRefused")
+                .collect();
+            if reported.len() == 2 {
+                Ok(())
+            } else {
+                Err(reported)
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after: Vec<String> = namespace_pods(&ns.name)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(before, after, "nothing evicted");
+    let evictions = kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "reason=EvictedIntoEnclave",
+        "-o",
+        "name",
+    ]);
+    assert!(evictions.trim().is_empty(), "no eviction: {evictions}");
+}
