@@ -77,6 +77,9 @@ struct RunArgs {
     /// Seconds an idle webhook connection is kept (longer than the API server's 90 s).
     #[arg(long, default_value_t = server::Limits::default().idle_timeout.as_secs_f64())]
     webhook_idle_timeout: f64,
+    /// Seconds a client has to complete the TLS handshake.
+    #[arg(long, default_value_t = server::Limits::default().handshake_timeout.as_secs_f64())]
+    webhook_handshake_timeout: f64,
     /// Seconds from a request's first byte to its response.
     #[arg(long, default_value_t = server::Limits::default().request_timeout.as_secs_f64())]
     webhook_request_timeout: f64,
@@ -240,6 +243,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         max_connections: args.webhook_max_connections.max(1),
         idle_timeout: seconds(args.webhook_idle_timeout, "--webhook-idle-timeout")?,
         request_timeout: seconds(args.webhook_request_timeout, "--webhook-request-timeout")?,
+        handshake_timeout: seconds(
+            args.webhook_handshake_timeout,
+            "--webhook-handshake-timeout",
+        )?,
         ..server::Limits::default()
     };
     let options = WebhookOptions {

@@ -109,6 +109,10 @@ where
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
+    /// The port of its webhook server.
+    pub port: u16,
+    /// The port of its /metrics, /healthz and /readyz.
+    pub metrics_port: u16,
 }
 
 /// Does this run use the webhook engine (`ENCLAVE_TEST_ADMISSION=webhook`)? Otherwise
@@ -137,11 +141,17 @@ impl Operator {
         let decisions = decision_log(name);
         let _ = std::fs::remove_file(&decisions);
         let port = free_port();
+        let metrics_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_enclave-operator"));
+        command.arg("run");
+        if !extra_args.contains(&"--metrics-addr") {
+            command.args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+        }
+        command.args(["--webhook-addr", &format!("127.0.0.1:{port}")]);
+        if !extra_args.contains(&"--webhook-url") {
+            command.args(["--webhook-url", &format!("https://127.0.0.1:{port}")]);
+        }
         command
-            .args(["run", "--metrics-addr", "127.0.0.1:0"])
-            .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
-            .args(["--webhook-url", &format!("https://127.0.0.1:{port}")])
             .args(["--namespace", OPERATOR_NAMESPACE])
             .args(["--checkpoint-interval", "1"])
             .args(["--chain-id", &format!("test/{name}")])
@@ -176,7 +186,53 @@ impl Operator {
             child.id(),
             log.display()
         );
-        Self { child, log }
+        Self {
+            child,
+            log,
+            port,
+            metrics_port,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Has it exited, and how?
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let log = self.log.clone();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{url} (log: {})", log.display()),
+            || async {
+                match http_get(&url).await {
+                    Ok((200, _)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Stops the operator now (SIGKILL: the hardest way an operator can go away).
@@ -190,6 +246,39 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A plain HTTP GET on 127.0.0.1 (probes and metrics): (status, body).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("http only")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// A TCP port free right now on 127.0.0.1.
