@@ -60,9 +60,17 @@ test: fmt-check clippy test-unit test-integration ## Everything CI runs: fmt, cl
 bench: ## Criterion benchmarks (see docs/benchmarks.md)
 	$(CARGO) bench --bench admission
 
+.PHONY: bench-e2e
+bench-e2e: tools ## Pod CREATE through the API server: no policy vs native vs webhook engine (see docs/benchmarks.md)
+	hack/bench-e2e.sh $(CLUSTER_DIR)
+
 .PHONY: bench-migration
 bench-migration: tools ## Time to compliance for 1,000 pods on the local control plane (see docs/benchmarks.md)
 	hack/bench-migration.sh $(CLUSTER_DIR) $(or $(PODS),1000)
+
+.PHONY: fuzz
+fuzz: ## Coverage-guided fuzzing of admission (nightly, libFuzzer; FUZZ_RUNS inputs, default 10,000,000)
+	hack/fuzz.sh $(or $(FUZZ_RUNS),10000000)
 
 .PHONY: demo
 demo: tools ## Start the local control plane, apply the samples, run the operator and show what it did

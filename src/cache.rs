@@ -17,6 +17,8 @@ use k8s_openapi::{
         core::v1::{
             Affinity, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec,
         },
+        networking::v1::NetworkPolicy,
+        storage::v1::StorageClass,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -193,6 +195,56 @@ pub struct CachedPodSpec {
         skip_serializing
     )]
     pub claims: Vec<String>,
+    /// The named ports its containers declare (NetworkPolicies may refer to them).
+    #[serde(
+        default,
+        rename = "containers",
+        deserialize_with = "named_ports",
+        skip_serializing
+    )]
+    pub named_ports: Vec<NamedPort>,
+}
+
+/// A container port with a name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct NamedPort {
+    pub name: String,
+    pub number: i32,
+    pub protocol: String,
+}
+
+/// Reads `spec.containers` keeping only the named ports.
+fn named_ports<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<NamedPort>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Container {
+        #[serde(default)]
+        ports: Vec<Port>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Port {
+        #[serde(default)]
+        name: Option<String>,
+        container_port: i32,
+        #[serde(default)]
+        protocol: Option<String>,
+    }
+    let containers: Option<Vec<Container>> = Option::deserialize(deserializer)?;
+    Ok(containers
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.ports)
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.filter(|n| !n.is_empty())?,
+                number: p.container_port,
+                protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect())
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -383,6 +435,8 @@ pub struct Caches {
     pub volumes: Watched<PersistentVolume>,
     pub replica_sets: Watched<CachedReplicaSet>,
     pub stateful_sets: Watched<CachedStatefulSet>,
+    pub storage_classes: Watched<StorageClass>,
+    pub network_policies: Watched<NetworkPolicy>,
     /// Guarded: an object that does not parse (version skew, a hand-edited object) is
     /// kept as invalid instead of failing the whole watch, and decisions skip it.
     pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
@@ -402,6 +456,10 @@ impl Caches {
         let claims = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let volumes = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let replica_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
+        let storage_classes =
+            Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
+        let network_policies =
+            Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let stateful_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
         let enclaves = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
         let policies = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
@@ -417,6 +475,8 @@ impl Caches {
             ready_future(&volumes.store),
             ready_future(&replica_sets.store),
             ready_future(&stateful_sets.store),
+            ready_future(&storage_classes.store),
+            ready_future(&network_policies.store),
             ready_future(&enclaves.store),
             ready_future(&policies.store),
         ];
@@ -432,6 +492,8 @@ impl Caches {
             volumes,
             replica_sets,
             stateful_sets,
+            storage_classes,
+            network_policies,
             enclaves,
             policies,
             synced,
@@ -518,6 +580,18 @@ impl Catalog for Caches {
     }
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
         self.volumes.store.get(&ObjectRef::new(name))
+    }
+    fn storage_classes(&self) -> Vec<Arc<StorageClass>> {
+        self.storage_classes.store.state()
+    }
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.store.state()
+    }
+    fn claims(&self) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.claims.store.state()
+    }
+    fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
+        self.network_policies.store.state()
     }
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
         let sets = self.replica_sets.store.state();

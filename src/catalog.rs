@@ -5,7 +5,11 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::{
+    core::v1::{Node, PersistentVolume, PersistentVolumeClaim},
+    networking::v1::NetworkPolicy,
+    storage::v1::StorageClass,
+};
 use kube::ResourceExt;
 use serde::Deserialize;
 
@@ -29,6 +33,10 @@ pub trait Catalog {
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
     /// ReplicaSets and StatefulSets: what their pods' replacements come from.
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>>;
+    fn storage_classes(&self) -> Vec<Arc<StorageClass>>;
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>>;
+    fn claims(&self) -> Vec<Arc<PersistentVolumeClaim>>;
+    fn network_policies(&self) -> Vec<Arc<NetworkPolicy>>;
 }
 
 /// A catalog held in plain collections: for unit tests, fixtures and benchmarks.
@@ -42,6 +50,8 @@ pub struct StaticCatalog {
     pub claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
     pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
     pub owners: Vec<Arc<ReplicaOwner>>,
+    pub storage_classes: Vec<Arc<StorageClass>>,
+    pub network_policies: Vec<Arc<NetworkPolicy>>,
 }
 
 impl Catalog for StaticCatalog {
@@ -77,6 +87,18 @@ impl Catalog for StaticCatalog {
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
         self.owners.clone()
     }
+    fn storage_classes(&self) -> Vec<Arc<StorageClass>> {
+        self.storage_classes.clone()
+    }
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.values().cloned().collect()
+    }
+    fn claims(&self) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.claims.values().cloned().collect()
+    }
+    fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
+        self.network_policies.clone()
+    }
 }
 
 /// A node in a fixture: its labels, or a whole Node object.
@@ -109,6 +131,10 @@ struct Fixture {
     volumes: Vec<PersistentVolume>,
     #[serde(default)]
     owners: Vec<ReplicaOwner>,
+    #[serde(default)]
+    storage_classes: Vec<StorageClass>,
+    #[serde(default)]
+    network_policies: Vec<NetworkPolicy>,
 }
 
 impl StaticCatalog {
@@ -170,6 +196,8 @@ impl StaticCatalog {
                 .map(|v| (v.name_any(), Arc::new(v)))
                 .collect(),
             owners: fixture.owners.into_iter().map(Arc::new).collect(),
+            storage_classes: fixture.storage_classes.into_iter().map(Arc::new).collect(),
+            network_policies: fixture.network_policies.into_iter().map(Arc::new).collect(),
         })
     }
 }

@@ -32,3 +32,4 @@ pub mod scope;
 pub mod selector;
 pub mod shutdown;
 pub mod telemetry;
+pub mod volumes;

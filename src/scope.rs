@@ -117,6 +117,34 @@ pub fn covers(
             .is_none_or(|s| selector::matches(s, labels))
 }
 
+/// Does the policy cover the namespace (its pod selector aside)? For what is not a pod:
+/// claims, NetworkPolicies, access to the namespace's pods.
+pub fn covers_namespace(
+    policy: &ResidencyPolicy,
+    namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+) -> bool {
+    !ALWAYS_EXCLUDED_NAMESPACES.contains(&namespace)
+        && selector::matches(&policy.spec.match_.namespace_selector, namespace_labels)
+}
+
+/// The policies covering a namespace, its pod selector aside; `None` when the namespace
+/// is not in the cache (yet).
+pub fn applicable_to_namespace(catalog: &impl Catalog, namespace: &str) -> Option<Vec<Applicable>> {
+    let namespace_labels = catalog.namespace_labels(namespace)?;
+    Some(
+        catalog
+            .policies()
+            .into_iter()
+            .filter(|p| covers_namespace(p, namespace, &namespace_labels))
+            .map(|policy| Applicable {
+                enclave: resolve_enclave(catalog, &policy),
+                policy,
+            })
+            .collect(),
+    )
+}
+
 /// Resolves a policy's enclave, or says why it cannot be used.
 pub fn resolve_enclave(
     catalog: &impl Catalog,

@@ -451,6 +451,86 @@ pub fn warn_workload<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
     decision
 }
 
+/// A claim, or a StatefulSet's claim templates, as the volume check sees them.
+pub struct ClaimsView<'a> {
+    /// `PersistentVolumeClaim` or `StatefulSet`.
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// (claim or template name, spec).
+    pub claims: Vec<(
+        String,
+        k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+    )>,
+}
+
+/// Validating admission of a PersistentVolumeClaim (CREATE) or a StatefulSet's claim
+/// templates: every claim of an enforcing policy's namespaces (its pod selector aside:
+/// claims carry no pod labels) must keep its data on the enclave's storage.
+pub fn volumes<C: Catalog>(catalog: &C, view: &ClaimsView) -> Decision {
+    let Some(policies) = scope::applicable_to_namespace(catalog, view.namespace) else {
+        return Decision::refuse(format!(
+            "enclave-operator has not yet seen namespace {:?} and cannot decide on its residency; retry in a moment",
+            view.namespace
+        ));
+    };
+    let mut decision = Decision::default();
+    let classes = catalog.storage_classes();
+    let default_class = crate::volumes::default_class(&classes);
+    let nodes = catalog.nodes();
+    for applicable in policies
+        .iter()
+        .filter(|a| a.policy.spec.volumes.enforce_storage_classes)
+    {
+        let name = applicable.name();
+        let enforced = applicable.enforced();
+        let enclave = match &applicable.enclave {
+            Ok(enclave) => enclave,
+            Err(problem) if enforced => {
+                return decision.deny(
+                    &name,
+                    format!(
+                        "policy {name}: {problem}; in-scope claims are refused until it exists"
+                    ),
+                );
+            }
+            Err(_) => continue,
+        };
+        let enclave_nodes: Vec<_> = nodes
+            .iter()
+            .filter(|n| enclave.contains_node(kube::ResourceExt::labels(n.as_ref())))
+            .cloned()
+            .collect();
+        let storage = crate::volumes::Storage {
+            classes: &enclave.enclave.spec.storage.storage_class_names,
+            default_class: default_class.as_deref(),
+            enclave_nodes: &enclave_nodes,
+        };
+        for (claim, spec) in &view.claims {
+            let Some(why) = storage.claim_outside(spec, &|n| catalog.volume(n)) else {
+                continue;
+            };
+            let message = format!(
+                "policy {name}: {} {}/{}: claim {claim}: {why}; data in its scope must stay on the storage of DataEnclave {}",
+                view.kind,
+                view.namespace,
+                view.name,
+                enclave.name()
+            );
+            if enforced {
+                return decision.deny(&name, message);
+            }
+            decision.audit(
+                &name,
+                FindingKind::WouldDeny,
+                format!("(Audit) would deny: {message}"),
+            );
+            break;
+        }
+    }
+    decision
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +694,49 @@ mod tests {
         assert!(
             denied(&validate(&catalog(), &view("shop", &wide))).contains("400 node selector terms")
         );
+    }
+
+    #[test]
+    fn claims_off_the_enclaves_storage_are_refused_naming_the_classes() {
+        let catalog = catalog();
+        let view = |kind, spec: &str| ClaimsView {
+            kind,
+            namespace: "shop",
+            name: "data",
+            claims: vec![("data".into(), serde_yaml::from_str(spec).expect("spec"))],
+        };
+        let refused = volumes(
+            &catalog,
+            &view("PersistentVolumeClaim", "{storageClassName: us-east-ssd}"),
+        );
+        let message = denied(&refused);
+        assert!(
+            message.contains("us-east-ssd")
+                && message.contains("eu-dublin-ssd, eu-norway-ssd")
+                && message.contains("policy eu-user-data"),
+            "{message}"
+        );
+        assert_eq!(
+            volumes(
+                &catalog,
+                &view("PersistentVolumeClaim", "{storageClassName: eu-dublin-ssd}")
+            )
+            .outcome,
+            Outcome::Allow
+        );
+        assert!(
+            denied(&volumes(&catalog, &view("StatefulSet", "{}")))
+                .contains("no default StorageClass")
+        );
+        let audited = volumes(
+            &catalog,
+            &ClaimsView {
+                namespace: "analytics",
+                ..view("PersistentVolumeClaim", "{storageClassName: us-east-ssd}")
+            },
+        );
+        assert_eq!(audited.outcome, Outcome::Allow);
+        assert!(audited.warnings[0].contains("(Audit) would deny"));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub enum Handler {
     MutateDaemonSet,
     /// Warn about workloads whose pods can never be placed.
     WarnWorkload,
+    /// Keep claims (and StatefulSets' claim templates) on the enclave's storage.
+    ValidateVolumes,
 }
 
 /// The requests of one kind an entry covers.
@@ -158,6 +160,25 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::Never,
         pod_scoped: false,
         handler: Handler::WarnWorkload,
+    },
+    Entry {
+        name: "volumes",
+        phase: Phase::Validating,
+        rules: &[
+            Rule {
+                groups: &[""],
+                resources: &["persistentvolumeclaims"],
+                operations: &["CREATE"],
+            },
+            Rule {
+                groups: &["apps"],
+                resources: &["statefulsets"],
+                operations: &["CREATE", "UPDATE"],
+            },
+        ],
+        failure: Failure::ByEnforcement,
+        pod_scoped: false,
+        handler: Handler::ValidateVolumes,
     },
 ];
 

@@ -512,6 +512,77 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
                 decide::mutate::<C>,
             )
         }
+        Handler::ValidateVolumes => {
+            #[derive(Deserialize, Default)]
+            struct Template {
+                #[serde(default)]
+                metadata: Option<Meta>,
+                #[serde(default)]
+                spec: k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+            }
+            #[derive(Deserialize, Default)]
+            #[serde(rename_all = "camelCase")]
+            struct Claims {
+                #[serde(default)]
+                metadata: Option<Meta>,
+                #[serde(default)]
+                spec: serde_json::Map<String, Value>,
+            }
+            let parsed: Claims = match serde_json::from_str(object.get()) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    return refuse(
+                        request,
+                        format!("the {} does not parse: {e}", request.kind.kind),
+                    );
+                }
+            };
+            let name = parsed
+                .metadata
+                .as_ref()
+                .and_then(|m| m.name.clone().or(m.generate_name.clone()))
+                .unwrap_or_else(|| request.name.clone());
+            let claims = match request.kind.kind.as_str() {
+                "PersistentVolumeClaim" => {
+                    match serde_json::from_value(Value::Object(parsed.spec)) {
+                        Ok(spec) => vec![(name.clone(), spec)],
+                        Err(e) => return refuse(request, format!("the claim does not parse: {e}")),
+                    }
+                }
+                "StatefulSet" => {
+                    let templates: Vec<Template> = match parsed
+                        .spec
+                        .get("volumeClaimTemplates")
+                        .map(|t| serde_json::from_value(t.clone()))
+                        .transpose()
+                    {
+                        Ok(templates) => templates.unwrap_or_default(),
+                        Err(e) => {
+                            return refuse(
+                                request,
+                                format!("the StatefulSet's claim templates do not parse: {e}"),
+                            );
+                        }
+                    };
+                    templates
+                        .into_iter()
+                        .map(|t| (t.metadata.and_then(|m| m.name).unwrap_or_default(), t.spec))
+                        .collect()
+                }
+                _ => return allow(request),
+            };
+            let view = decide::ClaimsView {
+                kind: if request.kind.kind == "StatefulSet" {
+                    "StatefulSet"
+                } else {
+                    "PersistentVolumeClaim"
+                },
+                namespace: request.namespace.as_deref().unwrap_or_default(),
+                name: &name,
+                claims,
+            };
+            answer(request, decide::volumes(catalog, &view), None)
+        }
         Handler::WarnWorkload => {
             let Some(kind) = template_kind(&request.kind.kind) else {
                 return allow(request);
@@ -561,4 +632,105 @@ pub fn required_terms(pod: &Value) -> Vec<NodeSelectorTerm> {
     pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod fuzz_smoke {
+    //! A bounded run of what `make fuzz` does for millions of inputs (coverage-guided,
+    //! outside `make test`): arbitrary bytes, and the fixture review with parts replaced
+    //! by arbitrary JSON, through every handler — never a panic, always an answer for
+    //! the review's uid.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{admission::ENTRIES, scope::StaticCatalog};
+
+    const REVIEW: &str = include_str!("../../tests/fixtures/pod-review.json");
+
+    fn catalog() -> StaticCatalog {
+        StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
+            .expect("fixture")
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            "[a-zA-Z0-9./ -]{0,12}".prop_map(Value::String),
+            Just(Value::String("In".into())),
+            Just(Value::String("metadata.name".into())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every JSON pointer of a value.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    pointers(
+                        v,
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    pointers(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check(bytes: &[u8], catalog: &StaticCatalog) -> Result<(), TestCaseError> {
+        if let Ok(ReviewIn {
+            request: Some(request),
+        }) = serde_json::from_slice::<ReviewIn>(bytes)
+        {
+            for entry in ENTRIES {
+                let answer = decide(entry.handler, catalog, &request);
+                prop_assert_eq!(&answer.review.response.uid, &request.uid);
+                prop_assert!(serde_json::to_vec(&answer.review).is_ok());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&bytes, &catalog())?;
+        }
+
+        #[test]
+        fn mutated_reviews_never_panic(picks in prop::collection::vec((any::<prop::sample::Index>(), arbitrary_json()), 1..4)) {
+            let mut review: Value = serde_json::from_str(REVIEW).expect("fixture");
+            for (index, replacement) in picks {
+                let mut all = Vec::new();
+                pointers(&review, String::new(), &mut all);
+                let at = index.get(&all).clone();
+                if at.is_empty() {
+                    continue;
+                }
+                if let Some(slot) = review.pointer_mut(&at) {
+                    *slot = replacement;
+                }
+            }
+            check(review.to_string().as_bytes(), &catalog())?;
+        }
+    }
 }

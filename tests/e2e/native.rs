@@ -419,7 +419,7 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
             Arc::new(node)
         })
         .collect();
-    let mut params = native::params(&enclave, &nodes).expect("params fit");
+    let mut params = native::params(&enclave, &nodes, &[], None).expect("params fit");
     assert_eq!(params.spec.nodes.len(), 5000);
     params.metadata.name = Some("wide".into());
     put(&client, &unmanaged(params)).await;

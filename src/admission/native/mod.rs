@@ -178,6 +178,102 @@ pub struct Compiled {
     pub mutating: Option<(MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding)>,
     pub check: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
     pub warn: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
+    /// Claims on the enclave's storage (when `volumes.enforceStorageClasses`).
+    pub volumes: Option<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
+}
+
+/// The volume check (`crate::volumes::Storage::claim_outside`): claims, and StatefulSet
+/// claim templates, must keep their data on the enclave's storage.
+fn volumes_policy(
+    policy: &ResidencyPolicy,
+    enclave: Result<&ResolvedEnclave, &str>,
+    operator_namespace: &str,
+) -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
+    let name = policy.name_any();
+    let enforced = policy.spec.enforcement == Enforcement::Enforce;
+    let (variables, validations) = match enclave {
+        Err(problem) => (
+            Vec::new(),
+            refuse_all(&format!(
+                "policy {name}: {problem}; in-scope claims are refused until it exists"
+            )),
+        ),
+        Ok(enclave) => {
+            let classes_list = &enclave.enclave.spec.storage.storage_class_names;
+            let classes = cel::strings(classes_list);
+            let allowed = if classes_list.is_empty() {
+                "the enclave lists none".to_string()
+            } else {
+                classes_list.join(", ")
+            };
+            let variables = vec![
+                Variable {
+                    name: "claims".into(),
+                    expression: "request.kind.kind == 'PersistentVolumeClaim' ? [{'name': dyn(request.name), 'spec': dyn(object.spec)}] : (has(object.spec.volumeClaimTemplates) ? object.spec.volumeClaimTemplates.map(t, {'name': dyn(has(t.metadata) && has(t.metadata.name) ? t.metadata.name : ''), 'spec': dyn(t.spec)}) : [])".into(),
+                },
+                Variable {
+                    name: "outside".into(),
+                    expression: format!(
+                        "variables.claims.filter(c, has(c.spec.volumeName) && c.spec.volumeName != '' ? !(has(params.spec.volumes) && c.spec.volumeName in params.spec.volumes) : (has(c.spec.storageClassName) ? !(c.spec.storageClassName in {classes}) : !(has(params.spec.defaultStorageClass) && params.spec.defaultStorageClass in {classes})))"
+                    ),
+                },
+            ];
+            let why = format!(
+                "(has(variables.outside[0].spec.volumeName) && variables.outside[0].spec.volumeName != '' ? 'it names PersistentVolume ' + variables.outside[0].spec.volumeName + ', which is not a volume of the enclave (or does not exist)' : (has(variables.outside[0].spec.storageClassName) ? 'it uses storage class \"' + variables.outside[0].spec.storageClassName + '\", not one of the enclave\\'s ({allowed})' : (has(params.spec.defaultStorageClass) ? 'it names no storage class and the cluster\\'s default (' + params.spec.defaultStorageClass + ') is not one of the enclave\\'s ({allowed})' : 'it names no storage class and the cluster has no default StorageClass; name one of the enclave\\'s ({allowed})')))"
+            );
+            let message = format!(
+                "{} + request.kind.kind + ' ' + request.namespace + '/' + request.name + ': claim ' + variables.outside[0].name + ': ' + {why} + {}",
+                cel::quote(&format!("policy {name}: ")),
+                cel::quote(&format!(
+                    "; data in its scope must stay on the storage of DataEnclave {}",
+                    enclave.name()
+                ))
+            );
+            (
+                variables,
+                vec![Validation {
+                    expression: "size(variables.outside) == 0".into(),
+                    message_expression: Some(if enforced {
+                        message
+                    } else {
+                        format!("'(Audit) would deny: ' + {message}")
+                    }),
+                    reason: Some("Forbidden".into()),
+                    ..Validation::default()
+                }],
+            )
+        }
+    };
+    let object = object_name("volumes", &name);
+    let vap = ValidatingAdmissionPolicy {
+        metadata: meta(object.clone(), policy),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some(if enforced { "Fail" } else { "Ignore" }.into()),
+            param_kind: Some(params_kind()),
+            match_constraints: Some(constraints(vec![
+                rule(&[""], &["persistentvolumeclaims"], &["CREATE"]),
+                rule(&["apps"], &["statefulsets"], &["CREATE", "UPDATE"]),
+            ])),
+            variables: Some(variables),
+            validations: Some(validations),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    };
+    let binding = ValidatingAdmissionPolicyBinding {
+        metadata: meta(object.clone(), policy),
+        spec: ValidatingAdmissionPolicyBindingSpec {
+            policy_name: object,
+            param_ref: Some(param_ref(&policy.spec.enclave)),
+            match_resources: Some(binding_resources(policy, operator_namespace, false)),
+            validation_actions: if enforced {
+                vec!["Deny".into()]
+            } else {
+                vec!["Audit".into(), "Warn".into()]
+            },
+        },
+    };
+    (vap, binding)
 }
 
 fn meta(name: String, policy: &ResidencyPolicy) -> ObjectMeta {
@@ -410,6 +506,11 @@ pub fn compile(
         mutating,
         check: (check, check_binding),
         warn: (warn, warn_binding),
+        volumes: policy
+            .spec
+            .volumes
+            .enforce_storage_classes
+            .then(|| volumes_policy(policy, enclave, operator_namespace)),
     }
 }
 
@@ -546,8 +647,14 @@ fn mutating(
     (map, binding)
 }
 
-/// The params of an enclave: its node names and their site.
-pub fn params(enclave: &ResolvedEnclave, nodes: &[Arc<Node>]) -> Result<EnclaveParams, String> {
+/// The params of an enclave: its node names and their site, the volumes inside it, and
+/// the cluster's default storage class.
+pub fn params(
+    enclave: &ResolvedEnclave,
+    nodes: &[Arc<Node>],
+    volumes: &[Arc<k8s_openapi::api::core::v1::PersistentVolume>],
+    default_class: Option<String>,
+) -> Result<EnclaveParams, String> {
     let sites = &enclave.enclave.spec.sites;
     let data: BTreeMap<String, String> = nodes
         .iter()
@@ -558,17 +665,37 @@ pub fn params(enclave: &ResolvedEnclave, nodes: &[Arc<Node>]) -> Result<EnclaveP
             Some((node.name_any(), site.name.clone()))
         })
         .collect();
-    let size: usize = data.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let enclave_nodes: Vec<Arc<Node>> = nodes
+        .iter()
+        .filter(|n| enclave.contains_node(n.labels()))
+        .cloned()
+        .collect();
+    let storage = crate::volumes::Storage {
+        classes: &enclave.enclave.spec.storage.storage_class_names,
+        default_class: default_class.as_deref(),
+        enclave_nodes: &enclave_nodes,
+    };
+    let inside_volumes = crate::volumes::inside_volumes(&storage, volumes);
+    let size: usize = data
+        .iter()
+        .chain(&inside_volumes)
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
     if size > MAX_PARAMS_BYTES {
         return Err(format!(
-            "DataEnclave {} has {} nodes, too many for the native engine's params ({size} bytes, at most {MAX_PARAMS_BYTES}): use the webhook engine",
+            "DataEnclave {} has {} nodes and {} volumes, too many for the native engine's params ({size} bytes, at most {MAX_PARAMS_BYTES}): use the webhook engine",
             enclave.name(),
-            data.len()
+            data.len(),
+            inside_volumes.len()
         ));
     }
     let mut params = EnclaveParams::new(
         &params_name(&enclave.name()),
-        EnclaveParamsSpec { nodes: data },
+        EnclaveParamsSpec {
+            nodes: data,
+            volumes: inside_volumes,
+            default_storage_class: default_class,
+        },
     );
     params.metadata.labels =
         Some([(MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string())].into());
@@ -630,12 +757,14 @@ pub async fn apply(
     client: &Client,
     policy: &ResidencyPolicy,
     enclave: Result<&ResolvedEnclave, &str>,
-    nodes: &[Arc<Node>],
+    catalog: &impl crate::catalog::Catalog,
     setup: &AdmissionSetup,
 ) -> Result<(), Error> {
     let namespace = &setup.operator_namespace;
     if let Ok(enclave) = enclave {
-        let params = params(enclave, nodes).map_err(Error::Unrepresentable)?;
+        let default_class = crate::volumes::default_class(&catalog.storage_classes());
+        let params = params(enclave, &catalog.nodes(), &catalog.volumes(), default_class)
+            .map_err(Error::Unrepresentable)?;
         let name = params.name_any();
         let applied = Api::<EnclaveParams>::all(client.clone())
             .patch(
@@ -660,6 +789,23 @@ pub async fn apply(
     put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await?;
     put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;
     put(client, "ValidatingAdmissionPolicyBinding", compiled.warn.1).await?;
+    let volumes_name = object_name("volumes", &policy.name_any());
+    match compiled.volumes {
+        Some((vap, binding)) => {
+            put(client, "ValidatingAdmissionPolicy", vap).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
+        }
+        None => {
+            let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
+                .await
+                .and(delete_named::<ValidatingAdmissionPolicy>(client, &volumes_name).await);
+            gone.map_err(|source| Error::Write {
+                kind: "ValidatingAdmissionPolicy",
+                name: volumes_name,
+                source,
+            })?;
+        }
+    }
     match compiled.mutating {
         Some((map, binding)) => {
             put(client, "MutatingAdmissionPolicy", map).await?;
@@ -707,7 +853,7 @@ where
 /// so that no binding names a policy that is gone. Only call it where the API server
 /// serves them.
 pub async fn delete(client: &Client, policy: &str) -> Result<(), kube::Error> {
-    for what in ["place", "check", "warn"] {
+    for what in ["place", "check", "warn", "volumes"] {
         let name = object_name(what, policy);
         if what == "place" {
             delete_named::<MutatingAdmissionPolicyBinding>(client, &name).await?;

@@ -8,7 +8,6 @@ use kube::ResourceExt;
 use super::status::AdmissionReadiness;
 use crate::{
     admission::{Engine, native, webhooks},
-    catalog::Catalog,
     context::Context,
     crd::ResidencyPolicy,
     scope::ResolvedEnclave,
@@ -67,8 +66,7 @@ pub async fn ensure(
             if let Err(error) = webhooks::delete(&ctx.client, &name).await {
                 tracing::debug!(%error, policy = %name, "could not remove webhook configurations");
             }
-            let nodes = ctx.caches.nodes();
-            match native::apply(&ctx.client, policy, enclave, &nodes, setup).await {
+            match native::apply(&ctx.client, policy, enclave, &ctx.caches, setup).await {
                 Ok(()) => AdmissionReadiness::InPlace { engine: "native" },
                 Err(native::Error::NotInPlace(message)) => AdmissionReadiness::NotInPlace {
                     reason: "AdmissionNotInPlace",

@@ -1,0 +1,318 @@
+//! The volume rules, pure, shared by admission (both engines decide the same) and the
+//! residency controller: where a claim's data would live, and whether that is inside
+//! the enclave.
+//!
+//! - A claim naming a PersistentVolume (`spec.volumeName`) is judged by that volume.
+//! - Otherwise by its storage class: the one it names, or the cluster's default
+//!   StorageClass when it names none (the API server's DefaultStorageClass admission
+//!   plugin sets it on a new claim before our checks run; StatefulSet claim templates
+//!   are judged by the default the operator knows). No class and no default: refused.
+//! - A volume is inside when its class is one of the enclave's and, if it has node
+//!   affinity, some node of the enclave satisfies it.
+//! - An enclave StorageClass whose `allowedTopologies` let it provision on a node
+//!   outside the enclave (or that has none, while nodes outside exist) leaks.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::api::{
+    core::v1::{Node, PersistentVolume, PersistentVolumeClaimSpec},
+    storage::v1::StorageClass,
+};
+use kube::ResourceExt;
+
+use crate::placement;
+
+/// The annotation that marks the cluster's default StorageClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// The cluster's default StorageClass, if exactly one is marked (several: the newest,
+/// as the API server's DefaultStorageClass plugin picks).
+pub fn default_class(classes: &[Arc<StorageClass>]) -> Option<String> {
+    classes
+        .iter()
+        .filter(|c| {
+            c.annotations()
+                .get(DEFAULT_CLASS_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        })
+        .max_by_key(|c| {
+            (
+                c.metadata.creation_timestamp.clone().map(|t| t.0),
+                c.name_any(),
+            )
+        })
+        .map(|c| c.name_any())
+}
+
+/// The enclave's side of the rules.
+pub struct Storage<'a> {
+    /// The enclave's storage classes.
+    pub classes: &'a [String],
+    /// The cluster's default StorageClass.
+    pub default_class: Option<&'a str>,
+    /// The nodes of the enclave (name, labels), for volumes' node affinity.
+    pub enclave_nodes: &'a [Arc<Node>],
+}
+
+impl Storage<'_> {
+    fn allowed(&self) -> String {
+        if self.classes.is_empty() {
+            "the enclave lists none".into()
+        } else {
+            self.classes.join(", ")
+        }
+    }
+
+    /// Why the volume lives outside the enclave, if it does.
+    pub fn volume_outside(&self, volume: &PersistentVolume) -> Option<String> {
+        let name = volume.name_any();
+        let spec = volume.spec.as_ref();
+        let class = spec
+            .and_then(|s| s.storage_class_name.as_deref())
+            .unwrap_or_default();
+        if !self.classes.iter().any(|c| c == class) {
+            return Some(format!(
+                "PersistentVolume {name} is of storage class {class:?}, not one of the enclave's ({})",
+                self.allowed()
+            ));
+        }
+        let terms = spec
+            .and_then(|s| s.node_affinity.as_ref())
+            .and_then(|a| a.required.as_ref())
+            .map(|r| r.node_selector_terms.as_slice());
+        if let Some(terms) = terms
+            && !self.enclave_nodes.iter().any(|n| {
+                terms
+                    .iter()
+                    .any(|t| placement::term_matches_node(t, &n.name_any(), n.labels()))
+            })
+        {
+            return Some(format!(
+                "PersistentVolume {name} can only be reached from nodes outside the enclave (its node affinity)"
+            ));
+        }
+        None
+    }
+
+    /// Why a claim with this spec would keep its data outside the enclave, if it would.
+    /// `volume` looks a PersistentVolume up by name.
+    pub fn claim_outside(
+        &self,
+        spec: &PersistentVolumeClaimSpec,
+        volume: &dyn Fn(&str) -> Option<Arc<PersistentVolume>>,
+    ) -> Option<String> {
+        if let Some(name) = spec.volume_name.as_deref().filter(|n| !n.is_empty()) {
+            return match volume(name) {
+                Some(pv) => self.volume_outside(&pv),
+                None => Some(format!(
+                    "it names PersistentVolume {name}, which does not exist, so where its data lives cannot be known"
+                )),
+            };
+        }
+        let class = match spec.storage_class_name.as_deref() {
+            Some(class) => class,
+            None => match self.default_class {
+                Some(class) => class,
+                None => {
+                    return Some(format!(
+                        "it names no storage class and the cluster has no default StorageClass; name one of the enclave's ({})",
+                        self.allowed()
+                    ));
+                }
+            },
+        };
+        (!self.classes.iter().any(|c| c == class)).then(|| {
+            format!(
+                "it uses storage class {class:?}, not one of the enclave's ({})",
+                self.allowed()
+            )
+        })
+    }
+
+    /// Why an enclave StorageClass can provision outside the enclave, if it can: some
+    /// node outside the enclave matches one of its `allowedTopologies` terms (or it has
+    /// none, and such nodes exist).
+    pub fn class_reaches_outside(
+        &self,
+        class: &StorageClass,
+        all_nodes: &[Arc<Node>],
+    ) -> Option<String> {
+        let outside: Vec<&Arc<Node>> = all_nodes
+            .iter()
+            .filter(|n| {
+                !self
+                    .enclave_nodes
+                    .iter()
+                    .any(|e| e.name_any() == n.name_any())
+            })
+            .collect();
+        let name = class.name_any();
+        let terms = class.allowed_topologies.as_deref().unwrap_or_default();
+        if terms.is_empty() {
+            return outside.first().map(|node| {
+                format!(
+                    "StorageClass {name} has no allowedTopologies, so it may provision where node {} (outside the enclave) runs",
+                    node.name_any()
+                )
+            });
+        }
+        outside.iter().find_map(|node| {
+            let labels = node.labels();
+            terms
+                .iter()
+                .any(|term| {
+                    term.match_label_expressions.iter().flatten().all(|e| {
+                        labels.get(&e.key).is_some_and(|v| e.values.contains(v))
+                    })
+                })
+                .then(|| {
+                    format!(
+                        "StorageClass {name} allows topologies that node {} (outside the enclave) is in",
+                        node.name_any()
+                    )
+                })
+        })
+    }
+}
+
+/// A map of the enclave's PersistentVolumes, by name, for the native engine's params:
+/// the volumes a claim may name.
+pub fn inside_volumes(
+    storage: &Storage,
+    volumes: &[Arc<PersistentVolume>],
+) -> BTreeMap<String, String> {
+    volumes
+        .iter()
+        .filter(|v| storage.volume_outside(v).is_none())
+        .map(|v| {
+            let class = v
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone())
+                .unwrap_or_default();
+            (v.name_any(), class)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_yaml::from_str(text).expect("fixture")
+    }
+
+    fn nodes() -> Vec<Arc<Node>> {
+        ["dublin-a:dublin", "norway-a:norway", "virginia-a:virginia"]
+            .iter()
+            .map(|s| {
+                let (name, site) = s.split_once(':').expect("pair");
+                Arc::new(yaml(&format!(
+                    "metadata: {{name: {name}, labels: {{site: {site}, topology.kubernetes.io/zone: {site}-1a}}}}"
+                )))
+            })
+            .collect()
+    }
+
+    fn storage<'a>(
+        classes: &'a [String],
+        enclave_nodes: &'a [Arc<Node>],
+        default: Option<&'a str>,
+    ) -> Storage<'a> {
+        Storage {
+            classes,
+            default_class: default,
+            enclave_nodes,
+        }
+    }
+
+    #[test]
+    fn claims_are_judged_by_class_default_or_volume() {
+        let classes = vec!["eu-dublin-ssd".to_string(), "eu-norway-ssd".to_string()];
+        let all = nodes();
+        let inside = all[..2].to_vec();
+        let s = storage(&classes, &inside, Some("us-east-ssd"));
+        let none = |_: &str| None;
+        let us: PersistentVolumeClaimSpec = yaml("{storageClassName: us-east-ssd}");
+        let message = s.claim_outside(&us, &none).expect("outside");
+        assert!(
+            message.contains("us-east-ssd") && message.contains("eu-dublin-ssd, eu-norway-ssd"),
+            "{message}"
+        );
+        assert!(
+            s.claim_outside(&yaml("{storageClassName: eu-dublin-ssd}"), &none)
+                .is_none()
+        );
+        // No class: the default decides.
+        assert!(
+            s.claim_outside(&yaml("{}"), &none)
+                .is_some_and(|m| m.contains("us-east-ssd"))
+        );
+        let eu_default = storage(&classes, &inside, Some("eu-norway-ssd"));
+        assert!(eu_default.claim_outside(&yaml("{}"), &none).is_none());
+        let no_default = storage(&classes, &inside, None);
+        assert!(
+            no_default
+                .claim_outside(&yaml("{}"), &none)
+                .is_some_and(|m| m.contains("no default StorageClass"))
+        );
+        // A named volume decides, whatever the claim's class says.
+        let pv: Arc<PersistentVolume> = Arc::new(yaml(
+            "metadata: {name: pv-us}\nspec: {storageClassName: eu-dublin-ssd, nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: site, operator: In, values: [virginia]}]}]}}}",
+        ));
+        let lookup = |name: &str| (name == "pv-us").then(|| pv.clone());
+        let named: PersistentVolumeClaimSpec =
+            yaml("{volumeName: pv-us, storageClassName: eu-dublin-ssd}");
+        assert!(
+            s.claim_outside(&named, &lookup)
+                .is_some_and(|m| m.contains("outside the enclave"))
+        );
+        let missing: PersistentVolumeClaimSpec = yaml("{volumeName: nope}");
+        assert!(
+            s.claim_outside(&missing, &lookup)
+                .is_some_and(|m| m.contains("does not exist"))
+        );
+        assert_eq!(inside_volumes(&s, &[pv]).len(), 0);
+    }
+
+    #[test]
+    fn classes_reaching_outside_are_found() {
+        let classes = vec!["eu".to_string()];
+        let all = nodes();
+        let inside = all[..2].to_vec();
+        let s = storage(&classes, &inside, None);
+        let unbounded: StorageClass = yaml("metadata: {name: eu}\nprovisioner: x");
+        assert!(
+            s.class_reaches_outside(&unbounded, &all)
+                .is_some_and(|m| m.contains("no allowedTopologies"))
+        );
+        let eu_only: StorageClass = yaml(
+            "metadata: {name: eu}\nprovisioner: x\nallowedTopologies: [{matchLabelExpressions: [{key: site, values: [dublin, norway]}]}]",
+        );
+        assert_eq!(s.class_reaches_outside(&eu_only, &all), None);
+        let leaky: StorageClass = yaml(
+            "metadata: {name: eu}\nprovisioner: x\nallowedTopologies: [{matchLabelExpressions: [{key: site, values: [dublin, virginia]}]}]",
+        );
+        assert!(
+            s.class_reaches_outside(&leaky, &all)
+                .is_some_and(|m| m.contains("virginia-a"))
+        );
+    }
+
+    #[test]
+    fn the_newest_marked_class_is_the_default() {
+        let classes: Vec<Arc<StorageClass>> = vec![
+            Arc::new(yaml(
+                "metadata: {name: a, creationTimestamp: '2026-01-01T00:00:00Z', annotations: {storageclass.kubernetes.io/is-default-class: 'true'}}\nprovisioner: x",
+            )),
+            Arc::new(yaml(
+                "metadata: {name: b, creationTimestamp: '2026-02-01T00:00:00Z', annotations: {storageclass.kubernetes.io/is-default-class: 'true'}}\nprovisioner: x",
+            )),
+            Arc::new(yaml("metadata: {name: c}\nprovisioner: x")),
+        ];
+        assert_eq!(default_class(&classes).as_deref(), Some("b"));
+        assert_eq!(default_class(&classes[2..]), None);
+    }
+}
