@@ -43,6 +43,8 @@ pub enum Kind {
     ExposureFound,
     /// A NetworkPolicy opens a path out of the enclave.
     NetworkLeakFound,
+    /// A claim or storage class keeps (or would keep) data outside the enclave.
+    VolumeOutsideEnclave,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
             Kind::NetworkPolicyHealed => "NetworkPolicyHealed",
             Kind::ExposureFound => "ExposureFound",
             Kind::NetworkLeakFound => "NetworkLeakFound",
+            Kind::VolumeOutsideEnclave => "VolumeOutsideEnclave",
         }
     }
 }

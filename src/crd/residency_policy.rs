@@ -235,10 +235,17 @@ pub struct ResidencyPolicyStatus {
     /// the enclave, no controller, eviction disabled).
     #[serde(default)]
     pub blocked_pods: i32,
+    /// Claims in scope (and enclave storage classes) whose data lives or would be
+    /// provisioned outside the enclave.
+    #[serde(default)]
+    pub non_compliant_volumes: i32,
+    /// Paths out of the enclave that the NetworkPolicies selecting in-scope pods open.
+    #[serde(default)]
+    pub network_leaks: i32,
     /// Up to 50 violations, the rest counted in the totals above.
     #[serde(default)]
     pub violations: Vec<Violation>,
-    /// `Ready` and `Compliant`.
+    /// `Ready`, `Compliant`, `Conflicted`, `VolumesCompliant` and `NetworkFenced`.
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -255,7 +262,8 @@ pub struct Violation {
     pub namespace: Option<String>,
     /// Its name.
     pub name: String,
-    /// A CamelCase reason, e.g. OutsideEnclave, VolumeOutsideEnclave, Unmanaged.
+    /// A CamelCase reason, e.g. OutsideEnclave, VolumeOutsideEnclave, Unmanaged,
+    /// ClaimOutsideEnclave, StorageClassReachesOutside, NetworkLeak.
     pub reason: String,
     /// What is wrong and what will happen.
     pub message: String,

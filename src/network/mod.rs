@@ -13,8 +13,8 @@
 //! Both halves are pure functions of their inputs, so that every verdict can be pinned
 //! down by a fixture. The label selector matching they share lives here.
 
-mod fence;
-mod reachability;
+pub mod fence;
+pub mod reachability;
 
 pub use fence::{
     ALLOW_NAME_PREFIX, DENY_NAME_PREFIX, FenceError, FenceInput, MANAGED_BY_LABEL,

@@ -74,6 +74,17 @@ pub fn apply_rejected(yaml: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// kubectl with stdin that must succeed; returns stdout.
+pub fn kubectl_ok_stdin(args: &[&str], stdin: &str) -> String {
+    let out = kubectl(args, Some(stdin));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// kubectl that must succeed; returns stdout.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl(args, None);

@@ -10,5 +10,6 @@ mod admission;
 mod hardening;
 mod migration;
 mod native;
+mod network;
 mod sites;
 mod validation;

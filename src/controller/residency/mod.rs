@@ -16,7 +16,9 @@ pub mod admission;
 pub mod assess;
 pub mod memory;
 pub mod migrate;
+pub mod network;
 pub mod status;
+pub mod storage;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -49,6 +51,7 @@ const CONTROLLER: &str = "residency";
 pub struct Residency {
     pub ctx: Arc<Context>,
     pub memory: memory::Memory,
+    pub fence: network::FenceMemory,
 }
 
 fn condition_became(
@@ -91,11 +94,34 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
         )
     });
 
+    // Volumes and the network, each its own step.
+    let volumes = enclave
+        .as_ref()
+        .ok()
+        .map(|enclave| storage::assess(policy, enclave, &ctx.caches));
+    let mut leaks = network::LeakAssessment::default();
+    let mut fence = Ok(0);
+    if let Ok(enclave) = &enclave {
+        let inside = network::namespaces(policy, &ctx.caches, &ctx.admission.operator_namespace);
+        fence = match network::desired(policy, enclave, &inside) {
+            Ok(desired) => network::apply(state, policy, desired).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        leaks = network::leaks(policy, enclave, &ctx.caches, &inside);
+    }
+    record_findings(state, &name, volumes.as_ref(), &leaks).await;
+
     // 4. Status, before any eviction: detection must not wait for the moves.
     let found = status::Found {
         enclave: enclave_ref,
         admission: &readiness,
         assessment: assessment.as_ref(),
+        volumes: volumes.as_ref(),
+        network: enclave.is_ok().then(|| status::NetworkFound {
+            isolation: policy.spec.network.isolation,
+            fence: fence.clone(),
+            leaks: &leaks,
+        }),
     };
     let next = status::build(policy, &found, &conditions::now());
     if status::changed(policy.status.as_ref(), &next) {
@@ -172,6 +198,62 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
 }
 
 use status::AdmissionReadiness;
+
+/// Records volumes outside the enclave and network leaks when they are first found (not
+/// every pass), with an Event on the policy.
+async fn record_findings(
+    state: &Residency,
+    policy: &str,
+    volumes: Option<&storage::VolumeAssessment>,
+    leaks: &network::LeakAssessment,
+) {
+    let found = volumes
+        .map(|v| v.violations.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|v| (Kind::VolumeOutsideEnclave, v))
+        .chain(leaks.violations.iter().map(|v| (Kind::NetworkLeakFound, v)));
+    let mut current = HashSet::new();
+    let scope = format!("findings/{policy}");
+    for (kind, violation) in found {
+        let key = format!(
+            "{}/{}/{}/{}",
+            violation.kind,
+            violation.namespace.as_deref().unwrap_or_default(),
+            violation.name,
+            violation.message
+        );
+        current.insert(key.clone());
+        if !state.memory.newly_blocked(&scope, &key, kind.as_str()) {
+            continue;
+        }
+        state.ctx.sink.record(
+            Record::new(
+                kind,
+                Some(policy),
+                Subject::new(&violation.kind, violation.namespace.as_deref(), &violation.name),
+                violation.message.clone(),
+            )
+            .with("reason", violation.reason.clone()),
+        );
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("enclave.dev/v1alpha1".into()),
+            kind: Some("ResidencyPolicy".into()),
+            name: Some(policy.to_string()),
+            ..Default::default()
+        };
+        publish(
+            &state.ctx,
+            &reference,
+            EventType::Warning,
+            &violation.reason,
+            "Audit",
+            format!("{} {}: {}", violation.kind, violation.name, violation.message),
+        )
+        .await;
+    }
+    state.memory.keep_blocked(&scope, &current);
+}
 
 /// Records pods that became blocked (once per block, not every pass), with an Event.
 async fn record_blocked(state: &Residency, policy: &str, assessment: &assess::Assessment) {
@@ -305,12 +387,15 @@ pub async fn run(ctx: Arc<Context>) {
         caches.volumes.changes().boxed(),
         caches.replica_sets.changes().boxed(),
         caches.stateful_sets.changes().boxed(),
+        caches.storage_classes.changes().boxed(),
+        caches.network_policies.changes().boxed(),
         ca_changes.boxed(),
         admission_changes(&ctx.client, ctx.admission.native_served),
     ]);
     let state = Arc::new(Residency {
         ctx: ctx.clone(),
         memory: memory::Memory::default(),
+        fence: network::FenceMemory::default(),
     });
     Controller::new(policies, watcher::Config::default().any_semantic())
         .reconcile_all_on(triggers)

@@ -25,11 +25,21 @@ pub enum AdmissionReadiness {
     Unknown,
 }
 
+/// What the network step did and found.
+pub struct NetworkFound<'a> {
+    pub isolation: crate::crd::NetworkIsolation,
+    /// The fence written (how many objects were healed), or why not.
+    pub fence: Result<usize, String>,
+    pub leaks: &'a super::network::LeakAssessment,
+}
+
 /// Everything status is built from.
 pub struct Found<'a> {
     pub enclave: Result<&'a ResolvedEnclave, &'a str>,
     pub admission: &'a AdmissionReadiness,
     pub assessment: Option<&'a Assessment>,
+    pub volumes: Option<&'a super::storage::VolumeAssessment>,
+    pub network: Option<NetworkFound<'a>>,
 }
 
 fn ready(policy: &ResidencyPolicy, found: &Found) -> Observed {
@@ -143,6 +153,68 @@ fn conflicted(assessment: Option<&Assessment>) -> Observed {
     }
 }
 
+fn volumes_compliant(policy: &ResidencyPolicy, volumes: &super::storage::VolumeAssessment) -> Observed {
+    let bad = &volumes.violations;
+    if bad.is_empty() {
+        return Observed::new(
+            "VolumesCompliant",
+            true,
+            "AllVolumesInEnclave",
+            "every claim in scope keeps its data on the enclave's storage",
+        );
+    }
+    let reason = if bad.iter().all(|v| v.kind == "StorageClass") {
+        "StorageClassReachesOutside"
+    } else {
+        "VolumesOutsideEnclave"
+    };
+    Observed::new(
+        "VolumesCompliant",
+        false,
+        reason,
+        format!(
+            "{} claim(s) or storage class(es) keep data outside the enclave{}: see violations",
+            bad.len(),
+            if policy.spec.volumes.enforce_storage_classes {
+                ""
+            } else {
+                " (volumes.enforceStorageClasses is false: new claims are not refused)"
+            }
+        ),
+    )
+}
+
+fn network_fenced(network: &NetworkFound) -> Observed {
+    if network.isolation == crate::crd::NetworkIsolation::None {
+        return Observed::new(
+            "NetworkFenced",
+            false,
+            "IsolationNone",
+            "network.isolation is None: the operator manages no NetworkPolicy for this policy",
+        );
+    }
+    if let Err(problem) = &network.fence {
+        return Observed::new("NetworkFenced", false, "FenceWriteFailed", problem.clone());
+    }
+    if network.leaks.leaks > 0 {
+        return Observed::new(
+            "NetworkFenced",
+            false,
+            "NetworkLeak",
+            format!(
+                "{} path(s) out of the enclave are open through NetworkPolicies selecting pods in scope: see violations",
+                network.leaks.leaks
+            ),
+        );
+    }
+    Observed::new(
+        "NetworkFenced",
+        true,
+        "Fenced",
+        "the enclave's NetworkPolicies are in place and no NetworkPolicy opens a path out",
+    )
+}
+
 /// The status the policy should have. Pure.
 pub fn build(policy: &ResidencyPolicy, found: &Found, now: &Time) -> ResidencyPolicyStatus {
     let previous = policy
@@ -155,21 +227,32 @@ pub fn build(policy: &ResidencyPolicy, found: &Found, now: &Time) -> ResidencyPo
         ..ResidencyPolicyStatus::default()
     };
     let mut observed = vec![ready(policy, found)];
+    let mut violations = Vec::new();
     if let Some(assessment) = found.assessment {
         status.matched_pods = assessment.matched;
         status.compliant_pods = assessment.compliant;
         status.non_compliant_pods = assessment.non_compliant;
         status.migrating_pods = assessment.migrating;
         status.blocked_pods = assessment.blocked;
-        status.violations = assessment
-            .violations
-            .iter()
-            .take(MAX_VIOLATIONS)
-            .cloned()
-            .collect();
+        violations.extend(assessment.violations.iter().cloned());
         observed.push(compliant(policy, assessment));
     }
     observed.push(conflicted(found.assessment));
+    if let Some(volumes) = found.volumes {
+        status.non_compliant_volumes = i32::try_from(volumes.violations.len()).unwrap_or(i32::MAX);
+        violations.extend(volumes.violations.iter().cloned());
+        observed.push(volumes_compliant(policy, volumes));
+    }
+    if let Some(network) = &found.network {
+        status.network_leaks = network.leaks.leaks;
+        violations.extend(network.leaks.violations.iter().cloned());
+        observed.push(network_fenced(network));
+    }
+    violations.sort_by(|a, b| {
+        (&a.namespace, &a.name, &a.kind, &a.reason).cmp(&(&b.namespace, &b.name, &b.kind, &b.reason))
+    });
+    violations.truncate(MAX_VIOLATIONS);
+    status.violations = violations;
     status.conditions = conditions::settle(previous, observed, policy.metadata.generation, now);
     status
 }

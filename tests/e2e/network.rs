@@ -1,0 +1,196 @@
+//! The network fence and the volume report against the local control plane: the
+//! operator's NetworkPolicies are created, healed after an edit or a deletion, removed
+//! where they no longer belong; a tenant's NetworkPolicy that opens a path out is
+//! reported by name, one that stays inside is not; volumes outside are reported.
+//!
+//! No CNI enforces NetworkPolicies here (kwok runs no pod network): these tests check
+//! what the operator writes and finds; `make kind-e2e` checks enforcement.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const ENCLAVE: &str = "network-eu";
+
+fn setup(namespace: &str, extra: &str) -> TestNamespace {
+    shared_operator("network");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new(namespace, true);
+    apply(&policy(namespace, ENCLAVE, extra));
+    ns
+}
+
+fn fence_names(namespace: &str) -> String {
+    kubectl_ok(&[
+        "get", "networkpolicy", "-n", namespace, "-l", "app.kubernetes.io/managed-by=enclave-operator",
+        "-o", "jsonpath={range .items[*]}{.metadata.name} {end}",
+    ])
+}
+
+async fn status_of(policy: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
+    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> = kube::Api::all(client().await);
+    policies
+        .get(policy)
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .unwrap_or_default()
+}
+
+fn condition(status: &enclave_operator::crd::ResidencyPolicyStatus, type_: &str) -> (String, String) {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
+    let _cluster = cluster_lock().read().await;
+    let ns = setup("net-fence", "");
+    let deny = "enclave-fence-deny-net-fence";
+    let allow = "enclave-fence-allow-net-fence";
+    eventually(TIMEOUT, "the fence in place", || async {
+        let names = fence_names(&ns.name);
+        if names.contains(deny) && names.contains(allow) { Ok(()) } else { Err(names) }
+    })
+    .await;
+    let owner = kubectl_ok(&["get", "networkpolicy", deny, "-n", &ns.name, "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"]);
+    assert_eq!(owner, "ResidencyPolicy/net-fence");
+    let egress_of_allow = || kubectl_ok(&["get", "networkpolicy", allow, "-n", &ns.name, "-o", "jsonpath={.spec.egress}"]);
+    let original = egress_of_allow();
+    // Edited: restored.
+    kubectl_ok(&["patch", "networkpolicy", allow, "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"egress":[{}]}}"#]);
+    eventually(TIMEOUT, "the edited fence restored", || async {
+        let now = egress_of_allow();
+        if now == original { Ok(()) } else { Err(now) }
+    })
+    .await;
+    // Deleted: recreated.
+    kubectl_ok(&["delete", "networkpolicy", deny, "-n", &ns.name]);
+    eventually(TIMEOUT, "the deleted fence recreated", || async {
+        let names = fence_names(&ns.name);
+        if names.contains(deny) { Ok(()) } else { Err(names) }
+    })
+    .await;
+    eventually(TIMEOUT, "a FenceHealed Event", || async {
+        let events = kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=FenceHealed,involvedObject.name=net-fence", "-o", "name"]);
+        if events.lines().count() >= 1 { Ok(()) } else { Err(events) }
+    })
+    .await;
+    // The namespace leaves the scope: its fence goes.
+    kubectl_ok(&["label", "namespace", &ns.name, "enclave.dev/test-scope-"]);
+    eventually(TIMEOUT, "the fence removed from a namespace out of scope", || async {
+        let names = fence_names(&ns.name);
+        if names.trim().is_empty() { Ok(()) } else { Err(names) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
+    let _cluster = cluster_lock().read().await;
+    let ns = setup("net-none", "");
+    eventually(TIMEOUT, "the fence in place", || async {
+        let names = fence_names(&ns.name);
+        if names.split_whitespace().count() == 2 { Ok(()) } else { Err(names) }
+    })
+    .await;
+    apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: None}\n"));
+    eventually(TIMEOUT, "no fence with isolation None", || async {
+        let names = fence_names(&ns.name);
+        if names.trim().is_empty() { Ok(()) } else { Err(names) }
+    })
+    .await;
+    assert_eq!(condition(&status_of(&ns.name).await, "NetworkFenced").1, "IsolationNone");
+    apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: Enclave}\n"));
+    eventually(TIMEOUT, "the fence back", || async {
+        let names = fence_names(&ns.name);
+        if names.split_whitespace().count() == 2 { Ok(()) } else { Err(names) }
+    })
+    .await;
+    kubectl_ok(&["delete", "residencypolicy", &ns.name]);
+    eventually(TIMEOUT, "the fence gone with its policy", || async {
+        let names = fence_names(&ns.name);
+        if names.trim().is_empty() { Ok(()) } else { Err(names) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
+    let _cluster = cluster_lock().read().await;
+    let ns = setup("net-leak", "");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app, labels: {app: web}}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
+    kubectl_ok_stdin(&["apply", "-n", &ns.name, "-f", "-"], pod);
+    eventually(TIMEOUT, "the fenced namespace reported clean", || async {
+        let status = status_of(&ns.name).await;
+        match condition(&status, "NetworkFenced") {
+            (s, _) if s == "True" && status.network_leaks == 0 => Ok(()),
+            other => Err(format!("{other:?} leaks {}", status.network_leaks)),
+        }
+    })
+    .await;
+    // A tenant policy opening traffic only inside the enclave (its own namespace): fine.
+    kubectl_ok_stdin(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: same-namespace}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{to: [{podSelector: {}}]}]\n",
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = status_of(&ns.name).await;
+    assert_eq!((condition(&status, "NetworkFenced").0.as_str(), status.network_leaks), ("True", 0));
+    // An allow-all egress policy: reported, naming it.
+    kubectl_ok_stdin(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all-egress}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{}]\n",
+    );
+    let status = eventually(TIMEOUT, "the leak reported", || async {
+        let status = status_of(&ns.name).await;
+        if status.network_leaks > 0 { Ok(status) } else { Err(status.network_leaks) }
+    })
+    .await;
+    assert_eq!(condition(&status, "NetworkFenced"), ("False".into(), "NetworkLeak".into()));
+    let leak = status.violations.iter().find(|v| v.reason == "NetworkLeak").expect("a NetworkLeak violation");
+    assert!(leak.message.contains("net-leak/allow-all-egress"), "{}", leak.message);
+    // Removing it closes the path again.
+    kubectl_ok(&["delete", "networkpolicy", "allow-all-egress", "-n", &ns.name]);
+    eventually(TIMEOUT, "the leak gone", || async {
+        let status = status_of(&ns.name).await;
+        if status.network_leaks == 0 { Ok(()) } else { Err(status.network_leaks) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("network");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("net-volume", true);
+    // The claim and its Virginia volume predate the policy.
+    apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: net-volume-us\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  hostPath: {{path: /tmp/net-volume-us}}\n  claimRef: {{namespace: net-volume, name: data}}\n"
+    ));
+    kubectl_ok_stdin(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  volumeName: net-volume-us\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    let status = eventually(TIMEOUT, "the volume reported", || async {
+        let status = status_of(&ns.name).await;
+        if status.non_compliant_volumes > 0 { Ok(status) } else { Err(format!("{:?}", status.violations)) }
+    })
+    .await;
+    assert_eq!(condition(&status, "VolumesCompliant"), ("False".into(), "VolumesOutsideEnclave".into()));
+    let violation = status
+        .violations
+        .iter()
+        .find(|v| v.kind == "PersistentVolumeClaim" && v.name == "data")
+        .expect("the claim listed");
+    assert_eq!(violation.reason, "VolumeOutsideEnclave");
+    assert!(violation.message.contains("us-east-ssd"), "{}", violation.message);
+    let _ = kubectl(&["delete", "pv", "net-volume-us", "--wait=false"], None);
+}
