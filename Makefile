@@ -20,6 +20,10 @@ help: ## List the targets
 build: ## Build the operator (debug)
 	$(CARGO) build --bins
 
+.PHONY: image
+image: ## The operator's OCI image without Docker (umoci): target/image/enclave-operator{,.tar}
+	hack/image.sh
+
 .PHONY: crds
 crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
 	$(CARGO) run --quiet --bin enclave-operator -- crd > crds/enclave.dev.yaml

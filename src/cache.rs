@@ -18,6 +18,7 @@ use k8s_openapi::{
             Affinity, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec,
         },
         networking::v1::NetworkPolicy,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
         storage::v1::StorageClass,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -419,7 +420,11 @@ macro_rules! lean_owner {
 lean_owner!(CachedReplicaSet, "ReplicaSet");
 lean_owner!(CachedStatefulSet, "StatefulSet");
 
-fn strip_owner<K: Resource>(obj: &mut K) {
+/// Drops managed fields and annotations and keeps the labels: `kubectl apply` keeps a
+/// whole copy of the object in an annotation, and nothing the operator decides reads
+/// annotations of owners or RBAC objects (the exposure report reads the
+/// `kubernetes.io/bootstrapping` label).
+fn strip_annotations<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     meta.annotations = None;
@@ -437,6 +442,11 @@ pub struct Caches {
     pub stateful_sets: Watched<CachedStatefulSet>,
     pub storage_classes: Watched<StorageClass>,
     pub network_policies: Watched<NetworkPolicy>,
+    /// RBAC, for the access exposure report.
+    pub roles: Watched<Role>,
+    pub cluster_roles: Watched<ClusterRole>,
+    pub role_bindings: Watched<RoleBinding>,
+    pub cluster_role_bindings: Watched<ClusterRoleBinding>,
     /// Guarded: an object that does not parse (version skew, a hand-edited object) is
     /// kept as invalid instead of failing the whole watch, and decisions skip it.
     pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
@@ -455,12 +465,17 @@ impl Caches {
         );
         let claims = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let volumes = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let replica_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
+        let replica_sets = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
         let storage_classes =
             Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
         let network_policies =
             Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let stateful_sets = Watched::start(Api::all(client.clone()), strip_owner, any_change);
+        let stateful_sets = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
+        let roles = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
+        let cluster_roles = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
+        let role_bindings = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
+        let cluster_role_bindings =
+            Watched::start(Api::all(client.clone()), strip_annotations, any_change);
         let enclaves = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
         let policies = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
         // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
@@ -477,6 +492,10 @@ impl Caches {
             ready_future(&stateful_sets.store),
             ready_future(&storage_classes.store),
             ready_future(&network_policies.store),
+            ready_future(&roles.store),
+            ready_future(&cluster_roles.store),
+            ready_future(&role_bindings.store),
+            ready_future(&cluster_role_bindings.store),
             ready_future(&enclaves.store),
             ready_future(&policies.store),
         ];
@@ -494,6 +513,10 @@ impl Caches {
             stateful_sets,
             storage_classes,
             network_policies,
+            roles,
+            cluster_roles,
+            role_bindings,
+            cluster_role_bindings,
             enclaves,
             policies,
             synced,
@@ -559,6 +582,12 @@ impl Catalog for Caches {
             .get(&ObjectRef::new(name))
             .map(|n| n.labels().clone())
     }
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.pods
+            .store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|p| p.labels().clone())
+    }
     fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.namespaces
             .store
@@ -592,6 +621,17 @@ impl Catalog for Caches {
     }
     fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
         self.network_policies.store.state()
+    }
+    fn rbac(&self) -> crate::access::rbac::RbacObjects {
+        fn own<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
+            items.iter().map(|item| K::clone(item)).collect()
+        }
+        crate::access::rbac::RbacObjects {
+            roles: own(self.roles.store.state()),
+            cluster_roles: own(self.cluster_roles.store.state()),
+            role_bindings: own(self.role_bindings.store.state()),
+            cluster_role_bindings: own(self.cluster_role_bindings.store.state()),
+        }
     }
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
         let sets = self.replica_sets.store.state();

@@ -25,6 +25,8 @@ pub trait Catalog {
     fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>>;
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
     fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
+    /// The labels of one pod, if it is known.
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
     /// Every namespace with its labels.
     fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>>;
     fn nodes(&self) -> Vec<Arc<Node>>;
@@ -37,6 +39,8 @@ pub trait Catalog {
     fn volumes(&self) -> Vec<Arc<PersistentVolume>>;
     fn claims(&self) -> Vec<Arc<PersistentVolumeClaim>>;
     fn network_policies(&self) -> Vec<Arc<NetworkPolicy>>;
+    /// Roles, ClusterRoles and their bindings, for the access exposure report.
+    fn rbac(&self) -> crate::access::rbac::RbacObjects;
 }
 
 /// A catalog held in plain collections: for unit tests, fixtures and benchmarks.
@@ -52,6 +56,7 @@ pub struct StaticCatalog {
     pub owners: Vec<Arc<ReplicaOwner>>,
     pub storage_classes: Vec<Arc<StorageClass>>,
     pub network_policies: Vec<Arc<NetworkPolicy>>,
+    pub rbac: crate::access::rbac::RbacObjects,
 }
 
 impl Catalog for StaticCatalog {
@@ -66,6 +71,12 @@ impl Catalog for StaticCatalog {
     }
     fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         self.nodes.get(name).map(|n| n.labels().clone())
+    }
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace().as_deref() == Some(namespace) && p.name_any() == name)
+            .map(|p| p.labels().clone())
     }
     fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.namespaces.clone()
@@ -98,6 +109,9 @@ impl Catalog for StaticCatalog {
     }
     fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
         self.network_policies.clone()
+    }
+    fn rbac(&self) -> crate::access::rbac::RbacObjects {
+        self.rbac.clone()
     }
 }
 
@@ -198,6 +212,7 @@ impl StaticCatalog {
             owners: fixture.owners.into_iter().map(Arc::new).collect(),
             storage_classes: fixture.storage_classes.into_iter().map(Arc::new).collect(),
             network_policies: fixture.network_policies.into_iter().map(Arc::new).collect(),
+            rbac: crate::access::rbac::RbacObjects::default(),
         })
     }
 }

@@ -78,6 +78,12 @@ pub struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLabels {
+    pub decision: &'static str,
+    pub subresource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClosedLabels {
     pub reason: &'static str,
 }
@@ -89,6 +95,7 @@ pub struct AdmissionMetrics {
     pub duration: Histogram,
     pub connections: Gauge,
     pub closed: Family<ClosedLabels, Counter>,
+    pub access: Family<AccessLabels, Counter>,
 }
 
 impl AdmissionMetrics {
@@ -98,6 +105,7 @@ impl AdmissionMetrics {
             duration: Histogram::new([0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05]),
             connections: Gauge::default(),
             closed: Family::default(),
+            access: Family::default(),
         };
         registry.register(
             "reviews",
@@ -113,6 +121,11 @@ impl AdmissionMetrics {
             "connections",
             "Open connections to the webhook server",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "access_attempts",
+            "Attempts to exec, attach, port-forward or debug into in-scope pods, by decision and subresource",
+            metrics.access.clone(),
         );
         registry.register(
             "connections_closed",

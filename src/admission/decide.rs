@@ -47,6 +47,8 @@ pub enum FindingKind {
     WouldPlace,
     /// Audit: the pod would have been refused.
     WouldDeny,
+    /// Access: approved staff reached into a pod the policy covers.
+    Admitted,
 }
 
 impl FindingKind {
@@ -531,6 +533,114 @@ pub fn volumes<C: Catalog>(catalog: &C, view: &ClaimsView) -> Decision {
     decision
 }
 
+/// An attempt to reach into a pod: exec, attach, port-forward, or a debug container.
+pub struct AccessView<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    /// `exec`, `attach`, `portforward` or `ephemeralcontainers`.
+    pub subresource: &'a str,
+    pub user: &'a str,
+    pub groups: &'a [String],
+}
+
+fn verb(subresource: &str) -> &'static str {
+    match subresource {
+        "exec" => "exec into",
+        "attach" => "attach to",
+        "portforward" => "port-forward to",
+        "ephemeralcontainers" => "add a debug container to",
+        _ => "reach into",
+    }
+}
+
+/// The security gate: an attempt on a pod of an enforcing policy is admitted only for
+/// the staff its DataEnclave approves (`spec.access`): a user named there, or a member
+/// of a group named there. Service accounts are users named
+/// `system:serviceaccount:<namespace>:<name>` (or members of the groups
+/// `system:serviceaccounts[:<namespace>]`). A pod the operator has not seen yet is
+/// judged by every policy of its namespace: in-scope requests fail closed.
+pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
+    let Some(namespace_labels) = catalog.namespace_labels(view.namespace) else {
+        return Decision::refuse(format!(
+            "enclave-operator has not yet seen namespace {:?} and cannot decide who may reach its pods; retry in a moment",
+            view.namespace
+        ));
+    };
+    let pod_labels = catalog.pod_labels(view.namespace, view.pod);
+    let mut decision = Decision::default();
+    for policy in catalog.policies() {
+        if !scope::covers_namespace(&policy, view.namespace, &namespace_labels) {
+            continue;
+        }
+        if let (Some(selector), Some(labels)) = (&policy.spec.match_.pod_selector, &pod_labels)
+            && !crate::selector::matches(selector, labels)
+        {
+            continue;
+        }
+        let name = kube::ResourceExt::name_any(policy.as_ref());
+        let enforced = policy.spec.enforcement == crate::crd::Enforcement::Enforce;
+        let enclave = match scope::resolve_enclave(catalog, &policy) {
+            Ok(enclave) => enclave,
+            Err(problem) if enforced => {
+                return decision.deny(
+                    &name,
+                    format!("policy {name}: {problem}; access to in-scope pods is refused until it exists"),
+                );
+            }
+            Err(_) => continue,
+        };
+        let approved = enclave.enclave.spec.access.clone().unwrap_or_default();
+        let admitted_as = if approved.approved_users.iter().any(|u| u == view.user) {
+            Some(format!("approved user {}", view.user))
+        } else {
+            view.groups
+                .iter()
+                .find(|g| approved.approved_groups.contains(g))
+                .map(|group| format!("{} as a member of approved group {group}", view.user))
+        };
+        if let Some(how) = admitted_as {
+            decision.findings.push(Finding {
+                policy: name,
+                kind: FindingKind::Admitted,
+                message: format!(
+                    "{how} may {} pod {}/{} of DataEnclave {}",
+                    verb(view.subresource),
+                    view.namespace,
+                    view.pod,
+                    enclave.name()
+                ),
+            });
+            continue;
+        }
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        let message = format!(
+            "policy {name}: {} may not {} pod {}/{}: DataEnclave {} admits only its approved staff (groups: {}; users: {})",
+            view.user,
+            verb(view.subresource),
+            view.namespace,
+            view.pod,
+            enclave.name(),
+            list(&approved.approved_groups),
+            list(&approved.approved_users),
+        );
+        if enforced {
+            return decision.deny(&name, message);
+        }
+        decision.audit(
+            &name,
+            FindingKind::WouldDeny,
+            format!("(Audit) would deny: {message}"),
+        );
+    }
+    decision
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,6 +847,78 @@ mod tests {
         );
         assert_eq!(audited.outcome, Outcome::Allow);
         assert!(audited.warnings[0].contains("(Audit) would deny"));
+    }
+
+    #[test]
+    fn only_approved_staff_reach_into_enclave_pods() {
+        let mut catalog = catalog();
+        let mut enclave = (*catalog.enclaves["eu"]).clone();
+        enclave.spec.access = Some(crate::crd::Access {
+            approved_groups: vec!["eu-data-stewards".into()],
+            approved_users: vec!["system:serviceaccount:ops:backup".into()],
+        });
+        catalog
+            .enclaves
+            .insert("eu".into(), std::sync::Arc::new(enclave));
+        let attempt = |user: &'static str, groups: &'static [String]| AccessView {
+            namespace: "shop",
+            pod: "db-0",
+            subresource: "exec",
+            user,
+            groups,
+        };
+        static NONE: Vec<String> = Vec::new();
+        let denied_decision = access(&catalog, &attempt("mallory", &NONE));
+        let message = denied(&denied_decision);
+        assert!(
+            message.contains("mallory may not exec into pod shop/db-0")
+                && message.contains("groups: eu-data-stewards"),
+            "{message}"
+        );
+        static STEWARDS: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["eu-data-stewards".into()]);
+        let steward = access(&catalog, &attempt("alice", &STEWARDS));
+        assert_eq!(steward.outcome, Outcome::Allow);
+        // Admitted staff are named in a finding, so that the attempt is recorded.
+        assert_eq!(steward.findings.len(), 1);
+        assert_eq!(steward.findings[0].kind, FindingKind::Admitted);
+        assert!(
+            steward.findings[0]
+                .message
+                .contains("alice as a member of approved group eu-data-stewards"),
+            "{:?}",
+            steward.findings
+        );
+        let backup = access(
+            &catalog,
+            &attempt("system:serviceaccount:ops:backup", &NONE),
+        );
+        assert_eq!(backup.outcome, Outcome::Allow);
+        assert!(
+            backup.findings[0].message.starts_with(
+                "approved user system:serviceaccount:ops:backup may exec into pod shop/db-0"
+            ),
+            "{:?}",
+            backup.findings
+        );
+        // Outside every policy: not ours to judge, and nothing to record.
+        let outside = AccessView {
+            namespace: "public",
+            ..attempt("mallory", &NONE)
+        };
+        let outside = access(&catalog, &outside);
+        assert_eq!(outside.outcome, Outcome::Allow);
+        assert!(outside.findings.is_empty());
+        // Audit records and allows.
+        let audited = access(
+            &catalog,
+            &AccessView {
+                namespace: "analytics",
+                ..attempt("mallory", &NONE)
+            },
+        );
+        assert_eq!(audited.outcome, Outcome::Allow);
+        assert!(audited.audited());
     }
 
     #[test]

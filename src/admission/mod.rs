@@ -75,6 +75,8 @@ pub enum Handler {
     WarnWorkload,
     /// Keep claims (and StatefulSets' claim templates) on the enclave's storage.
     ValidateVolumes,
+    /// Admit exec, attach, port-forward and debug containers for approved staff only.
+    GateAccess,
 }
 
 /// The requests of one kind an entry covers.
@@ -97,6 +99,9 @@ pub struct Entry {
     /// for requests made by nodes (mirror pods): true for pods.
     pub pod_scoped: bool,
     pub handler: Handler,
+    /// Served as a webhook whatever the engine: the operator must see every such request
+    /// (to record it), which a native policy would decide without it.
+    pub webhook_only: bool,
 }
 
 impl Entry {
@@ -121,6 +126,7 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::ByEnforcement,
         pod_scoped: true,
         handler: Handler::MutatePod,
+        webhook_only: false,
     },
     Entry {
         name: "daemonsets",
@@ -133,6 +139,7 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::ByEnforcement,
         pod_scoped: false,
         handler: Handler::MutateDaemonSet,
+        webhook_only: false,
     },
     Entry {
         name: "pods",
@@ -141,6 +148,7 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::ByEnforcement,
         pod_scoped: true,
         handler: Handler::ValidatePod,
+        webhook_only: false,
     },
     Entry {
         name: "workloads",
@@ -160,6 +168,7 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::Never,
         pod_scoped: false,
         handler: Handler::WarnWorkload,
+        webhook_only: false,
     },
     Entry {
         name: "volumes",
@@ -179,6 +188,29 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::ByEnforcement,
         pod_scoped: false,
         handler: Handler::ValidateVolumes,
+        webhook_only: false,
+    },
+    Entry {
+        name: "access",
+        phase: Phase::Validating,
+        rules: &[
+            Rule {
+                groups: &[""],
+                resources: &["pods/exec", "pods/attach", "pods/portforward"],
+                operations: &["CONNECT"],
+            },
+            Rule {
+                groups: &[""],
+                resources: &["pods/ephemeralcontainers"],
+                operations: &["UPDATE"],
+            },
+        ],
+        failure: Failure::ByEnforcement,
+        // The object of a CONNECT is its options, which carry no labels: the handler
+        // reads the pod's labels from the cache.
+        pod_scoped: false,
+        handler: Handler::GateAccess,
+        webhook_only: true,
     },
 ];
 

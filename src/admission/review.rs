@@ -440,10 +440,77 @@ fn template_kind(kind: &str) -> Option<&'static str> {
     })
 }
 
+fn decide_access<C: Catalog>(_: Handler, catalog: &C, request: &Request) -> Answer {
+    let view = decide::AccessView {
+        namespace: request.namespace.as_deref().unwrap_or_default(),
+        pod: &request.name,
+        subresource: request.sub_resource.as_deref().unwrap_or_default(),
+        user: &request.user_info.username,
+        groups: &request.user_info.groups,
+    };
+    answer(request, decide::access(catalog, &view), None)
+}
+
+/// What an attempt to reach into a pod asked for, for the record: the container and,
+/// for exec, the command — with values that look like secrets redacted.
+pub fn access_details(request: &Request) -> (Option<String>, Option<Vec<String>>) {
+    #[derive(Deserialize, Default)]
+    struct Options {
+        #[serde(default)]
+        container: Option<String>,
+        #[serde(default)]
+        command: Option<Vec<String>>,
+    }
+    let options: Options = request
+        .object
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .unwrap_or_default();
+    (options.container, options.command.map(|c| redact(&c)))
+}
+
+/// Arguments that carry a secret on the command line are recorded without it: the
+/// value after `-p`, `--password`, `--token` and the like, and the value part of
+/// `NAME=value` pairs whose name mentions a password, secret, token or key.
+pub fn redact(command: &[String]) -> Vec<String> {
+    const SENSITIVE: &[&str] = &["pass", "secret", "token", "key", "credential", "auth"];
+    let sensitive = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        SENSITIVE.iter().any(|s| lower.contains(s))
+    };
+    let mut out = Vec::with_capacity(command.len());
+    let mut hide_next = false;
+    for arg in command {
+        if hide_next {
+            out.push("<redacted>".to_string());
+            hide_next = false;
+            continue;
+        }
+        if let Some((name, _)) = arg.split_once('=')
+            && sensitive(name)
+        {
+            out.push(format!("{name}=<redacted>"));
+        } else if arg.starts_with("-p") && arg.len() > 2 && !arg.starts_with("--") {
+            out.push("-p<redacted>".to_string());
+        } else if arg == "-p" || (arg.starts_with('-') && sensitive(arg)) {
+            out.push(arg.clone());
+            hide_next = true;
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
 /// Decides one request with the entry's handler.
 pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> Answer {
     let creating = request.operation == "CREATE";
     let updating = request.operation == "UPDATE";
+    if handler == Handler::GateAccess {
+        return match request.operation.as_str() {
+            "CONNECT" | "UPDATE" => decide_access(handler, catalog, request),
+            _ => allow(request),
+        };
+    }
     if !(creating || updating) {
         return allow(request);
     }
@@ -512,6 +579,7 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
                 decide::mutate::<C>,
             )
         }
+        Handler::GateAccess => decide_access(handler, catalog, request),
         Handler::ValidateVolumes => {
             #[derive(Deserialize, Default)]
             struct Template {
@@ -635,6 +703,37 @@ pub fn required_terms(pod: &Value) -> Vec<NodeSelectorTerm> {
 }
 
 #[cfg(test)]
+mod redaction {
+    #[test]
+    fn secrets_on_the_command_line_are_not_recorded() {
+        let command: Vec<String> = [
+            "mysql",
+            "-uroot",
+            "-phunter2",
+            "--password",
+            "x",
+            "TOKEN=abc",
+            "ls",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            super::redact(&command),
+            [
+                "mysql",
+                "-uroot",
+                "-p<redacted>",
+                "--password",
+                "<redacted>",
+                "TOKEN=<redacted>",
+                "ls"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
 mod fuzz_smoke {
     //! A bounded run of what `make fuzz` does for millions of inputs (coverage-guided,
     //! outside `make test`): arbitrary bytes, and the fixture review with parts replaced
@@ -658,7 +757,7 @@ mod fuzz_smoke {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<i64>().prop_map(Value::from),
             "[a-zA-Z0-9./ -]{0,12}".prop_map(Value::String),
             Just(Value::String("In".into())),
             Just(Value::String("metadata.name".into())),

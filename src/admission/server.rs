@@ -168,7 +168,14 @@ async fn handle<C: Catalog>(
         }) => {
             let answer = review::decide(entry.handler, &state.catalog, &request);
             let verdict = answer.decision.label();
-            if !request.dry_run
+            if entry.handler == super::Handler::GateAccess {
+                record_access(
+                    &state.metrics,
+                    state.sink.as_ref(),
+                    &request,
+                    &answer.decision,
+                );
+            } else if !request.dry_run
                 && let Some(sink) = &state.sink
             {
                 record(sink, entry, &request, &answer.decision);
@@ -218,6 +225,82 @@ async fn handle<C: Catalog>(
     }
 }
 
+/// One record for every attempt to reach into an in-scope pod, allowed or denied, with
+/// who, how and what; counted by decision and subresource.
+fn record_access(
+    metrics: &AdmissionMetrics,
+    sink: Option<&Sink>,
+    request: &review::Request,
+    decision: &super::decide::Decision,
+) {
+    use super::decide::Outcome;
+    let subresource = request.sub_resource.clone().unwrap_or_default();
+    let denied = matches!(decision.outcome, Outcome::Deny(_));
+    // A pod in a covered namespace that no policy's pod selector picks: the request
+    // reaches the webhook (a CONNECT carries no pod labels to filter on) but concerns
+    // no enclave, so it is counted and not recorded.
+    let in_scope = denied || !decision.findings.is_empty();
+    metrics
+        .access
+        .get_or_create(&crate::metrics::AccessLabels {
+            decision: if denied {
+                "denied"
+            } else if decision.audited() {
+                "audited"
+            } else if in_scope {
+                "allowed"
+            } else {
+                "out_of_scope"
+            },
+            subresource: match subresource.as_str() {
+                "exec" => "exec",
+                "attach" => "attach",
+                "portforward" => "portforward",
+                "ephemeralcontainers" => "ephemeralcontainers",
+                _ => "other",
+            },
+        })
+        .inc();
+    let Some(sink) = sink.filter(|_| in_scope) else {
+        return;
+    };
+    let (container, command) = review::access_details(request);
+    let policies: Vec<String> = decision.findings.iter().map(|f| f.policy.clone()).collect();
+    let message = match &decision.outcome {
+        Outcome::Deny(message) => message.clone(),
+        _ if decision.audited() => decision.warnings.join("; "),
+        _ => decision
+            .findings
+            .iter()
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let mut record = Record::new(
+        if denied {
+            Kind::AccessDenied
+        } else {
+            Kind::AccessAllowed
+        },
+        policies.first().map(String::as_str),
+        decisions::Subject::new("Pod", request.namespace.as_deref(), &request.name),
+        message,
+    )
+    .with("user", request.user_info.username.clone())
+    .with("groups", request.user_info.groups.clone())
+    .with("subresource", subresource);
+    if let Some(container) = container {
+        record = record.with("container", container);
+    }
+    if let Some(command) = command {
+        record = record.with("command", command);
+    }
+    if !policies.is_empty() {
+        record = record.with("policies", policies);
+    }
+    sink.record(record);
+}
+
 /// Every finding of a decision, and a denial no policy owns, goes to the sink.
 fn record(
     sink: &Sink,
@@ -234,6 +317,7 @@ fn record(
         let kind = match finding.kind {
             super::decide::FindingKind::Placed => Kind::PodPlaced,
             super::decide::FindingKind::Denied => Kind::PodDenied,
+            super::decide::FindingKind::Admitted => Kind::AccessAllowed,
             _ => Kind::AuditFinding,
         };
         sink.record(

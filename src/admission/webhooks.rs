@@ -210,12 +210,22 @@ fn common(entry: &Entry, policy: &ResidencyPolicy, target: &Target) -> Common {
     }
 }
 
-/// The mutating configuration of a policy.
-pub fn mutating(policy: &ResidencyPolicy, target: &Target) -> MutatingWebhookConfiguration {
+/// Is the entry served as a webhook for a policy of this engine?
+fn served(entry: &Entry, engine: super::Engine) -> bool {
+    engine == super::Engine::Webhook || entry.webhook_only
+}
+
+/// The mutating configuration of a policy (None when the engine serves none of its
+/// entries as webhooks).
+pub fn mutating(
+    policy: &ResidencyPolicy,
+    target: &Target,
+    engine: super::Engine,
+) -> Option<MutatingWebhookConfiguration> {
     let name = policy.name_any();
-    let webhooks = ENTRIES
+    let webhooks: Vec<MutatingWebhook> = ENTRIES
         .iter()
-        .filter(|e| e.phase == Phase::Mutating)
+        .filter(|e| e.phase == Phase::Mutating && served(e, engine))
         .map(|entry| {
             let c = common(entry, policy, target);
             MutatingWebhook {
@@ -235,18 +245,22 @@ pub fn mutating(policy: &ResidencyPolicy, target: &Target) -> MutatingWebhookCon
             }
         })
         .collect();
-    MutatingWebhookConfiguration {
+    (!webhooks.is_empty()).then(|| MutatingWebhookConfiguration {
         metadata: metadata(configuration_name(&name), &name, target.owner.as_ref()),
         webhooks: Some(webhooks),
-    }
+    })
 }
 
 /// The validating configuration of a policy.
-pub fn validating(policy: &ResidencyPolicy, target: &Target) -> ValidatingWebhookConfiguration {
+pub fn validating(
+    policy: &ResidencyPolicy,
+    target: &Target,
+    engine: super::Engine,
+) -> ValidatingWebhookConfiguration {
     let name = policy.name_any();
     let webhooks = ENTRIES
         .iter()
-        .filter(|e| e.phase == Phase::Validating)
+        .filter(|e| e.phase == Phase::Validating && served(e, engine))
         .map(|entry| {
             let c = common(entry, policy, target);
             ValidatingWebhook {
@@ -274,11 +288,11 @@ pub fn validating(policy: &ResidencyPolicy, target: &Target) -> ValidatingWebhoo
 /// our CA bundle? Compared on what we set, read back from the server's answer.
 pub fn in_place(
     applied: (
-        &MutatingWebhookConfiguration,
+        Option<&MutatingWebhookConfiguration>,
         &ValidatingWebhookConfiguration,
     ),
     desired: (
-        &MutatingWebhookConfiguration,
+        Option<&MutatingWebhookConfiguration>,
         &ValidatingWebhookConfiguration,
     ),
 ) -> bool {
@@ -313,20 +327,44 @@ pub fn in_place(
                 .map(|w| (&w.name, &w.client_config, w.failure_policy.as_ref())),
         )
     };
-    mutating(applied.0) == mutating(desired.0) && validating(applied.1) == validating(desired.1)
+    applied.0.map(mutating) == desired.0.map(mutating)
+        && validating(applied.1) == validating(desired.1)
 }
 
-/// Writes a policy's configurations (server-side apply, forced: the operator owns them)
-/// and returns what the API server holds now.
+/// Writes a policy's configurations (server-side apply, forced: the operator owns them;
+/// a mutating configuration the engine does not need is deleted) and returns what the
+/// API server holds now.
 pub async fn apply(
     client: &Client,
-    mutating: &MutatingWebhookConfiguration,
+    mutating: Option<&MutatingWebhookConfiguration>,
     validating: &ValidatingWebhookConfiguration,
-) -> Result<(MutatingWebhookConfiguration, ValidatingWebhookConfiguration), kube::Error> {
+) -> Result<
+    (
+        Option<MutatingWebhookConfiguration>,
+        ValidatingWebhookConfiguration,
+    ),
+    kube::Error,
+> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let m = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .patch(&mutating.name_any(), &params, &Patch::Apply(mutating))
-        .await?;
+    let mutating_api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let m = match mutating {
+        Some(mutating) => Some(
+            mutating_api
+                .patch(&mutating.name_any(), &params, &Patch::Apply(mutating))
+                .await?,
+        ),
+        None => {
+            match mutating_api
+                .delete(&validating.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+            None
+        }
+    };
     let v = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(&validating.name_any(), &params, &Patch::Apply(validating))
         .await?;
@@ -411,6 +449,7 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Engine;
 
     fn policy(name: &str) -> ResidencyPolicy {
         let mut policy: ResidencyPolicy = serde_yaml::from_str(
@@ -432,8 +471,8 @@ mod tests {
 
     #[test]
     fn every_entry_becomes_a_webhook_narrowed_by_the_policy() {
-        let m = mutating(&policy("eu-user-data"), &target());
-        let v = validating(&policy("eu-user-data"), &target());
+        let m = mutating(&policy("eu-user-data"), &target(), Engine::Webhook).expect("mutating");
+        let v = validating(&policy("eu-user-data"), &target(), Engine::Webhook);
         let hooks = m.webhooks.as_ref().expect("webhooks");
         assert_eq!(
             hooks.len() + v.webhooks.as_ref().map_or(0, Vec::len),
@@ -481,7 +520,7 @@ mod tests {
             "d".repeat(61)
         );
         assert_eq!(long.len(), 253);
-        let m = mutating(&policy(&long), &target());
+        let m = mutating(&policy(&long), &target(), Engine::Webhook).expect("mutating");
         let name = m.metadata.name.clone().expect("name");
         assert!(name.len() <= 253, "{}", name.len());
         for hook in m.webhooks.expect("webhooks") {
@@ -505,25 +544,47 @@ mod tests {
     #[test]
     fn read_back_notices_a_missing_webhook_or_a_stale_ca() {
         let desired = (
-            mutating(&policy("p"), &target()),
-            validating(&policy("p"), &target()),
+            mutating(&policy("p"), &target(), Engine::Webhook).expect("mutating"),
+            validating(&policy("p"), &target(), Engine::Webhook),
         );
-        assert!(in_place((&desired.0, &desired.1), (&desired.0, &desired.1)));
+        assert!(in_place(
+            (Some(&desired.0), &desired.1),
+            (Some(&desired.0), &desired.1)
+        ));
         let mut stale = desired.0.clone();
         stale.webhooks.as_mut().expect("hooks")[0]
             .client_config
             .ca_bundle = Some(ByteString(b"OLD".to_vec()));
-        assert!(!in_place((&stale, &desired.1), (&desired.0, &desired.1)));
+        assert!(!in_place(
+            (Some(&stale), &desired.1),
+            (Some(&desired.0), &desired.1)
+        ));
         let mut missing = desired.1.clone();
         missing.webhooks.as_mut().expect("hooks").pop();
-        assert!(!in_place((&desired.0, &missing), (&desired.0, &desired.1)));
+        assert!(!in_place(
+            (Some(&desired.0), &missing),
+            (Some(&desired.0), &desired.1)
+        ));
+    }
+
+    #[test]
+    fn the_native_engine_keeps_only_the_access_webhook() {
+        assert!(mutating(&policy("p"), &target(), Engine::Native).is_none());
+        let v = validating(&policy("p"), &target(), Engine::Native);
+        let names: Vec<String> = v
+            .webhooks
+            .expect("hooks")
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(names, ["access.p.policies.enclave.dev"]);
     }
 
     #[test]
     fn audit_policies_never_fail_closed() {
         let mut audit = policy("p");
         audit.spec.enforcement = Enforcement::Audit;
-        let m = mutating(&audit, &target());
+        let m = mutating(&audit, &target(), Engine::Webhook).expect("mutating");
         assert!(
             m.webhooks
                 .expect("hooks")

@@ -161,12 +161,27 @@ pub async fn publish(
     action: &str,
     note: String,
 ) {
+    publish_related(ctx, reference, None, type_, reason, action, note).await;
+}
+
+/// [`publish`] with a related object. Events that differ only in their note are merged
+/// into one series (as client-go does), so findings about different objects name them
+/// as related to keep one Event each.
+pub async fn publish_related(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(crate::names::truncate(note, crate::names::MAX_EVENT_NOTE)),
         action: action.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = ctx.recorder.publish(&event, reference).await {
         tracing::warn!(%error, reason, "could not publish Event");

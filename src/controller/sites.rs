@@ -1,7 +1,9 @@
 //! The sites controller: keeps each DataEnclave's status current — per site the
-//! matching nodes and how many are Ready, whether every site has nodes, and whether the
-//! site selectors rely only on labels a kubelet cannot set on its own Node.
+//! matching nodes and how many are Ready, whether every site has nodes, whether the
+//! site selectors rely only on labels a kubelet cannot set on its own Node, and who
+//! outside the approved staff holds access to the enclave's pods through RBAC.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -14,22 +16,118 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{RESYNC, Result, error_policy, instrumented, publish, unguard};
+use super::{RESYNC, Result, error_policy, instrumented, publish, publish_related, unguard};
 use crate::{
+    access::rbac::{self, AccessScope, ExposureSummary, Finding},
     cache,
+    catalog::Catalog,
     conditions::{self, Observed},
     context::Context,
-    crd::{DataEnclave, DataEnclaveStatus, SiteStatus, TRUSTED_LABEL_PREFIX},
+    crd::{DataEnclave, DataEnclaveStatus, Exposure, SiteStatus, TRUSTED_LABEL_PREFIX},
+    decisions::{Kind, Record, Subject},
     names::FIELD_MANAGER,
-    selector,
+    scope, selector,
 };
 
 const CONTROLLER: &str = "sites";
 
-/// The status a DataEnclave should have, given the nodes in the cluster. Pure.
+/// How many exposures a status lists; the counts cover all of them.
+pub const MAX_LISTED_EXPOSURES: usize = 50;
+
+/// The namespaces an enclave holds: those covered by any ResidencyPolicy naming it,
+/// whatever the policy's enforcement (an Audit policy's data is still the enclave's).
+pub fn enclave_namespaces<C: Catalog>(catalog: &C, enclave: &str) -> BTreeSet<String> {
+    let policies: Vec<_> = catalog
+        .policies()
+        .into_iter()
+        .filter(|p| p.spec.enclave == enclave)
+        .collect();
+    catalog
+        .namespaces()
+        .into_iter()
+        .filter(|(name, labels)| {
+            policies
+                .iter()
+                .any(|p| scope::covers_namespace(p, name, labels))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Who the enclave approves, and where: the scope of its exposure report.
+pub fn access_scope(enclave: &DataEnclave, namespaces: BTreeSet<String>) -> AccessScope {
+    let access = enclave.spec.access.clone().unwrap_or_default();
+    AccessScope {
+        namespaces,
+        approved_users: access.approved_users.into_iter().collect(),
+        approved_groups: access.approved_groups.into_iter().collect(),
+    }
+}
+
+/// The exposure report for one enclave from the catalog's RBAC objects.
+pub fn exposures<C: Catalog>(catalog: &C, enclave: &DataEnclave) -> Vec<Finding> {
+    let namespaces = enclave_namespaces(catalog, &enclave.name_any());
+    if namespaces.is_empty() {
+        // ClusterRoleBindings reach every namespace, but an enclave without
+        // namespaces holds no data yet: nothing is exposed.
+        return Vec::new();
+    }
+    catalog.rbac().exposures(&access_scope(enclave, namespaces))
+}
+
+impl From<&Finding> for Exposure {
+    fn from(finding: &Finding) -> Self {
+        Exposure {
+            binding: finding.binding.to_string(),
+            subject: finding.subject.to_string(),
+            role: finding.role.to_string(),
+            grants: finding.grants.iter().map(ToString::to_string).collect(),
+            applies_to: finding.applies_to.to_string(),
+            built_in: finding.built_in,
+        }
+    }
+}
+
+fn access_condition(summary: &ExposureSummary) -> Observed {
+    let built_in = match summary.built_in {
+        0 => String::new(),
+        n => format!(" ({n} built-in system grant(s) are expected and listed as builtIn)"),
+    };
+    if summary.other == 0 {
+        return Observed::new(
+            "AccessRestricted",
+            true,
+            "OnlyApprovedStaff",
+            format!(
+                "no RBAC binding gives exec, attach, port-forward, debug containers, secrets or claims in the enclave's namespaces to anyone outside the approved staff{built_in}"
+            ),
+        );
+    }
+    let first: Vec<String> = summary
+        .findings
+        .iter()
+        .filter(|f| !f.built_in)
+        .take(3)
+        .map(|f| format!("{} gives {}", f.binding, f.subject))
+        .collect();
+    Observed::new(
+        "AccessRestricted",
+        false,
+        "UnapprovedAccess",
+        format!(
+            "{} RBAC grant(s) reach enclave data outside the approved staff, e.g. {}; see status.exposures{built_in}",
+            summary.other,
+            first.join("; ")
+        ),
+    )
+}
+
+/// The status a DataEnclave should have, given the nodes in the cluster and the
+/// exposure report. Pure.
 pub fn desired_status(
     enclave: &DataEnclave,
     nodes: &[Arc<Node>],
+    exposures: &[Finding],
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> DataEnclaveStatus {
     let sites: Vec<SiteStatus> = enclave
@@ -130,6 +228,9 @@ pub fn desired_status(
         },
     );
 
+    let summary = rbac::summarize(exposures, MAX_LISTED_EXPOSURES);
+    let access = access_condition(&summary);
+
     let previous = enclave
         .status
         .as_ref()
@@ -144,7 +245,15 @@ pub fn desired_status(
             .collect::<Vec<_>>()
             .join(" "),
         sites,
-        conditions: conditions::settle(previous, vec![ready, populated, trusted], generation, now),
+        exposures: summary.findings.iter().map(Exposure::from).collect(),
+        exposure_count: count(summary.total),
+        built_in_exposure_count: count(summary.built_in),
+        conditions: conditions::settle(
+            previous,
+            vec![ready, populated, trusted, access],
+            generation,
+            now,
+        ),
     }
 }
 
@@ -159,6 +268,9 @@ fn status_changed(old: Option<&DataEnclaveStatus>, new: &DataEnclaveStatus) -> b
         Some(old) => {
             old.observed_generation != new.observed_generation
                 || old.sites != new.sites
+                || old.exposures != new.exposures
+                || old.exposure_count != new.exposure_count
+                || old.built_in_exposure_count != new.built_in_exposure_count
                 || !conditions::same(&old.conditions, &new.conditions)
         }
     }
@@ -171,7 +283,8 @@ fn new_warnings<'a>(
 ) -> Vec<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     new.conditions
         .iter()
-        .filter(|c| c.status == "False" && c.type_ != "Ready")
+        // Ready repeats another condition; AccessRestricted is told per binding.
+        .filter(|c| c.status == "False" && c.type_ != "Ready" && c.type_ != "AccessRestricted")
         .filter(|c| {
             !old.is_some_and(|old| {
                 old.conditions
@@ -190,8 +303,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<DataEnclave>>, ctx: Arc<Context>)
 #[tracing::instrument(skip_all, fields(enclave = %enclave.name_any()))]
 async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     let nodes = ctx.caches.nodes.store.state();
-    let status = desired_status(enclave, &nodes, &conditions::now());
+    let findings = exposures(&ctx.caches, enclave);
+    let status = desired_status(enclave, &nodes, &findings, &conditions::now());
     if status_changed(enclave.status.as_ref(), &status) {
+        record_new_exposures(ctx, enclave, &findings, &status).await;
         for condition in new_warnings(enclave.status.as_ref(), &status) {
             publish(
                 ctx,
@@ -220,13 +335,94 @@ async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(RESYNC))
 }
 
+/// Records each listed exposure the previous status did not list, with an Event on the
+/// enclave that names the binding as its related object (so that Events about
+/// different bindings are not merged into one series). The status is the memory, so a
+/// restart does not record them again.
+async fn record_new_exposures(
+    ctx: &Context,
+    enclave: &DataEnclave,
+    findings: &[Finding],
+    status: &DataEnclaveStatus,
+) {
+    let before = enclave
+        .status
+        .as_ref()
+        .map(|s| s.exposures.as_slice())
+        .unwrap_or_default();
+    let name = enclave.name_any();
+    // One Event per binding: Events about one object merge unless their related
+    // object differs, so new subjects of one binding are told together.
+    let mut told: BTreeMap<(String, Option<String>, String), Vec<String>> = BTreeMap::new();
+    for finding in findings {
+        let exposure = Exposure::from(finding);
+        if before.contains(&exposure) || !status.exposures.contains(&exposure) {
+            continue;
+        }
+        let binding = &finding.binding;
+        let kind = match binding.kind {
+            rbac::BindingKind::RoleBinding => "RoleBinding",
+            rbac::BindingKind::ClusterRoleBinding => "ClusterRoleBinding",
+        };
+        ctx.sink.record(
+            Record::new(
+                Kind::ExposureFound,
+                None,
+                Subject::new(kind, binding.namespace.as_deref(), &binding.name),
+                finding.to_string(),
+            )
+            .with("enclave", name.clone())
+            .with("subject", exposure.subject.clone())
+            .with("builtIn", exposure.built_in),
+        );
+        if !exposure.built_in {
+            told.entry((
+                kind.to_string(),
+                binding.namespace.clone(),
+                binding.name.clone(),
+            ))
+            .or_default()
+            .push(finding.to_string());
+        }
+    }
+    for ((kind, namespace, binding), notes) in told {
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("rbac.authorization.k8s.io/v1".into()),
+            kind: Some(kind),
+            namespace,
+            name: Some(binding),
+            ..Default::default()
+        };
+        publish_related(
+            ctx,
+            &enclave.object_ref(&()),
+            Some(related),
+            EventType::Warning,
+            "UnapprovedAccess",
+            "Audit",
+            notes.join("; "),
+        )
+        .await;
+    }
+}
+
 /// Runs the sites controller until shutdown. Node changes (labels, readiness,
-/// existence) re-run every enclave: enclaves are few and each run reads only caches.
+/// existence), RBAC changes and changes to policies and namespaces (which decide the
+/// enclave's namespaces) re-run every enclave: enclaves are few and each run reads only
+/// caches.
 pub async fn run(client: Client, ctx: Arc<Context>) {
     let enclaves: Api<DeserializeGuard<DataEnclave>> = Api::all(client);
     ctx.caches.wait_until_ready().await;
     Controller::new(enclaves, watcher::Config::default().any_semantic())
-        .reconcile_all_on(ctx.caches.nodes.changes())
+        .reconcile_all_on(futures::stream::select_all([
+            ctx.caches.nodes.changes().boxed(),
+            ctx.caches.namespaces.changes().boxed(),
+            ctx.caches.policies.changes().boxed(),
+            ctx.caches.roles.changes().boxed(),
+            ctx.caches.cluster_roles.changes().boxed(),
+            ctx.caches.role_bindings.changes().boxed(),
+            ctx.caches.cluster_role_bindings.changes().boxed(),
+        ]))
         .with_config(
             kube::runtime::controller::Config::default()
                 .debounce(std::time::Duration::from_millis(200)),
@@ -244,4 +440,169 @@ pub async fn run(client: Client, ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::rbac::RbacObjects;
+    use crate::catalog::StaticCatalog;
+
+    fn catalog(rbac: &str) -> StaticCatalog {
+        let mut catalog =
+            StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
+                .expect("fixture parses");
+        catalog.rbac = RbacObjects::from_yaml(rbac).expect("RBAC parses");
+        catalog
+    }
+
+    const SHELLS: &str = r#"
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: shell}
+rules: [{apiGroups: [""], resources: [pods/exec], verbs: [create]}]
+---
+kind: RoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: mallory-shell, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: shell}
+subjects: [{kind: User, name: mallory}, {kind: User, name: bob}]
+---
+kind: RoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: public-shell, namespace: public}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: shell}
+subjects: [{kind: User, name: eve}]
+---
+kind: RoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: audit-shell, namespace: analytics}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: shell}
+subjects: [{kind: Group, name: analysts}]
+"#;
+
+    fn with_staff(catalog: &StaticCatalog) -> DataEnclave {
+        let mut enclave = DataEnclave::clone(&catalog.enclaves["eu"]);
+        enclave.spec.access = Some(crate::crd::Access {
+            approved_users: vec!["bob".into()],
+            approved_groups: vec![],
+        });
+        enclave
+    }
+
+    #[test]
+    fn namespaces_are_those_of_every_policy_of_the_enclave() {
+        let catalog = catalog("");
+        let namespaces: Vec<String> = enclave_namespaces(&catalog, "eu").into_iter().collect();
+        // Enforce (shop) and Audit (analytics) alike; never the namespace no policy covers.
+        assert_eq!(namespaces, ["analytics", "shop"]);
+        assert!(enclave_namespaces(&catalog, "other").is_empty());
+    }
+
+    #[test]
+    fn exposures_name_unapproved_subjects_in_enclave_namespaces_only() {
+        let catalog = catalog(SHELLS);
+        let enclave = with_staff(&catalog);
+        let found: Vec<String> = exposures(&catalog, &enclave)
+            .iter()
+            .map(|f| format!("{} -> {}", f.binding, f.subject))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "RoleBinding analytics/audit-shell -> Group analysts",
+                "RoleBinding shop/mallory-shell -> User mallory",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_lists_exposures_and_turns_access_condition_false() {
+        let catalog = catalog(SHELLS);
+        let enclave = with_staff(&catalog);
+        let nodes = catalog.nodes();
+        let findings = exposures(&catalog, &enclave);
+        let status = desired_status(&enclave, &nodes, &findings, &conditions::now());
+        assert_eq!(status.exposure_count, 2);
+        assert_eq!(status.built_in_exposure_count, 0);
+        assert_eq!(status.exposures.len(), 2);
+        let mallory = &status.exposures[1];
+        assert_eq!(mallory.binding, "RoleBinding shop/mallory-shell");
+        assert_eq!(mallory.subject, "User mallory");
+        assert_eq!(mallory.role, "ClusterRole shell");
+        assert_eq!(mallory.grants, ["Exec"]);
+        assert_eq!(mallory.applies_to, "namespace shop");
+        let access = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "AccessRestricted")
+            .expect("condition");
+        assert_eq!(access.status, "False");
+        assert_eq!(access.reason, "UnapprovedAccess");
+        assert!(
+            access
+                .message
+                .contains("RoleBinding shop/mallory-shell gives User mallory")
+        );
+
+        // Approving the subjects clears the report and the condition.
+        let mut approved = enclave.clone();
+        approved.spec.access = Some(crate::crd::Access {
+            approved_users: vec!["bob".into(), "mallory".into()],
+            approved_groups: vec!["analysts".into()],
+        });
+        let findings = exposures(&catalog, &approved);
+        let status = desired_status(&approved, &nodes, &findings, &conditions::now());
+        assert_eq!(status.exposure_count, 0);
+        assert!(status.exposures.is_empty());
+        let access = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "AccessRestricted")
+            .expect("condition");
+        assert_eq!(
+            (access.status.as_str(), access.reason.as_str()),
+            ("True", "OnlyApprovedStaff")
+        );
+    }
+
+    #[test]
+    fn status_lists_at_most_the_limit_but_counts_all() {
+        let mut rbac = String::from(SHELLS);
+        for i in 0..(MAX_LISTED_EXPOSURES + 7) {
+            rbac.push_str(&format!(
+                "---\nkind: RoleBinding\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {{name: b{i}, namespace: shop}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: shell}}\nsubjects: [{{kind: User, name: u{i}}}]\n"
+            ));
+        }
+        let catalog = catalog(&rbac);
+        let enclave = with_staff(&catalog);
+        let findings = exposures(&catalog, &enclave);
+        let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
+        assert_eq!(status.exposures.len(), MAX_LISTED_EXPOSURES);
+        assert_eq!(status.exposure_count as usize, MAX_LISTED_EXPOSURES + 9);
+    }
+
+    #[test]
+    fn an_enclave_without_namespaces_exposes_nothing() {
+        let catalog = catalog(
+            r#"
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: cluster-admin}
+rules: [{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: everyone-shell}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{kind: Group, name: system:authenticated}]
+"#,
+        );
+        let mut enclave = with_staff(&catalog);
+        // The same binding exposes the enclave that has namespaces…
+        assert_eq!(exposures(&catalog, &enclave).len(), 1);
+        // …and not one that has none yet.
+        enclave.metadata.name = Some("unused".into());
+        assert!(exposures(&catalog, &enclave).is_empty());
+    }
 }

@@ -137,10 +137,41 @@ pub struct DataEnclaveStatus {
     /// `kubectl get` (printer columns show only the first element of a list).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ready_nodes_by_site: String,
-    /// `Ready`, `SitesPopulated` and `SiteLabelsTrusted`.
+    /// Bindings that give someone outside the approved staff exec, attach,
+    /// port-forward, debug containers, secrets, claims or a wildcard in the enclave's
+    /// namespaces: up to 50, others first, then built-in subjects.
+    #[serde(default)]
+    pub exposures: Vec<Exposure>,
+    /// How many such bindings there are in all.
+    #[serde(default)]
+    pub exposure_count: i32,
+    /// Of those, how many are to built-in system subjects (expected, not removable).
+    #[serde(default)]
+    pub built_in_exposure_count: i32,
+    /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted` and `AccessRestricted`.
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// Someone outside the approved staff who can reach enclave data through RBAC.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// The binding, e.g. `RoleBinding shop/debuggers` or `ClusterRoleBinding ops`.
+    pub binding: String,
+    /// Who it gives access to, e.g. `User mallory` or `ServiceAccount ci/deployer`.
+    pub subject: String,
+    /// Through which role, e.g. `ClusterRole edit`.
+    pub role: String,
+    /// What it reaches: Exec, Attach, PortForward, EphemeralContainers, ReadSecrets,
+    /// Volumes, Wildcard (with `[names]` when restricted to named objects).
+    pub grants: Vec<String>,
+    /// Where: `namespace shop` or `all namespaces`.
+    pub applies_to: String,
+    /// A built-in system subject (e.g. `system:masters`): expected, not removable.
+    #[serde(default)]
+    pub built_in: bool,
 }
 
 /// How many nodes a site has.

@@ -234,12 +234,12 @@ impl Log {
         let kind = Kind::from_static(record.kind.as_str()).unwrap_or(Kind::POD_DENIED);
         let line = self.chain.append(kind, record.fields(), Timestamp::now());
         self.write(&line).await;
-        if matches!(
-            record.kind,
-            decisions::Kind::PodDenied | decisions::Kind::AuditFinding
-        ) && record.policy.is_some()
-            && self.events.try_send(record).is_err()
-        {
+        let told = match record.kind {
+            decisions::Kind::PodDenied | decisions::Kind::AuditFinding => record.policy.is_some(),
+            decisions::Kind::AccessAllowed | decisions::Kind::AccessDenied => true,
+            _ => false,
+        };
+        if told && self.events.try_send(record).is_err() {
             self.ctx.metrics.evidence.events_dropped.inc();
         }
     }
@@ -272,20 +272,35 @@ impl Log {
 }
 
 /// Admission findings as Events on their ResidencyPolicy, so that `kubectl describe`
-/// shows what a policy refused. The recorder aggregates repeats into one Event.
+/// shows what a policy refused, and access attempts as Events on the pod. The recorder
+/// aggregates repeats into one Event.
 async fn publish_events(ctx: Arc<Context>, mut records: mpsc::Receiver<Record>) {
     while let Some(record) = records.recv().await {
-        let Some(policy) = record.policy.clone() else {
-            continue;
-        };
-        let reference = ObjectReference {
-            api_version: Some("enclave.dev/v1alpha1".into()),
-            kind: Some("ResidencyPolicy".into()),
-            name: Some(policy),
-            ..ObjectReference::default()
+        let reference = match record.kind {
+            // Access attempts are told on the pod they reached for.
+            decisions::Kind::AccessAllowed | decisions::Kind::AccessDenied => ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: record.subject.namespace.clone(),
+                name: Some(record.subject.name.clone()),
+                ..ObjectReference::default()
+            },
+            _ => {
+                let Some(policy) = record.policy.clone() else {
+                    continue;
+                };
+                ObjectReference {
+                    api_version: Some("enclave.dev/v1alpha1".into()),
+                    kind: Some("ResidencyPolicy".into()),
+                    name: Some(policy),
+                    ..ObjectReference::default()
+                }
+            }
         };
         let (type_, reason) = match record.kind {
             decisions::Kind::AuditFinding => (EventType::Normal, "AuditFinding"),
+            decisions::Kind::AccessAllowed => (EventType::Normal, "AccessAllowed"),
+            decisions::Kind::AccessDenied => (EventType::Warning, "AccessDenied"),
             _ => (EventType::Warning, "Denied"),
         };
         let event = Event {
@@ -295,7 +310,15 @@ async fn publish_events(ctx: Arc<Context>, mut records: mpsc::Receiver<Record>) 
                 record.message.clone(),
                 crate::names::MAX_EVENT_NOTE,
             )),
-            action: "Admit".into(),
+            // One series per way in: the recorder merges Events that differ only in
+            // their note, and the decision log holds every attempt.
+            action: match record.details.get("subresource").and_then(|s| s.as_str()) {
+                Some("exec") => "Exec".into(),
+                Some("attach") => "Attach".into(),
+                Some("portforward") => "PortForward".into(),
+                Some("ephemeralcontainers") => "Debug".into(),
+                _ => "Admit".into(),
+            },
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {

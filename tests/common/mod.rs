@@ -135,6 +135,38 @@ pub fn webhook_engine() -> bool {
 /// The operator's namespace in tests: the chart's, created by `make test`.
 pub const OPERATOR_NAMESPACE: &str = "enclave-system";
 
+/// Is the operator under test the chart's, running in the cluster?
+pub fn external_operator() -> bool {
+    std::env::var("ENCLAVE_TEST_EXTERNAL_OPERATOR").is_ok_and(|v| v == "1")
+}
+
+/// The decision records of the shared operator: its `--decision-log` file, or with an
+/// external operator the chain lines its pods print.
+pub fn shared_decisions() -> Vec<serde_json::Value> {
+    let text = if external_operator() {
+        let out = kubectl(
+            &[
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/name=enclave-operator",
+                "--tail=-1",
+                "--prefix=false",
+                "--max-log-requests=10",
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        std::fs::read_to_string(decision_log("shared")).unwrap_or_default()
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record.get("seq").is_some() && record.get("kind").is_some())
+        .collect()
+}
+
 /// Where an operator of this test run writes its decision log.
 pub fn decision_log(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("decisions-{name}.log"))
@@ -308,7 +340,13 @@ pub fn cluster_lock() -> &'static tokio::sync::RwLock<()> {
 
 /// One operator shared by all tests of a binary, started on first use from a thread
 /// that lives as long as the test binary. `_name` says which test asked first.
+///
+/// With `ENCLAVE_TEST_EXTERNAL_OPERATOR=1` (`make kind-e2e`: the chart runs the
+/// operator from its image in the cluster) none is started.
 pub fn shared_operator(_name: &'static str) {
+    if external_operator() {
+        return;
+    }
     let name = "shared";
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {

@@ -398,9 +398,7 @@ async fn a_forged_mirror_pod_annotation_skips_nothing() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("adm-mirror", "");
     wait_for_admission(&ns.name).await;
-    let forged = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: forged\n  annotations: {{kubernetes.io/config.mirror: forged}}\nspec:\n  nodeName: virginia-a\n  containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n"
-    );
+    let forged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: forged\n  annotations: {kubernetes.io/config.mirror: forged}\nspec:\n  nodeName: virginia-a\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n".to_string();
     let out = in_namespace(&ns.name, &forged);
     assert!(
         !out.status.success(),
@@ -583,16 +581,32 @@ async fn claims_must_use_the_enclaves_storage() {
     let out = in_namespace(&ns.name, &claim("us", "  storageClassName: us-east-ssd\n"));
     assert!(!out.status.success(), "a claim on us-east-ssd is refused");
     let error = String::from_utf8_lossy(&out.stderr);
-    for needle in ["policy adm-volumes", "us-east-ssd", "eu-dublin-ssd, eu-norway-ssd"] {
+    for needle in [
+        "policy adm-volumes",
+        "us-east-ssd",
+        "eu-dublin-ssd, eu-norway-ssd",
+    ] {
         assert!(error.contains(needle), "{needle:?} missing from {error}");
     }
-    assert!(in_namespace(&ns.name, &claim("eu", "  storageClassName: eu-dublin-ssd\n")).status.success());
-    let statefulset = format!(
-        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], storageClassName: us-east-ssd, resources: {{requests: {{storage: 1Gi}}}}}}\n"
+    assert!(
+        in_namespace(
+            &ns.name,
+            &claim("eu", "  storageClassName: eu-dublin-ssd\n")
+        )
+        .status
+        .success()
     );
+    let statefulset = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], storageClassName: us-east-ssd, resources: {requests: {storage: 1Gi}}}\n".to_string();
     let out = in_namespace(&ns.name, &statefulset);
-    assert!(!out.status.success(), "a StatefulSet whose claims would land in Virginia is refused");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("claim data"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "a StatefulSet whose claims would land in Virginia is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("claim data"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A claim naming a volume is judged by the volume, whatever class it states.
     for (pv, site) in [("adm-volumes-us", "virginia"), ("adm-volumes-eu", "dublin")] {
         apply(&format!(
@@ -601,15 +615,47 @@ async fn claims_must_use_the_enclaves_storage() {
     }
     // Native checks read the enclave's volumes from its params, which follow the
     // volumes a moment later.
-    eventually(TIMEOUT, "the claim on the Dublin volume admitted", || async {
-        let out = in_namespace(&ns.name, &claim("on-eu", "  storageClassName: eu-dublin-ssd\n  volumeName: adm-volumes-eu\n"));
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-    })
+    eventually(
+        TIMEOUT,
+        "the claim on the Dublin volume admitted",
+        || async {
+            let out = in_namespace(
+                &ns.name,
+                &claim(
+                    "on-eu",
+                    "  storageClassName: eu-dublin-ssd\n  volumeName: adm-volumes-eu\n",
+                ),
+            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    )
     .await;
-    let out = in_namespace(&ns.name, &claim("on-us", "  storageClassName: eu-dublin-ssd\n  volumeName: adm-volumes-us\n"));
-    assert!(!out.status.success(), "a claim of the Virginia volume is refused");
+    let out = in_namespace(
+        &ns.name,
+        &claim(
+            "on-us",
+            "  storageClassName: eu-dublin-ssd\n  volumeName: adm-volumes-us\n",
+        ),
+    );
+    assert!(
+        !out.status.success(),
+        "a claim of the Virginia volume is refused"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("adm-volumes-us"));
-    let _ = kubectl(&["delete", "pv", "adm-volumes-us", "adm-volumes-eu", "--wait=false"], None);
+    let _ = kubectl(
+        &[
+            "delete",
+            "pv",
+            "adm-volumes-us",
+            "adm-volumes-eu",
+            "--wait=false",
+        ],
+        None,
+    );
 }
 
 /// A claim without a class is judged by the cluster's default StorageClass, and refused
@@ -624,28 +670,53 @@ async fn a_claim_without_a_class_is_judged_by_the_default_class() {
     impl Drop for Undefault {
         fn drop(&mut self) {
             for class in ["eu-norway-ssd", "us-east-ssd"] {
-                let _ = kubectl(&["annotate", "storageclass", class, "storageclass.kubernetes.io/is-default-class-"], None);
+                let _ = kubectl(
+                    &[
+                        "annotate",
+                        "storageclass",
+                        class,
+                        "storageclass.kubernetes.io/is-default-class-",
+                    ],
+                    None,
+                );
             }
         }
     }
     let _undefault = Undefault;
     let out = in_namespace(&ns.name, &claim("none", ""));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no default StorageClass"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no default StorageClass"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (default, admitted) in [("eu-norway-ssd", true), ("us-east-ssd", false)] {
         for class in ["eu-norway-ssd", "us-east-ssd"] {
             let value = if class == default { "true" } else { "false" };
-            kubectl_ok(&["annotate", "storageclass", class, &format!("storageclass.kubernetes.io/is-default-class={value}"), "--overwrite"]);
+            kubectl_ok(&[
+                "annotate",
+                "storageclass",
+                class,
+                &format!("storageclass.kubernetes.io/is-default-class={value}"),
+                "--overwrite",
+            ]);
         }
-        eventually(TIMEOUT, &format!("a classless claim judged by default {default}"), || async {
-            let out = kubectl(&["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"], Some(&claim("defaulted", "")));
-            let error = String::from_utf8_lossy(&out.stderr).into_owned();
-            match (out.status.success(), admitted) {
-                (true, true) => Ok(()),
-                (false, false) if error.contains(default) => Ok(()),
-                _ => Err(error),
-            }
-        })
+        eventually(
+            TIMEOUT,
+            &format!("a classless claim judged by default {default}"),
+            || async {
+                let out = kubectl(
+                    &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
+                    Some(&claim("defaulted", "")),
+                );
+                let error = String::from_utf8_lossy(&out.stderr).into_owned();
+                match (out.status.success(), admitted) {
+                    (true, true) => Ok(()),
+                    (false, false) if error.contains(default) => Ok(()),
+                    _ => Err(error),
+                }
+            },
+        )
         .await;
     }
 }

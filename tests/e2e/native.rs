@@ -230,7 +230,7 @@ async fn every_decision_agrees_with_the_scheduler() {
         if let Some(node) = placement.get("nodeName").and_then(Value::as_str) {
             // Pinned by name: it fits that node only.
             assert!(
-                !enclave_nodes.contains(&node) || denied.get(name).is_none(),
+                !enclave_nodes.contains(&node) || !denied.contains_key(name),
                 "{replay}: pod {name} pinned to enclave node {node} was denied"
             );
             if !enclave_nodes.contains(&node) {

@@ -23,13 +23,20 @@ fn setup(namespace: &str, extra: &str) -> TestNamespace {
 
 fn fence_names(namespace: &str) -> String {
     kubectl_ok(&[
-        "get", "networkpolicy", "-n", namespace, "-l", "app.kubernetes.io/managed-by=enclave-operator",
-        "-o", "jsonpath={range .items[*]}{.metadata.name} {end}",
+        "get",
+        "networkpolicy",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/managed-by=enclave-operator",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {end}",
     ])
 }
 
 async fn status_of(policy: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
-    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> = kube::Api::all(client().await);
+    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> =
+        kube::Api::all(client().await);
     policies
         .get(policy)
         .await
@@ -38,7 +45,10 @@ async fn status_of(policy: &str) -> enclave_operator::crd::ResidencyPolicyStatus
         .unwrap_or_default()
 }
 
-fn condition(status: &enclave_operator::crd::ResidencyPolicyStatus, type_: &str) -> (String, String) {
+fn condition(
+    status: &enclave_operator::crd::ResidencyPolicyStatus,
+    type_: &str,
+) -> (String, String) {
     status
         .conditions
         .iter()
@@ -55,15 +65,46 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     let allow = "enclave-fence-allow-net-fence";
     eventually(TIMEOUT, "the fence in place", || async {
         let names = fence_names(&ns.name);
-        if names.contains(deny) && names.contains(allow) { Ok(()) } else { Err(names) }
+        if names.contains(deny) && names.contains(allow) {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
-    let owner = kubectl_ok(&["get", "networkpolicy", deny, "-n", &ns.name, "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"]);
+    let owner = kubectl_ok(&[
+        "get",
+        "networkpolicy",
+        deny,
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ]);
     assert_eq!(owner, "ResidencyPolicy/net-fence");
-    let egress_of_allow = || kubectl_ok(&["get", "networkpolicy", allow, "-n", &ns.name, "-o", "jsonpath={.spec.egress}"]);
+    let egress_of_allow = || {
+        kubectl_ok(&[
+            "get",
+            "networkpolicy",
+            allow,
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.egress}",
+        ])
+    };
     let original = egress_of_allow();
     // Edited: restored.
-    kubectl_ok(&["patch", "networkpolicy", allow, "-n", &ns.name, "--type=merge", "-p", r#"{"spec":{"egress":[{}]}}"#]);
+    kubectl_ok(&[
+        "patch",
+        "networkpolicy",
+        allow,
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"egress":[{}]}}"#,
+    ]);
     eventually(TIMEOUT, "the edited fence restored", || async {
         let now = egress_of_allow();
         if now == original { Ok(()) } else { Err(now) }
@@ -73,20 +114,44 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     kubectl_ok(&["delete", "networkpolicy", deny, "-n", &ns.name]);
     eventually(TIMEOUT, "the deleted fence recreated", || async {
         let names = fence_names(&ns.name);
-        if names.contains(deny) { Ok(()) } else { Err(names) }
+        if names.contains(deny) {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
     eventually(TIMEOUT, "a FenceHealed Event", || async {
-        let events = kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=FenceHealed,involvedObject.name=net-fence", "-o", "name"]);
-        if events.lines().count() >= 1 { Ok(()) } else { Err(events) }
+        let events = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=FenceHealed,involvedObject.name=net-fence",
+            "-o",
+            "name",
+        ]);
+        if events.lines().count() >= 1 {
+            Ok(())
+        } else {
+            Err(events)
+        }
     })
     .await;
     // The namespace leaves the scope: its fence goes.
     kubectl_ok(&["label", "namespace", &ns.name, "enclave.dev/test-scope-"]);
-    eventually(TIMEOUT, "the fence removed from a namespace out of scope", || async {
-        let names = fence_names(&ns.name);
-        if names.trim().is_empty() { Ok(()) } else { Err(names) }
-    })
+    eventually(
+        TIMEOUT,
+        "the fence removed from a namespace out of scope",
+        || async {
+            let names = fence_names(&ns.name);
+            if names.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    )
     .await;
 }
 
@@ -96,26 +161,49 @@ async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
     let ns = setup("net-none", "");
     eventually(TIMEOUT, "the fence in place", || async {
         let names = fence_names(&ns.name);
-        if names.split_whitespace().count() == 2 { Ok(()) } else { Err(names) }
+        if names.split_whitespace().count() == 2 {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
     apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: None}\n"));
     eventually(TIMEOUT, "no fence with isolation None", || async {
         let names = fence_names(&ns.name);
-        if names.trim().is_empty() { Ok(()) } else { Err(names) }
+        if names.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
-    assert_eq!(condition(&status_of(&ns.name).await, "NetworkFenced").1, "IsolationNone");
-    apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: Enclave}\n"));
+    assert_eq!(
+        condition(&status_of(&ns.name).await, "NetworkFenced").1,
+        "IsolationNone"
+    );
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  network: {isolation: Enclave}\n",
+    ));
     eventually(TIMEOUT, "the fence back", || async {
         let names = fence_names(&ns.name);
-        if names.split_whitespace().count() == 2 { Ok(()) } else { Err(names) }
+        if names.split_whitespace().count() == 2 {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
     kubectl_ok(&["delete", "residencypolicy", &ns.name]);
     eventually(TIMEOUT, "the fence gone with its policy", || async {
         let names = fence_names(&ns.name);
-        if names.trim().is_empty() { Ok(()) } else { Err(names) }
+        if names.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(names)
+        }
     })
     .await;
 }
@@ -141,7 +229,13 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = status_of(&ns.name).await;
-    assert_eq!((condition(&status, "NetworkFenced").0.as_str(), status.network_leaks), ("True", 0));
+    assert_eq!(
+        (
+            condition(&status, "NetworkFenced").0.as_str(),
+            status.network_leaks
+        ),
+        ("True", 0)
+    );
     // An allow-all egress policy: reported, naming it.
     kubectl_ok_stdin(
         &["apply", "-n", &ns.name, "-f", "-"],
@@ -149,17 +243,42 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
     );
     let status = eventually(TIMEOUT, "the leak reported", || async {
         let status = status_of(&ns.name).await;
-        if status.network_leaks > 0 { Ok(status) } else { Err(status.network_leaks) }
+        if status.network_leaks > 0 {
+            Ok(status)
+        } else {
+            Err(status.network_leaks)
+        }
     })
     .await;
-    assert_eq!(condition(&status, "NetworkFenced"), ("False".into(), "NetworkLeak".into()));
-    let leak = status.violations.iter().find(|v| v.reason == "NetworkLeak").expect("a NetworkLeak violation");
-    assert!(leak.message.contains("net-leak/allow-all-egress"), "{}", leak.message);
+    assert_eq!(
+        condition(&status, "NetworkFenced"),
+        ("False".into(), "NetworkLeak".into())
+    );
+    let leak = status
+        .violations
+        .iter()
+        .find(|v| v.reason == "NetworkLeak")
+        .expect("a NetworkLeak violation");
+    assert!(
+        leak.message.contains("net-leak/allow-all-egress"),
+        "{}",
+        leak.message
+    );
     // Removing it closes the path again.
-    kubectl_ok(&["delete", "networkpolicy", "allow-all-egress", "-n", &ns.name]);
+    kubectl_ok(&[
+        "delete",
+        "networkpolicy",
+        "allow-all-egress",
+        "-n",
+        &ns.name,
+    ]);
     eventually(TIMEOUT, "the leak gone", || async {
         let status = status_of(&ns.name).await;
-        if status.network_leaks == 0 { Ok(()) } else { Err(status.network_leaks) }
+        if status.network_leaks == 0 {
+            Ok(())
+        } else {
+            Err(status.network_leaks)
+        }
     })
     .await;
 }
@@ -171,9 +290,9 @@ async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new("net-volume", true);
     // The claim and its Virginia volume predate the policy.
-    apply(&format!(
-        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: net-volume-us\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  hostPath: {{path: /tmp/net-volume-us}}\n  claimRef: {{namespace: net-volume, name: data}}\n"
-    ));
+    apply(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: net-volume-us\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  hostPath: {path: /tmp/net-volume-us}\n  claimRef: {namespace: net-volume, name: data}\n",
+    );
     kubectl_ok_stdin(
         &["apply", "-n", &ns.name, "-f", "-"],
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  volumeName: net-volume-us\n  resources: {requests: {storage: 1Gi}}\n",
@@ -181,16 +300,27 @@ async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
     apply(&policy(&ns.name, ENCLAVE, ""));
     let status = eventually(TIMEOUT, "the volume reported", || async {
         let status = status_of(&ns.name).await;
-        if status.non_compliant_volumes > 0 { Ok(status) } else { Err(format!("{:?}", status.violations)) }
+        if status.non_compliant_volumes > 0 {
+            Ok(status)
+        } else {
+            Err(format!("{:?}", status.violations))
+        }
     })
     .await;
-    assert_eq!(condition(&status, "VolumesCompliant"), ("False".into(), "VolumesOutsideEnclave".into()));
+    assert_eq!(
+        condition(&status, "VolumesCompliant"),
+        ("False".into(), "VolumesOutsideEnclave".into())
+    );
     let violation = status
         .violations
         .iter()
         .find(|v| v.kind == "PersistentVolumeClaim" && v.name == "data")
         .expect("the claim listed");
     assert_eq!(violation.reason, "VolumeOutsideEnclave");
-    assert!(violation.message.contains("us-east-ssd"), "{}", violation.message);
+    assert!(
+        violation.message.contains("us-east-ssd"),
+        "{}",
+        violation.message
+    );
     let _ = kubectl(&["delete", "pv", "net-volume-us", "--wait=false"], None);
 }

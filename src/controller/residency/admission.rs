@@ -28,6 +28,39 @@ pub async fn ensure(
             message: "spec.admission.engine is Native, but this API server does not serve MutatingAdmissionPolicy v1 (Kubernetes 1.36+): use Webhook".into(),
         };
     }
+    // Webhooks: every entry under the webhook engine; under the native one only those
+    // the operator must see (access attempts, to record them).
+    let target = setup.target();
+    let desired = (
+        webhooks::mutating(policy, &target, engine),
+        webhooks::validating(policy, &target, engine),
+    );
+    let webhooks_ready = match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
+        Ok(applied)
+            if webhooks::in_place(
+                (applied.0.as_ref(), &applied.1),
+                (desired.0.as_ref(), &desired.1),
+            ) =>
+        {
+            AdmissionReadiness::InPlace {
+                engine: engine.as_str(),
+            }
+        }
+        Ok(_) => AdmissionReadiness::NotInPlace {
+            reason: "AdmissionNotInPlace",
+            message: format!(
+                "the webhook configurations {} read back differ from what was written",
+                webhooks::configuration_name(&name)
+            ),
+        },
+        Err(error) => AdmissionReadiness::NotInPlace {
+            reason: "AdmissionWriteFailed",
+            message: format!(
+                "could not write the webhook configurations {}: {error}",
+                webhooks::configuration_name(&name)
+            ),
+        },
+    };
     match engine {
         Engine::Webhook => {
             if setup.native_served
@@ -35,38 +68,12 @@ pub async fn ensure(
             {
                 tracing::debug!(%error, policy = %name, "could not remove native admission objects");
             }
-            let target = setup.target();
-            let desired = (
-                webhooks::mutating(policy, &target),
-                webhooks::validating(policy, &target),
-            );
-            match webhooks::apply(&ctx.client, &desired.0, &desired.1).await {
-                Ok(applied)
-                    if webhooks::in_place((&applied.0, &applied.1), (&desired.0, &desired.1)) =>
-                {
-                    AdmissionReadiness::InPlace { engine: "webhook" }
-                }
-                Ok(_) => AdmissionReadiness::NotInPlace {
-                    reason: "AdmissionNotInPlace",
-                    message: format!(
-                        "the webhook configurations {} read back differ from what was written",
-                        webhooks::configuration_name(&name)
-                    ),
-                },
-                Err(error) => AdmissionReadiness::NotInPlace {
-                    reason: "AdmissionWriteFailed",
-                    message: format!(
-                        "could not write the webhook configurations {}: {error}",
-                        webhooks::configuration_name(&name)
-                    ),
-                },
-            }
+            webhooks_ready
         }
         Engine::Native => {
-            if let Err(error) = webhooks::delete(&ctx.client, &name).await {
-                tracing::debug!(%error, policy = %name, "could not remove webhook configurations");
-            }
-            match native::apply(&ctx.client, policy, enclave, &ctx.caches, setup).await {
+            let native_ready = match native::apply(&ctx.client, policy, enclave, &ctx.caches, setup)
+                .await
+            {
                 Ok(()) => AdmissionReadiness::InPlace { engine: "native" },
                 Err(native::Error::NotInPlace(message)) => AdmissionReadiness::NotInPlace {
                     reason: "AdmissionNotInPlace",
@@ -80,6 +87,12 @@ pub async fn ensure(
                     reason: "AdmissionWriteFailed",
                     message: error.to_string(),
                 },
+            };
+            match (native_ready, webhooks_ready) {
+                (AdmissionReadiness::InPlace { .. }, AdmissionReadiness::InPlace { .. }) => {
+                    AdmissionReadiness::InPlace { engine: "native" }
+                }
+                (AdmissionReadiness::InPlace { .. }, not) | (not, _) => not,
             }
         }
     }

@@ -34,7 +34,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{RESYNC, Result, error_policy, instrumented, publish, unguard};
+use super::{RESYNC, Result, error_policy, instrumented, publish, publish_related, unguard};
 use crate::{
     admission::native,
     conditions,
@@ -104,7 +104,9 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     if let Ok(enclave) = &enclave {
         let inside = network::namespaces(policy, &ctx.caches, &ctx.admission.operator_namespace);
         fence = match network::desired(policy, enclave, &inside) {
-            Ok(desired) => network::apply(state, policy, desired).await.map_err(|e| e.to_string()),
+            Ok(desired) => network::apply(state, policy, desired)
+                .await
+                .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
         leaks = network::leaks(policy, enclave, &ctx.caches, &inside);
@@ -231,7 +233,11 @@ async fn record_findings(
             Record::new(
                 kind,
                 Some(policy),
-                Subject::new(&violation.kind, violation.namespace.as_deref(), &violation.name),
+                Subject::new(
+                    &violation.kind,
+                    violation.namespace.as_deref(),
+                    &violation.name,
+                ),
                 violation.message.clone(),
             )
             .with("reason", violation.reason.clone()),
@@ -242,17 +248,39 @@ async fn record_findings(
             name: Some(policy.to_string()),
             ..Default::default()
         };
-        publish(
+        // Named as the related object, so that findings about different objects keep
+        // an Event each instead of merging into one series.
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(api_version_of(&violation.kind).into()),
+            kind: Some(violation.kind.clone()),
+            namespace: violation.namespace.clone(),
+            name: Some(violation.name.clone()),
+            ..Default::default()
+        };
+        publish_related(
             &state.ctx,
             &reference,
+            Some(related),
             EventType::Warning,
             &violation.reason,
             "Audit",
-            format!("{} {}: {}", violation.kind, violation.name, violation.message),
+            format!(
+                "{} {}: {}",
+                violation.kind, violation.name, violation.message
+            ),
         )
         .await;
     }
     state.memory.keep_blocked(&scope, &current);
+}
+
+/// The apiVersion of a kind a finding names.
+fn api_version_of(kind: &str) -> &'static str {
+    match kind {
+        "StorageClass" => "storage.k8s.io/v1",
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        _ => "v1",
+    }
 }
 
 /// Records pods that became blocked (once per block, not every pass), with an Event.

@@ -36,11 +36,17 @@ use crate::{
 pub struct FenceMemory(Mutex<HashMap<(String, String), Option<NetworkPolicySpec>>>);
 
 /// The in-scope namespaces of a policy (the operator's own never is).
-pub fn namespaces<C: Catalog>(policy: &ResidencyPolicy, catalog: &C, operator_namespace: &str) -> Vec<String> {
+pub fn namespaces<C: Catalog>(
+    policy: &ResidencyPolicy,
+    catalog: &C,
+    operator_namespace: &str,
+) -> Vec<String> {
     catalog
         .namespaces()
         .into_iter()
-        .filter(|(name, labels)| name != operator_namespace && scope::covers_namespace(policy, name, labels))
+        .filter(|(name, labels)| {
+            name != operator_namespace && scope::covers_namespace(policy, name, labels)
+        })
         .map(|(name, _)| name)
         .collect()
 }
@@ -54,10 +60,18 @@ pub fn desired(
     if policy.spec.network.isolation == NetworkIsolation::None {
         return Ok(Vec::new());
     }
-    let gateway = enclave.enclave.spec.gateway.as_ref().map(|g| EnclaveGateway {
-        namespace_selector: g.namespace_selector.to_label_selector(),
-        pod_selector: g.pod_selector.as_ref().map(crate::crd::Selector::to_label_selector),
-    });
+    let gateway = enclave
+        .enclave
+        .spec
+        .gateway
+        .as_ref()
+        .map(|g| EnclaveGateway {
+            namespace_selector: g.namespace_selector.to_label_selector(),
+            pod_selector: g
+                .pod_selector
+                .as_ref()
+                .map(crate::crd::Selector::to_label_selector),
+        });
     let input = FenceInput {
         policy_name: policy.name_any(),
         namespace_selector: policy.spec.match_.namespace_selector.to_label_selector(),
@@ -106,8 +120,16 @@ pub async fn apply(
     let mut healed = 0;
     for np in &desired {
         let (namespace, np_name) = key(np);
-        let observed = owned.iter().find(|o| key(o) == (namespace.clone(), np_name.clone()));
-        let last = state.fence.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(namespace.clone(), np_name.clone())).cloned();
+        let observed = owned
+            .iter()
+            .find(|o| key(o) == (namespace.clone(), np_name.clone()));
+        let last = state
+            .fence
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.clone(), np_name.clone()))
+            .cloned();
         let drifted = match (&last, observed) {
             // We wrote it before: gone, or changed since, means someone else did that.
             (Some(last), None) => last.is_some(),
@@ -116,7 +138,11 @@ pub async fn apply(
         };
         let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
         let applied = api
-            .patch(&np_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(np))
+            .patch(
+                &np_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(np),
+            )
             .await
             .map_err(Error::Kube)?;
         state
@@ -124,12 +150,19 @@ pub async fn apply(
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((namespace.clone(), np_name.clone()), Some(applied.spec.clone().unwrap_or_default()));
+            .insert(
+                (namespace.clone(), np_name.clone()),
+                Some(applied.spec.clone().unwrap_or_default()),
+            );
         if drifted {
             healed += 1;
             let message = format!(
                 "NetworkPolicy {namespace}/{np_name} of the enclave's fence was {} and has been restored",
-                if observed.is_none() { "deleted" } else { "changed" }
+                if observed.is_none() {
+                    "deleted"
+                } else {
+                    "changed"
+                }
             );
             tracing::info!(%namespace, networkpolicy = %np_name, "fence healed");
             ctx.sink.record(Record::new(
@@ -138,7 +171,15 @@ pub async fn apply(
                 Subject::new("NetworkPolicy", Some(&namespace), &np_name),
                 message.clone(),
             ));
-            publish(ctx, &policy.object_ref(&()), EventType::Warning, "FenceHealed", "Fence", message).await;
+            publish(
+                ctx,
+                &policy.object_ref(&()),
+                EventType::Warning,
+                "FenceHealed",
+                "Fence",
+                message,
+            )
+            .await;
         }
     }
     for np in owned.iter().filter(|np| !wanted.contains(&key(np))) {
@@ -150,7 +191,12 @@ pub async fn apply(
             Ok(_) | Err(kube::Error::Api(_)) => {}
             Err(error) => return Err(Error::Kube(error)),
         }
-        state.fence.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(namespace, np_name));
+        state
+            .fence
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace, np_name));
     }
     Ok(healed)
 }
@@ -163,7 +209,12 @@ pub struct LeakAssessment {
 }
 
 /// The leaks of the policy's pods through the union of all NetworkPolicies. Pure.
-pub fn leaks<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, catalog: &C, inside: &[String]) -> LeakAssessment {
+pub fn leaks<C: Catalog>(
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    catalog: &C,
+    inside: &[String],
+) -> LeakAssessment {
     if policy.spec.network.isolation == NetworkIsolation::None {
         return LeakAssessment::default();
     }
@@ -200,7 +251,11 @@ pub fn leaks<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, ca
     let world = reachability::World {
         namespaces,
         pods,
-        network_policies: catalog.network_policies().iter().map(|np| (**np).clone()).collect(),
+        network_policies: catalog
+            .network_policies()
+            .iter()
+            .map(|np| (**np).clone())
+            .collect(),
         enclave: EnclaveBoundary {
             inside_namespaces: inside.iter().cloned().collect(),
             in_scope_pod_selector: policy
@@ -209,10 +264,18 @@ pub fn leaks<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, ca
                 .pod_selector
                 .as_ref()
                 .map(crate::crd::Selector::to_label_selector),
-            gateway: enclave.enclave.spec.gateway.as_ref().map(|g| EnclaveGateway {
-                namespace_selector: g.namespace_selector.to_label_selector(),
-                pod_selector: g.pod_selector.as_ref().map(crate::crd::Selector::to_label_selector),
-            }),
+            gateway: enclave
+                .enclave
+                .spec
+                .gateway
+                .as_ref()
+                .map(|g| EnclaveGateway {
+                    namespace_selector: g.namespace_selector.to_label_selector(),
+                    pod_selector: g
+                        .pod_selector
+                        .as_ref()
+                        .map(crate::crd::Selector::to_label_selector),
+                }),
             dns: DnsPeer::default(),
             allowed_cidrs: policy
                 .spec
@@ -228,12 +291,21 @@ pub fn leaks<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, ca
     for group in report.groups.iter().filter(|g| !g.leaks.is_empty()) {
         let count = group.leaks.len() + group.leaks_left_out;
         assessment.leaks += i32::try_from(count).unwrap_or(i32::MAX);
-        let reason = if group.leaks.iter().any(|l| matches!(l, Leak::NotIsolated(_))) {
+        let reason = if group
+            .leaks
+            .iter()
+            .any(|l| matches!(l, Leak::NotIsolated(_)))
+        {
             "NotFenced"
         } else {
             "NetworkLeak"
         };
-        let shown: Vec<String> = group.leaks.iter().take(3).map(ToString::to_string).collect();
+        let shown: Vec<String> = group
+            .leaks
+            .iter()
+            .take(3)
+            .map(ToString::to_string)
+            .collect();
         assessment.violations.push(Violation {
             kind: "Pod".into(),
             namespace: Some(group.namespace.clone()),
@@ -244,7 +316,11 @@ pub fn leaks<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, ca
                 group.pod_count,
                 group.representative_pod,
                 shown.join("; "),
-                if count > shown.len() { format!(" (and {} more)", count - shown.len()) } else { String::new() }
+                if count > shown.len() {
+                    format!(" (and {} more)", count - shown.len())
+                } else {
+                    String::new()
+                }
             ),
         });
     }

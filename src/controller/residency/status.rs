@@ -153,7 +153,10 @@ fn conflicted(assessment: Option<&Assessment>) -> Observed {
     }
 }
 
-fn volumes_compliant(policy: &ResidencyPolicy, volumes: &super::storage::VolumeAssessment) -> Observed {
+fn volumes_compliant(
+    policy: &ResidencyPolicy,
+    volumes: &super::storage::VolumeAssessment,
+) -> Observed {
     let bad = &volumes.violations;
     if bad.is_empty() {
         return Observed::new(
@@ -249,7 +252,12 @@ pub fn build(policy: &ResidencyPolicy, found: &Found, now: &Time) -> ResidencyPo
         observed.push(network_fenced(network));
     }
     violations.sort_by(|a, b| {
-        (&a.namespace, &a.name, &a.kind, &a.reason).cmp(&(&b.namespace, &b.name, &b.kind, &b.reason))
+        (&a.namespace, &a.name, &a.kind, &a.reason).cmp(&(
+            &b.namespace,
+            &b.name,
+            &b.kind,
+            &b.reason,
+        ))
     });
     violations.truncate(MAX_VIOLATIONS);
     status.violations = violations;

@@ -21,7 +21,11 @@ pub struct VolumeAssessment {
 }
 
 /// Judges every claim of the policy's namespaces and the enclave's storage classes.
-pub fn assess<C: Catalog>(policy: &ResidencyPolicy, enclave: &ResolvedEnclave, catalog: &C) -> VolumeAssessment {
+pub fn assess<C: Catalog>(
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    catalog: &C,
+) -> VolumeAssessment {
     let namespaces = catalog.namespaces();
     let nodes = catalog.nodes();
     let enclave_nodes: Vec<Arc<Node>> = nodes
@@ -128,9 +132,21 @@ storageClasses:
         assert_eq!(
             found,
             [
-                ("PersistentVolumeClaim".to_string(), "pending-us".to_string(), "ClaimOutsideEnclave".to_string()),
-                ("PersistentVolumeClaim".to_string(), "data".to_string(), "VolumeOutsideEnclave".to_string()),
-                ("StorageClass".to_string(), "eu-norway-ssd".to_string(), "StorageClassReachesOutside".to_string()),
+                (
+                    "PersistentVolumeClaim".to_string(),
+                    "pending-us".to_string(),
+                    "ClaimOutsideEnclave".to_string()
+                ),
+                (
+                    "PersistentVolumeClaim".to_string(),
+                    "data".to_string(),
+                    "VolumeOutsideEnclave".to_string()
+                ),
+                (
+                    "StorageClass".to_string(),
+                    "eu-norway-ssd".to_string(),
+                    "StorageClassReachesOutside".to_string()
+                ),
             ]
         );
     }

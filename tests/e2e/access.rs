@@ -1,0 +1,436 @@
+//! The access gate and the exposure report against the local control plane, with real
+//! kubectl and impersonated users: exec, attach, port-forward and debug containers into
+//! an in-scope pod are admitted only for the enclave's approved staff, every attempt is
+//! recorded, a RoleBinding that gives an outsider exec shows up in the DataEnclave's
+//! status and goes when it goes, and a pod outside every policy never reaches the
+//! operator.
+//!
+//! RBAC is checked before admission, so each test grants the impersonated users exec
+//! (and the rest) in its namespace: the gate is what stands between them and the pod.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const ENCLAVE: &str = "access-eu";
+
+fn enclave() -> String {
+    format!(
+        "{}  access: {{approvedUsers: [bob], approvedGroups: [enclave-sre]}}\n",
+        eu_enclave(ENCLAVE)
+    )
+}
+
+/// A Role that lets its subjects reach into pods every way there is, bound to mallory,
+/// bob, the group enclave-sre and a user who merely bears the group's name.
+fn grant_shells(namespace: &str, binding: &str) {
+    apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: shells, namespace: {namespace}}}
+rules:
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: [""]
+  resources: [pods/exec, pods/attach, pods/portforward]
+  verbs: [create, get]
+- apiGroups: [""]
+  resources: [pods/ephemeralcontainers]
+  verbs: [patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {binding}, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: shells}}
+subjects:
+- {{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}}
+- {{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}}
+- {{kind: Group, name: enclave-sre, apiGroup: rbac.authorization.k8s.io}}
+- {{kind: User, name: enclave-sre, apiGroup: rbac.authorization.k8s.io}}
+"#
+    ));
+}
+
+async fn running_pod(namespace: &str, name: &str) {
+    kubectl_ok(&[
+        "run",
+        name,
+        "-n",
+        namespace,
+        "--image=registry.k8s.io/pause:3.10",
+        "--restart=Never",
+    ]);
+    eventually(
+        TIMEOUT,
+        &format!("pod {namespace}/{name} running"),
+        || async {
+            let phase = kubectl_ok(&[
+                "get",
+                "pod",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            if phase == "Running" {
+                Ok(())
+            } else {
+                Err(phase)
+            }
+        },
+    )
+    .await;
+}
+
+/// kubectl's combined output; the command may fail.
+fn attempt(args: &[&str]) -> String {
+    let out = kubectl(args, None);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The decision records of the shared operator about one pod.
+fn records_about(namespace: &str, pod: &str) -> Vec<Value> {
+    shared_decisions()
+        .into_iter()
+        .filter(|record| {
+            let object = &record["fields"]["object"];
+            object["namespace"] == namespace && object["name"] == pod
+        })
+        .collect()
+}
+
+fn is_denial(output: &str) -> bool {
+    output.contains("denied the request")
+}
+
+#[tokio::test]
+async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_recorded() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("access");
+    apply(&enclave());
+    let ns = TestNamespace::new("access-gate", true);
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    grant_shells(&ns.name, "shells");
+    wait_for_admission(&ns.name).await;
+    running_pod(&ns.name, "db").await;
+
+    // mallory, bound to exec by RBAC but not approved: every way in is refused, with
+    // the enclave and its approved staff named.
+    let exec = |who: &[&str]| {
+        let mut args = vec![
+            "exec",
+            "-n",
+            ns.name.as_str(),
+            "db",
+            "--request-timeout=10s",
+        ];
+        args.extend_from_slice(who);
+        args.extend_from_slice(&["--", "cat", "/etc/hostname"]);
+        attempt(&args)
+    };
+    let denied = exec(&["--as", "mallory"]);
+    assert!(is_denial(&denied), "{denied}");
+    assert!(
+        denied.contains("mallory may not exec into pod access-gate/db")
+            && denied.contains("DataEnclave access-eu admits only its approved staff (groups: enclave-sre; users: bob)"),
+        "{denied}"
+    );
+    let attach = attempt(&[
+        "attach",
+        "-n",
+        &ns.name,
+        "db",
+        "--as",
+        "mallory",
+        "--request-timeout=10s",
+    ]);
+    assert!(
+        is_denial(&attach) && attach.contains("may not attach to"),
+        "{attach}"
+    );
+    let forward = attempt(&[
+        "port-forward",
+        "-n",
+        &ns.name,
+        "pod/db",
+        "18080:80",
+        "--as",
+        "mallory",
+        "--request-timeout=10s",
+    ]);
+    assert!(
+        is_denial(&forward) && forward.contains("may not port-forward to"),
+        "{forward}"
+    );
+    let debug = attempt(&[
+        "debug",
+        "-n",
+        &ns.name,
+        "db",
+        "--image=registry.k8s.io/pause:3.10",
+        "--as",
+        "mallory",
+        "--request-timeout=10s",
+    ]);
+    assert!(
+        is_denial(&debug) && debug.contains("may not add a debug container to"),
+        "{debug}"
+    );
+    let containers = kubectl_ok(&[
+        "get",
+        "pod",
+        "db",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.spec.ephemeralContainers}",
+    ]);
+    assert!(
+        containers.is_empty(),
+        "a refused debug container was added: {containers}"
+    );
+
+    // bob (approved by name) and a member of enclave-sre pass the gate. The API server
+    // then dials the kwok node's kubelet, which does not exist: any error after the gate
+    // is not a denial.
+    let bob = exec(&["--as", "bob"]);
+    assert!(!is_denial(&bob), "{bob}");
+    let sre = exec(&["--as", "carol", "--as-group", "enclave-sre"]);
+    assert!(!is_denial(&sre), "{sre}");
+    // The same group name set as a user does not count.
+    let pretender = exec(&["--as", "enclave-sre"]);
+    assert!(is_denial(&pretender), "{pretender}");
+
+    // Every attempt is in the decision log: who, how, which command.
+    eventually(TIMEOUT, "every attempt recorded", || async {
+        let records = records_about(&ns.name, "db");
+        let kinds: Vec<(String, String, String)> = records
+            .iter()
+            .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("Access")))
+            .map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or_default().to_string(),
+                    r["fields"]["user"].as_str().unwrap_or_default().to_string(),
+                    r["fields"]["subresource"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        let has = |kind: &str, user: &str, sub: &str| {
+            kinds
+                .iter()
+                .any(|(k, u, s)| k == kind && u == user && s == sub)
+        };
+        let all = has("AccessDenied", "mallory", "exec")
+            && has("AccessDenied", "mallory", "attach")
+            && has("AccessDenied", "mallory", "portforward")
+            && has("AccessDenied", "mallory", "ephemeralcontainers")
+            && has("AccessDenied", "enclave-sre", "exec")
+            && has("AccessAllowed", "bob", "exec")
+            && has("AccessAllowed", "carol", "exec");
+        if all {
+            Ok(())
+        } else {
+            Err(format!("{kinds:?}"))
+        }
+    })
+    .await;
+    let records = records_about(&ns.name, "db");
+    let bob_exec = records
+        .iter()
+        .find(|r| r["kind"] == "AccessAllowed" && r["fields"]["user"] == "bob")
+        .expect("bob's exec recorded");
+    assert_eq!(
+        bob_exec["fields"]["command"],
+        serde_json::json!(["cat", "/etc/hostname"])
+    );
+    assert_eq!(bob_exec["fields"]["policy"], ns.name.as_str());
+    assert!(
+        bob_exec["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("approved user bob may exec into pod access-gate/db")),
+        "{bob_exec}"
+    );
+
+    // And told on the pod, for `kubectl describe`.
+    eventually(
+        TIMEOUT,
+        "AccessDenied and AccessAllowed Events on the pod",
+        || async {
+            let reasons = kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                &ns.name,
+                "--field-selector",
+                "involvedObject.name=db",
+                "-o",
+                "jsonpath={range .items[*]}{.reason} {end}",
+            ]);
+            if reasons.contains("AccessDenied") && reasons.contains("AccessAllowed") {
+                Ok(())
+            } else {
+                Err(reasons)
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_outsiders_binding_shows_in_the_enclave_status_and_goes_when_it_goes() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("access");
+    apply(&enclave());
+    let ns = TestNamespace::new("access-report", true);
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    let exposures = || {
+        kubectl_ok(&[
+            "get",
+            "dataenclave",
+            ENCLAVE,
+            "-o",
+            "jsonpath={range .status.exposures[*]}{.binding} gives {.subject}: {.grants}{\"\\n\"}{end}",
+        ])
+    };
+    grant_shells(&ns.name, "outsider-shells");
+    let listed = eventually(
+        TIMEOUT,
+        "mallory's binding in the enclave status",
+        || async {
+            let listed = exposures();
+            if listed.contains("RoleBinding access-report/outsider-shells gives User mallory") {
+                Ok(listed)
+            } else {
+                Err(listed)
+            }
+        },
+    )
+    .await;
+    // The approved staff in the same binding are not exposures.
+    assert!(
+        !listed.contains("User bob") && !listed.contains("Group enclave-sre"),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(
+            |l| l.starts_with("RoleBinding access-report/outsider-shells")
+                && l.contains("Exec")
+                && l.contains("Attach")
+                && l.contains("PortForward")
+                && l.contains("EphemeralContainers")
+        ),
+        "{listed}"
+    );
+    let condition = kubectl_ok(&[
+        "get",
+        "dataenclave",
+        ENCLAVE,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"AccessRestricted\")].status}/{.status.conditions[?(@.type==\"AccessRestricted\")].reason}",
+    ]);
+    assert_eq!(condition, "False/UnapprovedAccess");
+    eventually(
+        TIMEOUT,
+        "an UnapprovedAccess Event on the enclave",
+        || async {
+            let notes = kubectl_ok(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                &format!("reason=UnapprovedAccess,involvedObject.name={ENCLAVE}"),
+                "-o",
+                "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
+            ]);
+            if notes.contains("RoleBinding access-report/outsider-shells gives User mallory") {
+                Ok(())
+            } else {
+                Err(notes)
+            }
+        },
+    )
+    .await;
+
+    kubectl_ok(&["delete", "rolebinding", "outsider-shells", "-n", &ns.name]);
+    eventually(
+        TIMEOUT,
+        "mallory's binding gone from the status",
+        || async {
+            let listed = exposures();
+            if listed.contains("access-report/outsider-shells") {
+                Err(listed)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("access");
+    apply(&enclave());
+    let ns = TestNamespace::new("access-outside", false);
+    grant_shells(&ns.name, "shells");
+    running_pod(&ns.name, "web").await;
+    let out = attempt(&[
+        "exec",
+        "-n",
+        &ns.name,
+        "web",
+        "--as",
+        "mallory",
+        "--request-timeout=10s",
+        "--",
+        "true",
+    ]);
+    assert!(!is_denial(&out), "{out}");
+    // An in-scope attempt made after it is recorded, so the log has caught up with it.
+    let inside = TestNamespace::new("access-outside-probe", true);
+    apply(&policy(&inside.name, ENCLAVE, ""));
+    grant_shells(&inside.name, "shells");
+    wait_for_admission(&inside.name).await;
+    running_pod(&inside.name, "db").await;
+    let denied = attempt(&[
+        "exec",
+        "-n",
+        &inside.name,
+        "db",
+        "--as",
+        "mallory",
+        "--request-timeout=10s",
+        "--",
+        "true",
+    ]);
+    assert!(is_denial(&denied), "{denied}");
+    eventually(TIMEOUT, "the in-scope attempt recorded", || async {
+        if records_about(&inside.name, "db")
+            .iter()
+            .any(|r| r["kind"] == "AccessDenied")
+        {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    let outside = records_about(&ns.name, "web");
+    assert!(
+        outside.is_empty(),
+        "out-of-scope access reached the operator: {outside:?}"
+    );
+}
