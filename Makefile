@@ -72,6 +72,10 @@ bench-e2e: tools ## Pod CREATE through the API server: no policy vs native vs we
 bench-migration: tools ## Time to compliance for 1,000 pods on the local control plane (see docs/benchmarks.md)
 	hack/bench-migration.sh $(CLUSTER_DIR) $(or $(PODS),1000)
 
+.PHONY: bench-audit
+bench-audit: tools ## `enclave-operator audit` with 10,000 pods in scope on the local control plane: wall time and max RSS (in memory: cargo bench --bench audit)
+	hack/bench-audit.sh $(CLUSTER_DIR)
+
 .PHONY: fuzz
 fuzz: ## Coverage-guided fuzzing of admission (nightly, libFuzzer; FUZZ_RUNS inputs, default 10,000,000)
 	hack/fuzz.sh $(or $(FUZZ_RUNS),10000000)

@@ -108,16 +108,8 @@ done
 kubectl get nodes -L node-restriction.kubernetes.io/enclave-site -L topology.kubernetes.io/region \
 	-L topology.kubernetes.io/zone >&2
 
-for sc in eu-dublin-ssd eu-norway-ssd us-east-ssd; do
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: $sc}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-reclaimPolicy: Retain
-YAML
-done
+# The local control plane's StorageClasses, each restricted to its site's nodes.
+kubectl apply -f "$root/tools/cluster/storage.yaml" >/dev/null
 
 # --- the operator, from its image ----------------------------------------------------
 step "docker build -t $ref"

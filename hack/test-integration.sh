@@ -8,7 +8,6 @@
 set -euo pipefail
 cluster_dir=${1:?usage: test-integration.sh <cluster-dir>}
 root=$(cd "$(dirname "$0")/.." && pwd)
-namespace=enclave-system
 
 started=""
 if [[ -z "${KUBECONFIG:-}" ]]; then
@@ -17,36 +16,29 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 		started=yes
 	fi
 	export KUBECONFIG=$cluster_dir/kubeconfig
+	# The chaos tests restart this control plane's API server.
+	export ENCLAVE_CLUSTER_DIR=$cluster_dir
 fi
 cleanup() {
 	if [[ -n "$started" ]]; then "$root/tools/cluster/down.sh" "$cluster_dir"; fi
 }
 trap cleanup EXIT
 
+# An operator `make demo` left running would act on the tests' objects too.
+if [[ -f "$cluster_dir/pids/enclave-operator.pid" ]]; then
+	kill "$(cat "$cluster_dir/pids/enclave-operator.pid")" 2>/dev/null || true
+	rm -f "$cluster_dir/pids/enclave-operator.pid"
+fi
+
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 echo ">> integration tests against $server"
 kubectl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
 kubectl wait --for condition=established --timeout=60s -f "$root/crds/" >/dev/null
 
-# The chart, without operator pods (no container runs on this control plane): its
-# ServiceAccount, RBAC and Service. The operator runs on the host with that account.
-helm upgrade --install enclave-operator "$root/charts/enclave-operator" \
-	--namespace "$namespace" --create-namespace --set replicaCount=0 >/dev/null
-token=$(kubectl create token enclave-operator --namespace "$namespace" --duration 24h)
+# The chart, without operator pods; the operator runs on the host with a token of the
+# chart's ServiceAccount.
+"$root/hack/chart-operator.sh" "$cluster_dir"
 operator_kubeconfig=$cluster_dir/operator.kubeconfig
-mkdir -p "$cluster_dir"
-kubectl config view --minify --raw -o json | python3 -c '
-import json, sys
-config = json.load(sys.stdin)
-cluster = config["clusters"][0]
-print(json.dumps({
-    "apiVersion": "v1", "kind": "Config",
-    "clusters": [cluster],
-    "users": [{"name": "enclave-operator", "user": {"token": sys.argv[1]}}],
-    "contexts": [{"name": "enclave-operator", "context": {"cluster": cluster["name"], "user": "enclave-operator"}}],
-    "current-context": "enclave-operator",
-}))' "$token" >"$operator_kubeconfig"
-chmod 600 "$operator_kubeconfig"
 export ENCLAVE_TEST_OPERATOR_KUBECONFIG=$operator_kubeconfig
 
 threads=${TEST_THREADS:-6}

@@ -387,7 +387,8 @@ macro_rules! lean_owner {
         }
 
         impl $name {
-            fn owner(&self) -> ReplicaOwner {
+            /// What decisions read of it (the audit report builds its catalog with this too).
+            pub fn owner(&self) -> ReplicaOwner {
                 ReplicaOwner {
                     kind: $kind.to_string(),
                     metadata: self.metadata.clone(),

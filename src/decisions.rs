@@ -48,6 +48,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Decided by the controllers, which run on the leader only: such records go to the
+    /// leader chain, which each new leader continues. Admission decisions are made by
+    /// every replica and go to the replica's own chain.
+    pub fn by_leader(self) -> bool {
+        matches!(
+            self,
+            Kind::PodEvicted
+                | Kind::PodBlocked
+                | Kind::NetworkPolicyHealed
+                | Kind::ExposureFound
+                | Kind::NetworkLeakFound
+                | Kind::VolumeOutsideEnclave
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::PodPlaced => "PodPlaced",

@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod conditions;
@@ -24,6 +25,7 @@ pub mod crd;
 pub mod decisions;
 pub mod evidence;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod network;

@@ -8,7 +8,7 @@ use enclave_operator::{
     admission::{self, Engine, WebhookOptions, native, server, webhooks::Endpoint},
     cache::Caches,
     context::{AdmissionSetup, Context},
-    controller, crd, decisions, evidence, http,
+    controller, crd, decisions, evidence, http, leader,
     metrics::Metrics,
     shutdown, telemetry,
 };
@@ -33,6 +33,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Check a decision log offline: the hash chain, the sequence, and the checkpoints.
     VerifyLog(evidence::cli::VerifyArgs),
+    /// Report, read-only, whether every policy holds: Markdown and/or JSON; exit 0 all
+    /// green, 1 findings, 2 no report.
+    Audit(enclave_operator::audit::AuditArgs),
 }
 
 /// Which admission engine to use.
@@ -93,6 +96,23 @@ struct RunArgs {
     /// Which admission engine enforces the policies.
     #[arg(long, env = "ENCLAVE_ADMISSION", value_enum, default_value_t)]
     admission: AdmissionChoice,
+    /// Elect a leader on a Lease in --namespace: only the leader runs the controllers.
+    /// `false` runs them in this process unconditionally (one replica only).
+    #[arg(long, env = "ENCLAVE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The Lease of the election.
+    #[arg(long, env = "ENCLAVE_LEASE_NAME", default_value = "enclave-operator")]
+    lease_name: String,
+    /// Seconds a lease holds without renewal: the longest a crashed leader's work waits
+    /// for another replica.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds before expiry the leader renews.
+    #[arg(long, default_value_t = 5)]
+    lease_renew_before: u64,
+    /// This process's identity in the election; defaults to POD_NAME, else host-pid.
+    #[arg(long, env = "ENCLAVE_LEADER_IDENTITY")]
+    leader_identity: Option<String>,
     #[command(flatten)]
     evidence: evidence::cli::LogArgs,
     /// Log format.
@@ -164,14 +184,33 @@ async fn main() -> ExitCode {
             }
         },
         Command::VerifyLog(args) => evidence::cli::verify(args),
-        Command::Run(args) => match run(*args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "enclave-operator stopped");
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Audit(args) => enclave_operator::audit::run(args).await,
+        Command::Run(args) => {
+            // The steady state stops within 5 s of a signal by itself; this bounds the
+            // phases before it (connecting, the first lists of a large cluster, taking
+            // the lease), which a signal must not wait for either.
+            let deadline = async {
+                shutdown::signalled().await;
+                tokio::time::sleep(Duration::from_millis(4800)).await;
+            };
+            let code = tokio::select! {
+                result = run(*args) => match result {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        tracing::error!(%error, "enclave-operator stopped");
+                        eprintln!("error: {error}");
+                        1
+                    }
+                },
+                () = deadline => {
+                    tracing::warn!("stopped 5 s after the signal, with work still in flight");
+                    0
+                }
+            };
+            // Exit now: the runtime would otherwise wait for blocking file writes still
+            // queued, beyond the deadline.
+            std::process::exit(code)
+        }
     }
 }
 
@@ -284,9 +323,41 @@ async fn run(args: RunArgs) -> Result<(), String> {
             owner,
         },
     ));
-    let writer = evidence::writer::start(&args.evidence, ctx.clone(), records)
-        .await
-        .map_err(|e| e.to_string())?;
+    let election = if args.leader_election {
+        Some(
+            leader::start(
+                client.clone(),
+                leader::Settings {
+                    namespace: args.namespace.clone(),
+                    lease_name: args.lease_name.clone(),
+                    identity: args
+                        .leader_identity
+                        .clone()
+                        .unwrap_or_else(leader::default_identity),
+                    duration: Duration::from_secs(args.lease_duration),
+                    renew_before: Duration::from_secs(args.lease_renew_before),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    // Without an election this process always leads; the sender lives as long as the
+    // process so that the value stays.
+    let (always, always_rx) = tokio::sync::watch::channel(true);
+    let leading = election
+        .as_ref()
+        .map_or(always_rx, leader::Election::leading);
+    let writer = evidence::writer::start(
+        &args.evidence,
+        ctx.clone(),
+        records,
+        election.as_ref().map(leader::Election::leading),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
 
     let probes = tokio::spawn(http::serve(
         metrics_listener,
@@ -307,7 +378,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics.admission.clone(),
         shutdown::signalled(),
     ));
-    let controllers = tokio::spawn(controller::run(ctx.clone()));
+    let controllers = tokio::spawn(controller::lead(ctx.clone(), leading));
 
     tokio::select! {
         () = shutdown::signalled() => {}
@@ -315,15 +386,27 @@ async fn run(args: RunArgs) -> Result<(), String> {
             return Err(format!("the metrics server stopped: {error}"));
         },
     }
-    // Stop within a few seconds whatever is in flight: controllers finish their current
-    // reconcile at most, the decision log is flushed.
-    let deadline = Duration::from_secs(4);
-    let _ = tokio::time::timeout(deadline, async {
-        let _ = controllers.await;
-        let _ = webhooks.await;
-        writer.close().await;
+    // Stop within 5 s whatever is in flight: controllers finish their current reconcile
+    // at most and the webhook server answers the reviews it holds; then, with a budget
+    // of its own, the decision log takes in what they decided, is flushed and its
+    // chains checkpointed (what reaches it too late is counted in a RecordsLost line);
+    // only then is the lease given up, so that the next leader continues the leader
+    // chain from this process's last checkpoint, and takes over at once rather than
+    // when the lease expires.
+    let _ = tokio::time::timeout(Duration::from_millis(2500), async {
+        let _ = tokio::join!(controllers, webhooks);
     })
     .await;
+    if tokio::time::timeout(Duration::from_millis(1500), writer.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the decision log did not close in time: its last lines may be missing");
+    }
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(Duration::from_millis(700), election.release()).await;
+    }
+    drop(always);
     tracing::info!("enclave-operator stopped");
     Ok(())
 }

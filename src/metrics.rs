@@ -176,6 +176,8 @@ impl EvidenceMetrics {
 /// Every metric of the operator, and the registry that encodes them.
 pub struct Metrics {
     pub registry: Registry,
+    /// 1 while this replica leads (runs the controllers), else 0.
+    pub leader: Gauge,
     pub reconcile: ReconcileMetrics,
     pub admission: AdmissionMetrics,
     pub evidence: EvidenceMetrics,
@@ -187,8 +189,15 @@ impl Default for Metrics {
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("controller"));
         let admission = AdmissionMetrics::register(registry.sub_registry_with_prefix("admission"));
         let evidence = EvidenceMetrics::register(registry.sub_registry_with_prefix("evidence"));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads and runs the controllers, else 0",
+            leader.clone(),
+        );
         Self {
             registry,
+            leader,
             reconcile,
             admission,
             evidence,

@@ -1,5 +1,7 @@
 //! The Helm chart: lints, renders, and every object it renders is accepted by the real
-//! API server (server-side dry run), in both certificate modes.
+//! API server (server-side dry run), in both certificate modes; its values schema
+//! rejects bad values by name; and installed, upgraded and uninstalled for real, with an
+//! operator running under its ServiceAccount, it leaves nothing that blocks the cluster.
 
 mod common;
 
@@ -29,7 +31,7 @@ fn chart_lints_and_renders_objects_the_api_server_accepts() {
     let _ = kubectl(&["create", "namespace", "enclave-system"], None);
     let rendered = helm(&[
         "template",
-        "enclave",
+        "enclave-operator",
         CHART,
         "--namespace",
         "enclave-system",
@@ -66,7 +68,7 @@ fn chart_lints_and_renders_objects_the_api_server_accepts() {
 fn cert_manager_mode_mounts_the_secret() {
     let rendered = helm(&[
         "template",
-        "enclave",
+        "enclave-operator",
         CHART,
         "--namespace",
         "enclave-system",
@@ -80,4 +82,259 @@ fn cert_manager_mode_mounts_the_secret() {
     assert!(rendered.contains("kind: Certificate"));
     assert!(rendered.contains("--webhook-tls-dir=/tls"));
     assert!(rendered.contains("secretName: enclave-operator-webhook-tls"));
+}
+
+/// helm that must fail: its combined output.
+fn helm_fails(args: &[&str]) -> String {
+    let out = Command::new("helm").args(args).output().expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "helm {args:?} should have failed: {text}"
+    );
+    text
+}
+
+#[test]
+fn bad_values_are_rejected_naming_the_field_and_what_is_allowed() {
+    for (set, expected) in [
+        ("replicaCount=-1", "/replicaCount"),
+        ("logFormat=xml", "'text', 'json'"),
+        ("admission.engine=cel", "'auto', 'native', 'webhook'"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("webhook.port=70000", "/webhook/port"),
+        ("replicaCont=2", "replicaCont"),
+        (
+            "leaderElection.leaseDurationSeconds=1",
+            "/leaderElection/leaseDurationSeconds",
+        ),
+    ] {
+        let out = helm_fails(&["template", "enclave-operator", CHART, "--set", set]);
+        assert!(
+            out.contains(expected),
+            "--set {set}: expected {expected:?} in {out}"
+        );
+    }
+}
+
+#[test]
+fn defaults_run_two_replicas_that_elect_a_leader_and_survive_a_drain() {
+    let rendered = helm(&[
+        "template",
+        "enclave-operator",
+        CHART,
+        "--namespace",
+        "enclave-system",
+    ]);
+    assert!(rendered.contains("replicas: 2"));
+    assert!(rendered.contains("kind: PodDisruptionBudget") && rendered.contains("minAvailable: 1"));
+    assert!(rendered.contains("topologySpreadConstraints:"));
+    assert!(rendered.contains("--lease-name=enclave-operator"));
+    assert!(rendered.contains("--owner-cluster-role=enclave-operator"));
+    assert!(rendered.contains("resources: [leases]"));
+    assert!(rendered.contains("terminationGracePeriodSeconds: 10"));
+    // One replica: no PDB (it would block every drain). The optional ServiceMonitor.
+    let single = helm(&[
+        "template",
+        "enclave-operator",
+        CHART,
+        "--set",
+        "replicaCount=1",
+    ]);
+    assert!(!single.contains("kind: PodDisruptionBudget"));
+    assert!(!rendered.contains("kind: ServiceMonitor"));
+    let monitored = helm(&[
+        "template",
+        "enclave-operator",
+        CHART,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]);
+    assert!(monitored.contains("kind: ServiceMonitor") && monitored.contains("port: metrics"));
+    // A second installation does not collide with the first on cluster-scoped names.
+    let other = helm(&["template", "canary", CHART]);
+    assert!(
+        other.contains("name: canary-enclave-operator")
+            && !other.contains("\n  name: enclave-operator\n")
+    );
+    // NOTES tell the next steps.
+    let notes = helm(&[
+        "install",
+        "enclave-operator",
+        CHART,
+        "--dry-run=client",
+        "--namespace",
+        "enclave-system",
+    ]);
+    assert!(
+        notes.contains("Next steps") && notes.contains("kubectl get residencypolicy"),
+        "{notes}"
+    );
+}
+
+const RELEASE: &str = "uninstall-test";
+const RELEASE_NAMESPACE: &str = "enclave-uninstall";
+/// What the chart names a release's objects.
+const INSTALLATION: &str = "uninstall-test-enclave-operator";
+
+fn webhook_configurations_of(policy: &str) -> String {
+    let name = enclave_operator::admission::webhooks::configuration_name(policy);
+    kubectl_ok(&[
+        "get",
+        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+        "--field-selector",
+        &format!("metadata.name={name}"),
+        "-o",
+        "name",
+    ])
+}
+
+/// The whole life of an installation, as a user lives it: install, an operator running
+/// under the release's ServiceAccount enforcing a policy with webhooks, upgrade, then
+/// uninstall while the operator is still running (the race in which other operators
+/// recreate their webhooks after uninstall), and then an in-scope pod can be created.
+#[tokio::test]
+async fn install_upgrade_and_uninstall_leave_nothing_that_blocks_pods() {
+    let _ = helm_best_effort(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+    ]);
+    helm(&[
+        "install",
+        RELEASE,
+        CHART,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "replicaCount=0",
+        "--wait",
+    ]);
+    let kubeconfig =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uninstall-test.kubeconfig");
+    service_account_kubeconfig(RELEASE_NAMESPACE, INSTALLATION, &kubeconfig);
+    let secret = format!("{INSTALLATION}-webhook-ca");
+    let mut operator = Operator::start_as(
+        "uninstall",
+        &[
+            "--admission",
+            "webhook",
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--owner-cluster-role",
+            INSTALLATION,
+            "--webhook-secret",
+            &secret,
+            "--lease-name",
+            INSTALLATION,
+        ],
+        Some(&kubeconfig),
+    );
+    operator.ready().await;
+    apply(&eu_enclave("uninstall-eu"));
+    let ns = TestNamespace::new("uninstall-scope", true);
+    apply(&policy(&ns.name, "uninstall-eu", ""));
+    wait_for_webhook(&ns.name).await;
+    let owner = kubectl_ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        &enclave_operator::admission::webhooks::configuration_name(&ns.name),
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(owner, format!("ClusterRole/{INSTALLATION}"));
+
+    // Upgrade in place: the operator keeps its rights and keeps enforcing.
+    helm(&[
+        "upgrade",
+        RELEASE,
+        CHART,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "logLevel=debug",
+        "--wait",
+    ]);
+    let revision = kubectl_ok(&[
+        "get",
+        "secret",
+        "-n",
+        RELEASE_NAMESPACE,
+        "-l",
+        &format!("owner=helm,name={RELEASE}"),
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        revision.lines().count(),
+        2,
+        "two release revisions: {revision}"
+    );
+    wait_for_webhook(&ns.name).await;
+
+    // Uninstall with the operator still running: what it writes after its ClusterRole
+    // is gone names a dead owner and is collected again.
+    helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+    ]);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    operator.stop();
+    eventually(
+        std::time::Duration::from_secs(60),
+        "no webhook configuration left",
+        || async {
+            let left = webhook_configurations_of(&ns.name);
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+    )
+    .await;
+    // And an in-scope pod is created: nothing the operator made blocks it.
+    let created = kubectl(
+        &[
+            "run",
+            "after-uninstall",
+            "-n",
+            &ns.name,
+            "--image=registry.k8s.io/pause:3.10",
+        ],
+        None,
+    );
+    assert!(
+        created.status.success(),
+        "an in-scope pod after uninstall: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let _ = kubectl(
+        &["delete", "residencypolicy", &ns.name, "--ignore-not-found"],
+        None,
+    );
+    let _ = kubectl(
+        &["delete", "namespace", RELEASE_NAMESPACE, "--wait=false"],
+        None,
+    );
+}
+
+/// helm whose failure is fine (cleaning up what an earlier run left).
+fn helm_best_effort(args: &[&str]) -> bool {
+    Command::new("helm")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

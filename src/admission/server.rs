@@ -515,9 +515,20 @@ pub async fn serve(
         tracing::info!(%addr, max_connections = limits.max_connections, "serving admission webhooks over TLS");
     }
     let mut shutdown = std::pin::pin!(shutdown);
+    // Tells open connections to finish the request in hand and close.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                drop(listener);
+                let _ = stop.send(true);
+                // Every connection holds a slot until it is done: holding them all
+                // means every review in flight was answered (and its decision handed to
+                // the log before the log closes). The caller bounds the wait.
+                let total = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+                let _ = slots.acquire_many(total).await;
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -542,6 +553,7 @@ pub async fn serve(
         let router = router.clone();
         let limits = limits.clone();
         let metrics = metrics.clone();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;
             metrics.connections.inc();
@@ -574,11 +586,20 @@ pub async fn serve(
                 let service = hyper_util::service::TowerToHyperService::new(router);
                 // Guarded enforces the header deadline; hyper's would also cut idle
                 // keep-alive connections. Errors are the client's (reset, timeout).
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(None)
-                    .serve_connection(io, service)
-                    .await;
+                let builder = {
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder.timer(TokioTimer::new()).header_read_timeout(None);
+                    builder
+                };
+                let connection = builder.serve_connection(io, service);
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
             }
             metrics.connections.dec();
         });

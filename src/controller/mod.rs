@@ -15,14 +15,40 @@ use kube::{
     },
 };
 
+use tokio::sync::watch;
+
 use crate::context::Context;
 
-/// Runs every controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
-    tokio::join!(
-        sites::run(ctx.client.clone(), ctx.clone()),
-        residency::run(ctx)
-    );
+/// Runs every controller while this replica leads, until shutdown: a term starts when
+/// `leading` turns true and ends, each controller finishing the reconcile in hand, when
+/// it turns false or shutdown is asked for. Each term starts from fresh memory, as a
+/// new leader's would.
+pub async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            leads = async { leading.wait_for(|leads| *leads).await.is_ok() } => if !leads { return },
+            () = crate::shutdown::signalled() => return,
+        }
+        ctx.metrics.leader.set(1);
+        tracing::info!("leading: controllers started");
+        tokio::join!(
+            sites::run(ctx.client.clone(), ctx.clone(), term_end(leading.clone())),
+            residency::run(ctx.clone(), term_end(leading.clone()))
+        );
+        ctx.metrics.leader.set(0);
+        tracing::info!("controllers stopped");
+        if crate::shutdown::requested() {
+            return;
+        }
+    }
+}
+
+/// Resolves when a term ends: leadership lost (or the election gone), or shutdown.
+async fn term_end(mut leading: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = async { leading.wait_for(|leads| !*leads).await.is_ok() } => {}
+        () = crate::shutdown::signalled() => {}
+    }
 }
 
 /// What can go wrong in a reconcile.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -410,9 +410,17 @@ async fn record_new_exposures(
 /// existence), RBAC changes and changes to policies and namespaces (which decide the
 /// enclave's namespaces) re-run every enclave: enclaves are few and each run reads only
 /// caches.
-pub async fn run(client: Client, ctx: Arc<Context>) {
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let stop = stop.shared();
     let enclaves: Api<DeserializeGuard<DataEnclave>> = Api::all(client);
-    ctx.caches.wait_until_ready().await;
+    tokio::select! {
+        () = ctx.caches.wait_until_ready() => {}
+        () = stop.clone() => return,
+    }
     Controller::new(enclaves, watcher::Config::default().any_semantic())
         .reconcile_all_on(futures::stream::select_all([
             ctx.caches.nodes.changes().boxed(),
@@ -427,7 +435,7 @@ pub async fn run(client: Client, ctx: Arc<Context>) {
             kube::runtime::controller::Config::default()
                 .debounce(std::time::Duration::from_millis(200)),
         )
-        .graceful_shutdown_on(crate::shutdown::signalled())
+        .graceful_shutdown_on(stop)
         .run(
             reconcile,
             |guard, error, ctx| error_policy(CONTROLLER, guard.as_ref(), error, &ctx),

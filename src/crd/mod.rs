@@ -3,11 +3,9 @@
 //! rules here are enforced by the API server before the operator ever sees an object.
 
 mod data_enclave;
-mod enclave_params;
 mod residency_policy;
 
 pub use data_enclave::*;
-pub use enclave_params::*;
 pub use residency_policy::*;
 
 use std::collections::BTreeMap;
@@ -28,11 +26,7 @@ pub const GROUP: &str = "enclave.dev";
 pub fn all()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![
-        DataEnclave::crd(),
-        ResidencyPolicy::crd(),
-        EnclaveParams::crd(),
-    ]
+    vec![DataEnclave::crd(), ResidencyPolicy::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream, as committed in `crds/`.

@@ -1,7 +1,7 @@
 //! The command-line side of the evidence: where the decision log goes, and
 //! `enclave-operator verify-log`.
 
-use std::{io::BufRead, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use super::{chain::Checkpoint, verify};
 
@@ -15,6 +15,10 @@ pub struct LogArgs {
     /// The chain's identity; defaults to `<namespace>/<pod name or host name>`.
     #[arg(long, env = "ENCLAVE_CHAIN_ID")]
     pub chain_id: Option<String>,
+    /// The chain of the controllers' decisions, written by whichever replica leads and
+    /// continued by the next; defaults to `<namespace>/leader`.
+    #[arg(long, env = "ENCLAVE_LEADER_CHAIN_ID")]
+    pub leader_chain_id: Option<String>,
     /// Seconds between checkpoints of the chain's head to the cluster.
     #[arg(long, default_value_t = 60.0)]
     pub checkpoint_interval: f64,
@@ -35,6 +39,10 @@ pub struct VerifyArgs {
     /// still found: the chain itself is checked.
     #[arg(long)]
     pub skip_other_lines: bool,
+    /// Verify only the records of this chain (a log written by a leader holds its own
+    /// chain and the leader chain; `kubectl logs` of several replicas hold several).
+    #[arg(long)]
+    pub chain: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -52,29 +60,30 @@ fn read_checkpoints(paths: &[PathBuf]) -> Result<Vec<Checkpoint>, String> {
 }
 
 /// A chain record line, as opposed to a log line of something else.
-pub fn is_record(line: &str) -> bool {
-    line.starts_with("{\"seq\":")
+pub fn is_record(line: &[u8]) -> bool {
+    line.starts_with(b"{\"seq\":")
 }
 
 fn check(args: &VerifyArgs) -> Result<verify::Report, String> {
     let checkpoints = read_checkpoints(&args.checkpoints)?;
-    if !args.skip_other_lines {
-        return verify::verify(&args.files, &checkpoints).map_err(|broken| broken.to_string());
-    }
-    let mut readers = Vec::new();
-    for path in &args.files {
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut kept = Vec::new();
-        for line in std::io::BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-            if line.starts_with(b"{\"seq\":") {
-                kept.extend_from_slice(&line);
-                kept.push(b'\n');
+    let keep = |line: &[u8]| {
+        if !is_record(line) {
+            // Not a record: skipped on request, else read (and reported as broken).
+            return !args.skip_other_lines;
+        }
+        match &args.chain {
+            None => true,
+            Some(chain) => {
+                #[derive(serde::Deserialize)]
+                struct ChainOf {
+                    chain: String,
+                }
+                // A record that does not parse is read, so that it is reported.
+                serde_json::from_slice::<ChainOf>(line).map_or(true, |r| &r.chain == chain)
             }
         }
-        readers.push((path.display().to_string(), std::io::Cursor::new(kept)));
-    }
-    verify::verify_readers(readers, &checkpoints).map_err(|broken| broken.to_string())
+    };
+    verify::verify_selected(&args.files, &checkpoints, &keep).map_err(|broken| broken.to_string())
 }
 
 /// Runs `verify-log`: exit 0 when the log is intact, 1 with the first broken line

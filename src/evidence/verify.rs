@@ -112,7 +112,7 @@ pub enum Broken {
         recorded: Digest,
     },
     #[error(
-        "{at}: record belongs to chain {found:?}, but the log so far is chain {expected:?}: lines of another chain were mixed in"
+        "{at}: record belongs to chain {found:?}, but the log so far is chain {expected:?}: lines of another chain were mixed in (verify one chain at a time with --chain)"
     )]
     ChainChanged {
         at: Position,
@@ -262,7 +262,19 @@ impl fmt::Display for Report {
 /// rotated into several files), against `checkpoints` (in any order, as read from the
 /// cluster). See the module documentation for what is checked.
 pub fn verify<P: AsRef<Path>>(files: &[P], checkpoints: &[Checkpoint]) -> Result<Report, Broken> {
+    verify_selected(files, checkpoints, &|_| true)
+}
+
+/// Like [`verify`], reading only the lines `keep` selects (one chain of a log that holds
+/// several, or the records among other log lines). Lines keep their numbers in
+/// messages.
+pub fn verify_selected<P: AsRef<Path>>(
+    files: &[P],
+    checkpoints: &[Checkpoint],
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<Report, Broken> {
     let mut verifier = Verifier::new(checkpoints);
+    verifier.keep = Some(keep);
     for path in files {
         let path = path.as_ref();
         let name = path.display().to_string();
@@ -344,9 +356,14 @@ struct State {
     last: Last,
 }
 
+/// Selects the lines of a log to verify.
+type LineFilter<'k> = &'k dyn Fn(&[u8]) -> bool;
+
 /// The streaming check. Private: after an error its state is meaningless, and
 /// `verify`/`verify_readers` make sure nothing reads it then.
-struct Verifier {
+struct Verifier<'k> {
+    /// Which lines to read; the others are skipped (and still numbered).
+    keep: Option<LineFilter<'k>>,
     /// Sorted by seq; `next_checkpoint` is the first one not yet reached.
     checkpoints: Vec<Checkpoint>,
     next_checkpoint: usize,
@@ -361,11 +378,12 @@ struct Verifier {
 /// Read at most this much per line: a line of `MAX_LINE_BYTES` plus its newline.
 const READ_LIMIT: u64 = MAX_LINE_BYTES as u64 + 1;
 
-impl Verifier {
-    fn new(checkpoints: &[Checkpoint]) -> Verifier {
+impl<'k> Verifier<'k> {
+    fn new(checkpoints: &[Checkpoint]) -> Verifier<'k> {
         let mut checkpoints = checkpoints.to_vec();
         checkpoints.sort_by_key(|c| c.seq);
         Verifier {
+            keep: None,
             checkpoints,
             next_checkpoint: 0,
             checkpoints_before: 0,
@@ -417,6 +435,9 @@ impl Verifier {
                 // its hash and the checkpoints decide whether it is complete.
                 None => &buf,
             };
+            if self.keep.is_some_and(|keep| !keep(bytes)) {
+                continue;
+            }
             self.line(file, line, bytes)?;
         }
     }

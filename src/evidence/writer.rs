@@ -7,6 +7,13 @@
 //!
 //! A process resumes its chain from its last checkpoint when it restarts with the same
 //! identity (`--chain-id`), writing a `ChainResumed` record that names the checkpoint.
+//!
+//! With leader election there are two chains per process: the replica's own, for the
+//! admission decisions every replica makes, and the leader chain (`--leader-chain-id`)
+//! for the controllers' decisions, which only the leader makes. A replica that becomes
+//! leader resumes the leader chain from its last checkpoint; one that steps down
+//! writes what its controllers decided, checkpoints and closes it, before the lease is
+//! given up. Lines of both go to the same outputs; `verify-log --chain` picks one.
 //! Records lost because the queue was full are themselves recorded (`RecordsLost`,
 //! with the count) before the next record, so the log never has a silent hole.
 //! Admission findings also become Events on their policy, best effort: an Event that
@@ -118,11 +125,65 @@ pub async fn last_checkpoint(
         .find_map(|line| serde_json::from_str::<Checkpoint>(line).ok()))
 }
 
-/// Starts the writer: resumes the chain from its last checkpoint (or starts one).
+/// A chain being written: its state and the head its checkpointer stores.
+struct Written {
+    chain: Chain,
+    head: watch::Sender<Checkpoint>,
+    checkpoints: tokio::task::JoinHandle<()>,
+}
+
+impl Written {
+    /// Resumes `chain_id` from its last checkpoint, or starts it; returns the chain and
+    /// its first line (`ChainResumed` or `ChainStarted`), not yet written.
+    async fn open(
+        ctx: &Arc<Context>,
+        namespace: &str,
+        chain_id: &str,
+        interval: Duration,
+    ) -> Result<(Written, String), Error> {
+        let (chain, first) = match last_checkpoint(&ctx.client, namespace, chain_id).await? {
+            Some(checkpoint) => Chain::resume(chain_id.to_string(), &checkpoint, Timestamp::now())?,
+            None => Chain::start(chain_id.to_string(), Timestamp::now())?,
+        };
+        tracing::info!(chain = %chain_id, seq = chain.head().seq, "decision log chain opened");
+        let (head, head_rx) = watch::channel(chain.head());
+        let checkpoints = tokio::spawn(checkpoint(
+            ctx.clone(),
+            namespace.to_string(),
+            chain_id.to_string(),
+            head_rx,
+            interval,
+        ));
+        Ok((
+            Written {
+                chain,
+                head,
+                checkpoints,
+            },
+            first,
+        ))
+    }
+
+    /// Publishes the head (of flushed lines only).
+    fn flushed(&self) {
+        self.head.send_replace(self.chain.head());
+    }
+
+    /// Ends the chain's checkpointer, which stores the head once more first.
+    async fn close(self) {
+        drop(self.head);
+        let _ = self.checkpoints.await;
+    }
+}
+
+/// Starts the writer: resumes this replica's chain from its last checkpoint (or starts
+/// one), and, with an election, the leader chain whenever `leading` turns true. Without
+/// one (a single process) every record goes to the process's chain.
 pub async fn start(
     args: &LogArgs,
     ctx: Arc<Context>,
     records: mpsc::Receiver<Record>,
+    leading: Option<watch::Receiver<bool>>,
 ) -> Result<Writer, Error> {
     let interval = Duration::try_from_secs_f64(args.checkpoint_interval)
         .ok()
@@ -133,10 +194,10 @@ pub async fn start(
         .chain_id
         .clone()
         .unwrap_or_else(|| format!("{namespace}/{}", identity()));
-    let (chain, first) = match last_checkpoint(&ctx.client, &namespace, &chain_id).await? {
-        Some(checkpoint) => Chain::resume(chain_id.clone(), &checkpoint, Timestamp::now())?,
-        None => Chain::start(chain_id.clone(), Timestamp::now())?,
-    };
+    let leader_id = args
+        .leader_chain_id
+        .clone()
+        .unwrap_or_else(|| format!("{namespace}/leader"));
     let file = match &args.decision_log {
         Some(path) => Some(
             tokio::fs::OpenOptions::new()
@@ -151,33 +212,30 @@ pub async fn start(
         ),
         None => None,
     };
-    tracing::info!(chain = %chain_id, seq = chain.head().seq, "decision log started");
-    let (head_tx, head_rx) = watch::channel(chain.head());
+    let (replica, first) = Written::open(&ctx, &namespace, &chain_id, interval).await?;
     let (events_tx, events_rx) = mpsc::channel(1024);
     tokio::spawn(publish_events(ctx.clone(), events_rx));
-    let checkpoints = tokio::spawn(checkpoint(
-        ctx.clone(),
-        namespace,
-        chain_id,
-        head_rx,
-        interval,
-    ));
     let (close_tx, close_rx) = oneshot::channel();
     let done = tokio::spawn(async move {
         let mut log = Log {
-            chain,
+            replica,
+            leader: None,
+            leader_id,
+            namespace,
+            interval,
             stdout: tokio::io::BufWriter::new(tokio::io::stdout()),
             file: file.map(tokio::io::BufWriter::new),
             ctx,
-            head: head_tx,
             events: events_tx,
         };
         log.write(&first).await;
         log.flush().await;
-        log.run(records, close_rx).await;
-        // The last head after the final flush.
-        drop(log);
-        let _ = checkpoints.await;
+        log.run(records, leading, close_rx).await;
+        // The last heads after the final flush.
+        if let Some(leader) = log.leader.take() {
+            leader.close().await;
+        }
+        log.replica.close().await;
     });
     Ok(Writer {
         close: Some(close_tx),
@@ -185,12 +243,21 @@ pub async fn start(
     })
 }
 
+/// Why records are lost while the writer runs.
+const FULL: &str = "the decision queue was full";
+
 struct Log {
-    chain: Chain,
+    /// This replica's chain: admission decisions, and the controllers' when the leader
+    /// chain is not open.
+    replica: Written,
+    /// The leader chain, open while this replica leads.
+    leader: Option<Written>,
+    leader_id: String,
+    namespace: String,
+    interval: Duration,
     stdout: tokio::io::BufWriter<tokio::io::Stdout>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     ctx: Arc<Context>,
-    head: watch::Sender<Checkpoint>,
     events: mpsc::Sender<Record>,
 }
 
@@ -213,26 +280,44 @@ impl Log {
     }
 
     async fn flush(&mut self) {
-        let _ = self.stdout.flush().await;
-        if let Some(file) = &mut self.file {
-            let _ = file.flush().await;
-            let _ = file.get_ref().sync_data().await;
+        if self.stdout.flush().await.is_err() {
+            tracing::warn!("could not write the decision log to stdout");
+        }
+        if let Some(file) = &mut self.file
+            && (file.flush().await.is_err() || file.get_ref().sync_data().await.is_err())
+        {
+            // The head is still checkpointed below: lines missing from the file then
+            // show as a truncation or a gap when the file is verified.
+            tracing::warn!("could not write the decision log file");
         }
         // Only what is flushed may be checkpointed.
-        self.head.send_replace(self.chain.head());
+        self.replica.flushed();
+        if let Some(leader) = &self.leader {
+            leader.flushed();
+        }
     }
 
-    async fn record(&mut self, record: Record) {
+    /// Writes how many records the queue turned away since the last call, if any.
+    async fn lost(&mut self, reason: &str) {
         let lost = self.ctx.sink.take_lost();
         if lost > 0 {
             self.ctx.metrics.evidence.lost.inc_by(lost);
-            let line =
-                self.chain
-                    .records_lost(lost, "the decision queue was full", Timestamp::now());
+            let line = self
+                .replica
+                .chain
+                .records_lost(lost, reason, Timestamp::now());
             self.write(&line).await;
         }
+    }
+
+    async fn record(&mut self, record: Record) {
+        self.lost(FULL).await;
         let kind = Kind::from_static(record.kind.as_str()).unwrap_or(Kind::POD_DENIED);
-        let line = self.chain.append(kind, record.fields(), Timestamp::now());
+        let chain = match &mut self.leader {
+            Some(leader) if record.kind.by_leader() => &mut leader.chain,
+            _ => &mut self.replica.chain,
+        };
+        let line = chain.append(kind, record.fields(), Timestamp::now());
         self.write(&line).await;
         let told = match record.kind {
             decisions::Kind::PodDenied | decisions::Kind::AuditFinding => record.policy.is_some(),
@@ -244,7 +329,50 @@ impl Log {
         }
     }
 
-    async fn run(&mut self, mut records: mpsc::Receiver<Record>, mut close: oneshot::Receiver<()>) {
+    /// Takes the leader chain up where the last leader's checkpoint left it.
+    async fn lead(&mut self) {
+        if self.leader.is_some() {
+            return;
+        }
+        match Written::open(&self.ctx, &self.namespace, &self.leader_id, self.interval).await {
+            Ok((leader, first)) => {
+                self.leader = Some(leader);
+                self.write(&first).await;
+                self.flush().await;
+            }
+            // The controllers' records then stay in this replica's chain: nothing is
+            // lost, the leader chain has a gap that its checkpoints show.
+            Err(error) => {
+                tracing::warn!(%error, chain = %self.leader_id, "could not open the leader chain")
+            }
+        }
+    }
+
+    /// Ends this replica's part of the leader chain, with its last head checkpointed,
+    /// so that the next leader continues from it.
+    async fn step_down(&mut self, records: &mut mpsc::Receiver<Record>) {
+        // What the controllers decided before they stopped belongs to this term.
+        while let Ok(more) = records.try_recv() {
+            self.record(more).await;
+        }
+        self.flush().await;
+        if let Some(leader) = self.leader.take() {
+            leader.close().await;
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut records: mpsc::Receiver<Record>,
+        leading: Option<watch::Receiver<bool>>,
+        mut close: oneshot::Receiver<()>,
+    ) {
+        let mut election = leading.is_some();
+        // Without an election: a receiver that never changes, and a branch never polled.
+        let mut leading = leading.unwrap_or_else(|| watch::channel(false).1);
+        if election && *leading.borrow_and_update() {
+            self.lead().await;
+        }
         loop {
             tokio::select! {
                 biased;
@@ -255,14 +383,33 @@ impl Log {
                         while let Ok(more) = records.try_recv() {
                             self.record(more).await;
                         }
+                        // Losses after the last record of a burst are written now, not
+                        // only before a next record that may never come.
+                        self.lost(FULL).await;
                         self.flush().await;
                     }
                     None => break,
                 },
+                changed = leading.changed(), if election => {
+                    if changed.is_err() {
+                        election = false;
+                        continue;
+                    }
+                    if *leading.borrow_and_update() {
+                        self.lead().await;
+                    } else {
+                        self.step_down(&mut records).await;
+                    }
+                }
                 _ = &mut close => {
+                    // Refuse new records (counted as lost from here on), so that the
+                    // drain ends, and write the count of those refused before the end.
+                    records.close();
                     while let Ok(more) = records.try_recv() {
                         self.record(more).await;
                     }
+                    self.lost("the decision queue was full, or the decision log was closing")
+                        .await;
                     self.flush().await;
                     break;
                 }

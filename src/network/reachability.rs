@@ -504,6 +504,9 @@ pub struct PodGroup {
     pub pod_count: usize,
     /// The first pod of the group by name, to point a reader at a concrete pod.
     pub representative_pod: String,
+    /// Every pod of the group by name, in the same order: the audit report gives each
+    /// pod its group's verdict.
+    pub pods: Vec<String>,
     /// The NetworkPolicies selecting these pods (any direction), by namespace/name.
     pub selected_by: Vec<PolicyRef>,
     /// The group's leaks, in order, at most [`MAX_LEAKS_PER_GROUP`].
@@ -1075,6 +1078,10 @@ impl<'w> Model<'w> {
                 .first()
                 .map(|&pod| self.pods[pod].name.clone())
                 .unwrap_or_default(),
+            pods: members
+                .iter()
+                .map(|&pod| self.pods[pod].name.clone())
+                .collect(),
             selected_by: selecting
                 .iter()
                 .map(|&i| self.policies[i].reference.clone())

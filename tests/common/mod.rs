@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod generate;
+pub mod workloads;
 
 use std::{
     fmt::Debug,
@@ -178,6 +179,13 @@ impl Operator {
     /// is what the tests exercise), else the tests' own; with the admission engine
     /// `ENCLAVE_TEST_ADMISSION` names (default: auto).
     pub fn start(name: &str, extra_args: &[&str]) -> Self {
+        let kubeconfig = std::env::var_os("ENCLAVE_TEST_OPERATOR_KUBECONFIG").map(PathBuf::from);
+        Self::start_as(name, extra_args, kubeconfig.as_deref())
+    }
+
+    /// [`Operator::start`] with the credentials of `kubeconfig` (the tests' own when
+    /// `None`).
+    pub fn start_as(name: &str, extra_args: &[&str], kubeconfig: Option<&std::path::Path>) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let log = dir.join(format!("operator-{name}.log"));
         let file = std::fs::File::create(&log).expect("create operator log");
@@ -194,8 +202,21 @@ impl Operator {
         if !extra_args.contains(&"--webhook-url") {
             command.args(["--webhook-url", &format!("https://127.0.0.1:{port}")]);
         }
+        // Each test operator elects itself on a Lease of its own (two processes of one
+        // test share it), with a short lease so that a killed one is replaced quickly.
+        if !extra_args.contains(&"--lease-name") {
+            command.args(["--lease-name", &format!("enclave-test-{name}")]);
+        }
+        if !extra_args.contains(&"--lease-duration") {
+            command.args(["--lease-duration", "8", "--lease-renew-before", "3"]);
+        }
+        if !extra_args.contains(&"--leader-chain-id") {
+            command.args(["--leader-chain-id", &format!("test/{name}/leader")]);
+        }
+        if !extra_args.contains(&"--namespace") {
+            command.args(["--namespace", OPERATOR_NAMESPACE]);
+        }
         command
-            .args(["--namespace", OPERATOR_NAMESPACE])
             .args(["--checkpoint-interval", "1"])
             .args(["--chain-id", &format!("test/{name}")])
             .arg("--decision-log")
@@ -213,7 +234,7 @@ impl Operator {
                 &std::env::var("ENCLAVE_TEST_ADMISSION").unwrap_or_else(|_| "auto".into()),
             ]);
         }
-        if let Ok(kubeconfig) = std::env::var("ENCLAVE_TEST_OPERATOR_KUBECONFIG") {
+        if let Some(kubeconfig) = kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
         }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -324,6 +345,34 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
+/// A kubeconfig for the cluster under test with a fresh token of a ServiceAccount, for
+/// running a process with exactly that account's rights.
+pub fn service_account_kubeconfig(namespace: &str, account: &str, path: &std::path::Path) {
+    let token = kubectl_ok(&[
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--duration",
+        "1h",
+    ]);
+    let config: serde_json::Value = serde_json::from_str(&kubectl_ok(&[
+        "config", "view", "--minify", "--raw", "-o", "json",
+    ]))
+    .expect("kubectl config view prints JSON");
+    let cluster = config["clusters"][0].clone();
+    let name = cluster["name"].clone();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": account, "context": {"cluster": name, "user": account}}],
+        "current-context": account,
+    });
+    std::fs::write(path, kubeconfig.to_string()).expect("write the kubeconfig");
+}
+
 /// A TCP port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -373,6 +422,18 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// `in_scope`: labelled `enclave.dev/test-scope=<name>`, the label the test's policy selects.
     pub fn new(name: &str, in_scope: bool) -> Self {
+        // A run kept with ENCLAVE_TEST_KEEP leaves the policy named after the namespace,
+        // which would otherwise place the pods this test means to start outside.
+        let _ = kubectl(
+            &[
+                "delete",
+                "residencypolicy",
+                name,
+                "--ignore-not-found",
+                "--wait=true",
+            ],
+            None,
+        );
         let _ = kubectl(
             &[
                 "delete",

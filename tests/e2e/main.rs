@@ -8,6 +8,7 @@ mod common;
 
 mod access;
 mod admission;
+mod audit;
 mod hardening;
 mod migration;
 mod native;

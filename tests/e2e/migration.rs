@@ -3,77 +3,18 @@
 //! respected, never more than maxConcurrent at once — while pods that cannot be moved
 //! safely are reported, not deleted. The tests here share nodes, so they run one at a time.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use crate::common::*;
+use crate::common::{workloads::*, *};
 use enclave_operator::crd::ResidencyPolicy;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tokio::sync::Mutex;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
 const ENCLAVE: &str = "migration-eu";
 
 /// Serialises the tests of this binary: they relabel shared nodes.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// A Deployment whose pods prefer (softly) the nodes matching `key=value`. Its pods take
-/// a second to become Ready (kwok honours the annotation; a real kubelet ignores it), so
-/// that replacements stay in flight long enough for PDBs and `maxConcurrent` to matter.
-fn deployment(name: &str, replicas: u32, key: &str, value: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{pod-ready.stage.kwok.x-k8s.io/delay: 1s}}}}\n    spec:\n      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n      affinity:\n        nodeAffinity:\n          preferredDuringSchedulingIgnoredDuringExecution:\n          - weight: 100\n            preference: {{matchExpressions: [{{key: \"{key}\", operator: In, values: [\"{value}\"]}}]}}\n"
-    )
-}
-
-fn in_namespace(namespace: &str, yaml: &str) {
-    let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn outside(pod: &Pod) -> bool {
-    node_of(pod).is_some_and(|n| !ENCLAVE_NODES.contains(&n))
-}
-
-async fn running_pods(
-    namespace: &str,
-    n: usize,
-    what: &str,
-    accept: impl Fn(&[Pod]) -> bool,
-) -> Vec<Pod> {
-    let client = client().await;
-    eventually(TIMEOUT, what, || async {
-        let pods: Vec<Pod> = pods(&client, namespace).await;
-        let running: Vec<Pod> = pods.iter().filter(|p| is_running(p)).cloned().collect();
-        if pods.len() == n && running.len() == n && accept(&running) {
-            Ok(running)
-        } else {
-            Err(pods
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}@{}:{}",
-                        p.metadata.name.clone().unwrap_or_default(),
-                        node_of(p).unwrap_or("-"),
-                        is_running(p)
-                    )
-                })
-                .collect::<Vec<_>>())
-        }
-    })
-    .await
-}
 
 async fn policy_status(name: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
     let api: Api<ResidencyPolicy> = Api::all(client().await);
@@ -109,67 +50,6 @@ async fn assert_still_there(namespace: &str, before: &[Pod], why: &str) {
     );
 }
 
-/// Tracks, by polling every 100 ms, the most pods of a namespace on their way at once
-/// (terminating, or not yet running), overall and per app label.
-struct InFlightMonitor {
-    max: Arc<AtomicUsize>,
-    max_per_app: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InFlightMonitor {
-    fn start(namespace: &str) -> Self {
-        let max = Arc::new(AtomicUsize::new(0));
-        let max_per_app = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-        let (max2, per_app2, namespace) = (max.clone(), max_per_app.clone(), namespace.to_string());
-        let task = tokio::spawn(async move {
-            let client = client().await;
-            loop {
-                let pods = pods(&client, &namespace).await;
-                let moving: Vec<&Pod> = pods.iter().filter(|p| !is_running(p)).collect();
-                max2.fetch_max(moving.len(), Ordering::Relaxed);
-                let mut by_app: BTreeMap<String, usize> = BTreeMap::new();
-                for pod in moving {
-                    let app = pod
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("app"))
-                        .cloned()
-                        .unwrap_or_default();
-                    *by_app.entry(app).or_default() += 1;
-                }
-                {
-                    let mut seen = per_app2.lock().expect("not poisoned");
-                    for (app, n) in by_app {
-                        let entry: &mut usize = seen.entry(app).or_default();
-                        *entry = (*entry).max(n);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Self {
-            max,
-            max_per_app,
-            task,
-        }
-    }
-
-    /// Stops polling; returns the most in flight at once, overall and for `app`.
-    fn stop(self, app: &str) -> (usize, usize) {
-        self.task.abort();
-        let per_app = self
-            .max_per_app
-            .lock()
-            .expect("not poisoned")
-            .get(app)
-            .copied()
-            .unwrap_or_default();
-        (self.max.load(Ordering::Relaxed), per_app)
-    }
-}
-
 #[tokio::test]
 async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
     let _serial = SERIAL.lock().await;
@@ -191,7 +71,7 @@ async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
         "the test needs pods in Virginia to move; only {started_outside} are"
     );
 
-    let monitor = InFlightMonitor::start(&ns.name);
+    let monitor = InFlightMonitor::start(&ns.name, &[("web", 6), ("db", 4)]);
     apply(&policy(
         &ns.name,
         ENCLAVE,
@@ -407,13 +287,21 @@ async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
         },
     )
     .await;
-    let mut reasons: Vec<&str> = status
+    let mut reasons: Vec<(&str, &str)> = status
         .violations
         .iter()
-        .map(|v| v.reason.as_str())
+        .map(|v| (v.kind.as_str(), v.reason.as_str()))
         .collect();
     reasons.sort();
-    assert_eq!(reasons, ["Unmanaged", "VolumeOutsideEnclave"]);
+    // Both pods are reported, and the claim itself by the volume report.
+    assert_eq!(
+        reasons,
+        [
+            ("PersistentVolumeClaim", "VolumeOutsideEnclave"),
+            ("Pod", "Unmanaged"),
+            ("Pod", "VolumeOutsideEnclave")
+        ]
+    );
     assert_eq!(compliant(&status), ("False", "Blocked"));
     assert_still_there(&ns.name, &before, "neither pod may be evicted").await;
     let _ = kubectl(&["delete", "pv", "mig-blocked-us", "--wait=false"], None);

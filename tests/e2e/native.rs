@@ -398,7 +398,7 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
     .expect("enclave");
     let enclave = ResolvedEnclave::resolve(Arc::new(enclave)).expect("resolves");
     let ns = TestNamespace::new("cel-cost", true);
-    let params_ns = TestNamespace::new("cel-cost-params", false);
+    let operator_ns = TestNamespace::new("cel-cost-operator", false);
     let policy: ResidencyPolicy =
         serde_yaml::from_str(&policy(&ns.name, "wide", "")).expect("policy");
     // 5,000 enclave nodes with names as long as real ones, all in site 0.
@@ -419,11 +419,9 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
             Arc::new(node)
         })
         .collect();
-    let mut params = native::params(&enclave, &nodes, &[], None).expect("params fit");
-    assert_eq!(params.spec.nodes.len(), 5000);
-    params.metadata.name = Some("wide".into());
-    put(&client, &unmanaged(params)).await;
-    let compiled = native::compile(&policy, Ok(&enclave), &params_ns.name);
+    let facts = native::facts(&enclave, &nodes, &[], None).expect("5,000 nodes fit");
+    assert_eq!(facts.nodes.len(), 5000);
+    let compiled = native::compile(&policy, Ok(&enclave), &facts, &operator_ns.name);
     let (map, map_binding) = compiled.mutating.expect("enforcing");
     put(&client, &unmanaged(compiled.check.0)).await;
     put(&client, &unmanaged(compiled.check.1)).await;

@@ -1,4 +1,16 @@
-{{- define "enclave-operator.name" -}}enclave-operator{{- end }}
+{{- /*
+The installation's name, for every object it creates: the release name when it already
+says enclave-operator (the usual `helm install enclave-operator`), else
+<release>-enclave-operator, so that a second installation (a test, a canary) does not
+collide with the first on cluster-scoped objects.
+*/ -}}
+{{- define "enclave-operator.name" -}}
+{{- if contains "enclave-operator" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-enclave-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
 {{- define "enclave-operator.labels" -}}
 app.kubernetes.io/name: enclave-operator
 app.kubernetes.io/instance: {{ .Release.Name }}

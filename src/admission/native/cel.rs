@@ -261,23 +261,78 @@ fn site_compatible(site: &NodeSelectorTerm, with_term: bool) -> String {
     }
 }
 
-/// `placement::fields_allow_enclave` of term `t`, with the enclave's node names in the
-/// params (an EnclaveParams whose `spec.nodes` keys are the node names).
-pub const FIELDS_ALLOW_ENCLAVE: &str = "(has(t.matchFields) ? t.matchFields : []).all(f, f.key == 'metadata.name' && has(f.values) && size(f.values) == 1 && (f.operator == 'In' || f.operator == 'NotIn')) && (!(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'In') || ((has(t.matchFields) ? t.matchFields : []).filter(f, f.operator == 'In').all(f, f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && !(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'NotIn' && f.values[0] == t.matchFields.filter(g, g.operator == 'In')[0].values[0]) && has(params.spec.nodes) && t.matchFields.filter(g, g.operator == 'In')[0].values[0] in params.spec.nodes))";
+/// The CEL parser refuses expressions over 100,000 code points: literals larger than
+/// this are split over several variables.
+const MAX_LITERAL_CHARS: usize = 90_000;
+
+/// A CEL map literal of `entries` as variables `{name}_0`, `{name}_1`, …, each below the
+/// parser's size limit. Maps, not lists: `in` on a map is one lookup, and the API
+/// server's cost estimate knows it.
+pub fn map_variables<'a>(
+    name: &str,
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<Variable> {
+    let mut chunks: Vec<Vec<String>> = vec![Vec::new()];
+    let mut size = 0;
+    for (key, value) in entries {
+        let entry = format!("{}: {}", quote(key), quote(value));
+        if size + entry.chars().count() + 2 > MAX_LITERAL_CHARS && size > 0 {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += entry.chars().count() + 2;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(entry);
+        }
+    }
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| var(format!("{name}_{i}"), format!("{{{}}}", chunk.join(", "))))
+        .collect()
+}
+
+/// `key in` the map that [`map_variables`] split into `chunks` variables.
+pub fn in_map(key: &str, name: &str, chunks: usize) -> String {
+    if chunks == 0 {
+        return "false".into();
+    }
+    let tests: Vec<String> = (0..chunks)
+        .map(|i| format!("{key} in variables.{name}_{i}"))
+        .collect();
+    format!("({})", tests.join(" || "))
+}
+
+/// The variables that hold the enclave's node names (`enclaveNodes_<i>`).
+pub const NODES: &str = "enclaveNodes";
+
+/// `placement::fields_allow_enclave` of term `t`, with the enclave's node names in
+/// `node_chunks` variables of [`NODES`].
+pub fn fields_allow_enclave(node_chunks: usize) -> String {
+    let named = "t.matchFields.filter(g, g.operator == 'In')[0].values[0]";
+    format!(
+        "(has(t.matchFields) ? t.matchFields : []).all(f, f.key == 'metadata.name' && has(f.values) && size(f.values) == 1 && (f.operator == 'In' || f.operator == 'NotIn')) && (!(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'In') || ((has(t.matchFields) ? t.matchFields : []).filter(f, f.operator == 'In').all(f, f.values[0] == {named}) && !(has(t.matchFields) ? t.matchFields : []).exists(f, f.operator == 'NotIn' && f.values[0] == {named}) && {}))",
+        in_map(named, NODES, node_chunks)
+    )
+}
 
 /// The variables that read the pod's placement from `spec_expr` (the pod's spec, or a
-/// template's), in dependency order. `with_params`: also the satisfiability variables,
-/// which read the enclave's node names from the params.
+/// template's), in dependency order. With the enclave's `nodes` (name → site), also
+/// the nodes themselves (first, as [`NODES`] variables) and the satisfiability
+/// variables, which read them.
 pub fn placement_variables(
     spec_expr: &str,
     sites: &[NodeSelectorTerm],
-    with_params: bool,
+    nodes: Option<&std::collections::BTreeMap<String, String>>,
 ) -> Vec<Variable> {
+    let node_vars = nodes.map(|nodes| map_variables(NODES, nodes));
+    let node_chunks = node_vars.as_ref().map_or(0, Vec::len);
     let n = sites.len();
     let site_reqs: usize = sites.iter().map(|s| expressions(s).len()).sum();
     let required =
         "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
-    let mut vars = vec![
+    let mut vars = node_vars.unwrap_or_default();
+    vars.extend([
         var("spec", spec_expr),
         var(
             "ns",
@@ -329,7 +384,7 @@ pub fn placement_variables(
                 placement::MAX_PLACED_REQUIREMENTS
             ),
         ),
-    ];
+    ]);
     for (j, site) in sites.iter().enumerate() {
         let literals: Vec<String> = expressions(site).iter().map(requirement_literal).collect();
         vars.push(var(
@@ -369,10 +424,13 @@ pub fn placement_variables(
             )
         },
     ));
-    if with_params {
+    if nodes.is_some() {
         vars.push(var(
             "fieldsOk",
-            format!("variables.judgeable ? variables.terms.map(t, {FIELDS_ALLOW_ENCLAVE}) : []"),
+            format!(
+                "variables.judgeable ? variables.terms.map(t, {}) : []",
+                fields_allow_enclave(node_chunks)
+            ),
         ));
         for (j, site) in sites.iter().enumerate() {
             vars.push(var(
@@ -533,7 +591,8 @@ mod tests {
             term(&format!("matchExpressions: [{}]", reqs.join(", ")))
         };
         let sites: Vec<NodeSelectorTerm> = (0..32).map(site).collect();
-        let mut vars = placement_variables("object.spec", &sites, true);
+        let nodes = std::collections::BTreeMap::from([("n".to_string(), "s".to_string())]);
+        let mut vars = placement_variables("object.spec", &sites, Some(&nodes));
         vars.extend(mutation_variables(&sites, &[(sites[0].clone(), 50)]));
         let largest = vars
             .iter()
@@ -558,5 +617,35 @@ mod tests {
             cel.contains("['a'].exists(v,"),
             "b is excluded by the site itself: {cel}"
         );
+    }
+
+    #[test]
+    fn large_literals_are_split_below_the_parser_limit() {
+        let nodes: std::collections::BTreeMap<String, String> = (0..5000)
+            .map(|i| {
+                (
+                    format!("ip-10-0-{}-{}.eu-west-1.compute.internal", i / 256, i % 256),
+                    "dublin".to_string(),
+                )
+            })
+            .collect();
+        let vars = map_variables(NODES, &nodes);
+        assert!(vars.len() > 1, "5,000 names do not fit one expression");
+        assert!(vars.iter().all(|v| v.expression.chars().count() < 100_000));
+        let entries: usize = vars
+            .iter()
+            .map(|v| v.expression.matches(": 'dublin'").count())
+            .sum();
+        assert_eq!(entries, 5000, "every node in exactly one chunk");
+        assert_eq!(vars[0].name, "enclaveNodes_0");
+        assert_eq!(
+            in_map("x", NODES, 2),
+            "(x in variables.enclaveNodes_0 || x in variables.enclaveNodes_1)"
+        );
+        assert_eq!(in_map("x", NODES, 0), "false");
+        // No nodes: one empty map, so that the checks still compile.
+        let empty = map_variables(NODES, &std::collections::BTreeMap::new());
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].expression, "{}");
     }
 }

@@ -60,6 +60,65 @@ async fn evict(state: &Residency, pod: &CachedPod) -> Result<Outcome> {
     }
 }
 
+/// Evicts up to `budget` of the candidates, in rounds of at most one pod per owner:
+/// an owner whose pod a PodDisruptionBudget refused gets no more tries this pass (its
+/// other pods would be refused too), and its share of the budget goes to the next
+/// owners instead of being spent on refusals. Candidates keep their order (namespaces
+/// taking turns) within each owner.
+async fn evict_in_rounds(
+    state: &Residency,
+    to_evict: &[Arc<CachedPod>],
+    budget: usize,
+) -> Vec<(Arc<CachedPod>, Result<Outcome>)> {
+    // Owners in the order their first candidate comes, each with its pods in order.
+    let mut owners: Vec<(String, std::collections::VecDeque<Arc<CachedPod>>)> = Vec::new();
+    for pod in to_evict {
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map_or_else(|| pod.uid().unwrap_or_default(), |o| o.uid.clone());
+        match owners.iter_mut().find(|(uid, _)| *uid == owner) {
+            Some((_, pods)) => pods.push_back(pod.clone()),
+            None => owners.push((owner, std::collections::VecDeque::from([pod.clone()]))),
+        }
+    }
+    let mut results = Vec::new();
+    let mut left = budget;
+    while left > 0 {
+        // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked
+        // lifetime inference once the controller future must be Send.
+        let round: Vec<(usize, Arc<CachedPod>)> = owners
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, (_, pods))| pods.pop_front().map(|pod| (index, pod)))
+            .take(left)
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        left -= round.len();
+        let outcomes: Vec<(usize, Arc<CachedPod>, Result<Outcome>)> = futures::stream::iter(round)
+            .map(|(index, pod)| async move {
+                let result = evict(state, &pod).await;
+                (index, pod, result)
+            })
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
+        for (index, pod, result) in outcomes {
+            if !matches!(result, Ok(Outcome::Evicted)) {
+                // Refused (or failed): this owner waits for the next pass.
+                if let Some((_, pods)) = owners.get_mut(index) {
+                    pods.clear();
+                }
+            }
+            results.push((pod, result));
+        }
+    }
+    results
+}
+
 /// Evicts what the budget allows and says when to come back.
 pub async fn run(
     state: &Residency,
@@ -87,18 +146,7 @@ pub async fn run(
         budget,
         "migration budget"
     );
-    // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked lifetime
-    // inference once the controller future must be Send.
-    let candidates: Vec<Arc<CachedPod>> =
-        assessment.to_evict.iter().take(budget).cloned().collect();
-    let results: Vec<(Arc<CachedPod>, Result<Outcome>)> = futures::stream::iter(candidates)
-        .map(|pod| async move {
-            let result = evict(state, &pod).await;
-            (pod, result)
-        })
-        .buffer_unordered(PARALLELISM)
-        .collect()
-        .await;
+    let results = evict_in_rounds(state, &assessment.to_evict, budget).await;
     let mut evicted = Vec::new();
     let mut first_error = None;
     for (pod, result) in results {
@@ -132,11 +180,14 @@ pub async fn run(
                 let uid = pod.uid().unwrap_or_default();
                 let refusal = state.memory.refused(&uid, message.clone());
                 let note = format!(
-                    "not evicted from node {node} (outside DataEnclave {}): {message}; retried in {:?}",
+                    "not evicted from node {node} (outside DataEnclave {}): {}; retried in {} s",
                     enclave.name(),
+                    message.trim_end_matches('.'),
                     refusal
                         .until
                         .saturating_duration_since(std::time::Instant::now())
+                        .as_secs_f64()
+                        .ceil()
                 );
                 tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), "eviction refused by a PodDisruptionBudget; will retry");
                 ctx.sink.record(

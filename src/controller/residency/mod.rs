@@ -22,7 +22,7 @@ pub mod storage;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -52,6 +52,63 @@ pub struct Residency {
     pub ctx: Arc<Context>,
     pub memory: memory::Memory,
     pub fence: network::FenceMemory,
+    pub admission_in_place: AdmissionClock,
+}
+
+/// How long admission objects must have been in place, unchanged, before pods are
+/// evicted. The API server loads admission policies and webhook configurations through
+/// its informers, so a write is in force only a moment after it is read back; a
+/// replacement created in that moment would be admitted without the enclave, land
+/// outside and have to be evicted a second time.
+pub const ADMISSION_SETTLE: Duration = Duration::from_secs(3);
+
+/// Since when each policy's admission, as it is now, has been in place: per policy UID,
+/// the fingerprint of what its admission objects are built from and the first time
+/// they were read back in place.
+#[derive(Default)]
+pub struct AdmissionClock(
+    std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+);
+
+impl AdmissionClock {
+    /// How much longer to wait before evicting; zero once settled.
+    fn wait(
+        &self,
+        policy: &ResidencyPolicy,
+        enclave: &scope::ResolvedEnclave,
+        engine: &str,
+    ) -> Duration {
+        let fingerprint = format!(
+            "{}/{}/{}/{}",
+            policy.metadata.generation.unwrap_or_default(),
+            enclave.enclave.metadata.uid.as_deref().unwrap_or_default(),
+            enclave.enclave.metadata.generation.unwrap_or_default(),
+            engine
+        );
+        let now = std::time::Instant::now();
+        let mut clock = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let since = clock
+            .entry(policy.uid().unwrap_or_default())
+            .and_modify(|(seen, since)| {
+                if *seen != fingerprint {
+                    *seen = fingerprint.clone();
+                    *since = now;
+                }
+            })
+            .or_insert_with(|| (fingerprint.clone(), now))
+            .1;
+        ADMISSION_SETTLE.saturating_sub(now.saturating_duration_since(since))
+    }
+
+    /// Forgets a policy's admission (not in place, or gone).
+    fn reset(&self, policy: &ResidencyPolicy) {
+        if let Some(uid) = policy.uid() {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
+        }
+    }
 }
 
 fn condition_became(
@@ -175,13 +232,22 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
 
     // 5. Migrate, only with the enclave's admission in place: a replacement admitted
     // without it could land outside again.
-    let (Ok(enclave), AdmissionReadiness::InPlace { .. }) = (&enclave, &readiness) else {
+    let (Ok(enclave), AdmissionReadiness::InPlace { engine }) = (&enclave, &readiness) else {
+        state.admission_in_place.reset(policy);
         return Ok(Action::requeue(if assessment.to_evict.is_empty() {
             RESYNC
         } else {
             Duration::from_secs(5)
         }));
     };
+    let settling = state.admission_in_place.wait(policy, enclave, engine);
+    if !settling.is_zero() && !assessment.to_evict.is_empty() {
+        tracing::debug!(
+            ?settling,
+            "admission just changed: evictions wait until it is in force"
+        );
+        return Ok(Action::requeue(settling));
+    }
     // Come back when a pod a PDB held back may be tried again.
     let retry = assessment
         .retry_in
@@ -394,13 +460,25 @@ async fn sweep(ctx: Arc<Context>) {
     }
 }
 
-/// Runs the residency controller until shutdown. Any change to pods, nodes, enclaves,
+/// Runs the residency controller until `stop`. Any change to pods, nodes, enclaves,
 /// namespaces, volumes, owners, the CA bundle or the admission objects re-runs every
 /// policy (debounced): policies are few, and each run reads only caches.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'static) {
+    let stop = stop.shared();
     let policies: Api<DeserializeGuard<ResidencyPolicy>> = Api::all(ctx.client.clone());
-    ctx.caches.wait_until_ready().await;
-    tokio::spawn(sweep(ctx.clone()));
+    tokio::select! {
+        () = ctx.caches.wait_until_ready() => {}
+        () = stop.clone() => return,
+    }
+    let sweeper = tokio::spawn({
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            tokio::select! {
+                () = sweep(ctx) => {}
+                () = stop => {}
+            }
+        }
+    });
     let caches = &ctx.caches;
     let ca_changes =
         futures::stream::unfold(ctx.admission.ca_bundle.clone(), |mut rx| async move {
@@ -424,13 +502,14 @@ pub async fn run(ctx: Arc<Context>) {
         ctx: ctx.clone(),
         memory: memory::Memory::default(),
         fence: network::FenceMemory::default(),
+        admission_in_place: AdmissionClock::default(),
     });
     Controller::new(policies, watcher::Config::default().any_semantic())
         .reconcile_all_on(triggers)
         .with_config(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(300)),
         )
-        .graceful_shutdown_on(crate::shutdown::signalled())
+        .graceful_shutdown_on(stop)
         .run(
             reconcile,
             |guard, error, state| error_policy(CONTROLLER, guard.as_ref(), error, &state.ctx),
@@ -442,4 +521,5 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+    let _ = sweeper.await;
 }

@@ -30,10 +30,25 @@ use crate::{
     scope::{self, ResolvedEnclave},
 };
 
-/// What the fence looked like after our last write, per (namespace, name): an observed
-/// spec that differs was edited by someone else; a missing one was deleted.
+/// What the fence looked like after our last write, per policy (by UID), namespace and
+/// name: an observed spec that differs was edited by someone else; a missing one was
+/// deleted. Each entry also keeps the namespace's UID: a fence that went with its
+/// namespace (or with its policy, whose UID then changes) was not tampered with.
 #[derive(Default)]
-pub struct FenceMemory(Mutex<HashMap<(String, String), Option<NetworkPolicySpec>>>);
+pub struct FenceMemory(Mutex<HashMap<FenceKey, Remembered>>);
+
+type FenceKey = (String, String, String);
+
+struct Remembered {
+    namespace_uid: Option<String>,
+    spec: NetworkPolicySpec,
+}
+
+impl FenceMemory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FenceKey, Remembered>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The in-scope namespaces of a policy (the operator's own never is).
 pub fn namespaces<C: Catalog>(
@@ -117,24 +132,43 @@ pub async fn apply(
         })
         .collect();
     let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
+    let policy_uid = policy.uid().unwrap_or_default();
+    let namespace_uid = |namespace: &str| {
+        ctx.caches
+            .namespaces
+            .store
+            .get(&kube::runtime::reflector::ObjectRef::new(namespace))
+            .and_then(|n| n.uid())
+    };
+    // Forget what no longer belongs: fences of this policy outside its namespaces now,
+    // and those of policies that are gone.
+    {
+        let live: BTreeSet<String> = ctx
+            .caches
+            .policies()
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        state.fence.lock().retain(|(uid, namespace, np_name), _| {
+            live.contains(uid)
+                && (uid != &policy_uid || wanted.contains(&(namespace.clone(), np_name.clone())))
+        });
+    }
     let mut healed = 0;
     for np in &desired {
         let (namespace, np_name) = key(np);
         let observed = owned
             .iter()
             .find(|o| key(o) == (namespace.clone(), np_name.clone()));
-        let last = state
-            .fence
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.clone(), np_name.clone()))
-            .cloned();
-        let drifted = match (&last, observed) {
+        let memory_key = (policy_uid.clone(), namespace.clone(), np_name.clone());
+        let current_namespace = namespace_uid(&namespace);
+        let drifted = match state.fence.lock().get(&memory_key) {
+            // The namespace was deleted and made again: its fence went with it.
+            Some(last) if last.namespace_uid != current_namespace => false,
             // We wrote it before: gone, or changed since, means someone else did that.
-            (Some(last), None) => last.is_some(),
-            (Some(last), Some(observed)) => last.as_ref() != observed.spec.as_ref(),
-            (None, _) => false,
+            Some(_) if observed.is_none() => true,
+            Some(last) => observed.and_then(|o| o.spec.as_ref()) != Some(&last.spec),
+            None => false,
         };
         let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
         let applied = api
@@ -145,15 +179,13 @@ pub async fn apply(
             )
             .await
             .map_err(Error::Kube)?;
-        state
-            .fence
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                (namespace.clone(), np_name.clone()),
-                Some(applied.spec.clone().unwrap_or_default()),
-            );
+        state.fence.lock().insert(
+            memory_key,
+            Remembered {
+                namespace_uid: current_namespace,
+                spec: applied.spec.clone().unwrap_or_default(),
+            },
+        );
         if drifted {
             healed += 1;
             let message = format!(
@@ -193,10 +225,8 @@ pub async fn apply(
         }
         state
             .fence
-            .0
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace, np_name));
+            .remove(&(policy_uid.clone(), namespace, np_name));
     }
     Ok(healed)
 }
@@ -215,8 +245,22 @@ pub fn leaks<C: Catalog>(
     catalog: &C,
     inside: &[String],
 ) -> LeakAssessment {
+    reachability_report(policy, enclave, catalog, inside)
+        .map(|report| leak_assessment(&report))
+        .unwrap_or_default()
+}
+
+/// What the union of all NetworkPolicies lets the policy's pods reach, group by group;
+/// `None` when the policy asks for no network isolation. Pure. The audit report reads
+/// the groups (every pod's verdict), the controller only [`leak_assessment`].
+pub fn reachability_report<C: Catalog>(
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    catalog: &C,
+    inside: &[String],
+) -> Option<reachability::ReachabilityReport> {
     if policy.spec.network.isolation == NetworkIsolation::None {
-        return LeakAssessment::default();
+        return None;
     }
     let namespaces: Vec<NamespaceInfo> = catalog
         .namespaces()
@@ -286,7 +330,11 @@ pub fn leaks<C: Catalog>(
                 .collect(),
         },
     };
-    let report = reachability::evaluate(&world);
+    Some(reachability::evaluate(&world))
+}
+
+/// The leaking groups of a reachability report as violations, one per group. Pure.
+pub fn leak_assessment(report: &reachability::ReachabilityReport) -> LeakAssessment {
     let mut assessment = LeakAssessment::default();
     for group in report.groups.iter().filter(|g| !g.leaks.is_empty()) {
         let count = group.leaks.len() + group.leaks_left_out;

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `enclave-operator audit` end to end on the local control plane with PODS pods in scope
+# (default 10,000): NODES kwok nodes of a site of their own (default 100, tainted so that
+# nothing else is scheduled there), NAMESPACES namespaces in scope of one Audit policy
+# (default 100), bare pods with spec.nodeName set (no scheduler), a tenant
+# NetworkPolicy per namespace. Times the release build of the audit with /usr/bin/time -v
+# (wall time, maximum resident set size) RUNS times (default 3), then removes everything
+# it made. Usage: bench-audit.sh <cluster-dir>
+set -euo pipefail
+cluster_dir=${1:?usage: bench-audit.sh <cluster-dir>}
+pods=${PODS:-10000}
+nodes=${NODES:-100}
+namespaces=${NAMESPACES:-100}
+runs=${RUNS:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+tools/cluster/up.sh "$cluster_dir" >/dev/null
+export KUBECONFIG=$cluster_dir/kubeconfig
+cargo build --quiet --release --bin enclave-operator
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+
+cleanup() {
+	kubectl delete residencypolicy bench-audit --ignore-not-found --wait=false >/dev/null 2>&1 || true
+	kubectl delete dataenclave bench-audit --ignore-not-found --wait=false >/dev/null 2>&1 || true
+	kubectl delete namespace -l enclave.dev/bench=audit --wait=false >/dev/null 2>&1 || true
+	kubectl delete nodes -l enclave.dev/bench=audit --wait=false >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo ">> $nodes nodes, $namespaces namespaces, $pods pods"
+for ((i = 0; i < nodes; i++)); do
+	cat <<YAML
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: bench-audit-$i
+  annotations: {kwok.x-k8s.io/node: fake}
+  labels: {type: kwok, enclave.dev/bench: audit, node-restriction.kubernetes.io/enclave-site: bench-audit}
+spec:
+  taints: [{key: enclave.dev/bench, value: audit, effect: NoSchedule}]
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
+YAML
+done | kubectl apply -f - >/dev/null
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: DataEnclave
+metadata: {name: bench-audit}
+spec:
+  jurisdiction: EU
+  sites:
+  - name: bench
+    nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: bench-audit}}
+---
+apiVersion: enclave.dev/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: bench-audit}
+spec:
+  enclave: bench-audit
+  enforcement: Audit
+  match: {namespaceSelector: {matchLabels: {enclave.dev/residency: bench-audit}}}
+YAML
+
+per_namespace=$((pods / namespaces))
+namespace_yaml() { # <index>: the namespace, its NetworkPolicy and its pods
+	local ns=bench-audit-$1
+	cat <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: $ns, labels: {enclave.dev/bench: audit, enclave.dev/residency: bench-audit}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: same-namespace, namespace: $ns}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {}}]}]
+YAML
+	for ((p = 0; p < per_namespace; p++)); do
+		cat <<YAML
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app-$p, namespace: $ns, labels: {app: app-$((p / 5)), tier: backend}}
+spec:
+  nodeName: bench-audit-$(((p + $1 * per_namespace) % nodes))
+  tolerations: [{key: enclave.dev/bench, operator: Exists}]
+  containers: [{name: app, image: registry.k8s.io/pause:3.10, ports: [{name: http, containerPort: 8080}]}]
+YAML
+	done
+}
+export -f namespace_yaml
+export per_namespace nodes
+start=$(date +%s)
+seq 0 $((namespaces - 1)) | xargs -P 6 -I{} bash -c 'namespace_yaml {} | kubectl create -f - >/dev/null'
+echo "   created in $(($(date +%s) - start)) s; $(kubectl get pods -A -l tier=backend --no-headers 2>/dev/null | grep -c '^bench-audit-') pods listed"
+
+for ((run = 1; run <= runs; run++)); do
+	/usr/bin/time -v target/release/enclave-operator audit --policy bench-audit \
+		--json "$cluster_dir/bench-audit.json" --markdown "$cluster_dir/bench-audit.md" \
+		2>"$cluster_dir/logs/bench-audit.time" || true
+	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$cluster_dir/logs/bench-audit.time")
+	rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$cluster_dir/logs/bench-audit.time")
+	in_scope=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["podsInScope"])' "$cluster_dir/bench-audit.json")
+	printf 'run %d: %s pods in scope, wall %s, max RSS %s KB (%d MiB)\n' "$run" "$in_scope" "$wall" "$rss" $((rss / 1024))
+done
+printf 'report sizes: Markdown %s, JSON %s\n' "$(du -h "$cluster_dir/bench-audit.md" | cut -f1)" "$(du -h "$cluster_dir/bench-audit.json" | cut -f1)"
