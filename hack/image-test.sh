@@ -11,6 +11,7 @@
 #   ENCLAVE_TEST_OPERATOR_KUBECONFIG  the operator's kubeconfig (default: $KUBECONFIG),
 #                                     e.g. a token of the chart's ServiceAccount
 #   IMAGE_SKIP_BUILD=1                use target/image as it is instead of hack/image.sh
+#   IMAGE_PROFILE=dev                 the image of the debug build (target/image-dev)
 #   IMAGE_TEST_TIMEOUT                seconds to wait for /readyz (default 60)
 # The operator runs with --namespace enclave-system --admission webhook on free
 # 127.0.0.1 ports (decision chain "image-test"); it is stopped and the unpacked image
@@ -33,7 +34,10 @@ die() {
 operator_kubeconfig=${ENCLAVE_TEST_OPERATOR_KUBECONFIG:-$KUBECONFIG}
 timeout=${IMAGE_TEST_TIMEOUT:-60}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-layout=$target_dir/image/enclave-operator
+case ${IMAGE_PROFILE:-release} in
+dev) layout=$target_dir/image-dev/enclave-operator ;;
+*) layout=$target_dir/image/enclave-operator ;;
+esac
 
 ((EUID == 0)) || die "needs root (chroot --userspec): run it as root, or with sudo -E"
 

@@ -21,6 +21,10 @@
 # same binary always gives the same digest; when neither the binary, its libraries, the
 # reference nor this script changed, nothing is assembled again.
 #
+#   IMAGE_PROFILE=dev                  package the debug build instead, into target/image-dev
+#                                      (make test does, to stay within its time budget: the
+#                                      packaging and the runtime are the same)
+#
 #   hack/image.sh                      build, print the reference and the digest
 #   hack/image.sh --print-reference    print the chart's default image reference only
 set -euo pipefail
@@ -94,8 +98,20 @@ ensure_umoci() {
 ref=$(reference)
 version=${ref##*:}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-binary=$target_dir/release/enclave-operator
-out=$target_dir/image
+profile=${IMAGE_PROFILE:-release}
+case $profile in
+release)
+	build=(cargo build --release --locked --bin enclave-operator)
+	binary=$target_dir/release/enclave-operator
+	out=$target_dir/image
+	;;
+dev)
+	build=(cargo build --locked --bin enclave-operator)
+	binary=$target_dir/debug/enclave-operator
+	out=$target_dir/image-dev
+	;;
+*) die "IMAGE_PROFILE must be release or dev, not $profile" ;;
+esac
 layout=$out/enclave-operator
 archive=$out/enclave-operator.tar
 
@@ -105,8 +121,8 @@ mkdir -p "$out"
 exec 9>>"$out/.lock"
 flock -w 1200 9 || die "another hack/image.sh did not finish within 20 min"
 
-echo ">> cargo build --release --locked --bin enclave-operator" >&2
-cargo build --release --locked --bin enclave-operator
+echo ">> ${build[*]}" >&2
+"${build[@]}"
 
 # The shared libraries the binary needs, as the paths ldd resolves them to.
 ldd_out=$(ldd "$binary" 2>&1) || ldd_out="" # a static binary needs none
