@@ -17,8 +17,11 @@ kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 
 port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18543}
+decisions=$cluster_dir/logs/bench-migration-decisions.log
+rm -f "$decisions"
 target/release/enclave-operator run --metrics-addr 127.0.0.1:0 --webhook-addr "127.0.0.1:$port" \
-	--webhook-url "https://127.0.0.1:$port" >"$cluster_dir/logs/bench-operator.log" 2>&1 &
+	--webhook-url "https://127.0.0.1:$port" --chain-id bench-migration --decision-log "$decisions" \
+	--lease-name enclave-operator-bench-migration >"$cluster_dir/logs/bench-operator.log" 2>&1 &
 operator=$!
 cleanup() {
 	kill "$operator" 2>/dev/null || true
@@ -74,6 +77,14 @@ spec:
   match: {namespaceSelector: {matchLabels: {enclave.dev/residency: bench}}}
   migration: {maxEvictionsPerMinute: $((pods * 2)), maxConcurrent: 100}
 YAML
+# CPU of every process over the run: who the bottleneck is.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A cpu_before
+components="enclave-operator:$operator"
+for c in kube-apiserver kube-controller-manager kube-scheduler kwok etcd; do
+	components+=" $c:$(cat "$cluster_dir/pids/$c.pid")"
+done
+for entry in $components; do cpu_before[${entry%%:*}]=$(ticks "${entry#*:}"); done
 start=$(now_ms)
 detected=""
 while true; do
@@ -87,8 +98,32 @@ while true; do
 done
 done_ms=$(($(now_ms) - start))
 rss=$(awk '/VmRSS/ {print $2 " " $3}' "/proc/$operator/status")
+hz=$(getconf CLK_TCK)
+cpu_report=""
+for entry in $components; do
+	used=$(echo "$(ticks "${entry#*:}") ${cpu_before[${entry%%:*}]} $hz" | awk '{printf "%.1f", ($1 - $2) / $3}')
+	cpu_report+="$(printf '%-44s %s s' "  ${entry%%:*}" "$used")"$'\n'
+done
 cached=$(kubectl get pods -A --no-headers | wc -l)
 printf '\n%-44s %s\n' "pods moved from Virginia into the enclave" "$moving (of $pods; the rest started inside)"
 printf '%-44s %s\n' "detected and counted in status after" "$((detected / 1000)).$(printf %03d $((detected % 1000))) s"
 printf '%-44s %s\n' "all inside the enclave after" "$((done_ms / 1000)).$(printf %03d $((done_ms % 1000))) s"
 printf '%-44s %s\n' "operator resident memory ($cached pods cached)" "$rss"
+# Evictions per second from the decision log: the operator's own pace.
+python3 - "$decisions" "$start" <<'PY'
+import datetime, json, sys
+start = int(sys.argv[2]) / 1000
+times = []
+for line in open(sys.argv[1]):
+    record = json.loads(line)
+    if record.get("kind") == "PodEvicted":
+        t = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+        times.append(t - start)
+if times:
+    span = max(times[-1] - times[0], 0.001)
+    busiest = max(sum(1 for u in times if t <= u < t + 10) for t in times) / 10
+    print(f"{'evictions':<44} {len(times)}, from {times[0]:.1f} s to {times[-1]:.1f} s: "
+          f"{len(times) / span:.0f}/s on average, {busiest:.0f}/s in the busiest 10 s")
+PY
+echo "CPU seconds over the run (policy applied to all inside):"
+printf '%s' "$cpu_report"

@@ -192,9 +192,22 @@ kinds = collections.Counter(json.loads(line)["kind"] for line in open(sys.argv[1
 for kind, count in sorted(kinds.items()):
     print(f"{count:6d}  {kind}")
 PY
-kubectl get configmap enclave-operator-checkpoints -n enclave-system -o "jsonpath={.data.$chain}" >"$cluster_dir/logs/checkpoints.jsonl"
-echo "\$ enclave-operator verify-log $decisions --checkpoints $cluster_dir/logs/checkpoints.jsonl"
-target/debug/enclave-operator verify-log "$decisions" --checkpoints "$cluster_dir/logs/checkpoints.jsonl"
+# Two chains share the file: this replica's (admission) and the leader's (controllers),
+# each checkpointed under its own key ('/' becomes '.').
+for id in "$chain" enclave-system/leader; do
+	kubectl get configmap enclave-operator-checkpoints -n enclave-system -o json |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["data"].get(sys.argv[1], ""))' "${id//\//.}" \
+			>"$cluster_dir/logs/checkpoints-${id//\//.}.jsonl"
+	echo "\$ enclave-operator verify-log $decisions --chain $id --checkpoints $cluster_dir/logs/checkpoints-${id//\//.}.jsonl"
+	target/debug/enclave-operator verify-log "$decisions" --chain "$id" --checkpoints "$cluster_dir/logs/checkpoints-${id//\//.}.jsonl"
+done
+
+step "The audit report an outside auditor reproduces (read-only; exit 1 = findings)"
+echo "\$ enclave-operator audit --markdown $cluster_dir/logs/audit.md --json $cluster_dir/logs/audit.json"
+audit_status=0
+target/debug/enclave-operator audit --markdown "$cluster_dir/logs/audit.md" --json "$cluster_dir/logs/audit.json" || audit_status=$?
+echo "exit status $audit_status; the summary:"
+awk '/^## /{n++} n<2' "$cluster_dir/logs/audit.md" | head -20; echo "(the whole report: $cluster_dir/logs/audit.md)"
 
 cat <<MSG
 

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::{
-    cache::{CachedPod, ReplicaOwner},
+    cache::{CachedPod, PodSummary, ReplicaOwner},
     crd::{DataEnclave, ResidencyPolicy},
 };
 
@@ -30,7 +30,11 @@ pub trait Catalog {
     /// Every namespace with its labels.
     fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>>;
     fn nodes(&self) -> Vec<Arc<Node>>;
+    /// The pods some policy's namespace selector can reach, in full. Pods of other
+    /// namespaces are only in [`Catalog::pod_summaries`].
     fn pods(&self) -> Vec<Arc<CachedPod>>;
+    /// Every pod, as reachability sees it (namespace, name, labels, named ports).
+    fn pod_summaries(&self) -> Vec<PodSummary>;
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
     /// ReplicaSets and StatefulSets: what their pods' replacements come from.
@@ -86,6 +90,9 @@ impl Catalog for StaticCatalog {
     }
     fn pods(&self) -> Vec<Arc<CachedPod>> {
         self.pods.clone()
+    }
+    fn pod_summaries(&self) -> Vec<PodSummary> {
+        self.pods.iter().filter_map(|p| PodSummary::of(p)).collect()
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims

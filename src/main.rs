@@ -6,7 +6,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 use enclave_operator::{
     admission::{self, Engine, WebhookOptions, native, server, webhooks::Endpoint},
-    cache::Caches,
+    cache::{self, Caches},
     context::{AdmissionSetup, Context},
     controller, crd, decisions, evidence, http, leader,
     metrics::Metrics,
@@ -307,7 +307,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let metrics = Arc::new(Metrics::default());
     let (sink, records) = decisions::Sink::new(decisions::QUEUE);
-    let caches = Caches::start(&client);
+    let streaming = match client.apiserver_version().await {
+        Ok(version) => cache::streams_lists(&version),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the API server version; listing in pages");
+            false
+        }
+    };
+    let caches = Caches::start(&client, &cache::list_config(streaming));
     let ctx = Arc::new(Context::new(
         client.clone(),
         eviction_client,

@@ -414,7 +414,7 @@ pub fn validate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
                     view.namespace,
                     view.name
                 ),
-                Ok(()) => "the pod's node affinity does not keep it inside the enclave (was the enclave-operator mutation bypassed?)".to_string(),
+                Ok(()) => "the pod's node affinity does not keep it inside the enclave (the placement mutation was bypassed, or is still coming into force: retry in a moment)".to_string(),
             };
             return decision.deny(&name, outside_message(&name, enclave, &what));
         }

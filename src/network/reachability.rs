@@ -698,6 +698,9 @@ struct Model<'w> {
     boundary: &'w EnclaveBoundary,
     namespace_labels: BTreeMap<&'w str, BTreeMap<String, String>>,
     pods: Vec<&'w PodInfo>,
+    /// The indices of each namespace's pods (contiguous: pods are sorted by namespace),
+    /// so that a peer selecting one namespace looks at its pods only.
+    namespace_pods: BTreeMap<&'w str, std::ops::Range<usize>>,
     policies: Vec<ParsedPolicy<'w>>,
     /// For each pod, the policies selecting it (any direction), in policy order.
     selecting: Vec<Vec<usize>>,
@@ -732,15 +735,29 @@ impl<'w> Model<'w> {
             .filter_map(ParsedPolicy::new)
             .collect();
         policies.sort_by(|a, b| a.reference.cmp(&b.reference));
+        let mut namespace_pods: BTreeMap<&str, std::ops::Range<usize>> = BTreeMap::new();
+        for (index, pod) in pods.iter().enumerate() {
+            namespace_pods
+                .entry(pod.namespace.as_str())
+                .and_modify(|range| range.end = index + 1)
+                .or_insert(index..index + 1);
+        }
+        let mut namespace_policies: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, policy) in policies.iter().enumerate() {
+            namespace_policies
+                .entry(policy.namespace)
+                .or_default()
+                .push(index);
+        }
         let selecting = pods
             .iter()
             .map(|pod| {
-                (0..policies.len())
-                    .filter(|&i| {
-                        let policy = &policies[i];
-                        policy.namespace == pod.namespace
-                            && optional_selector_matches(policy.pod_selector, &pod.labels)
-                    })
+                namespace_policies
+                    .get(pod.namespace.as_str())
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&i| optional_selector_matches(policies[i].pod_selector, &pod.labels))
                     .collect()
             })
             .collect();
@@ -758,6 +775,7 @@ impl<'w> Model<'w> {
             boundary: &world.enclave,
             namespace_labels,
             pods,
+            namespace_pods,
             policies,
             selecting,
             allowed_cidrs,
@@ -791,6 +809,33 @@ impl<'w> Model<'w> {
         let pod = self.pods[pod];
         selector_matches(namespace_selector, self.namespace_labels(&pod.namespace))
             && optional_selector_matches(pod_selector, &pod.labels)
+    }
+
+    /// The pods a peer of a policy in `policy_namespace` can select: its own namespace's
+    /// for a bare pod selector, those of the namespaces a namespace selector matches,
+    /// none for an address block. [`Model::peer_selects`] still decides each.
+    fn peer_candidates(
+        &self,
+        policy_namespace: &str,
+        peer: &NetworkPolicyPeer,
+    ) -> Vec<std::ops::Range<usize>> {
+        match (&peer.ip_block, &peer.namespace_selector, &peer.pod_selector) {
+            (Some(_), _, _) | (None, None, None) => Vec::new(),
+            (None, None, Some(_)) => self
+                .namespace_pods
+                .get(policy_namespace)
+                .cloned()
+                .into_iter()
+                .collect(),
+            (None, Some(namespaces), _) => self
+                .namespace_pods
+                .iter()
+                .filter(|(namespace, _)| {
+                    selector_matches(namespaces, self.namespace_labels(namespace))
+                })
+                .map(|(_, range)| range.clone())
+                .collect(),
+        }
     }
 
     /// Does a policy peer of a policy in `policy_namespace` select this pod? `ipBlock`
@@ -966,7 +1011,11 @@ impl<'w> Model<'w> {
                                 }
                                 continue;
                             }
-                            for other in 0..self.pods.len() {
+                            for other in self
+                                .peer_candidates(policy.namespace, peer)
+                                .into_iter()
+                                .flatten()
+                            {
                                 if self.peer_selects(policy.namespace, peer, other) {
                                     reach_pod(other, &mut openings);
                                 }
@@ -981,8 +1030,12 @@ impl<'w> Model<'w> {
 
     /// Outside pods per namespace, for deciding when a whole namespace is reached.
     fn outside_pods_in(&self, namespace: &str) -> usize {
-        (0..self.pods.len())
-            .filter(|&i| self.pods[i].namespace == namespace && self.outside_ports(i).is_some())
+        self.namespace_pods
+            .get(namespace)
+            .cloned()
+            .into_iter()
+            .flatten()
+            .filter(|&i| self.outside_ports(i).is_some())
             .count()
     }
 

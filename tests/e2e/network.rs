@@ -13,11 +13,14 @@ use crate::common::*;
 const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "network-eu";
 
-fn setup(namespace: &str, extra: &str) -> TestNamespace {
+/// The namespace, its enforcing policy, and admission in force (pods created before
+/// that are refused while the placement comes into force: fail closed).
+async fn setup(namespace: &str, extra: &str) -> TestNamespace {
     shared_operator("network");
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new(namespace, true);
     apply(&policy(namespace, ENCLAVE, extra));
+    wait_for_admission(&ns.name).await;
     ns
 }
 
@@ -60,7 +63,7 @@ fn condition(
 #[tokio::test]
 async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     let _cluster = cluster_lock().read().await;
-    let ns = setup("net-fence", "");
+    let ns = setup("net-fence", "").await;
     let deny = "enclave-fence-deny-net-fence";
     let allow = "enclave-fence-allow-net-fence";
     eventually(TIMEOUT, "the fence in place", || async {
@@ -158,7 +161,7 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
 #[tokio::test]
 async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
     let _cluster = cluster_lock().read().await;
-    let ns = setup("net-none", "");
+    let ns = setup("net-none", "").await;
     eventually(TIMEOUT, "the fence in place", || async {
         let names = fence_names(&ns.name);
         if names.split_whitespace().count() == 2 {
@@ -211,7 +214,7 @@ async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
 #[tokio::test]
 async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
     let _cluster = cluster_lock().read().await;
-    let ns = setup("net-leak", "");
+    let ns = setup("net-leak", "").await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app, labels: {app: web}}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
     kubectl_ok_stdin(&["apply", "-n", &ns.name, "-f", "-"], pod);
     eventually(TIMEOUT, "the fenced namespace reported clean", || async {

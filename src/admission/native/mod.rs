@@ -376,7 +376,7 @@ pub fn compile(
                     })
                     .collect();
             let bypassed = cel::quote(&format!(
-                "policy {name}: the pod's node affinity does not keep it inside the enclave (was the enclave-operator mutation bypassed?){}",
+                "policy {name}: the pod's node affinity does not keep it inside the enclave (the placement mutation was bypassed, or is still coming into force: retry in a moment){}",
                 tail(enclave)
             ));
             let bound = format!(

@@ -17,6 +17,7 @@ use kube::{
 
 use super::Residency;
 use crate::{
+    cache::Labels,
     catalog::Catalog,
     controller::{Error, Result, publish},
     crd::{NetworkIsolation, ResidencyPolicy, Violation},
@@ -268,28 +269,25 @@ pub fn reachability_report<C: Catalog>(
         .map(|(name, labels)| NamespaceInfo { name, labels })
         .collect();
     let pods: Vec<PodInfo> = catalog
-        .pods()
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            Some(PodInfo {
-                namespace: p.namespace()?,
-                name: p.name_any(),
-                labels: p.labels().clone(),
-                ip: None,
-                ports: p
-                    .spec
-                    .named_ports
-                    .iter()
-                    .filter_map(|port| {
-                        Some(DeclaredPort {
-                            name: Some(port.name.clone()),
-                            number: port.number,
-                            protocol: crate::network::Protocol::parse(&port.protocol)?,
-                        })
+        .pod_summaries()
+        .into_iter()
+        .filter(|p| !p.terminating)
+        .map(|p| PodInfo {
+            namespace: p.namespace,
+            name: p.name,
+            labels: Labels::clone(&p.labels),
+            ip: None,
+            ports: p
+                .named_ports
+                .iter()
+                .filter_map(|port| {
+                    Some(DeclaredPort {
+                        name: Some(port.name.clone()),
+                        number: port.number,
+                        protocol: crate::network::Protocol::parse(&port.protocol)?,
                     })
-                    .collect(),
-            })
+                })
+                .collect(),
         })
         .collect();
     let world = reachability::World {

@@ -2,6 +2,12 @@
 //! by the admission webhook (no API call per decision), each with a broadcast that fires
 //! only when something a decision depends on changed — for Nodes, their labels,
 //! readiness or existence, so that kubelet heartbeats do not wake the reconcilers.
+//! Pods have a cache of their own ([`pods::PodIndex`]) that keeps full detail only
+//! where a policy can reach.
+
+mod pods;
+
+pub use pods::{Labels, PodIndex, PodSummary};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -63,29 +69,34 @@ where
     /// reads before it is cached; `fingerprint` digests what it does read, and a change
     /// is broadcast only when the digest changes. The store is empty until the first
     /// list completes: use `store.wait_until_ready()` before trusting it.
-    pub fn start(api: Api<K>, strip: fn(&mut K), fingerprint: fn(&K) -> u64) -> Self {
+    pub fn start(
+        api: Api<K>,
+        config: &watcher::Config,
+        strip: fn(&mut K),
+        fingerprint: fn(&K) -> u64,
+    ) -> Self {
         let (store, writer) = reflector::store();
         let (changes, _) = broadcast::channel(16);
         let watched = Self {
             store,
             changes: changes.clone(),
         };
-        let events = watcher(api, watcher::Config::default().any_semantic())
+        let events = watcher(api, config.clone())
             .default_backoff()
             .modify(strip)
             .reflect(writer);
         tokio::spawn(async move {
-            let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+            // Keyed by a digest of namespace and name: an `ObjectRef` would hold a
+            // second copy of the name, namespace, UID and resource version.
+            let mut seen: HashMap<u64, u64> = HashMap::new();
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 let changed = match event {
                     Ok(watcher::Event::Apply(obj)) | Ok(watcher::Event::InitApply(obj)) => {
                         let digest = fingerprint(&obj);
-                        seen.insert(ObjectRef::from_obj(&obj), digest) != Some(digest)
+                        seen.insert(key(&obj), digest) != Some(digest)
                     }
-                    Ok(watcher::Event::Delete(obj)) => {
-                        seen.remove(&ObjectRef::from_obj(&obj)).is_some()
-                    }
+                    Ok(watcher::Event::Delete(obj)) => seen.remove(&key(&obj)).is_some(),
                     Ok(watcher::Event::Init) => false,
                     Ok(watcher::Event::InitDone) => {
                         tracing::debug!(kind = %K::kind(&()), "cache synced");
@@ -108,13 +119,44 @@ where
     /// A stream that yields once per relevant change (a burst a slow receiver missed
     /// is coalesced into one).
     pub fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
-        futures::stream::unfold(self.changes.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
+        change_stream(self.changes.subscribe())
     }
+}
+
+/// One item per broadcast change; a burst a slow receiver missed is coalesced into one.
+fn change_stream(rx: broadcast::Receiver<()>) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+fn key<K: Resource>(obj: &K) -> u64 {
+    digest(&(&obj.meta().namespace, &obj.meta().name))
+}
+
+/// How every watch lists: a streaming list (the initial state sent over the watch,
+/// one object at a time: no list response held whole while it is decoded) where the
+/// API server has it on by default (Kubernetes 1.34 and later, 1.33 excepted), pages
+/// of 500 from the API server's cache otherwise.
+pub fn list_config(streaming: bool) -> watcher::Config {
+    if streaming {
+        watcher::Config::default().streaming_lists()
+    } else {
+        watcher::Config::default().any_semantic()
+    }
+}
+
+/// Does this API server stream lists by default (the WatchList feature)?
+pub fn streams_lists(version: &k8s_openapi::apimachinery::pkg::version::Info) -> bool {
+    let minor: u32 = version
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    version.major == "1" && minor >= 34
 }
 
 fn digest<T: Hash + ?Sized>(value: &T) -> u64 {
@@ -303,7 +345,7 @@ impl CachedPod {
 
 /// Keeps only the policy annotations: the rest of the metadata stays as labels and
 /// owners are read.
-fn strip_pod(pod: &mut CachedPod) {
+pub(crate) fn strip_pod(pod: &mut CachedPod) {
     pod.metadata.managed_fields = None;
     pod.metadata.annotations = pod.metadata.annotations.take().map(|a| {
         a.into_iter()
@@ -435,7 +477,7 @@ fn strip_annotations<K: Resource>(obj: &mut K) {
 #[derive(Clone)]
 pub struct Caches {
     pub nodes: Watched<Node>,
-    pub pods: Watched<CachedPod>,
+    pub pods: PodIndex,
     pub namespaces: Watched<Namespace>,
     pub claims: Watched<PersistentVolumeClaim>,
     pub volumes: Watched<PersistentVolume>,
@@ -456,36 +498,99 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn start(client: &Client) -> Self {
-        let nodes = Watched::start(Api::all(client.clone()), strip_node, node_fingerprint);
-        let pods = Watched::start(Api::all(client.clone()), strip_pod, any_change);
+    /// Starts every watch; `config` from [`list_config`].
+    pub fn start(client: &Client, config: &watcher::Config) -> Self {
+        let nodes = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_node,
+            node_fingerprint,
+        );
         let namespaces = Watched::start(
             Api::all(client.clone()),
+            config,
             strip_managed_fields,
             labels_fingerprint,
         );
-        let claims = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let volumes = Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let replica_sets = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let storage_classes =
-            Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let network_policies =
-            Watched::start(Api::all(client.clone()), strip_managed_fields, any_change);
-        let stateful_sets = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let roles = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let cluster_roles = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let role_bindings = Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let cluster_role_bindings =
-            Watched::start(Api::all(client.clone()), strip_annotations, any_change);
-        let enclaves = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
-        let policies = Watched::start(Api::all(client.clone()), strip_managed_fields, generation);
+        let claims = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let volumes = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let replica_sets = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let storage_classes = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let network_policies = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let stateful_sets = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let roles = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let cluster_roles = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let role_bindings = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let cluster_role_bindings = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_annotations,
+            any_change,
+        );
+        let enclaves = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            generation,
+        );
+        let policies = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            generation,
+        );
+
         // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
         // waker), so one task waits for all of them and publishes the result for any
         // number of waiters.
         let (tx, synced) = tokio::sync::watch::channel(false);
         let waits = [
             ready_future(&nodes.store),
-            ready_future(&pods.store),
             ready_future(&namespaces.store),
             ready_future(&claims.store),
             ready_future(&volumes.store),
@@ -500,8 +605,21 @@ impl Caches {
             ready_future(&enclaves.store),
             ready_future(&policies.store),
         ];
+        // The pod cache starts once the others have synced: which namespaces are
+        // covered must be known before the first pod is stored.
+        let (stores_tx, stores_synced) = tokio::sync::watch::channel(false);
+        let pods = PodIndex::start(
+            client.clone(),
+            config.clone(),
+            namespaces.clone(),
+            policies.clone(),
+            stores_synced,
+        );
+        let pods_ready = pods.clone();
         tokio::spawn(async move {
             futures::future::join_all(waits).await;
+            let _ = stores_tx.send(true);
+            pods_ready.wait_until_ready().await;
             let _ = tx.send(true);
         });
         Self {
@@ -584,10 +702,7 @@ impl Catalog for Caches {
             .map(|n| n.labels().clone())
     }
     fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        self.pods
-            .store
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|p| p.labels().clone())
+        self.pods.labels(namespace, name)
     }
     fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.namespaces
@@ -601,7 +716,10 @@ impl Catalog for Caches {
         self.nodes.store.state()
     }
     fn pods(&self) -> Vec<Arc<CachedPod>> {
-        self.pods.store.state()
+        self.pods.covered_pods()
+    }
+    fn pod_summaries(&self) -> Vec<PodSummary> {
+        self.pods.summaries()
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims
@@ -651,7 +769,7 @@ mod tests {
     #[test]
     fn cached_pod_keeps_what_decisions_read() {
         let review: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/pod-review.json"))
+            serde_json::from_str(include_str!("../../tests/fixtures/pod-review.json"))
                 .expect("fixture");
         let mut object = review["request"]["object"].clone();
         object["spec"]["nodeName"] = "dublin-a".into();

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# make bench-scale: the operator's cost as the cluster grows, on the local control plane.
+# For each point NODES:PODS:SCOPE (SCOPE = percent of the pods some policy covers: 10,
+# or 0 and 100 to separate the cost of a pod in scope from one out of it) the release
+# build starts against a cluster of that size and we record: resident memory (steady,
+# and peak including startup), time to ready, the API server's CPU while the operator
+# lists, CPU per 1,000 pod events in and out of scope, and the time until a newly
+# labelled namespace of 100 pods is counted in status. Results go to
+# $cluster_dir/bench-scale.tsv; hack/bench-scale-report.py turns them into the table
+# and plot of docs/benchmarks.md.
+#
+# Usage: bench-scale.sh <cluster-dir>   (SCALE_POINTS to choose the points)
+set -euo pipefail
+cluster_dir=${1:?usage: bench-scale.sh <cluster-dir>}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+points=${SCALE_POINTS:-"500:1000:10 500:10000:10 500:10000:0 500:10000:100 500:30000:10 2000:30000:10 2000:10000:10 2000:1000:10"}
+
+tools/cluster/up.sh "$cluster_dir" >/dev/null
+export KUBECONFIG=$cluster_dir/kubeconfig
+echo ">> building the release operator and the load generator"
+cargo build --quiet --release --bin enclave-operator
+cargo bench --quiet --bench scale --no-run 2>/dev/null
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+kubectl apply -f config/samples/data-enclave.yaml >/dev/null
+
+results=$cluster_dir/bench-scale.tsv
+log=$cluster_dir/logs/bench-scale-operator.log
+metrics_port=${ENCLAVE_BENCH_METRICS_PORT:-18780}
+webhook_port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18743}
+apiserver=$(cat "$cluster_dir/pids/kube-apiserver.pid")
+operator=""
+cleanup() {
+	[[ -n "$operator" ]] && kill "$operator" 2>/dev/null || true
+	kubectl delete residencypolicy bench-scale --ignore-not-found --wait=false >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+loadgen() { cargo bench --quiet --bench scale 2>&1 | grep -v '^$' || true; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
+hz=$(getconf CLK_TCK)
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+matched() { kubectl get residencypolicy bench-scale -o jsonpath='{.status.matchedPods}' 2>/dev/null || true; }
+
+nodes_up_to() {
+	local want=$1 have
+	have=$(kubectl get nodes -l enclave.dev/scale-bench --no-headers 2>/dev/null | wc -l)
+	((have >= want)) && return 0
+	echo ">> nodes: $have -> $want"
+	for ((i = have; i < want; i++)); do
+		cat <<YAML
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: bench-$i
+  annotations: {kwok.x-k8s.io/node: fake}
+  labels: {type: kwok, enclave.dev/scale-bench: "true", node-restriction.kubernetes.io/enclave-site: bench-$((i % 10)), topology.kubernetes.io/zone: us-east-1$((i % 3))}
+spec:
+  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
+status:
+  allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
+  capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
+YAML
+	done | kubectl apply -f - >/dev/null
+}
+
+policy() { # the selector decides what share of the pods is in scope
+	local selector
+	case $1 in
+	0) selector='{enclave.dev/scale: none}' ;;
+	100) selector='{enclave.dev/scale-bench: "true"}' ;;
+	*) selector='{enclave.dev/scale: in}' ;;
+	esac
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: bench-scale}
+spec:
+  enclave: eu
+  enforcement: Audit
+  match: {namespaceSelector: {matchLabels: $selector}}
+  migration: {enabled: false}
+YAML
+}
+
+printf 'nodes\tpods\tscope_pct\tready_s\trss_mib\tpeak_mib\tapiserver_cpu_s\tcpu_ms_per_1000_in\tcpu_ms_per_1000_out\tnamespace_count_s\n' >"$results"
+for point in $points; do
+	IFS=: read -r nodes pods scope <<<"$point"
+	echo ">> point: $nodes nodes, $pods pods, $scope % in scope"
+	nodes_up_to "$nodes"
+	SCALE_CMD=populate SCALE_PODS=$pods SCALE_NODES=$nodes loadgen
+	policy "$scope"
+	sleep 5 # let the cluster settle (kwok marks the new pods Running)
+
+	api_before=$(ticks "$apiserver")
+	started=$(now_ms)
+	target/release/enclave-operator run --metrics-addr "127.0.0.1:$metrics_port" \
+		--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
+		--lease-name enclave-operator-bench-scale --chain-id bench-scale >/dev/null 2>"$log" &
+	operator=$!
+	until curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1; do
+		kill -0 "$operator" 2>/dev/null || { echo "operator exited; see $log" >&2; exit 1; }
+		sleep 0.01
+	done
+	ready_ms=$(($(now_ms) - started))
+	sleep 5
+	api_cpu=$(echo "$(ticks "$apiserver") $api_before $hz" | awk '{printf "%.2f", ($1 - $2) / $3}')
+	sleep 5
+	rss=$(kib "$operator" VmRSS)
+	peak=$(kib "$operator" VmHWM)
+
+	cpu_in="" cpu_out="" counted=""
+	if [[ $scope == 10 ]]; then
+		for side in out in; do
+			before=$(ticks "$operator")
+			SCALE_CMD=touch SCALE_SCOPE=$side SCALE_EVENTS=1000 loadgen >/dev/null
+			sleep 3 # the operator's work on the last events
+			cost=$(echo "$(ticks "$operator") $before $hz" | awk '{printf "%.0f", ($1 - $2) * 1000 / $3}')
+			if [[ $side == in ]]; then cpu_in=$cost; else cpu_out=$cost; fi
+		done
+		# A namespace of 100 pods joins the policy's scope: how long until status counts it.
+		until [[ -n "$(matched)" ]]; do sleep 0.2; done
+		base=$(matched)
+		label_ms=$(now_ms)
+		kubectl label namespace scale-00001 enclave.dev/scale=in --overwrite >/dev/null
+		until (($(matched) >= base + 100)); do sleep 0.05; done
+		counted_ms=$(($(now_ms) - label_ms))
+		counted=$(awk -v ms="$counted_ms" 'BEGIN {printf "%.2f", ms / 1000}')
+		kubectl label namespace scale-00001 enclave.dev/scale- >/dev/null
+	fi
+	kill "$operator"
+	wait "$operator" 2>/dev/null || true
+	operator=""
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$nodes" "$pods" "$scope" \
+		"$(awk -v ms="$ready_ms" 'BEGIN {printf "%.2f", ms / 1000}')" \
+		"$(awk -v k="$rss" 'BEGIN {printf "%.1f", k / 1024}')" \
+		"$(awk -v k="$peak" 'BEGIN {printf "%.1f", k / 1024}')" \
+		"$api_cpu" "$cpu_in" "$cpu_out" "$counted" | tee -a "$results"
+done
+python3 hack/bench-scale-report.py "$results" docs/bench-scale.svg
