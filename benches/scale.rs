@@ -34,7 +34,7 @@ fn namespace_name(i: usize) -> String {
 }
 
 fn covered(i: usize) -> bool {
-    i % 10 == 0
+    i.is_multiple_of(10)
 }
 
 fn pod(namespace: usize, i: usize, nodes: usize) -> Pod {
@@ -111,7 +111,8 @@ async fn populate(client: Client) {
                 }))
                 .expect("namespace");
                 match namespaces.create(&PostParams::default(), &namespace).await {
-                    Ok(_) | Err(kube::Error::Api(kube::core::Status { code: 409, .. })) => {}
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
                     Err(error) => panic!("create namespace {}: {error}", namespace_name(i)),
                 }
             }
@@ -130,9 +131,9 @@ async fn populate(client: Client) {
                 loop {
                     match api.create(&PostParams::default(), &pod(n, i, nodes)).await {
                         Ok(_) => return 1,
-                        Err(kube::Error::Api(kube::core::Status { code: 409, .. })) => return 0,
+                        Err(kube::Error::Api(status)) if status.code == 409 => return 0,
                         // The API server sheds load with 429 under this rate: retry.
-                        Err(kube::Error::Api(kube::core::Status { code: 429, .. })) => {
+                        Err(kube::Error::Api(status)) if status.code == 429 => {
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await
                         }
                         Err(error) => panic!("create pod {n}/{i}: {error}"),

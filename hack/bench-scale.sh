@@ -19,8 +19,9 @@ points=${SCALE_POINTS:-"500:1000:10 500:10000:10 500:10000:0 500:10000:100 500:3
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 export KUBECONFIG=$cluster_dir/kubeconfig
 echo ">> building the release operator and the load generator"
+target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --release --bin enclave-operator
-cargo bench --quiet --bench scale --no-run 2>/dev/null
+cargo bench --quiet --bench scale --no-run
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
@@ -32,7 +33,7 @@ webhook_port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18743}
 apiserver=$(cat "$cluster_dir/pids/kube-apiserver.pid")
 operator=""
 cleanup() {
-	[[ -n "$operator" ]] && kill "$operator" 2>/dev/null || true
+	if [[ -n "$operator" ]]; then kill "$operator" 2>/dev/null || true; fi
 	kubectl delete residencypolicy bench-scale --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -97,7 +98,7 @@ for point in $points; do
 
 	api_before=$(ticks "$apiserver")
 	started=$(now_ms)
-	target/release/enclave-operator run --metrics-addr "127.0.0.1:$metrics_port" \
+	"$target/release/enclave-operator" run --metrics-addr "127.0.0.1:$metrics_port" \
 		--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
 		--lease-name enclave-operator-bench-scale --chain-id bench-scale >/dev/null 2>"$log" &
 	operator=$!
@@ -141,3 +142,9 @@ for point in $points; do
 		"$api_cpu" "$cpu_in" "$cpu_out" "$counted" | tee -a "$results"
 done
 python3 hack/bench-scale-report.py "$results" docs/bench-scale.svg
+# Leave the cluster as small as it was (SCALE_KEEP=1 keeps the pods and nodes).
+if [[ -z "${SCALE_KEEP:-}" ]]; then
+	echo ">> removing the benchmark's pods, namespaces and nodes"
+	SCALE_CMD=populate SCALE_PODS=0 loadgen
+	kubectl delete nodes -l enclave.dev/scale-bench --wait=false >/dev/null
+fi

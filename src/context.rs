@@ -34,7 +34,7 @@ pub struct AdmissionSetup {
     pub native_served: bool,
     pub endpoint: Endpoint,
     pub ca_bundle: watch::Receiver<Vec<u8>>,
-    /// The operator's namespace: never in scope; holds its params and Secrets.
+    /// The operator's namespace: never in scope; holds its Secrets and Lease.
     pub operator_namespace: String,
     /// The installation's cluster-scoped object that owns the webhook configurations.
     pub owner: Option<OwnerReference>,

@@ -26,6 +26,7 @@ pub mod decisions;
 pub mod evidence;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod network;

@@ -86,7 +86,7 @@ struct RunArgs {
     /// Seconds from a request's first byte to its response.
     #[arg(long, default_value_t = server::Limits::default().request_timeout.as_secs_f64())]
     webhook_request_timeout: f64,
-    /// The operator's namespace: never in scope; holds its Secret, params and Lease.
+    /// The operator's namespace: never in scope; holds its Secret, checkpoints and Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
     namespace: String,
     /// A cluster-scoped object of the installation (the chart's ClusterRole) that owns
@@ -113,11 +113,24 @@ struct RunArgs {
     /// This process's identity in the election; defaults to POD_NAME, else host-pid.
     #[arg(long, env = "ENCLAVE_LEADER_IDENTITY")]
     leader_identity: Option<String>,
+    /// How the watches take their initial state: `stream` (over the watch, one object
+    /// at a time; WatchList, on by default from Kubernetes 1.34 except 1.33), `pages`
+    /// (lists of 500 from the API server's cache), or `auto` (stream where the API
+    /// server's version has it on by default).
+    #[arg(long, env = "ENCLAVE_INITIAL_LIST", value_enum, default_value_t = InitialList::Auto)]
+    initial_list: InitialList,
     #[command(flatten)]
     evidence: evidence::cli::LogArgs,
     /// Log format.
     #[arg(long, env = "ENCLAVE_LOG_FORMAT", value_enum, default_value_t)]
     log_format: telemetry::LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum InitialList {
+    Auto,
+    Stream,
+    Pages,
 }
 
 /// Where the API server reaches the webhook, and the names its certificate covers.
@@ -170,8 +183,21 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{flag} must be a positive number of seconds, got {value}"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    enclave_operator::memory::limit_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run_command()),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command() -> ExitCode {
     match Cli::parse().command {
         Command::Crd => match crd::all_yaml() {
             Ok(yaml) => {
@@ -307,14 +333,36 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let metrics = Arc::new(Metrics::default());
     let (sink, records) = decisions::Sink::new(decisions::QUEUE);
-    let streaming = match client.apiserver_version().await {
-        Ok(version) => cache::streams_lists(&version),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the API server version; listing in pages");
-            false
-        }
+    let streaming = match args.initial_list {
+        InitialList::Stream => true,
+        InitialList::Pages => false,
+        InitialList::Auto => match client.apiserver_version().await {
+            Ok(version) => cache::streams_lists(&version),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the API server version; listing in pages");
+                false
+            }
+        },
     };
     let caches = Caches::start(&client, &cache::list_config(streaming));
+    tokio::spawn({
+        let caches = caches.clone();
+        async move {
+            caches.wait_until_ready().await;
+            // Decoding the first lists leaves most of the peak free: give it back.
+            enclave_operator::memory::release_free();
+            let (full, summarised, label_sets) = caches.pods.counts();
+            let (in_use, held) = enclave_operator::memory::heap().unwrap_or_default();
+            tracing::info!(
+                pods_in_full = full,
+                pods_summarised = summarised,
+                label_sets,
+                heap_in_use_kib = in_use / 1024,
+                heap_held_kib = held / 1024,
+                "caches synced"
+            );
+        }
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         eviction_client,

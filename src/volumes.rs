@@ -176,7 +176,7 @@ impl Storage<'_> {
     }
 }
 
-/// A map of the enclave's PersistentVolumes, by name, for the native engine's params:
+/// A map of the enclave's PersistentVolumes, by name, for the facts the native engine compiles into its policies:
 /// the volumes a claim may name.
 pub fn inside_volumes(
     storage: &Storage,

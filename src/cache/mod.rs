@@ -249,7 +249,7 @@ pub struct CachedPodSpec {
 }
 
 /// A container port with a name.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 pub struct NamedPort {
     pub name: String,
     pub number: i32,

@@ -85,6 +85,9 @@ struct State {
     epoch: u32,
     /// One shared map per distinct label set of summarised pods.
     interned: HashSet<Arc<Labels>>,
+    /// One shared list per distinct set of named ports (most pods of a cluster
+    /// declare one of a handful).
+    interned_ports: HashSet<Arc<[NamedPort]>>,
     /// Removals since the interner was last pruned.
     removed: usize,
 }
@@ -99,10 +102,19 @@ impl State {
         shared
     }
 
+    fn intern_ports(&mut self, ports: &[NamedPort]) -> Arc<[NamedPort]> {
+        if let Some(shared) = self.interned_ports.get(ports) {
+            return shared.clone();
+        }
+        let shared: Arc<[NamedPort]> = ports.into();
+        self.interned_ports.insert(shared.clone());
+        shared
+    }
+
     fn summarise(&mut self, pod: &CachedPod) -> Summary {
         Summary {
             labels: self.intern(pod.labels()),
-            named_ports: pod.spec.named_ports.clone().into(),
+            named_ports: self.intern_ports(&pod.spec.named_ports),
             terminating: pod.metadata.deletion_timestamp.is_some(),
         }
     }
@@ -113,6 +125,8 @@ impl State {
         if self.removed >= 1024 {
             self.removed = 0;
             self.interned.retain(|labels| Arc::strong_count(labels) > 1);
+            self.interned_ports
+                .retain(|ports| Arc::strong_count(ports) > 1);
         }
     }
 
@@ -179,6 +193,8 @@ impl State {
         self.by_namespace.retain(|_, pods| !pods.is_empty());
         let after: usize = self.by_namespace.values().map(HashMap::len).sum();
         self.interned.retain(|labels| Arc::strong_count(labels) > 1);
+        self.interned_ports
+            .retain(|ports| Arc::strong_count(ports) > 1);
         before != after
     }
 

@@ -811,9 +811,19 @@ impl<'w> Model<'w> {
             && optional_selector_matches(pod_selector, &pod.labels)
     }
 
-    /// The pods a peer of a policy in `policy_namespace` can select: its own namespace's
-    /// for a bare pod selector, those of the namespaces a namespace selector matches,
-    /// none for an address block. [`Model::peer_selects`] still decides each.
+    /// The pods of namespaces outside the enclave, by namespace: the only ones a path
+    /// can leave through (every pod of an inside namespace is inside).
+    fn outside_namespaces(&self) -> impl Iterator<Item = (&'w str, std::ops::Range<usize>)> + '_ {
+        self.namespace_pods
+            .iter()
+            .filter(|(namespace, _)| !self.boundary.inside_namespaces.contains(**namespace))
+            .map(|(namespace, range)| (*namespace, range.clone()))
+    }
+
+    /// The outside pods a peer of a policy in `policy_namespace` can select: its own
+    /// namespace's for a bare pod selector, those of the namespaces a namespace
+    /// selector matches, none for an address block. [`Model::peer_selects`] still
+    /// decides each.
     fn peer_candidates(
         &self,
         policy_namespace: &str,
@@ -822,18 +832,16 @@ impl<'w> Model<'w> {
         match (&peer.ip_block, &peer.namespace_selector, &peer.pod_selector) {
             (Some(_), _, _) | (None, None, None) => Vec::new(),
             (None, None, Some(_)) => self
-                .namespace_pods
-                .get(policy_namespace)
-                .cloned()
-                .into_iter()
+                .outside_namespaces()
+                .filter(|(namespace, _)| *namespace == policy_namespace)
+                .map(|(_, range)| range)
                 .collect(),
             (None, Some(namespaces), _) => self
-                .namespace_pods
-                .iter()
+                .outside_namespaces()
                 .filter(|(namespace, _)| {
                     selector_matches(namespaces, self.namespace_labels(namespace))
                 })
-                .map(|(_, range)| range.clone())
+                .map(|(_, range)| range)
                 .collect(),
         }
     }
@@ -992,7 +1000,9 @@ impl<'w> Model<'w> {
                                 policy: index,
                             });
                         }
-                        for other in 0..self.pods.len() {
+                        let outside: Vec<std::ops::Range<usize>> =
+                            self.outside_namespaces().map(|(_, range)| range).collect();
+                        for other in outside.into_iter().flatten() {
                             reach_pod(other, &mut openings);
                         }
                     }

@@ -613,7 +613,7 @@ async fn claims_must_use_the_enclaves_storage() {
             "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {pv}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: eu-dublin-ssd\n  hostPath: {{path: /tmp/{pv}}}\n  nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: [{{key: {SITE_LABEL}, operator: In, values: [{site}]}}]}}]}}}}\n"
         ));
     }
-    // Native checks read the enclave's volumes from its params, which follow the
+    // Native checks read the enclave's volumes from facts compiled into its policies, which follow the
     // volumes a moment later.
     eventually(
         TIMEOUT,

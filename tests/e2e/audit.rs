@@ -149,7 +149,7 @@ async fn plant_compliant(namespace: &str) {
         "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {namespace}-data\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: eu-dublin-ssd\n  hostPath: {{path: /tmp/{namespace}-data}}\n  claimRef: {{namespace: {namespace}, name: data}}\n  nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: [{{key: {SITE_LABEL}, operator: In, values: [dublin]}}]}}]}}}}\n"
     ));
     // Admission admits a claim naming a volume once the operator knows the volume is
-    // the enclave's (the native engine's params follow the volumes).
+    // the enclave's (the native engine's compiled facts follow the volumes).
     let claim = format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: eu-dublin-ssd\n  volumeName: {namespace}-data\n  resources: {{requests: {{storage: 1Gi}}}}\n"
     );

@@ -1,5 +1,5 @@
 //! The admission step: writes the policy's admission objects for the chosen engine
-//! (webhook configurations, or native admission policies and their params), removes the
+//! (webhook configurations, or native admission policies with the facts compiled in), removes the
 //! other engine's, and reads back what the API server holds, so that `Ready` is True
 //! only when enforcement is really in place.
 

@@ -36,6 +36,6 @@ mkdir -p "$out/bin.tmp"
 	github.com/kyverno/kyverno/cmd/kyverno github.com/kyverno/kyverno/cmd/reports-controller)
 echo "$key" >"$out/bin.tmp/.key"
 touch "$out/bin.tmp/.complete"
-rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"
+rm -rf "${out:?}/bin" && mv "$out/bin.tmp" "$out/bin"
 echo ">> built Kyverno $version in $((SECONDS - start)) s" >&2
 echo "$out/bin"
