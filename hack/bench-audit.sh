@@ -17,6 +17,7 @@ cd "$root"
 
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 export KUBECONFIG=$cluster_dir/kubeconfig
+target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --release --bin enclave-operator
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
@@ -100,7 +101,7 @@ seq 0 $((namespaces - 1)) | xargs -P 6 -I{} bash -c 'namespace_yaml {} | kubectl
 echo "   created in $(($(date +%s) - start)) s; $(kubectl get pods -A -l tier=backend --no-headers 2>/dev/null | grep -c '^bench-audit-') pods listed"
 
 for ((run = 1; run <= runs; run++)); do
-	/usr/bin/time -v target/release/enclave-operator audit --policy bench-audit \
+	/usr/bin/time -v "$target/release/enclave-operator" audit --policy bench-audit \
 		--json "$cluster_dir/bench-audit.json" --markdown "$cluster_dir/bench-audit.md" \
 		2>"$cluster_dir/logs/bench-audit.time" || true
 	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$cluster_dir/logs/bench-audit.time")

@@ -8,13 +8,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 export KUBECONFIG=$cluster_dir/kubeconfig
+target=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin enclave-operator
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl create namespace enclave-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 log=$cluster_dir/logs/bench-operator.log
 port=18643
-target/release/enclave-operator run --metrics-addr 127.0.0.1:18680 \
+"$target/release/enclave-operator" run --metrics-addr 127.0.0.1:18680 \
 	--webhook-addr "127.0.0.1:$port" --webhook-url "https://127.0.0.1:$port" >/dev/null 2>"$log" &
 operator=$!
 trap 'kill $operator 2>/dev/null || true' EXIT

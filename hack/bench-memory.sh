@@ -12,6 +12,7 @@ cd "$root"
 
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 export KUBECONFIG=$cluster_dir/kubeconfig
+target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --release --bin enclave-operator
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
@@ -55,7 +56,7 @@ YAML
 done | kubectl apply -f - >/dev/null
 until [[ $(kubectl get pods -n bench-memory --no-headers 2>/dev/null | wc -l) -ge $pods ]]; do sleep 5; done
 
-target/release/enclave-operator run --metrics-addr 127.0.0.1:0 --webhook-addr 127.0.0.1:18643 \
+"$target/release/enclave-operator" run --metrics-addr 127.0.0.1:0 --webhook-addr 127.0.0.1:18643 \
 	--webhook-url https://127.0.0.1:18643 >"$cluster_dir/logs/bench-memory-operator.log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null || true' EXIT

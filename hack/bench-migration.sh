@@ -11,6 +11,7 @@ cd "$root"
 
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 export KUBECONFIG=$cluster_dir/kubeconfig
+target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --release --bin enclave-operator
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
@@ -19,7 +20,7 @@ kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18543}
 decisions=$cluster_dir/logs/bench-migration-decisions.log
 rm -f "$decisions"
-target/release/enclave-operator run --metrics-addr 127.0.0.1:0 --webhook-addr "127.0.0.1:$port" \
+"$target/release/enclave-operator" run --metrics-addr 127.0.0.1:0 --webhook-addr "127.0.0.1:$port" \
 	--webhook-url "https://127.0.0.1:$port" --chain-id bench-migration --decision-log "$decisions" \
 	--lease-name enclave-operator-bench-migration >"$cluster_dir/logs/bench-operator.log" 2>&1 &
 operator=$!

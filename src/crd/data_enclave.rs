@@ -76,7 +76,8 @@ pub struct Site {
     #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("nodeSelector must have matchLabels or matchExpressions: an empty selector would put every node in the enclave"))]
     pub node_selector: Selector,
 
-    /// Free-form facts about the site (country, energy source, ...), shown in reports.
+    /// Free-form facts about the site (country, energy source, ...), for the people who
+    /// read the DataEnclave; no decision reads them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
 }
