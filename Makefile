@@ -68,6 +68,10 @@ bench: ## Criterion benchmarks (see docs/benchmarks.md)
 bench-e2e: tools ## Pod CREATE through the API server: no policy vs native vs webhook engine (see docs/benchmarks.md)
 	hack/bench-e2e.sh $(CLUSTER_DIR)
 
+.PHONY: bench-peers
+bench-peers: tools ## The same enclave in Kyverno v1.19 and here, one run: admission latency, CPU, memory, detection (builds Kyverno once; see docs/peers.md)
+	hack/bench-peers.sh $(CLUSTER_DIR)
+
 .PHONY: bench-migration
 bench-migration: tools ## Time to compliance for 1,000 pods on the local control plane (see docs/benchmarks.md)
 	hack/bench-migration.sh $(CLUSTER_DIR) $(or $(PODS),1000)

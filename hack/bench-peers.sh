@@ -88,6 +88,13 @@ cleanup() {
 	kubectl delete clusterpolicies.kyverno.io,mutatingpolicies.policies.kyverno.io,validatingpolicies.policies.kyverno.io \
 		-l enclave.dev/peer-form --ignore-not-found >/dev/null 2>&1 || true
 	kubectl delete residencypolicy bench-native bench-webhook bench-detect --ignore-not-found >/dev/null 2>&1 || true
+	# Without an owner (no --owner-cluster-role here) the operator's webhook configurations
+	# go only when it deletes them: give it the time to.
+	local deadline=$((SECONDS + 20))
+	while [[ -n $operator ]] && ((SECONDS < deadline)) &&
+		kubectl get validatingwebhookconfigurations,mutatingwebhookconfigurations -o name 2>/dev/null | grep -q 'enclave-operator-bench-'; do
+		sleep 0.5
+	done
 	for pid in $operator $kyverno $reports; do kill "$pid" 2>/dev/null || true; done
 	kubectl delete validatingwebhookconfigurations,mutatingwebhookconfigurations \
 		-l webhook.kyverno.io/managed-by=kyverno --ignore-not-found >/dev/null 2>&1 || true
@@ -338,7 +345,6 @@ until_true 600 "$detect_pods pods running in Virginia" in_virginia
 kubectl taint nodes -l "$enclave_nodes" enclave.dev/bench- >/dev/null
 sleep 5
 
-detections=()
 # detect NAME COMMAND...: milliseconds from now until COMMAND prints a number >= the pods
 # (polled every DETECT_POLL seconds), or "-" after 10 minutes.
 detect() {
@@ -351,11 +357,16 @@ detect() {
 		sleep "$DETECT_POLL"
 	done
 }
-row() { # row TOOL SETTING MS PID CPU-TICKS-BEFORE
+row() { # row TOOL SETTING MS PID CPU-TICKS-BEFORE: one line of the table, printed at once
 	local took=$3
 	[[ $took == - ]] || took="$(seconds "$took") s"
-	detections+=("| $1 | $2 | $took | $(awk -v a="$5" -v b="$(ticks "$4")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }') | $(awk -v k="$(kib "$4" VmRSS)" 'BEGIN { printf "%.0f", k / 1024 }') |")
+	echo "| $1 | $2 | $took | $(awk -v a="$5" -v b="$(ticks "$4")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }') | $(awk -v k="$(kib "$4" VmRSS)" 'BEGIN { printf "%.0f", k / 1024 }') |"
 }
+
+echo "## Detection: $detect_pods running pods outside the enclave, from the policy's creation"
+echo
+echo "| tool | setting | all $detect_pods reported after | CPU s of the process | RSS MB |"
+echo "| --- | --- | --- | --- | --- |"
 
 # Ours: the ResidencyPolicy's status counts every pod outside the enclave.
 noncompliant() { kubectl get residencypolicy bench-detect -o jsonpath='{.status.nonCompliantPods}'; }
@@ -376,6 +387,9 @@ kubectl delete residencypolicy bench-detect >/dev/null
 
 # Kyverno: the reports controller's background scan writes one PolicyReport per pod;
 # count those with a failure (what `kubectl get policyreports` shows in FAIL).
+no_reports() {
+	[[ -z $(kubectl get policyreports.wgpolicyk8s.io,ephemeralreports.reports.kyverno.io -n bench-detect -o name) ]]
+}
 failing_reports() { kubectl get policyreports.wgpolicyk8s.io -n bench-detect --no-headers | awk '$5 > 0' | wc -l; }
 fastest=(--backgroundScanWorkers=16 --aggregationWorkers=16 --backgroundScanInterval=1m
 	--clientRateLimitQPS=2000 --clientRateLimitBurst=4000)
@@ -404,15 +418,13 @@ for form in clusterpolicy cel; do
 		kill "$reports"
 		wait "$reports" 2>/dev/null || true
 		reports=""
-		kubectl delete policyreports.wgpolicyk8s.io,ephemeralreports.reports.kyverno.io --all -n bench-detect >/dev/null
+		# One deletecollection each (kubectl delete --all deletes, and waits for, every object).
+		kubectl delete --raw /apis/wgpolicyk8s.io/v1alpha2/namespaces/bench-detect/policyreports >/dev/null
+		kubectl delete --raw /apis/reports.kyverno.io/v1/namespaces/bench-detect/ephemeralreports >/dev/null
+		until_true 120 "the reports of the last run to go" no_reports
 	done
 done
 
-echo "## Detection: $detect_pods running pods outside the enclave, from the policy's creation"
-echo
-echo "| tool | setting | all $detect_pods reported after | CPU s of the process | RSS MB |"
-echo "| --- | --- | --- | --- | --- |"
-printf '%s\n' "${detections[@]}"
 echo
 echo "Kyverno's defaults are the chart's arguments; fastest adds ${fastest[*]}."
 echo "CPU is that of the process that detects (enclave-operator, Kyverno's reports controller)"
