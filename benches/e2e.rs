@@ -1,8 +1,8 @@
 //! Pod CREATE through the real API server, interleaved: a namespace without policy, one
 //! enforced by the native engine, one by webhooks (run by `make bench-e2e`, which
-//! starts the control plane, the operator and the policies first). Server-side dry
-//! runs, so the measurement is admission, not the scheduler; one keep-alive client per
-//! namespace and concurrency level.
+//! starts the control plane, the operator and the policies first; `make bench-peers`
+//! adds namespaces Kyverno enforces). Server-side dry runs, so the measurement is
+//! admission, not the scheduler; one keep-alive client per namespace and worker.
 //!
 //! Environment: `BENCH_NAMESPACES` (comma-separated, first = the baseline),
 //! `BENCH_REQUESTS` per namespace (default 500), `BENCH_CONCURRENCY` (default 1).
