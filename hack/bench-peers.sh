@@ -19,7 +19,7 @@
 #
 # Usage: bench-peers.sh <cluster-dir>. Environment: BENCH_REQUESTS (per namespace and
 # level, default 2000), BENCH_CONCURRENCY_LEVELS (default "1 10 50"), DETECT_PODS
-# (default 1000), BENCH_PEERS_PORT_BASE (default 18840: ports BASE+0..9 on 127.0.0.1).
+# (default 1000), BENCH_PEERS_PORT_BASE (default 18840: ports BASE+0..5 on 127.0.0.1).
 set -euo pipefail
 cluster_dir=${1:?usage: bench-peers.sh <cluster-dir>}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +36,12 @@ kyverno_runtime_metrics_port=$((port_base + 4))
 reports_metrics_port=$((port_base + 5))
 
 log() { printf '>> %s\n' "$*" >&2; }
+# quiet COMMAND...: run it, show its output only if it fails (kubectl prints a
+# deprecation warning for every Kyverno ClusterPolicy it touches).
+quiet() {
+	local out
+	out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }
+}
 
 tools/cluster/up.sh "$cluster_dir" >/dev/null
 cluster_dir=$(cd "$cluster_dir" && pwd)
@@ -133,8 +139,8 @@ log "installing Kyverno's CRDs, RBAC and ConfigMaps from $manifest"
 docs_except Deployment "$manifest" | kubectl apply --server-side --force-conflicts -f - >/dev/null
 docs_of CustomResourceDefinition "$manifest" | kubectl wait --for condition=established --timeout=60s -f - >/dev/null
 # Leftovers of an earlier run would be enforced or scanned from the start.
-kubectl delete clusterpolicies.kyverno.io,mutatingpolicies.policies.kyverno.io,validatingpolicies.policies.kyverno.io \
-	-l enclave.dev/peer-form --ignore-not-found >/dev/null 2>&1
+quiet kubectl delete clusterpolicies.kyverno.io,mutatingpolicies.policies.kyverno.io,validatingpolicies.policies.kyverno.io \
+	-l enclave.dev/peer-form --ignore-not-found
 kubectl delete namespace bench-detect --ignore-not-found --wait=true >/dev/null
 
 # Kyverno's resource webhook for ClusterPolicies covers every namespace but kube-system
@@ -212,7 +218,7 @@ done
 # Kyverno validates its policies in its own webhook: wait for it to serve.
 until_true 120 "Kyverno's policy webhook" kubectl apply --dry-run=server \
 	-f tools/peers/kyverno/policies.yaml -l enclave.dev/peer-form=context
-kubectl apply -f tools/peers/kyverno/policies.yaml -l 'enclave.dev/peer-form in (context, clusterpolicy)' >/dev/null 2>&1
+quiet kubectl apply -f tools/peers/kyverno/policies.yaml -l 'enclave.dev/peer-form in (context, clusterpolicy)'
 
 placed_by() { # placed_by NAMESPACE: the affinity and annotations of a dry-run pod there
 	kubectl run probe -n "$1" --image=x --dry-run=server \
@@ -274,7 +280,7 @@ snapshot B1
 
 echo "## C. Pod CREATE: no policy, native, webhook, Kyverno CEL policies (MutatingPolicy, ValidatingPolicy)"
 echo
-kubectl delete clusterpolicies.kyverno.io -l enclave.dev/peer-form=clusterpolicy >/dev/null 2>&1
+quiet kubectl delete clusterpolicies.kyverno.io -l enclave.dev/peer-form=clusterpolicy
 kubectl apply -f tools/peers/kyverno/policies.yaml -l enclave.dev/peer-form=cel >/dev/null
 # Without ClusterPolicies Kyverno drops its catch-all resource webhooks; the CEL policies
 # get webhooks of their own, narrowed by their namespaceSelector.
@@ -311,8 +317,8 @@ echo
 # --- detection ---------------------------------------------------------------------
 
 log "detection: $detect_pods pods in Virginia before any policy"
-kubectl delete mutatingpolicies.policies.kyverno.io,validatingpolicies.policies.kyverno.io \
-	-l enclave.dev/peer-form=cel >/dev/null 2>&1
+quiet kubectl delete mutatingpolicies.policies.kyverno.io,validatingpolicies.policies.kyverno.io \
+	-l enclave.dev/peer-form=cel
 kubectl delete residencypolicy bench-native bench-webhook --ignore-not-found >/dev/null
 # The enclave's nodes stay closed while the workload starts, so that every pod lands in
 # Virginia (hack/bench-migration.sh does the same); the namespace carries no label any
@@ -410,11 +416,11 @@ for form in clusterpolicy cel; do
 			"$cluster_dir/logs/bench-peers-reports-$form-$setting.log"
 		sleep 5
 		before=$(ticks "$reports")
-		kubectl apply -f tools/peers/kyverno/policies.yaml -l "enclave.dev/peer-form=$form,enclave.dev/peer-rule=check" >/dev/null 2>&1
+		quiet kubectl apply -f tools/peers/kyverno/policies.yaml -l "enclave.dev/peer-form=$form,enclave.dev/peer-rule=check"
 		took=$(DETECT_POLL=1 detect failing_reports)
 		row "Kyverno $form: failing PolicyReports (reports controller)" "$setting" "$took" "$reports" "$before"
-		kubectl delete clusterpolicies.kyverno.io,validatingpolicies.policies.kyverno.io \
-			-l "enclave.dev/peer-form=$form,enclave.dev/peer-rule=check" >/dev/null 2>&1
+		quiet kubectl delete clusterpolicies.kyverno.io,validatingpolicies.policies.kyverno.io \
+			-l "enclave.dev/peer-form=$form,enclave.dev/peer-rule=check"
 		kill "$reports"
 		wait "$reports" 2>/dev/null || true
 		reports=""
