@@ -72,6 +72,24 @@ fn evictions(namespace: &str) -> BTreeMap<String, usize> {
     counts
 }
 
+/// The fifty pods outside, the monitor watching them, the policy migrating them
+/// (`maxConcurrent: 3`), and the migration under way: at least six evicted, most not.
+async fn migration_under_way(namespace: &str) -> (Vec<String>, InFlightMonitor) {
+    let outside_before = fifty_pods_outside(namespace).await;
+    let monitor = InFlightMonitor::start(namespace, &[("web", 30), ("db", 20)]);
+    apply(&policy(
+        namespace,
+        ENCLAVE,
+        "  migration: {maxConcurrent: 3, maxEvictionsPerMinute: 600}\n",
+    ));
+    eventually(TIMEOUT, "the migration under way", || async {
+        let done = evictions(namespace).len();
+        if done >= 6 { Ok(()) } else { Err(done) }
+    })
+    .await;
+    (outside_before, monitor)
+}
+
 /// Two Deployments started in Virginia before any policy: `web` (30) without a PDB and
 /// `db` (20) with one allowing one pod down.
 async fn fifty_pods_outside(namespace: &str) -> Vec<String> {
@@ -121,20 +139,7 @@ async fn the_leader_killed_mid_migration_is_replaced_and_the_migration_finishes_
     a.ready().await;
     b.ready().await;
     let ns = TestNamespace::new("chaos-kill", true);
-    let outside_before = fifty_pods_outside(&ns.name).await;
-
-    let monitor = InFlightMonitor::start(&ns.name, &[("web", 30), ("db", 20)]);
-    apply(&policy(
-        &ns.name,
-        ENCLAVE,
-        "  migration: {maxConcurrent: 3, maxEvictionsPerMinute: 600}\n",
-    ));
-    // Mid-migration: some pods moved, most not.
-    eventually(TIMEOUT, "the migration under way", || async {
-        let done = evictions(&ns.name).len();
-        if done >= 6 { Ok(()) } else { Err(done) }
-    })
-    .await;
+    let (outside_before, monitor) = migration_under_way(&ns.name).await;
     let leader = holder(lease).await.expect("a leader");
     let (killed, survivor, survivor_name) = if leader == "chaos-kill-a" {
         (&mut a, &mut b, "chaos-kill-b")
@@ -200,18 +205,7 @@ async fn the_operator_recovers_by_itself_from_an_api_server_restart_mid_migratio
     );
     operator.ready().await;
     let ns = TestNamespace::new("chaos-restart", true);
-    let outside_before = fifty_pods_outside(&ns.name).await;
-    let monitor = InFlightMonitor::start(&ns.name, &[("web", 30), ("db", 20)]);
-    apply(&policy(
-        &ns.name,
-        ENCLAVE,
-        "  migration: {maxConcurrent: 3, maxEvictionsPerMinute: 600}\n",
-    ));
-    eventually(TIMEOUT, "the migration under way", || async {
-        let done = evictions(&ns.name).len();
-        if done >= 6 { Ok(()) } else { Err(done) }
-    })
-    .await;
+    let (outside_before, monitor) = migration_under_way(&ns.name).await;
     let restart = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tools/cluster/restart-apiserver.sh"
@@ -327,18 +321,7 @@ async fn a_leader_stopped_mid_migration_hands_over_and_the_leader_chain_continue
     let mut b = replica("chaos-handover-b", lease, chain);
     b.ready().await;
     let ns = TestNamespace::new("chaos-handover", true);
-    let outside_before = fifty_pods_outside(&ns.name).await;
-    let monitor = InFlightMonitor::start(&ns.name, &[("web", 30), ("db", 20)]);
-    apply(&policy(
-        &ns.name,
-        ENCLAVE,
-        "  migration: {maxConcurrent: 3, maxEvictionsPerMinute: 600}\n",
-    ));
-    eventually(TIMEOUT, "the migration under way", || async {
-        let done = evictions(&ns.name).len();
-        if done >= 6 { Ok(()) } else { Err(done) }
-    })
-    .await;
+    let (outside_before, monitor) = migration_under_way(&ns.name).await;
     let (took, status) = terminate(&mut a).await;
     assert!(
         took < Duration::from_secs(5),
