@@ -294,6 +294,30 @@ fn named_ports<'de, D: serde::Deserializer<'de>>(
 pub struct CachedPodStatus {
     #[serde(default)]
     pub phase: Option<String>,
+    /// The Ready condition's status (`None` while the pod reports no conditions): what
+    /// a PodDisruptionBudget counts as healthy.
+    #[serde(
+        default,
+        rename = "conditions",
+        deserialize_with = "ready_condition",
+        skip_serializing
+    )]
+    pub ready: Option<bool>,
+}
+
+/// Reads `status.conditions` keeping only whether Ready is True.
+fn ready_condition<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    struct Condition {
+        #[serde(rename = "type")]
+        type_: String,
+        #[serde(default)]
+        status: String,
+    }
+    let conditions: Option<Vec<Condition>> = Option::deserialize(deserializer)?;
+    Ok(conditions.map(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
 }
 
 /// Reads `spec.volumes` keeping only PVC claim names.
@@ -335,6 +359,14 @@ impl CachedPod {
 
     pub fn phase(&self) -> Option<&str> {
         self.status.phase.as_deref()
+    }
+
+    /// Ready, as a PodDisruptionBudget counts it; a pod that reports no conditions is
+    /// taken as ready once it runs.
+    pub fn is_ready(&self) -> bool {
+        self.status
+            .ready
+            .unwrap_or_else(|| self.phase() == Some("Running"))
     }
 
     /// The scheduling constraints as a `PodSpec`, the form the placement algebra takes.

@@ -4,14 +4,22 @@
 pub mod residency;
 pub mod sites;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 use kube::{
     Resource,
     core::DeserializeGuard,
     runtime::{
         controller::Action,
         events::{Event, EventType},
+        reflector::Store,
     },
 };
 
@@ -31,9 +39,10 @@ pub async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
         }
         ctx.metrics.leader.set(1);
         tracing::info!("leading: controllers started");
+        let term = Term::new(term_end(leading.clone()));
         tokio::join!(
-            sites::run(ctx.client.clone(), ctx.clone(), term_end(leading.clone())),
-            residency::run(ctx.clone(), term_end(leading.clone()))
+            term.bounded(sites::run(ctx.client.clone(), ctx.clone(), term.clone())),
+            term.bounded(residency::run(ctx.clone(), term.clone()))
         );
         ctx.metrics.leader.set(0);
         tracing::info!("controllers stopped");
@@ -48,6 +57,71 @@ async fn term_end(mut leading: watch::Receiver<bool>) {
     tokio::select! {
         _ = async { leading.wait_for(|leads| !*leads).await.is_ok() } => {}
         () = crate::shutdown::signalled() => {}
+    }
+}
+
+/// How long the controllers may take to wind down once a term ended: the reconcile in
+/// hand finishes (an eviction call is bounded at 10 s), and what is still running after
+/// this is dropped, so that a replica that no longer leads stops acting.
+const WIND_DOWN: Duration = Duration::from_secs(15);
+
+/// The end of one term of leadership, as the controllers of that term see it.
+#[derive(Clone)]
+pub struct Term(Shared<BoxFuture<'static, ()>>);
+
+impl Term {
+    pub fn new(end: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(end.boxed().shared())
+    }
+
+    /// Resolves when the term ends.
+    pub fn end(&self) -> Shared<BoxFuture<'static, ()>> {
+        self.0.clone()
+    }
+
+    /// Has the term ended (as far as anyone waiting on it has seen)? A reconcile that
+    /// would start after the end does nothing: this replica no longer leads.
+    pub fn ended(&self) -> bool {
+        self.0.peek().is_some()
+    }
+
+    /// The trigger for a controller's graceful shutdown: the term's end, but not before
+    /// the controller's own store has synced. kube-runtime holds a controller's runner
+    /// until that store is ready, and a graceful shutdown cuts the stream that feeds
+    /// it; a term that ended in the first milliseconds (two replicas starting at once,
+    /// a lease taken and lost at once) left a runner waiting for ever, and the replica
+    /// never led again.
+    pub fn graceful_shutdown<K>(
+        &self,
+        store: Store<K>,
+    ) -> impl Future<Output = ()> + Send + Sync + 'static
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let end = self.end();
+        async move {
+            end.await;
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// Runs `work` until it finishes, or until [`WIND_DOWN`] after the term's end.
+    pub async fn bounded(&self, work: impl Future<Output = ()>) {
+        self.bounded_by(work, WIND_DOWN).await;
+    }
+
+    async fn bounded_by(&self, work: impl Future<Output = ()>, grace: Duration) {
+        let deadline = async {
+            self.end().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            () = work => {}
+            () = deadline => tracing::warn!(
+                "a controller was still winding down {grace:?} after the term ended; stopped"
+            ),
+        }
     }
 }
 
@@ -223,4 +297,98 @@ fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http;
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{Api, runtime::Controller};
+
+    /// An API server whose lists answer after `delay` and whose watches never do: the
+    /// controller's store syncs only after the term ended, which a real server will not
+    /// do on demand (it is the 20 ms lease flap of two replicas starting at once).
+    fn slow_list_client(delay: Duration) -> kube::Client {
+        let service = tower::service_fn(
+            move |request: http::Request<kube::client::Body>| async move {
+                if request
+                    .uri()
+                    .query()
+                    .unwrap_or_default()
+                    .contains("watch=true")
+                {
+                    futures::future::pending::<()>().await;
+                }
+                tokio::time::sleep(delay).await;
+                let list = serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMapList",
+                    "metadata": {"resourceVersion": "1"}, "items": []
+                });
+                Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::from(
+                    serde_json::to_vec(&list).expect("serialises"),
+                )))
+            },
+        );
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_term_that_ends_before_the_controller_synced_still_ends_the_controller() {
+        let term = Term::new(async {}); // over before the controller started
+        let controller = Controller::new(
+            Api::<ConfigMap>::all(slow_list_client(Duration::from_millis(100))),
+            kube::runtime::watcher::Config::default(),
+        );
+        let graceful = term.graceful_shutdown(controller.store());
+        let reconciles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let run = controller
+            .graceful_shutdown_on(graceful)
+            .run(
+                {
+                    let (term, reconciles) = (term.clone(), reconciles.clone());
+                    move |_: Arc<ConfigMap>, _: Arc<()>| {
+                        let (term, reconciles) = (term.clone(), reconciles.clone());
+                        async move {
+                            if !term.ended() {
+                                reconciles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Ok::<_, Error>(Action::await_change())
+                        }
+                    }
+                },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the controller ends once its store has synced, not never");
+        assert!(term.ended());
+        assert_eq!(
+            reconciles.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing is reconciled after the term ended"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_will_not_wind_down_is_stopped_after_the_grace() {
+        let grace = Duration::from_millis(50);
+        let running = Term::new(futures::future::pending());
+        let kept = tokio::time::timeout(
+            Duration::from_millis(200),
+            running.bounded_by(futures::future::pending(), grace),
+        )
+        .await;
+        assert!(kept.is_err(), "a term that goes on keeps its controllers");
+        let over = Term::new(async {});
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            over.bounded_by(futures::future::pending(), grace),
+        )
+        .await
+        .expect("work that never ends is dropped after the grace");
+    }
 }

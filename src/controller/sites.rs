@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -410,18 +410,15 @@ async fn record_new_exposures(
 /// existence), RBAC changes and changes to policies and namespaces (which decide the
 /// enclave's namespaces) re-run every enclave: enclaves are few and each run reads only
 /// caches.
-pub async fn run(
-    client: Client,
-    ctx: Arc<Context>,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    let stop = stop.shared();
+pub async fn run(client: Client, ctx: Arc<Context>, term: super::Term) {
     let enclaves: Api<DeserializeGuard<DataEnclave>> = Api::all(client);
     tokio::select! {
         () = ctx.caches.wait_until_ready() => {}
-        () = stop.clone() => return,
+        () = term.end() => return,
     }
-    Controller::new(enclaves, watcher::Config::default().any_semantic())
+    let controller = Controller::new(enclaves, watcher::Config::default().any_semantic());
+    let graceful = term.graceful_shutdown(controller.store());
+    controller
         .reconcile_all_on(futures::stream::select_all([
             ctx.caches.nodes.changes().boxed(),
             ctx.caches.namespaces.changes().boxed(),
@@ -435,9 +432,17 @@ pub async fn run(
             kube::runtime::controller::Config::default()
                 .debounce(std::time::Duration::from_millis(200)),
         )
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(graceful)
         .run(
-            reconcile,
+            move |guard, ctx| {
+                let term = term.clone();
+                async move {
+                    if term.ended() {
+                        return Ok(Action::await_change());
+                    }
+                    reconcile(guard, ctx).await
+                }
+            },
             |guard, error, ctx| error_policy(CONTROLLER, guard.as_ref(), error, &ctx),
             ctx.clone(),
         )

@@ -66,6 +66,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -123,7 +124,9 @@ impl NamespaceInfo {
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    /// Shared with the pod cache (pods of one workload share one map): a pass over a
+    /// large cluster must not copy every pod's labels.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The pod IP when known; shown in reports, never matched against `ipBlock`.
     pub ip: Option<IpAddr>,
     /// The container ports the pod declares, which named policy ports resolve against.
@@ -155,7 +158,7 @@ impl PodInfo {
         Some(Self {
             namespace: pod.metadata.namespace.clone()?,
             name: pod.metadata.name.clone()?,
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
             ip: pod
                 .status
                 .as_ref()
@@ -1311,7 +1314,7 @@ mod tests {
             PodInfo {
                 namespace: self.namespace.clone(),
                 name: self.name.clone(),
-                labels: self.labels.clone(),
+                labels: self.labels.clone().into(),
                 ip: self.ip,
                 ports: self
                     .ports
@@ -1877,7 +1880,7 @@ mod tests {
                 .map(|(i, (namespace, labels, ports))| PodInfo {
                     namespace: namespace.to_string(),
                     name: format!("pod-{i}"),
-                    labels: labels.into_iter().collect(),
+                    labels: Arc::new(labels.into_iter().collect()),
                     ip: None,
                     ports: ports
                         .into_iter()

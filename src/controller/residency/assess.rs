@@ -3,7 +3,7 @@
 //! evict (in a fair order) and how many are already on their way.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -79,6 +79,59 @@ pub struct Assessment {
     pub blocked_pods: Vec<BlockedPod>,
     /// When the first pod held back by a PDB may be tried again.
     pub retry_in: Option<Duration>,
+    /// Owners (by UID) with replicas on their way: a PDB refusing one of their pods is
+    /// the budget spent on those, not a PDB that holds.
+    pub busy_owners: HashSet<String>,
+}
+
+/// What the cached pods show of their owners.
+struct OwnerReplicas {
+    /// Per owner UID: replicas running, and replicas stuck (not running after [`STUCK`]).
+    running: HashMap<String, (i32, i32)>,
+    /// Owners with replicas on their way: terminating, not ready yet, or missing.
+    busy: HashSet<String>,
+}
+
+impl OwnerReplicas {
+    fn count(
+        pods: &[Arc<CachedPod>],
+        owners: &HashMap<String, Arc<ReplicaOwner>>,
+        now: Timestamp,
+    ) -> Self {
+        let mut running: HashMap<String, (i32, i32)> = HashMap::new();
+        let mut ready: HashMap<&str, i32> = HashMap::new();
+        let mut busy = HashSet::new();
+        for pod in pods {
+            let Some(owner) = controller(pod) else {
+                continue;
+            };
+            if is_terminating(pod) {
+                busy.insert(owner.uid.clone());
+                continue;
+            }
+            let stuck = age(pod, now) >= STUCK;
+            let entry = running.entry(owner.uid.clone()).or_default();
+            if is_running(pod) {
+                entry.0 += 1;
+            } else if stuck {
+                entry.1 += 1;
+            }
+            if pod.is_ready() {
+                *ready.entry(owner.uid.as_str()).or_default() += 1;
+            } else if !stuck && !is_finished(pod) {
+                busy.insert(owner.uid.clone());
+            }
+        }
+        for (uid, owner) in owners {
+            let stuck = running.get(uid).map_or(0, |r| r.1);
+            if !owner.failing
+                && owner.desired > ready.get(uid.as_str()).copied().unwrap_or(0) + stuck
+            {
+                busy.insert(uid.clone());
+            }
+        }
+        Self { running, busy }
+    }
 }
 
 fn is_terminating(pod: &CachedPod) -> bool {
@@ -121,6 +174,8 @@ struct Scene<'a, C: Catalog> {
     disjoint: &'a [(Arc<ResidencyPolicy>, String)],
     /// ReplicaSets and StatefulSets by UID: what a replacement would ask for.
     owners: &'a HashMap<String, Arc<ReplicaOwner>>,
+    /// Owners with replicas on their way (see [`OwnerReplicas`]).
+    busy_owners: &'a HashSet<String>,
     /// The earliest end of a PDB refusal's backoff seen while judging.
     retry_in: std::cell::Cell<Option<Duration>>,
     namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
@@ -357,6 +412,10 @@ impl<C: Catalog> Scene<'_, C> {
         }
         if let Some(uid) = pod.uid()
             && let Some(refusal) = self.memory.refusal(&uid)
+            // Refused while its owner's replicas were on their way, and they are back:
+            // the budget is free again, no reason to wait out the backoff.
+            && !(refusal.owner_busy
+                && controller(pod).is_some_and(|o| !self.busy_owners.contains(&o.uid)))
         {
             let wait = refusal
                 .until
@@ -452,7 +511,9 @@ pub fn assess<C: Catalog>(
         .into_iter()
         .filter_map(|o| Some((o.metadata.uid.clone()?, o)))
         .collect();
+    let replicas = OwnerReplicas::count(&pods, &owners, now);
     let scene = Scene {
+        busy_owners: &replicas.busy,
         policy,
         enclave,
         catalog,
@@ -473,21 +534,9 @@ pub fn assess<C: Catalog>(
         ..Assessment::default()
     };
 
-    // Replicas per owner UID: (running, stuck).
-    let mut by_owner: HashMap<&str, (i32, i32)> = HashMap::new();
     let mut to_evict: BTreeMap<String, Vec<Arc<CachedPod>>> = BTreeMap::new();
     for pod in &pods {
         let namespace = pod.namespace().unwrap_or_default();
-        if let Some(owner) = controller(pod)
-            && !is_terminating(pod)
-        {
-            let entry = by_owner.entry(owner.uid.as_str()).or_default();
-            if is_running(pod) {
-                entry.0 += 1;
-            } else if age(pod, now) >= STUCK {
-                entry.1 += 1;
-            }
-        }
         let Some(namespace_labels) = namespaces.get(&namespace) else {
             continue;
         };
@@ -565,12 +614,13 @@ pub fn assess<C: Catalog>(
             continue;
         }
         let uid = owner.metadata.uid.as_deref().unwrap_or_default();
-        let (running, stuck) = by_owner.get(uid).copied().unwrap_or_default();
+        let (running, stuck) = replicas.running.get(uid).copied().unwrap_or_default();
         let missing = owner.desired - running - stuck;
         assessment.in_flight += usize::try_from(missing).unwrap_or(0);
     }
 
     assessment.retry_in = scene.retry_in.get();
+    assessment.busy_owners = replicas.busy;
     assessment
         .violations
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -653,6 +703,7 @@ mod tests {
         memory.refused(
             "uid-web-1",
             "Cannot evict pod as it would violate the pod's disruption budget".into(),
+            false,
         );
         let web2 = catalog
             .pods
@@ -671,6 +722,69 @@ mod tests {
         let reasons = reasons(&assessment);
         assert!(reasons.contains(&("web-1".to_string(), "DisruptionBudget".to_string())));
         assert!(reasons.contains(&("web-2".to_string(), "ReplacementOutsideEnclave".to_string())));
+    }
+
+    #[test]
+    fn a_pod_refused_while_its_owner_was_busy_goes_as_soon_as_the_owner_is_back() {
+        let owners = "
+owners:
+- kind: ReplicaSet
+  metadata: {name: web-rs, namespace: shop, uid: rs-web}
+  desired: 2
+  templateLabels: {app: web}
+";
+        let message = "Cannot evict pod as it would violate the pod's disruption budget";
+        // Both replicas of web-rs run and are ready: the owner is at rest.
+        let catalog = world(owners);
+        let memory = Memory::default();
+        memory.refused("uid-web-1", message.into(), true);
+        memory.refused("uid-web-2", message.into(), false);
+        let assessment = run(&catalog, &memory);
+        assert!(
+            assessment.busy_owners.is_empty(),
+            "{:?}",
+            assessment.busy_owners
+        );
+        let evict: Vec<String> = assessment.to_evict.iter().map(|p| p.name_any()).collect();
+        assert!(
+            evict.contains(&"web-1".to_string()),
+            "refused while busy: {evict:?}"
+        );
+        assert!(
+            reasons(&assessment).contains(&("web-2".to_string(), "DisruptionBudget".to_string())),
+            "refused at rest, it waits out its backoff"
+        );
+
+        // A third replica wanted and not there yet: the owner is busy, web-1 waits.
+        let catalog = world(&owners.replace("desired: 2", "desired: 3"));
+        let assessment = run(&catalog, &memory);
+        assert!(assessment.busy_owners.contains("rs-web"));
+        assert!(
+            reasons(&assessment).contains(&("web-1".to_string(), "DisruptionBudget".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_replica_that_runs_but_is_not_ready_keeps_its_owner_busy() {
+        let owners = "
+owners:
+- kind: ReplicaSet
+  metadata: {name: web-rs, namespace: shop, uid: rs-web}
+  desired: 2
+  templateLabels: {app: web}
+";
+        let yaml = format!("{}{owners}", include_str!("testdata/world.yaml")).replacen(
+            "  spec: {nodeName: virginia-a}\n  status: {phase: Running}",
+            "  spec: {nodeName: virginia-a}\n  status: {phase: Running, conditions: [{type: Ready, status: 'False'}]}",
+            1,
+        );
+        let catalog = StaticCatalog::from_yaml(&yaml).expect("fixture");
+        assert!(
+            catalog.pods.iter().any(|p| !p.is_ready()),
+            "the fixture has a pod that is not ready"
+        );
+        let assessment = run(&catalog, &Memory::default());
+        assert!(assessment.busy_owners.contains("rs-web"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! the last minute (for the rate), evictions the watch has not shown yet (so that a pass
 //! right after an eviction cannot exceed `maxConcurrent`), evictions per owner (so that
 //! a replacement that lands outside again is reported, not evicted in a loop), and
-//! refusals by PodDisruptionBudgets (so that a pod a PDB holds is retried later, with
-//! backoff, while the others keep moving).
+//! refusals by PodDisruptionBudgets (so that a pod a PDB holds is retried later while
+//! the others keep moving: as soon as its owner's replicas are back when the refusal
+//! was the budget spent on them, with backoff when the PDB refused an owner at rest).
 //!
 //! Losing it in a restart is safe: the budget also counts what the cluster shows (pods
 //! on their way and owners' missing replicas), a refused pod is tried once more, and a
@@ -25,7 +26,9 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 const UNSEEN_HORIZON: Duration = Duration::from_secs(60);
 /// How long an owner's replacements are watched for landing outside again.
 pub const LOOP_WINDOW: Duration = Duration::from_secs(600);
-/// Backoff after a PDB refused an eviction: doubles from this…
+/// Backoff after a PDB refused an eviction: doubles from this, while the owner was at
+/// rest when it refused (the PDB is held by something else: `maxUnavailable: 0`, pods
+/// that are not healthy)…
 const REFUSAL_BACKOFF: Duration = Duration::from_secs(5);
 /// …up to this.
 const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -43,7 +46,12 @@ struct Unseen {
 pub struct Refusal {
     pub until: Instant,
     pub count: u32,
+    /// How many of those refused an owner at rest: what the backoff grows with.
+    at_rest: u32,
     pub message: String,
+    /// The owner had replicas on their way when the PDB refused: the budget was spent
+    /// on them, and the pod may go as soon as they are back (no need to wait `until`).
+    pub owner_busy: bool,
 }
 
 /// The last eviction from one owner.
@@ -150,17 +158,22 @@ impl Memory {
         memory.unseen.len()
     }
 
-    /// A PDB refused to let `uid` go: back off before trying it again.
-    pub fn refused(&self, uid: &str, message: String) -> Refusal {
+    /// A PDB refused to let `uid` go: back off before trying it again. A refusal while
+    /// the owner had replicas on their way does not grow the backoff: it is the budget
+    /// doing its job, not a PDB that holds.
+    pub fn refused(&self, uid: &str, message: String, owner_busy: bool) -> Refusal {
         let mut refusals = lock(&self.refusals);
-        let count = refusals.get(uid).map_or(0, |r| r.count) + 1;
+        let (count, at_rest) = refusals.get(uid).map_or((0, 0), |r| (r.count, r.at_rest));
+        let at_rest = if owner_busy { at_rest } else { at_rest + 1 };
         let backoff = REFUSAL_BACKOFF
-            .saturating_mul(1 << (count - 1).min(8))
+            .saturating_mul(1 << at_rest.saturating_sub(1).min(8))
             .min(REFUSAL_BACKOFF_MAX);
         let refusal = Refusal {
             until: Instant::now() + backoff,
-            count,
+            count: count + 1,
+            at_rest,
             message,
+            owner_busy,
         };
         refusals.insert(uid.to_string(), refusal.clone());
         refusal
@@ -195,5 +208,35 @@ impl Memory {
         if let Some(blocked) = lock(&self.blocked).get_mut(policy) {
             blocked.retain(|uid, _| uids.contains(uid));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(refusal: &Refusal) -> u64 {
+        // Whole seconds left, rounded up (the refusal was just recorded).
+        refusal
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+            .ceil() as u64
+    }
+
+    #[test]
+    fn refusals_while_the_owner_is_busy_keep_a_short_backoff_and_at_rest_it_grows() {
+        let memory = Memory::default();
+        for _ in 0..6 {
+            let refusal = memory.refused("pod", "budget spent".into(), true);
+            assert_eq!(backoff(&refusal), 5, "{refusal:?}");
+        }
+        let grown: Vec<u64> = (0..6)
+            .map(|_| backoff(&memory.refused("pod", "held".into(), false)))
+            .collect();
+        assert_eq!(grown, [5, 10, 20, 40, 60, 60]);
+        let last = memory.refusal("pod").expect("still held back");
+        assert_eq!(last.count, 12, "every refusal is counted for the report");
+        assert!(!last.owner_busy);
     }
 }

@@ -41,6 +41,14 @@ enum Outcome {
     Gone,
 }
 
+/// The UID of the pod's controller.
+fn controller_uid(pod: &CachedPod) -> Option<&str> {
+    pod.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
 async fn evict(state: &Residency, pod: &CachedPod) -> Result<Outcome> {
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(state.ctx.eviction_client.clone(), &namespace);
@@ -73,11 +81,8 @@ async fn evict_in_rounds(
     // Owners in the order their first candidate comes, each with its pods in order.
     let mut owners: Vec<(String, std::collections::VecDeque<Arc<CachedPod>>)> = Vec::new();
     for pod in to_evict {
-        let owner = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map_or_else(|| pod.uid().unwrap_or_default(), |o| o.uid.clone());
+        let owner =
+            controller_uid(pod).map_or_else(|| pod.uid().unwrap_or_default(), str::to_owned);
         match owners.iter_mut().find(|(uid, _)| *uid == owner) {
             Some((_, pods)) => pods.push_back(pod.clone()),
             None => owners.push((owner, std::collections::VecDeque::from([pod.clone()]))),
@@ -147,6 +152,14 @@ pub async fn run(
         "migration budget"
     );
     let results = evict_in_rounds(state, &assessment.to_evict, budget).await;
+    // Owners with replicas on their way now: those the assessment saw, and those one of
+    // whose pods went in this pass (a PDB refusing their next pod is that budget spent).
+    let busy_owners: std::collections::HashSet<String> = results
+        .iter()
+        .filter(|(_, result)| matches!(result, Ok(Outcome::Evicted)))
+        .filter_map(|(pod, _)| controller_uid(pod).map(str::to_owned))
+        .chain(assessment.busy_owners.iter().cloned())
+        .collect();
     let mut evicted = Vec::new();
     let mut first_error = None;
     for (pod, result) in results {
@@ -178,7 +191,8 @@ pub async fn run(
             }
             Ok(Outcome::Refused(message)) => {
                 let uid = pod.uid().unwrap_or_default();
-                let refusal = state.memory.refused(&uid, message.clone());
+                let owner_busy = controller_uid(&pod).is_some_and(|o| busy_owners.contains(o));
+                let refusal = state.memory.refused(&uid, message.clone(), owner_busy);
                 let note = format!(
                     "not evicted from node {node} (outside DataEnclave {}): {}; retried in {} s",
                     enclave.name(),

@@ -22,7 +22,7 @@ pub mod storage;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -463,8 +463,8 @@ async fn sweep(ctx: Arc<Context>) {
 /// Runs the residency controller until `stop`. Any change to pods, nodes, enclaves,
 /// namespaces, volumes, owners, the CA bundle or the admission objects re-runs every
 /// policy (debounced): policies are few, and each run reads only caches.
-pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'static) {
-    let stop = stop.shared();
+pub async fn run(ctx: Arc<Context>, term: super::Term) {
+    let stop = term.end();
     let policies: Api<DeserializeGuard<ResidencyPolicy>> = Api::all(ctx.client.clone());
     tokio::select! {
         () = ctx.caches.wait_until_ready() => {}
@@ -504,14 +504,24 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
         fence: network::FenceMemory::default(),
         admission_in_place: AdmissionClock::default(),
     });
-    Controller::new(policies, watcher::Config::default().any_semantic())
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let graceful = term.graceful_shutdown(controller.store());
+    controller
         .reconcile_all_on(triggers)
         .with_config(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(300)),
         )
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(graceful)
         .run(
-            reconcile,
+            move |guard, state| {
+                let term = term.clone();
+                async move {
+                    if term.ended() {
+                        return Ok(Action::await_change());
+                    }
+                    reconcile(guard, state).await
+                }
+            },
             |guard, error, state| error_policy(CONTROLLER, guard.as_ref(), error, &state.ctx),
             state,
         )

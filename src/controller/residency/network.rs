@@ -17,7 +17,6 @@ use kube::{
 
 use super::Residency;
 use crate::{
-    cache::Labels,
     catalog::Catalog,
     controller::{Error, Result, publish},
     crd::{NetworkIsolation, ResidencyPolicy, Violation},
@@ -275,7 +274,7 @@ pub fn reachability_report<C: Catalog>(
         .map(|p| PodInfo {
             namespace: p.namespace,
             name: p.name,
-            labels: Labels::clone(&p.labels),
+            labels: p.labels,
             ip: None,
             ports: p
                 .named_ports
