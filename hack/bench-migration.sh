@@ -26,6 +26,7 @@ rm -f "$decisions"
 operator=$!
 cleanup() {
 	kill "$operator" 2>/dev/null || true
+	kubectl delete nodes -l enclave.dev/bench-migration --wait=false >/dev/null 2>&1 || true
 	kubectl taint nodes -l "node-restriction.kubernetes.io/enclave-site in (dublin,norway)" enclave.dev/bench- >/dev/null 2>&1 || true
 	kubectl delete residencypolicy bench --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	kubectl delete namespace bench --ignore-not-found --wait=false >/dev/null 2>&1 || true
@@ -39,6 +40,28 @@ running_where() { # prints "inside outside" counts of Running pods
 }
 
 kubectl delete namespace bench --ignore-not-found --wait=true >/dev/null
+# The test topology's five nodes take 1,000 pods each: for larger runs, more nodes in
+# Virginia and Dublin (5,000 pods each, removed afterwards; named after their site, as
+# running_where counts), so that every pod fits on both sides of the move.
+extra=$(((pods + 4999) / 5000))
+if ((pods > 1000)); then
+	for ((i = 0; i < extra; i++)); do
+		for site in virginia dublin; do
+			cat <<NODE
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $site-bench-$i
+  annotations: {kwok.x-k8s.io/node: fake}
+  labels: {type: kwok, enclave.dev/bench-migration: "true", node-restriction.kubernetes.io/enclave-site: $site}
+status:
+  allocatable: {cpu: "256", memory: 2Ti, pods: "5000"}
+  capacity: {cpu: "256", memory: 2Ti, pods: "5000"}
+NODE
+		done
+	done | kubectl apply -f - >/dev/null
+fi
 # Keep the enclave's nodes closed while the workload starts, so that every pod lands in
 # Virginia; they open again before the policy arrives.
 enclave_nodes="node-restriction.kubernetes.io/enclave-site in (dublin,norway)"

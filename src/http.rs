@@ -22,10 +22,11 @@ async fn serve_metrics(State((metrics, _)): State<(Arc<Metrics>, Caches)>) -> im
     }
 }
 
-/// Ready once every cache has synced: before that, admission would refuse in-scope
-/// pods for namespaces it has not seen.
+/// Ready once every cache admission reads has synced: before that, admission would
+/// refuse in-scope pods for namespaces it has not seen. The pod cache may still be
+/// filling (see [`Caches::admission_ready`]).
 async fn ready(State((_, caches)): State<(Arc<Metrics>, Caches)>) -> impl IntoResponse {
-    if caches.is_ready() {
+    if caches.admission_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")

@@ -254,6 +254,32 @@ async fn owner(client: &kube::Client, name: &str) -> Result<OwnerReference, Stri
     })
 }
 
+/// Logs what the caches hold once synced, and hands freed memory back to the system
+/// then and every 10 s after.
+async fn report_synced_and_release_memory(caches: Caches) {
+    caches.wait_until_ready().await;
+    // Decoding the first lists leaves most of the peak free: give it back.
+    enclave_operator::memory::release_free();
+    let (full, summarised, label_sets) = caches.pods.counts();
+    let (in_use, held) = enclave_operator::memory::heap().unwrap_or_default();
+    tracing::info!(
+        pods_in_full = full,
+        pods_summarised = summarised,
+        label_sets,
+        heap_in_use_kib = in_use / 1024,
+        heap_held_kib = held / 1024,
+        "caches synced"
+    );
+    // Each reconcile builds views of every pod and drops them; glibc keeps what they
+    // freed. Hand it back now and then (a few ms on this heap), so that resident memory
+    // follows what is cached, not the last pass's peak.
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        enclave_operator::memory::release_free();
+    }
+}
+
 async fn run(args: RunArgs) -> Result<(), String> {
     telemetry::init(args.log_format);
     // One TLS crypto provider for the kube client and the webhook server.
@@ -289,7 +315,25 @@ async fn run(args: RunArgs) -> Result<(), String> {
     no_retry.default_retry = false;
     let eviction_client = kube::Client::try_from(no_retry).map_err(|e| e.to_string())?;
 
-    let native_served = native::served(&client).await.map_err(|e| {
+    // The watches start first: the initial lists are most of the time to ready, and
+    // they need nothing of what is set up after them.
+    let (native_served, version) =
+        tokio::join!(native::served(&client), client.apiserver_version());
+    let streaming = match args.initial_list {
+        InitialList::Stream => true,
+        InitialList::Pages => false,
+        InitialList::Auto => match version {
+            Ok(version) => cache::streams_lists(&version),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the API server version; listing in pages");
+                false
+            }
+        },
+    };
+    let caches = Caches::start(&client, &cache::list_config(streaming));
+    tokio::spawn(report_synced_and_release_memory(caches.clone()));
+
+    let native_served = native_served.map_err(|e| {
         format!("cannot tell whether the API server serves MutatingAdmissionPolicy: {e}")
     })?;
     let engine = match args.admission {
@@ -333,44 +377,6 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let metrics = Arc::new(Metrics::default());
     let (sink, records) = decisions::Sink::new(decisions::QUEUE);
-    let streaming = match args.initial_list {
-        InitialList::Stream => true,
-        InitialList::Pages => false,
-        InitialList::Auto => match client.apiserver_version().await {
-            Ok(version) => cache::streams_lists(&version),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the API server version; listing in pages");
-                false
-            }
-        },
-    };
-    let caches = Caches::start(&client, &cache::list_config(streaming));
-    tokio::spawn({
-        let caches = caches.clone();
-        async move {
-            caches.wait_until_ready().await;
-            // Decoding the first lists leaves most of the peak free: give it back.
-            enclave_operator::memory::release_free();
-            let (full, summarised, label_sets) = caches.pods.counts();
-            let (in_use, held) = enclave_operator::memory::heap().unwrap_or_default();
-            tracing::info!(
-                pods_in_full = full,
-                pods_summarised = summarised,
-                label_sets,
-                heap_in_use_kib = in_use / 1024,
-                heap_held_kib = held / 1024,
-                "caches synced"
-            );
-            // Each reconcile builds views of every pod and drops them; glibc keeps
-            // what they freed. Hand it back now and then (a few ms on this heap), so
-            // that resident memory follows what is cached, not the last pass's peak.
-            let mut every = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                every.tick().await;
-                enclave_operator::memory::release_free();
-            }
-        }
-    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         eviction_client,

@@ -527,6 +527,8 @@ pub struct Caches {
     pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
     pub policies: Watched<DeserializeGuard<ResidencyPolicy>>,
     synced: tokio::sync::watch::Receiver<bool>,
+    /// Every store but the pods' (see [`Caches::admission_ready`]).
+    admission_synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Caches {
@@ -645,7 +647,7 @@ impl Caches {
             config.clone(),
             namespaces.clone(),
             policies.clone(),
-            stores_synced,
+            stores_synced.clone(),
         );
         let pods_ready = pods.clone();
         tokio::spawn(async move {
@@ -671,12 +673,23 @@ impl Caches {
             enclaves,
             policies,
             synced,
+            admission_synced: stores_synced,
         }
     }
 
     /// Has every store completed its first list?
     pub fn is_ready(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// Has every store admission reads completed its first list? All but the pods:
+    /// pod admission reads nodes, namespaces, claims, volumes, classes, enclaves and
+    /// policies, never other pods, and the access gate judges a pod it has not seen
+    /// yet by every policy of its namespace (fail closed). On a large cluster the
+    /// pod list is most of a cold start (10,000 pods: about a second), so a new replica
+    /// serves admission before it, and its controllers start after it.
+    pub fn admission_ready(&self) -> bool {
+        *self.admission_synced.borrow()
     }
 
     /// Waits until every store has completed its first list. Any number of tasks may wait.

@@ -129,8 +129,9 @@ pub struct PodInfo {
     pub labels: Arc<BTreeMap<String, String>>,
     /// The pod IP when known; shown in reports, never matched against `ipBlock`.
     pub ip: Option<IpAddr>,
-    /// The container ports the pod declares, which named policy ports resolve against.
-    pub ports: Vec<DeclaredPort>,
+    /// The container ports the pod declares, which named policy ports resolve against
+    /// (shared: the pods of one workload declare the same ones).
+    pub ports: Arc<[DeclaredPort]>,
 }
 
 impl PodInfo {
@@ -654,7 +655,7 @@ fn policy_port(port: &NetworkPolicyPort, destination: Option<&PodInfo>) -> PortS
         }
         Some(IntOrString::String(name)) => destination
             .into_iter()
-            .flat_map(|pod| &pod.ports)
+            .flat_map(|pod| pod.ports.iter())
             .filter(|declared| {
                 declared.protocol == protocol && declared.name.as_deref() == Some(name.as_str())
             })
@@ -1077,7 +1078,7 @@ impl<'w> Model<'w> {
         let mut paths: BTreeMap<(Direction, PeerAtom), ByPolicy> = BTreeMap::new();
         for &pod in members {
             let info = self.pods[pod];
-            if !evaluated.insert((&info.labels, info.ports.as_slice())) {
+            if !evaluated.insert((&info.labels, &info.ports[..])) {
                 continue;
             }
             for direction in Direction::BOTH {
@@ -1572,8 +1573,8 @@ mod tests {
         let info = PodInfo::from_pod(&pod).expect("named");
         assert_eq!(info.ip, Some("10.1.2.3".parse().expect("ip")));
         assert_eq!(
-            info.ports,
-            vec![
+            info.ports[..],
+            [
                 DeclaredPort {
                     name: Some("http".to_string()),
                     number: 8080,

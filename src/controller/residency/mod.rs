@@ -20,7 +20,11 @@ pub mod network;
 pub mod status;
 pub mod storage;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -46,6 +50,10 @@ use crate::{
 };
 
 const CONTROLLER: &str = "residency";
+/// Warning Events on blocked pods per pass at most; beyond it, one Event on the policy.
+const MAX_POD_EVENTS_PER_PASS: usize = 50;
+/// Event calls in flight at once.
+const EVENT_CALLS: usize = 8;
 
 /// The controller's state: the shared context and its own memory.
 pub struct Residency {
@@ -125,10 +133,45 @@ fn condition_became(
     (now.status == value && before.is_none_or(|b| b.status != value)).then_some(now.message)
 }
 
+/// Milliseconds per phase of a pass.
+struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((phase, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Laps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, took)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{phase}={:.1}ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 #[tracing::instrument(skip_all, fields(policy = %policy.name_any()))]
 async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> {
     let ctx = &state.ctx;
     let name = policy.name_any();
+
+    // Where a pass spends its time, for the debug log (a pass over a large cluster
+    // should be explainable without a profiler).
+    let mut laps = Laps::start();
 
     // 1. Dereference.
     let enclave = scope::resolve_enclave(&ctx.caches, policy);
@@ -139,6 +182,7 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     if let AdmissionReadiness::NotInPlace { reason, message } = &readiness {
         tracing::warn!(reason, message, "admission is not in place");
     }
+    laps.lap("admission");
 
     // 3. Assess.
     let assessment = enclave.as_ref().ok().map(|enclave| {
@@ -152,6 +196,7 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     });
 
     // Volumes and the network, each its own step.
+    laps.lap("assess");
     let volumes = enclave
         .as_ref()
         .ok()
@@ -166,7 +211,9 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
                 .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
+        laps.lap("fence");
         leaks = network::leaks(policy, enclave, &ctx.caches, &inside);
+        laps.lap("reachability");
     }
     record_findings(state, &name, volumes.as_ref(), &leaks).await;
 
@@ -183,6 +230,7 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
         }),
     };
     let next = status::build(policy, &found, &conditions::now());
+    laps.lap("findings");
     if status::changed(policy.status.as_ref(), &next) {
         let api: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "ResidencyPolicy", "status": next});
@@ -228,7 +276,10 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     let Some(assessment) = assessment else {
         return Ok(Action::requeue(RESYNC));
     };
-    record_blocked(state, &name, &assessment).await;
+    laps.lap("status");
+    record_blocked(state, policy, &assessment).await;
+    laps.lap("blocked");
+    tracing::debug!(laps = %laps, "pass phases");
 
     // 5. Migrate, only with the enclave's admission in place: a replacement admitted
     // without it could land outside again.
@@ -350,8 +401,15 @@ fn api_version_of(kind: &str) -> &'static str {
 }
 
 /// Records pods that became blocked (once per block, not every pass), with an Event.
-async fn record_blocked(state: &Residency, policy: &str, assessment: &assess::Assessment) {
+async fn record_blocked(
+    state: &Residency,
+    policy_object: &ResidencyPolicy,
+    assessment: &assess::Assessment,
+) {
+    let name = policy_object.name_any();
+    let policy = name.as_str();
     let mut current = HashSet::new();
+    let mut newly = Vec::new();
     for blocked in &assessment.blocked_pods {
         let uid = blocked.pod.uid().unwrap_or_default();
         current.insert(uid.clone());
@@ -371,17 +429,46 @@ async fn record_blocked(state: &Residency, policy: &str, assessment: &assess::As
             )
             .with("reason", blocked.reason),
         );
+        newly.push(blocked);
+    }
+    state.memory.keep_blocked(policy, &current);
+    // Every block is in the decision log and status; Events, a best-effort channel for
+    // people, are bounded per pass, so that the first pass over thousands of blocked pods
+    // (a new leader's, say) neither floods the API server nor holds the migration.
+    let evented = newly.len().min(MAX_POD_EVENTS_PER_PASS);
+    futures::stream::iter(&newly[..evented])
+        .for_each_concurrent(EVENT_CALLS, |blocked| async move {
+            publish(
+                &state.ctx,
+                &blocked.pod.object_ref(&()),
+                EventType::Warning,
+                blocked.reason,
+                "Migrate",
+                blocked.message.clone(),
+            )
+            .await;
+        })
+        .await;
+    if newly.len() > evented {
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for blocked in &newly[evented..] {
+            *reasons.entry(blocked.reason).or_default() += 1;
+        }
+        let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
         publish(
             &state.ctx,
-            &blocked.pod.object_ref(&()),
+            &policy_object.object_ref(&()),
             EventType::Warning,
-            blocked.reason,
+            "PodsBlocked",
             "Migrate",
-            blocked.message.clone(),
+            format!(
+                "{} more pods newly blocked ({}) without an Event of their own; status.violations and the decision log name each",
+                newly.len() - evented,
+                reasons.join(", ")
+            ),
         )
         .await;
     }
-    state.memory.keep_blocked(policy, &current);
 }
 
 async fn reconcile(

@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
@@ -17,6 +17,7 @@ use kube::{
 
 use super::Residency;
 use crate::{
+    cache::NamedPort,
     catalog::Catalog,
     controller::{Error, Result, publish},
     crd::{NetworkIsolation, ResidencyPolicy, Violation},
@@ -267,28 +268,35 @@ pub fn reachability_report<C: Catalog>(
         .into_iter()
         .map(|(name, labels)| NamespaceInfo { name, labels })
         .collect();
-    let pods: Vec<PodInfo> = catalog
-        .pod_summaries()
-        .into_iter()
-        .filter(|p| !p.terminating)
-        .map(|p| PodInfo {
+    let summaries = catalog.pod_summaries();
+    // Pods share their ports list with the others of their workload (the cache interns
+    // them): convert each distinct list once, not once per pod.
+    let mut converted: HashMap<Arc<[NamedPort]>, Arc<[DeclaredPort]>> = HashMap::new();
+    let mut pods: Vec<PodInfo> = Vec::with_capacity(summaries.len());
+    for p in summaries.into_iter().filter(|p| !p.terminating) {
+        let ports = converted
+            .entry(p.named_ports.clone())
+            .or_insert_with(|| {
+                p.named_ports
+                    .iter()
+                    .filter_map(|port| {
+                        Some(DeclaredPort {
+                            name: Some(port.name.clone()),
+                            number: port.number,
+                            protocol: crate::network::Protocol::parse(&port.protocol)?,
+                        })
+                    })
+                    .collect()
+            })
+            .clone();
+        pods.push(PodInfo {
             namespace: p.namespace,
             name: p.name,
             labels: p.labels,
             ip: None,
-            ports: p
-                .named_ports
-                .iter()
-                .filter_map(|port| {
-                    Some(DeclaredPort {
-                        name: Some(port.name.clone()),
-                        number: port.number,
-                        protocol: crate::network::Protocol::parse(&port.protocol)?,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
+            ports,
+        });
+    }
     let world = reachability::World {
         namespaces,
         pods,
