@@ -921,6 +921,42 @@ mod tests {
         assert!(audited.audited());
     }
 
+    /// `/readyz` does not wait for the pod cache: until a pod is cached, the gate must
+    /// judge it by every policy of its namespace, pod selectors or not.
+    #[test]
+    fn a_pod_not_cached_yet_is_judged_by_every_policy_of_its_namespace() {
+        let mut catalog = catalog();
+        let index = catalog
+            .policies
+            .iter()
+            .position(|p| kube::ResourceExt::name_any(p.as_ref()) == "eu-user-data")
+            .expect("the enforcing policy of shop");
+        let mut policy = (*catalog.policies[index]).clone();
+        policy.spec.match_.pod_selector =
+            Some(serde_yaml::from_str("matchLabels: {tier: data}").expect("selector"));
+        catalog.policies[index] = std::sync::Arc::new(policy);
+        catalog.pods.push(std::sync::Arc::new(
+            serde_yaml::from_str("metadata: {name: web-0, namespace: shop, labels: {tier: web}}")
+                .expect("pod"),
+        ));
+        static NONE: Vec<String> = Vec::new();
+        let attempt = |pod: &'static str| AccessView {
+            namespace: "shop",
+            pod,
+            subresource: "exec",
+            user: "mallory",
+            groups: &NONE,
+        };
+        // Known, and outside the pod selector: not in scope.
+        assert_eq!(access(&catalog, &attempt("web-0")).outcome, Outcome::Allow);
+        // Not known yet: in scope until proven otherwise.
+        let unseen = access(&catalog, &attempt("db-7"));
+        assert!(
+            denied(&unseen).contains("mallory may not exec into pod shop/db-7"),
+            "{unseen:?}"
+        );
+    }
+
     #[test]
     fn the_annotation_keeps_what_was_there_and_is_not_added_to_untouched_pods() {
         let catalog = catalog();

@@ -106,6 +106,27 @@ impl Term {
         }
     }
 
+    /// `reconcile`, except that one which would start after the term ended does
+    /// nothing: this replica no longer leads.
+    pub fn guard<K, S, F, Fut>(
+        &self,
+        reconcile: F,
+    ) -> impl FnMut(Arc<K>, Arc<S>) -> BoxFuture<'static, Result<Action>> + use<K, S, F, Fut>
+    where
+        K: Send + Sync + 'static,
+        S: Send + Sync + 'static,
+        F: Fn(Arc<K>, Arc<S>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<Action>> + Send + 'static,
+    {
+        let term = self.clone();
+        move |object, state| {
+            if term.ended() {
+                return futures::future::ready(Ok(Action::await_change())).boxed();
+            }
+            reconcile(object, state).boxed()
+        }
+    }
+
     /// Runs `work` until it finishes, or until [`WIND_DOWN`] after the term's end.
     pub async fn bounded(&self, work: impl Future<Output = ()>) {
         self.bounded_by(work, WIND_DOWN).await;
@@ -346,18 +367,13 @@ mod tests {
         let run = controller
             .graceful_shutdown_on(graceful)
             .run(
-                {
-                    let (term, reconciles) = (term.clone(), reconciles.clone());
+                term.guard({
+                    let reconciles = reconciles.clone();
                     move |_: Arc<ConfigMap>, _: Arc<()>| {
-                        let (term, reconciles) = (term.clone(), reconciles.clone());
-                        async move {
-                            if !term.ended() {
-                                reconciles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            Ok::<_, Error>(Action::await_change())
-                        }
+                        reconciles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { Ok(Action::await_change()) }
                     }
-                },
+                }),
                 |_, _, _| Action::await_change(),
                 Arc::new(()),
             )

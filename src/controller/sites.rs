@@ -434,15 +434,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, term: super::Term) {
         )
         .graceful_shutdown_on(graceful)
         .run(
-            move |guard, ctx| {
-                let term = term.clone();
-                async move {
-                    if term.ended() {
-                        return Ok(Action::await_change());
-                    }
-                    reconcile(guard, ctx).await
-                }
-            },
+            term.guard(reconcile),
             |guard, error, ctx| error_policy(CONTROLLER, guard.as_ref(), error, &ctx),
             ctx.clone(),
         )

@@ -85,20 +85,20 @@ pub struct Assessment {
 }
 
 /// What the cached pods show of their owners.
-struct OwnerReplicas {
+struct OwnerReplicas<'a> {
     /// Per owner UID: replicas running, and replicas stuck (not running after [`STUCK`]).
-    running: HashMap<String, (i32, i32)>,
+    running: HashMap<&'a str, (i32, i32)>,
     /// Owners with replicas on their way: terminating, not ready yet, or missing.
     busy: HashSet<String>,
 }
 
-impl OwnerReplicas {
+impl<'a> OwnerReplicas<'a> {
     fn count(
-        pods: &[Arc<CachedPod>],
+        pods: &'a [Arc<CachedPod>],
         owners: &HashMap<String, Arc<ReplicaOwner>>,
         now: Timestamp,
     ) -> Self {
-        let mut running: HashMap<String, (i32, i32)> = HashMap::new();
+        let mut running: HashMap<&str, (i32, i32)> = HashMap::new();
         let mut ready: HashMap<&str, i32> = HashMap::new();
         let mut busy = HashSet::new();
         for pod in pods {
@@ -110,7 +110,7 @@ impl OwnerReplicas {
                 continue;
             }
             let stuck = age(pod, now) >= STUCK;
-            let entry = running.entry(owner.uid.clone()).or_default();
+            let entry = running.entry(owner.uid.as_str()).or_default();
             if is_running(pod) {
                 entry.0 += 1;
             } else if stuck {
@@ -123,7 +123,7 @@ impl OwnerReplicas {
             }
         }
         for (uid, owner) in owners {
-            let stuck = running.get(uid).map_or(0, |r| r.1);
+            let stuck = running.get(uid.as_str()).map_or(0, |r| r.1);
             if !owner.failing
                 && owner.desired > ready.get(uid.as_str()).copied().unwrap_or(0) + stuck
             {
@@ -724,15 +724,18 @@ mod tests {
         assert!(reasons.contains(&("web-2".to_string(), "ReplacementOutsideEnclave".to_string())));
     }
 
-    #[test]
-    fn a_pod_refused_while_its_owner_was_busy_goes_as_soon_as_the_owner_is_back() {
-        let owners = "
+    /// web-1 and web-2's ReplicaSet, wanting the two it has.
+    const WEB_RS_OF_TWO: &str = "
 owners:
 - kind: ReplicaSet
   metadata: {name: web-rs, namespace: shop, uid: rs-web}
   desired: 2
   templateLabels: {app: web}
 ";
+
+    #[test]
+    fn a_pod_refused_while_its_owner_was_busy_goes_as_soon_as_the_owner_is_back() {
+        let owners = WEB_RS_OF_TWO;
         let message = "Cannot evict pod as it would violate the pod's disruption budget";
         // Both replicas of web-rs run and are ready: the owner is at rest.
         let catalog = world(owners);
@@ -766,13 +769,7 @@ owners:
 
     #[test]
     fn a_replica_that_runs_but_is_not_ready_keeps_its_owner_busy() {
-        let owners = "
-owners:
-- kind: ReplicaSet
-  metadata: {name: web-rs, namespace: shop, uid: rs-web}
-  desired: 2
-  templateLabels: {app: web}
-";
+        let owners = WEB_RS_OF_TWO;
         let yaml = format!("{}{owners}", include_str!("testdata/world.yaml")).replacen(
             "  spec: {nodeName: virginia-a}\n  status: {phase: Running}",
             "  spec: {nodeName: virginia-a}\n  status: {phase: Running, conditions: [{type: Ready, status: 'False'}]}",

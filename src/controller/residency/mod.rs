@@ -435,7 +435,8 @@ async fn record_blocked(
     // Every block is in the decision log and status; Events, a best-effort channel for
     // people, are bounded per pass, so that the first pass over thousands of blocked pods
     // (a new leader's, say) neither floods the API server nor holds the migration.
-    let evented = newly.len().min(MAX_POD_EVENTS_PER_PASS);
+    let reasons: Vec<&str> = newly.iter().map(|blocked| blocked.reason).collect();
+    let (evented, summary) = blocked_events(&reasons);
     futures::stream::iter(&newly[..evented])
         .for_each_concurrent(EVENT_CALLS, |blocked| async move {
             publish(
@@ -449,26 +450,38 @@ async fn record_blocked(
             .await;
         })
         .await;
-    if newly.len() > evented {
-        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-        for blocked in &newly[evented..] {
-            *reasons.entry(blocked.reason).or_default() += 1;
-        }
-        let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    if let Some(note) = summary {
         publish(
             &state.ctx,
             &policy_object.object_ref(&()),
             EventType::Warning,
             "PodsBlocked",
             "Migrate",
-            format!(
-                "{} more pods newly blocked ({}) without an Event of their own; status.violations and the decision log name each",
-                newly.len() - evented,
-                reasons.join(", ")
-            ),
+            note,
         )
         .await;
     }
+}
+
+/// Of the pods newly blocked in a pass (their reasons, in order): how many get an Event of
+/// their own, and the note of the one Event on the policy that counts the rest by reason.
+fn blocked_events(reasons: &[&str]) -> (usize, Option<String>) {
+    let evented = reasons.len().min(MAX_POD_EVENTS_PER_PASS);
+    let rest = &reasons[evented..];
+    if rest.is_empty() {
+        return (evented, None);
+    }
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for reason in rest {
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    let counts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let note = format!(
+        "{} more pods newly blocked ({}) without an Event of their own; status.violations and the decision log name each",
+        rest.len(),
+        counts.join(", ")
+    );
+    (evented, Some(note))
 }
 
 async fn reconcile(
@@ -600,15 +613,7 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
         )
         .graceful_shutdown_on(graceful)
         .run(
-            move |guard, state| {
-                let term = term.clone();
-                async move {
-                    if term.ended() {
-                        return Ok(Action::await_change());
-                    }
-                    reconcile(guard, state).await
-                }
-            },
+            term.guard(reconcile),
             |guard, error, state| error_policy(CONTROLLER, guard.as_ref(), error, &state.ctx),
             state,
         )
@@ -619,4 +624,28 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
         })
         .await;
     let _ = sweeper.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_pods_get_events_up_to_a_bound_and_the_rest_are_counted_on_the_policy() {
+        let few = ["Unmanaged"; 3];
+        assert_eq!(blocked_events(&few), (3, None));
+        let mut many = vec!["Unmanaged"; 1000];
+        many.extend(["VolumeOutsideEnclave"; 20]);
+        let (evented, summary) = blocked_events(&many);
+        assert_eq!(evented, MAX_POD_EVENTS_PER_PASS);
+        let summary = summary.expect("the rest are counted");
+        assert!(
+            summary.starts_with(&format!(
+                "{} more pods newly blocked (Unmanaged: {}, VolumeOutsideEnclave: 20)",
+                1020 - MAX_POD_EVENTS_PER_PASS,
+                1000 - MAX_POD_EVENTS_PER_PASS
+            )),
+            "{summary}"
+        );
+    }
 }
