@@ -15,12 +15,8 @@ runs=${RUNS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-tools/cluster/up.sh "$cluster_dir" >/dev/null
-export KUBECONFIG=$cluster_dir/kubeconfig
-target=${CARGO_TARGET_DIR:-target}
-cargo build --quiet --release --bin enclave-operator
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+source hack/bench-setup.sh
+bench_setup
 
 cleanup() {
 	kubectl delete residencypolicy bench-audit --ignore-not-found --wait=false >/dev/null 2>&1 || true

@@ -6,12 +6,8 @@ set -euo pipefail
 cluster_dir=${1:?usage: bench-e2e.sh <cluster-dir>}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-tools/cluster/up.sh "$cluster_dir" >/dev/null
-export KUBECONFIG=$cluster_dir/kubeconfig
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin enclave-operator
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl create namespace enclave-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+source hack/bench-setup.sh
+bench_setup
 
 log=$cluster_dir/logs/bench-operator.log
 port=18643

@@ -9,18 +9,15 @@ pods=${2:-1000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-tools/cluster/up.sh "$cluster_dir" >/dev/null
-export KUBECONFIG=$cluster_dir/kubeconfig
-target=${CARGO_TARGET_DIR:-target}
-cargo build --quiet --release --bin enclave-operator
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+source hack/bench-setup.sh
+bench_setup
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 
 port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18543}
 decisions=$cluster_dir/logs/bench-migration-decisions.log
 rm -f "$decisions"
-"$target/release/enclave-operator" run --metrics-addr 127.0.0.1:0 --webhook-addr "127.0.0.1:$port" \
+# BENCH_WRAPPER runs the operator under a profiler (e.g. "heaptrack -o /tmp/migration").
+${BENCH_WRAPPER:-} "$target/release/enclave-operator" run --metrics-addr 127.0.0.1:0 --webhook-addr "127.0.0.1:$port" \
 	--webhook-url "https://127.0.0.1:$port" --chain-id bench-migration --decision-log "$decisions" \
 	--lease-name enclave-operator-bench-migration >"$cluster_dir/logs/bench-operator.log" 2>&1 &
 operator=$!
@@ -110,18 +107,9 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kwok etcd; do
 done
 for entry in $components; do cpu_before[${entry%%:*}]=$(ticks "${entry#*:}"); done
 start=$(now_ms)
-detected=""
-while true; do
-	if [[ -z "$detected" ]]; then
-		matched=$(kubectl get residencypolicy bench -o jsonpath='{.status.matchedPods}')
-		[[ "${matched:-0}" -ge "$pods" ]] && detected=$(($(now_ms) - start))
-	fi
-	read -r inside outside < <(running_where)
-	[[ "$inside" -ge "$pods" && -n "$detected" ]] && break
-	sleep 0.5
-done
-done_ms=$(($(now_ms) - start))
+read -r detected done_ms < <(hack/bench-migration-watch.py "$pods" "$start")
 rss=$(awk '/VmRSS/ {print $2 " " $3}' "/proc/$operator/status")
+peak=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$operator/status")
 hz=$(getconf CLK_TCK)
 cpu_report=""
 for entry in $components; do
@@ -132,7 +120,7 @@ cached=$(kubectl get pods -A --no-headers | wc -l)
 printf '\n%-44s %s\n' "pods moved from Virginia into the enclave" "$moving (of $pods; the rest started inside)"
 printf '%-44s %s\n' "detected and counted in status after" "$((detected / 1000)).$(printf %03d $((detected % 1000))) s"
 printf '%-44s %s\n' "all inside the enclave after" "$((done_ms / 1000)).$(printf %03d $((done_ms % 1000))) s"
-printf '%-44s %s\n' "operator resident memory ($cached pods cached)" "$rss"
+printf '%-44s %s\n' "operator resident memory ($cached pods cached)" "$rss, peak $peak"
 # Evictions per second from the decision log: the operator's own pace.
 python3 - "$decisions" "$start" <<'PY'
 import datetime, json, sys

@@ -17,14 +17,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 points=${SCALE_POINTS:-"500:1000:10 500:10000:10 500:10000:0 500:10000:100 500:30000:10 2000:30000:10 2000:10000:10 2000:1000:10"}
 
-tools/cluster/up.sh "$cluster_dir" >/dev/null
-export KUBECONFIG=$cluster_dir/kubeconfig
 echo ">> building the release operator and the load generator"
-target=${CARGO_TARGET_DIR:-target}
-cargo build --quiet --release --bin enclave-operator
+source hack/bench-setup.sh
+bench_setup
 cargo bench --quiet --bench scale --no-run
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 
 results=$cluster_dir/bench-scale.tsv

@@ -68,6 +68,8 @@ pub struct Context {
     /// is an answer for this pass, not something to repeat for minutes.
     pub eviction_client: Client,
     pub recorder: Recorder,
+    /// Who reports this operator's Events (also those sent without the recorder).
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub caches: Caches,
     /// Where every decision is recorded.
@@ -92,7 +94,8 @@ impl Context {
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             eviction_client,
             metrics,

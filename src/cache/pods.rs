@@ -218,8 +218,8 @@ impl State {
         joined
     }
 
-    /// Puts the full detail of pods listed after `namespace` joined the covered set in
-    /// place of their summaries. Only summaries are replaced: a pod the watch delivered
+    /// Puts the full detail of pods listed (a page at a time) after `namespace` joined the
+    /// covered set in place of their summaries. Only summaries are replaced: a pod the watch delivered
     /// in full since is as new as the list or newer, and a pod missing was deleted.
     fn upgrade(&mut self, namespace: &str, listed: Vec<CachedPod>) -> bool {
         if !self.covered.contains(namespace) {
@@ -473,39 +473,36 @@ impl Maintainer {
     }
 }
 
-/// Lists one namespace's pods in full (paginated), retrying until it succeeds: a
-/// namespace that joined the covered set must not stay summarised.
+/// Lists one namespace's pods in full, a page of 500 at a time, each page put in place
+/// of its pods' summaries as it comes (never the whole namespace held beside its
+/// summaries), retrying until a list completes: a namespace that joined the covered set
+/// must not stay summarised. A retry lists again from the start; pods already in full
+/// are left as they are.
 async fn list_namespace(
     client: Client,
     namespace: String,
-    done: tokio::sync::mpsc::Sender<(String, Vec<CachedPod>)>,
+    pages: tokio::sync::mpsc::Sender<(String, Vec<CachedPod>)>,
 ) {
     let api: Api<CachedPod> = Api::namespaced(client, &namespace);
     let mut delay = std::time::Duration::from_millis(200);
+    let mut params = ListParams::default().limit(500);
     loop {
-        match list_all(&api).await {
-            Ok(pods) => {
-                let _ = done.send((namespace, pods)).await;
-                return;
+        match api.list(&params).await {
+            Ok(page) => {
+                if pages.send((namespace.clone(), page.items)).await.is_err() {
+                    return;
+                }
+                match page.metadata.continue_ {
+                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                    _ => return,
+                }
             }
             Err(error) => {
                 tracing::warn!(%namespace, %error, "listing the pods of a newly covered namespace failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                params = ListParams::default().limit(500);
             }
-        }
-    }
-}
-
-async fn list_all(api: &Api<CachedPod>) -> Result<Vec<CachedPod>, kube::Error> {
-    let mut pods = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        pods.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(pods),
         }
     }
 }

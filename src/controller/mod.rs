@@ -146,6 +146,32 @@ impl Term {
     }
 }
 
+/// Passes on change notices at most once per `window`: the first notice after a quiet
+/// spell comes out `window` later, standing for every notice that arrived meanwhile.
+///
+/// This replaces kube's `debounce`, which postpones a reconcile for as long as notices
+/// keep coming less than the debounce apart: a steady flow of pod changes (a migration
+/// of thousands of pods, or churn anywhere in a large cluster) held the residency pass
+/// back until a quiet moment, and a 10,000-pod migration moved in ~10 s steps. Here a
+/// flow of changes runs the pass at least once per `window`.
+pub fn coalesce(
+    changes: impl futures::Stream<Item = ()> + Send + 'static,
+    window: Duration,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use futures::StreamExt;
+    futures::stream::unfold(changes.boxed().fuse(), move |mut changes| async move {
+        changes.next().await?;
+        let quiet = tokio::time::sleep(window);
+        tokio::pin!(quiet);
+        loop {
+            tokio::select! {
+                () = &mut quiet => return Some(((), changes)),
+                more = changes.next() => if more.is_none() { return Some(((), changes)) },
+            }
+        }
+    })
+}
+
 /// What can go wrong in a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -309,6 +335,68 @@ pub async fn publish_related(
     }
 }
 
+/// Publishes an Event that will not repeat (one per pod evicted: the pod is gone after
+/// it), straight to the API and not through kube's recorder. The recorder keeps every
+/// Event it sent for six minutes to merge repeats, and sweeps that whole cache on every
+/// publish: across a 10,000-pod migration that was 10,000 Events held and a sweep
+/// growing with each one, for repeats that never come. Logs, not fails, when refused.
+pub async fn publish_once(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    use k8s_openapi::{
+        api::events::v1::Event as K8sEvent,
+        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let namespace = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let event = K8sEvent {
+        action: Some(action.into()),
+        reason: Some(reason.into()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference.clone()),
+        note: Some(crate::names::truncate(note, crate::names::MAX_EVENT_NOTE)),
+        metadata: ObjectMeta {
+            namespace: Some(namespace.clone()),
+            name: Some(format!(
+                "{}.{:x}",
+                reference.name.as_deref().unwrap_or("enclave-operator"),
+                now.as_nanosecond()
+            )),
+            ..ObjectMeta::default()
+        },
+        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_instance: Some(
+            ctx.reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| ctx.reporter.controller.clone()),
+        ),
+        type_: Some(
+            match type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        ..K8sEvent::default()
+    };
+    let events: kube::Api<K8sEvent> = kube::Api::namespaced(ctx.client.clone(), &namespace);
+    if let Err(error) = events
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+    {
+        tracing::warn!(%error, reason, "could not publish Event");
+    }
+}
+
 /// Identifies an object in the backoff table.
 fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let meta = obj.meta();
@@ -387,6 +475,36 @@ mod tests {
             0,
             "nothing is reconciled after the term ended"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_flow_of_changes_is_passed_on_once_per_window_not_held_back() {
+        let window = Duration::from_millis(300);
+        // A notice every 100 ms for 3 s: kube's debounce would hold the reconcile for
+        // the whole 3 s; coalescing passes one on every 300 ms.
+        let flow = futures::stream::iter(0..30).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        let started = tokio::time::Instant::now();
+        let passed: Vec<Duration> = coalesce(flow, window)
+            .map(|()| started.elapsed())
+            .collect()
+            .await;
+        // One per window, give or take a notice that falls on the window's last instant.
+        assert!(
+            (7..=11).contains(&passed.len()),
+            "30 notices over 3 s give one per window: {passed:?}"
+        );
+        assert!(passed[0] <= Duration::from_millis(400), "{passed:?}");
+        for pair in passed.windows(2) {
+            assert!(
+                pair[1] - pair[0] <= Duration::from_millis(400),
+                "{passed:?}"
+            );
+        }
+        // A burst is one notice.
+        let burst = futures::stream::iter([(); 50]);
+        assert_eq!(coalesce(burst, window).count().await, 1);
     }
 
     #[tokio::test]

@@ -419,19 +419,18 @@ pub async fn run(client: Client, ctx: Arc<Context>, term: super::Term) {
     let controller = Controller::new(enclaves, watcher::Config::default().any_semantic());
     let graceful = term.graceful_shutdown(controller.store());
     controller
-        .reconcile_all_on(futures::stream::select_all([
-            ctx.caches.nodes.changes().boxed(),
-            ctx.caches.namespaces.changes().boxed(),
-            ctx.caches.policies.changes().boxed(),
-            ctx.caches.roles.changes().boxed(),
-            ctx.caches.cluster_roles.changes().boxed(),
-            ctx.caches.role_bindings.changes().boxed(),
-            ctx.caches.cluster_role_bindings.changes().boxed(),
-        ]))
-        .with_config(
-            kube::runtime::controller::Config::default()
-                .debounce(std::time::Duration::from_millis(200)),
-        )
+        .reconcile_all_on(super::coalesce(
+            futures::stream::select_all([
+                ctx.caches.nodes.changes().boxed(),
+                ctx.caches.namespaces.changes().boxed(),
+                ctx.caches.policies.changes().boxed(),
+                ctx.caches.roles.changes().boxed(),
+                ctx.caches.cluster_roles.changes().boxed(),
+                ctx.caches.role_bindings.changes().boxed(),
+                ctx.caches.cluster_role_bindings.changes().boxed(),
+            ]),
+            std::time::Duration::from_millis(200),
+        ))
         .graceful_shutdown_on(graceful)
         .run(
             term.guard(reconcile),

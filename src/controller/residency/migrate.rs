@@ -8,7 +8,7 @@
 //! and hold the pass), the pod is reported as blocked by its PDB and retried with
 //! backoff on a later pass, and the other pods keep moving.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,7 +21,7 @@ use kube::{
 use super::{Residency, assess::Assessment};
 use crate::{
     cache::CachedPod,
-    controller::{Error, Result, publish},
+    controller::{Error, Result, publish, publish_once},
     crd::ResidencyPolicy,
     decisions::{Kind, Record, Subject},
     scope::ResolvedEnclave,
@@ -29,6 +29,8 @@ use crate::{
 
 /// Eviction calls in flight at once within one pass (the budget bounds the total).
 const PARALLELISM: usize = 16;
+/// Event calls in flight at once for the pods one pass evicted.
+const EVENT_PARALLELISM: usize = 8;
 /// One eviction call may not hold a pass longer than this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,41 +70,67 @@ async fn evict(state: &Residency, pod: &CachedPod) -> Result<Outcome> {
     }
 }
 
-/// Evicts up to `budget` of the candidates, in rounds of at most one pod per owner:
-/// an owner whose pod a PodDisruptionBudget refused gets no more tries this pass (its
-/// other pods would be refused too), and its share of the budget goes to the next
-/// owners instead of being spent on refusals. Candidates keep their order (namespaces
-/// taking turns) within each owner.
+/// The next round of evictions: up to `share` pods of each owner, taken a pod of each
+/// owner at a time so that a round the budget (`left`) cuts short stays fair, as
+/// (owner's index, pod). The first round of a pass takes one pod per owner, and the
+/// share doubles each round (up to the calls a pass makes at once): an owner under a
+/// tight PodDisruptionBudget costs at most a refusal or two, and one large Deployment
+/// no longer moves one eviction call at a time (a 10,000-pod Deployment took 10 s per
+/// 100 evictions that way, the whole pass waiting on one call after another).
+fn next_round<T>(
+    owners: &mut [(String, VecDeque<T>)],
+    share: usize,
+    left: usize,
+) -> Vec<(usize, T)> {
+    let mut round = Vec::new();
+    for _ in 0..share {
+        let before = round.len();
+        for (index, (_, pods)) in owners.iter_mut().enumerate() {
+            if round.len() == left {
+                return round;
+            }
+            if let Some(pod) = pods.pop_front() {
+                round.push((index, pod));
+            }
+        }
+        if round.len() == before {
+            break;
+        }
+    }
+    round
+}
+
+/// Evicts up to `budget` of the candidates in rounds (see [`next_round`]): an owner
+/// whose pod a PodDisruptionBudget refused gets no more tries this pass (its other pods
+/// would be refused too), and its share of the budget goes to the next owners instead
+/// of being spent on refusals. Candidates keep their order (namespaces taking turns)
+/// within each owner.
 async fn evict_in_rounds(
     state: &Residency,
     to_evict: &[Arc<CachedPod>],
     budget: usize,
 ) -> Vec<(Arc<CachedPod>, Result<Outcome>)> {
     // Owners in the order their first candidate comes, each with its pods in order.
-    let mut owners: Vec<(String, std::collections::VecDeque<Arc<CachedPod>>)> = Vec::new();
+    let mut owners: Vec<(String, VecDeque<Arc<CachedPod>>)> = Vec::new();
     for pod in to_evict {
         let owner =
             controller_uid(pod).map_or_else(|| pod.uid().unwrap_or_default(), str::to_owned);
         match owners.iter_mut().find(|(uid, _)| *uid == owner) {
             Some((_, pods)) => pods.push_back(pod.clone()),
-            None => owners.push((owner, std::collections::VecDeque::from([pod.clone()]))),
+            None => owners.push((owner, VecDeque::from([pod.clone()]))),
         }
     }
     let mut results = Vec::new();
-    let mut left = budget;
+    let (mut left, mut share) = (budget, 1);
     while left > 0 {
         // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked
         // lifetime inference once the controller future must be Send.
-        let round: Vec<(usize, Arc<CachedPod>)> = owners
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, (_, pods))| pods.pop_front().map(|pod| (index, pod)))
-            .take(left)
-            .collect();
+        let round = next_round(&mut owners, share, left);
         if round.is_empty() {
             break;
         }
         left -= round.len();
+        share = (share * 2).min(PARALLELISM);
         let outcomes: Vec<(usize, Arc<CachedPod>, Result<Outcome>)> = futures::stream::iter(round)
             .map(|(index, pod)| async move {
                 let result = evict(state, &pod).await;
@@ -161,6 +189,7 @@ pub async fn run(
         .chain(assessment.busy_owners.iter().cloned())
         .collect();
     let mut evicted = Vec::new();
+    let mut pod_events = Vec::new();
     let mut first_error = None;
     for (pod, result) in results {
         let namespace = pod.namespace().unwrap_or_default();
@@ -178,15 +207,7 @@ pub async fn run(
                     Record::new(Kind::PodEvicted, Some(&name), subject, note.clone())
                         .with("node", node),
                 );
-                publish(
-                    ctx,
-                    &pod.object_ref(&()),
-                    EventType::Normal,
-                    "EvictedIntoEnclave",
-                    "Evict",
-                    note,
-                )
-                .await;
+                pod_events.push((pod.object_ref(&()), note));
                 evicted.push(format!("{namespace}/{}", pod.name_any()));
             }
             Ok(Outcome::Refused(message)) => {
@@ -222,6 +243,21 @@ pub async fn run(
             Err(error) => first_error = first_error.or(Some(error)),
         }
     }
+    // One Event on each evicted pod, a few at a time: a pass of 100 evictions no
+    // longer waits on 100 Event calls one after another.
+    futures::stream::iter(pod_events)
+        .for_each_concurrent(EVENT_PARALLELISM, |(reference, note)| async move {
+            publish_once(
+                ctx,
+                &reference,
+                EventType::Normal,
+                "EvictedIntoEnclave",
+                "Evict",
+                note,
+            )
+            .await;
+        })
+        .await;
     if !evicted.is_empty() {
         evicted.sort();
         let shown = evicted
@@ -261,4 +297,63 @@ pub async fn run(
         Duration::from_secs(2)
     };
     Ok(Action::requeue(requeue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners(sizes: &[usize]) -> Vec<(String, VecDeque<String>)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(o, &n)| {
+                (
+                    format!("owner-{o}"),
+                    (0..n).map(|p| format!("{o}/{p}")).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounds_start_at_one_pod_per_owner_and_take_turns() {
+        let mut owners = owners(&[3, 1, 2]);
+        let first = next_round(&mut owners, 1, 100);
+        assert_eq!(
+            first.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
+            ["0/0", "1/0", "2/0"]
+        );
+        // A share of two takes a pod of each owner, then a second of each.
+        let second = next_round(&mut owners, 2, 100);
+        assert_eq!(
+            second.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
+            ["0/1", "2/1", "0/2"]
+        );
+        assert!(next_round(&mut owners, 4, 100).is_empty());
+    }
+
+    #[test]
+    fn the_budget_cuts_a_round_short_fairly() {
+        let mut owners = owners(&[5, 5, 5]);
+        let round = next_round(&mut owners, 4, 4);
+        assert_eq!(
+            round.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            [0, 1, 2, 0],
+            "every owner gets one before any gets a second"
+        );
+    }
+
+    #[test]
+    fn one_large_owner_is_evicted_many_at_a_time_after_the_first_round() {
+        let mut owners = owners(&[100]);
+        let (mut left, mut share, mut rounds) = (100, 1, Vec::new());
+        while left > 0 {
+            let round = next_round(&mut owners, share, left);
+            left -= round.len();
+            rounds.push(round.len());
+            share = (share * 2).min(PARALLELISM);
+        }
+        assert_eq!(rounds, [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
+    }
 }

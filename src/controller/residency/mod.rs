@@ -562,7 +562,7 @@ async fn sweep(ctx: Arc<Context>) {
 
 /// Runs the residency controller until `stop`. Any change to pods, nodes, enclaves,
 /// namespaces, volumes, owners, the CA bundle or the admission objects re-runs every
-/// policy (debounced): policies are few, and each run reads only caches.
+/// policy (at most once per 300 ms while changes flow): policies are few, and each run reads only caches.
 pub async fn run(ctx: Arc<Context>, term: super::Term) {
     let stop = term.end();
     let policies: Api<DeserializeGuard<ResidencyPolicy>> = Api::all(ctx.client.clone());
@@ -607,10 +607,7 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let graceful = term.graceful_shutdown(controller.store());
     controller
-        .reconcile_all_on(triggers)
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(300)),
-        )
+        .reconcile_all_on(super::coalesce(triggers, Duration::from_millis(300)))
         .graceful_shutdown_on(graceful)
         .run(
             term.guard(reconcile),
