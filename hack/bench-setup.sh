@@ -10,5 +10,9 @@ bench_setup() {
 	cargo build --quiet --release --bin enclave-operator
 	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 	kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
+	# A namespace still being deleted (an earlier uninstall) would vanish under the run.
+	if [[ $(kubectl get namespace enclave-system -o jsonpath='{.status.phase}' 2>/dev/null) == Terminating ]]; then
+		kubectl wait --for=delete namespace/enclave-system --timeout=300s >/dev/null
+	fi
 	kubectl create namespace enclave-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 }
