@@ -777,7 +777,7 @@ where
 
 /// Writes the policy's native objects, validating policy
 /// before binding and checks before the mutation, so that a failure half-way leaves
-/// pods refused, never admitted unplaced. The checks are written concurrently.
+/// pods refused, never admitted unplaced.
 pub async fn apply(
     client: &Client,
     policy: &ResidencyPolicy,
@@ -795,39 +795,27 @@ pub async fn apply(
         Err(_) => Facts::default(),
     };
     let compiled = compile(policy, enclave, &facts, namespace);
-    // The three checks go at once (each policy before its binding); the mutation only
-    // after all of them. A pass writes these every time, and one after another they
-    // were most of a pass while a large migration kept the API server busy.
+    put(client, "ValidatingAdmissionPolicy", compiled.check.0).await?;
+    put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await?;
+    put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;
+    put(client, "ValidatingAdmissionPolicyBinding", compiled.warn.1).await?;
     let volumes_name = object_name("volumes", &policy.name_any());
-    let volumes = async {
-        match compiled.volumes {
-            Some((vap, binding)) => {
-                put(client, "ValidatingAdmissionPolicy", vap).await?;
-                put(client, "ValidatingAdmissionPolicyBinding", binding).await
-            }
-            None => {
-                let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
-                    .await
-                    .and(delete_named::<ValidatingAdmissionPolicy>(client, &volumes_name).await);
-                gone.map_err(|source| Error::Write {
-                    kind: "ValidatingAdmissionPolicy",
-                    name: volumes_name.clone(),
-                    source,
-                })
-            }
+    match compiled.volumes {
+        Some((vap, binding)) => {
+            put(client, "ValidatingAdmissionPolicy", vap).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
         }
-    };
-    futures::try_join!(
-        async {
-            put(client, "ValidatingAdmissionPolicy", compiled.check.0).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await
-        },
-        async {
-            put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", compiled.warn.1).await
-        },
-        volumes,
-    )?;
+        None => {
+            let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
+                .await
+                .and(delete_named::<ValidatingAdmissionPolicy>(client, &volumes_name).await);
+            gone.map_err(|source| Error::Write {
+                kind: "ValidatingAdmissionPolicy",
+                name: volumes_name,
+                source,
+            })?;
+        }
+    }
     match compiled.mutating {
         Some((map, binding)) => {
             put(client, "MutatingAdmissionPolicy", map).await?;

@@ -35,38 +35,34 @@ pub async fn ensure(
         webhooks::mutating(policy, &target, engine),
         webhooks::validating(policy, &target, engine),
     );
-    let webhooks_ready = async {
-        match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
-            Ok(applied)
-                if webhooks::in_place(
-                    (applied.0.as_ref(), &applied.1),
-                    (desired.0.as_ref(), &desired.1),
-                ) =>
-            {
-                AdmissionReadiness::InPlace {
-                    engine: engine.as_str(),
-                }
+    let webhooks_ready = match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
+        Ok(applied)
+            if webhooks::in_place(
+                (applied.0.as_ref(), &applied.1),
+                (desired.0.as_ref(), &desired.1),
+            ) =>
+        {
+            AdmissionReadiness::InPlace {
+                engine: engine.as_str(),
             }
-            Ok(_) => AdmissionReadiness::NotInPlace {
-                reason: "AdmissionNotInPlace",
-                message: format!(
-                    "the webhook configurations {} read back differ from what was written",
-                    webhooks::configuration_name(&name)
-                ),
-            },
-            Err(error) => AdmissionReadiness::NotInPlace {
-                reason: "AdmissionWriteFailed",
-                message: format!(
-                    "could not write the webhook configurations {}: {error}",
-                    webhooks::configuration_name(&name)
-                ),
-            },
         }
+        Ok(_) => AdmissionReadiness::NotInPlace {
+            reason: "AdmissionNotInPlace",
+            message: format!(
+                "the webhook configurations {} read back differ from what was written",
+                webhooks::configuration_name(&name)
+            ),
+        },
+        Err(error) => AdmissionReadiness::NotInPlace {
+            reason: "AdmissionWriteFailed",
+            message: format!(
+                "could not write the webhook configurations {}: {error}",
+                webhooks::configuration_name(&name)
+            ),
+        },
     };
     match engine {
         Engine::Webhook => {
-            // The webhooks in place before the native objects go: no gap between them.
-            let webhooks_ready = webhooks_ready.await;
             if setup.native_served
                 && let Err(error) = native::delete(&ctx.client, &name).await
             {
@@ -75,11 +71,9 @@ pub async fn ensure(
             webhooks_ready
         }
         Engine::Native => {
-            // Under the native engine the webhooks see only access attempts: written
-            // beside the native objects, not before them.
-            let native = native::apply(&ctx.client, policy, enclave, &ctx.caches, setup);
-            let (webhooks_ready, native) = tokio::join!(webhooks_ready, native);
-            let native_ready = match native {
+            let native_ready = match native::apply(&ctx.client, policy, enclave, &ctx.caches, setup)
+                .await
+            {
                 Ok(()) => AdmissionReadiness::InPlace { engine: "native" },
                 Err(native::Error::NotInPlace(message)) => AdmissionReadiness::NotInPlace {
                     reason: "AdmissionNotInPlace",
