@@ -591,6 +591,40 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_listed_page_by_page_fills_in_and_a_retried_list_keeps_newer_pods() {
+        let mut state = State::default();
+        for name in ["a", "b", "c"] {
+            state.put(pod("shop", name, &[("app", "web")], "virginia-a"));
+        }
+        state.cover(covered(&["shop"]));
+        assert!(state.upgrade("shop", vec![pod("shop", "a", &[], "virginia-a")]));
+        assert_eq!(
+            full(&state, "shop", "a"),
+            Some(true),
+            "the first page is in"
+        );
+        assert_eq!(
+            full(&state, "shop", "b"),
+            Some(false),
+            "the next is not yet"
+        );
+        // The watch brings b in full; a retried list starting over changes it not.
+        state.put(pod("shop", "b", &[("app", "web")], "dublin-a"));
+        let page = vec![
+            pod("shop", "a", &[], "virginia-a"),
+            pod("shop", "b", &[], "virginia-a"),
+            pod("shop", "c", &[], "virginia-a"),
+        ];
+        assert!(state.upgrade("shop", page), "c was still a summary");
+        assert_eq!(full(&state, "shop", "c"), Some(true));
+        let b = state.by_namespace["shop"]["b"].detail.clone();
+        assert!(
+            matches!(b, Detail::Full(pod) if pod.node_name() == Some("dublin-a")),
+            "the watch's newer b is kept"
+        );
+    }
+
+    #[test]
     fn a_relist_sweeps_what_it_did_not_return() {
         let mut state = State::default();
         state.put(pod("other", "a", &[("app", "web")], "n"));

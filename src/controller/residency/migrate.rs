@@ -8,7 +8,11 @@
 //! and hold the pass), the pod is reported as blocked by its PDB and retried with
 //! backoff on a later pass, and the other pods keep moving.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -70,34 +74,73 @@ async fn evict(state: &Residency, pod: &CachedPod) -> Result<Outcome> {
     }
 }
 
-/// The next round of evictions: up to `share` pods of each owner, taken a pod of each
-/// owner at a time so that a round the budget (`left`) cuts short stays fair, as
-/// (owner's index, pod). The first round of a pass takes one pod per owner, and the
-/// share doubles each round (up to the calls a pass makes at once): an owner under a
-/// tight PodDisruptionBudget costs at most a refusal or two, and one large Deployment
-/// no longer moves one eviction call at a time (a 10,000-pod Deployment took 10 s per
-/// 100 evictions that way, the whole pass waiting on one call after another).
-fn next_round<T>(
-    owners: &mut [(String, VecDeque<T>)],
+/// The eviction rounds of one pass: candidates grouped by owner, owners in the order
+/// their first candidate comes, each owner's pods in order. A round takes up to `share`
+/// pods of each owner, a pod of each owner at a time so that a round the budget cuts
+/// short stays fair. The first round of a pass takes one pod per owner, and the share
+/// doubles each round (up to the calls a pass makes at once): an owner under a tight
+/// PodDisruptionBudget costs at most a refusal or two, and one large Deployment no
+/// longer moves one eviction call at a time (a 10,000-pod Deployment took 10 s per 100
+/// evictions that way, the whole pass waiting on one call after another).
+struct Rounds<T> {
+    owners: Vec<VecDeque<T>>,
     share: usize,
-    left: usize,
-) -> Vec<(usize, T)> {
-    let mut round = Vec::new();
-    for _ in 0..share {
-        let before = round.len();
-        for (index, (_, pods)) in owners.iter_mut().enumerate() {
-            if round.len() == left {
-                return round;
-            }
-            if let Some(pod) = pods.pop_front() {
-                round.push((index, pod));
+}
+
+impl<T> Rounds<T> {
+    fn new(candidates: impl IntoIterator<Item = T>, owner_of: impl Fn(&T) -> String) -> Self {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut owners: Vec<VecDeque<T>> = Vec::new();
+        for candidate in candidates {
+            match index.entry(owner_of(&candidate)) {
+                Entry::Occupied(owner) => owners[*owner.get()].push_back(candidate),
+                Entry::Vacant(owner) => {
+                    owner.insert(owners.len());
+                    owners.push(VecDeque::from([candidate]));
+                }
             }
         }
-        if round.len() == before {
-            break;
+        Self { owners, share: 1 }
+    }
+
+    /// The next round, at most `left` long, as (owner's index, candidate).
+    fn next(&mut self, left: usize) -> Vec<(usize, T)> {
+        let mut round = Vec::new();
+        'round: for _ in 0..self.share {
+            let before = round.len();
+            for (index, pods) in self.owners.iter_mut().enumerate() {
+                if round.len() == left {
+                    break 'round;
+                }
+                if let Some(pod) = pods.pop_front() {
+                    round.push((index, pod));
+                }
+            }
+            if round.len() == before {
+                break;
+            }
+        }
+        self.share = (self.share * 2).min(PARALLELISM);
+        round
+    }
+
+    /// The owner was refused: no more tries this pass.
+    fn stop(&mut self, owner: usize) {
+        if let Some(pods) = self.owners.get_mut(owner) {
+            pods.clear();
         }
     }
-    round
+}
+
+/// Whom a candidate is grouped with in the rounds: its controller, within its own
+/// namespace, or only itself. A tenant can write any owner UID on its own pods;
+/// keyed by namespace, a pod claiming another namespace's owner never shares that
+/// owner's rounds, so its refusals never stop another tenant's evictions.
+fn owner_key(pod: &CachedPod) -> String {
+    match controller_uid(pod) {
+        Some(uid) => format!("{}/{uid}", pod.namespace().unwrap_or_default()),
+        None => format!("pod {}", pod.uid().unwrap_or_default()),
+    }
 }
 
 /// Evicts up to `budget` of the candidates in rounds (see [`next_round`]): an owner
@@ -110,27 +153,17 @@ async fn evict_in_rounds(
     to_evict: &[Arc<CachedPod>],
     budget: usize,
 ) -> Vec<(Arc<CachedPod>, Result<Outcome>)> {
-    // Owners in the order their first candidate comes, each with its pods in order.
-    let mut owners: Vec<(String, VecDeque<Arc<CachedPod>>)> = Vec::new();
-    for pod in to_evict {
-        let owner =
-            controller_uid(pod).map_or_else(|| pod.uid().unwrap_or_default(), str::to_owned);
-        match owners.iter_mut().find(|(uid, _)| *uid == owner) {
-            Some((_, pods)) => pods.push_back(pod.clone()),
-            None => owners.push((owner, VecDeque::from([pod.clone()]))),
-        }
-    }
+    let mut rounds = Rounds::new(to_evict.iter().cloned(), |pod| owner_key(pod));
     let mut results = Vec::new();
-    let (mut left, mut share) = (budget, 1);
+    let mut left = budget;
     while left > 0 {
         // Owned pods: a stream of borrowed ones trips the compiler's higher-ranked
         // lifetime inference once the controller future must be Send.
-        let round = next_round(&mut owners, share, left);
+        let round = rounds.next(left);
         if round.is_empty() {
             break;
         }
         left -= round.len();
-        share = (share * 2).min(PARALLELISM);
         let outcomes: Vec<(usize, Arc<CachedPod>, Result<Outcome>)> = futures::stream::iter(round)
             .map(|(index, pod)| async move {
                 let result = evict(state, &pod).await;
@@ -142,9 +175,7 @@ async fn evict_in_rounds(
         for (index, pod, result) in outcomes {
             if !matches!(result, Ok(Outcome::Evicted)) {
                 // Refused (or failed): this owner waits for the next pass.
-                if let Some((_, pods)) = owners.get_mut(index) {
-                    pods.clear();
-                }
+                rounds.stop(index);
             }
             results.push((pod, result));
         }
@@ -303,40 +334,35 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn owners(sizes: &[usize]) -> Vec<(String, VecDeque<String>)> {
-        sizes
+    /// Candidates named "owner/pod".
+    fn rounds(sizes: &[usize]) -> Rounds<String> {
+        let candidates = sizes
             .iter()
             .enumerate()
-            .map(|(o, &n)| {
-                (
-                    format!("owner-{o}"),
-                    (0..n).map(|p| format!("{o}/{p}")).collect(),
-                )
-            })
-            .collect()
+            .flat_map(|(o, &n)| (0..n).map(move |p| format!("{o}/{p}")));
+        Rounds::new(candidates, |c| {
+            c.split('/').next().unwrap_or_default().to_string()
+        })
+    }
+
+    fn names(round: &[(usize, String)]) -> Vec<&str> {
+        round.iter().map(|(_, p)| p.as_str()).collect()
     }
 
     #[test]
     fn rounds_start_at_one_pod_per_owner_and_take_turns() {
-        let mut owners = owners(&[3, 1, 2]);
-        let first = next_round(&mut owners, 1, 100);
-        assert_eq!(
-            first.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
-            ["0/0", "1/0", "2/0"]
-        );
+        let mut rounds = rounds(&[3, 1, 2]);
+        assert_eq!(names(&rounds.next(100)), ["0/0", "1/0", "2/0"]);
         // A share of two takes a pod of each owner, then a second of each.
-        let second = next_round(&mut owners, 2, 100);
-        assert_eq!(
-            second.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
-            ["0/1", "2/1", "0/2"]
-        );
-        assert!(next_round(&mut owners, 4, 100).is_empty());
+        assert_eq!(names(&rounds.next(100)), ["0/1", "2/1", "0/2"]);
+        assert!(rounds.next(100).is_empty());
     }
 
     #[test]
     fn the_budget_cuts_a_round_short_fairly() {
-        let mut owners = owners(&[5, 5, 5]);
-        let round = next_round(&mut owners, 4, 4);
+        let mut rounds = rounds(&[5, 5, 5]);
+        rounds.share = 4;
+        let round = rounds.next(4);
         assert_eq!(
             round.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
             [0, 1, 2, 0],
@@ -346,14 +372,37 @@ mod tests {
 
     #[test]
     fn one_large_owner_is_evicted_many_at_a_time_after_the_first_round() {
-        let mut owners = owners(&[100]);
-        let (mut left, mut share, mut rounds) = (100, 1, Vec::new());
+        let mut rounds = rounds(&[100]);
+        let (mut left, mut sizes) = (100, Vec::new());
         while left > 0 {
-            let round = next_round(&mut owners, share, left);
+            let round = rounds.next(left);
             left -= round.len();
-            rounds.push(round.len());
-            share = (share * 2).min(PARALLELISM);
+            sizes.push(round.len());
         }
-        assert_eq!(rounds, [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
+    }
+
+    #[test]
+    fn a_stopped_owner_gets_no_more_tries_and_the_others_go_on() {
+        let mut rounds = rounds(&[4, 4]);
+        assert_eq!(names(&rounds.next(100)), ["0/0", "1/0"]);
+        rounds.stop(0);
+        assert_eq!(names(&rounds.next(100)), ["1/1", "1/2"]);
+    }
+
+    #[test]
+    fn a_pod_claiming_another_namespaces_owner_is_not_grouped_with_it() {
+        let pod = |namespace: &str, name: &str| -> CachedPod {
+            serde_json::from_value(serde_json::json!({"metadata": {
+                "namespace": namespace, "name": name, "uid": format!("uid-{name}"),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                                     "uid": "rs-victim", "controller": true}]
+            }}))
+            .expect("a pod parses")
+        };
+        let (victim, forged) = (pod("victim", "web-1"), pod("tenant", "web-2"));
+        assert_ne!(owner_key(&victim), owner_key(&forged));
+        let mut rounds = Rounds::new([forged, victim], owner_key);
+        assert_eq!(rounds.next(100).len(), 2, "two owners, one pod each");
     }
 }
