@@ -3,6 +3,8 @@
 # Virginia when a ResidencyPolicy arrives; measures how long until the policy's status
 # counts them (detection) and until every pod runs inside the enclave (migration), and
 # the operator's resident memory afterwards. Usage: bench-migration.sh <cluster-dir> [N]
+# MAX_CONCURRENT sets the policy's maxConcurrent (default 100): raising it shows whether
+# the operator or the cluster sets the pace.
 set -euo pipefail
 cluster_dir=${1:?usage: bench-migration.sh <cluster-dir> [pods]}
 pods=${2:-1000}
@@ -89,15 +91,6 @@ echo "   before: $inside inside the enclave, $outside in Virginia"
 kubectl taint nodes -l "$enclave_nodes" enclave.dev/bench- >/dev/null
 moving=$outside
 
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: ResidencyPolicy
-metadata: {name: bench}
-spec:
-  enclave: eu
-  match: {namespaceSelector: {matchLabels: {enclave.dev/residency: bench}}}
-  migration: {maxEvictionsPerMinute: $((pods * 2)), maxConcurrent: 100}
-YAML
 # CPU of every process over the run: who the bottleneck is.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A cpu_before
@@ -106,7 +99,17 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kwok etcd; do
 	components+=" $c:$(cat "$cluster_dir/pids/$c.pid")"
 done
 for entry in $components; do cpu_before[${entry%%:*}]=$(ticks "${entry#*:}"); done
+# Times count from just before the policy is sent (kubectl included).
 start=$(now_ms)
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: bench}
+spec:
+  enclave: eu
+  match: {namespaceSelector: {matchLabels: {enclave.dev/residency: bench}}}
+  migration: {maxEvictionsPerMinute: $((pods * 2)), maxConcurrent: ${MAX_CONCURRENT:-100}}
+YAML
 read -r detected done_ms < <(hack/bench-migration-watch.py "$pods" "$start")
 rss=$(awk '/VmRSS/ {print $2 " " $3}' "/proc/$operator/status")
 peak=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$operator/status")

@@ -720,3 +720,77 @@ async fn a_claim_without_a_class_is_judged_by_the_default_class() {
         .await;
     }
 }
+
+/// Admission objects deleted by hand are written again at once, by the pass their
+/// deletion triggers, not at the once-a-minute rewrite: passes that find nothing
+/// changed skip the writes.
+#[tokio::test]
+async fn admission_objects_deleted_by_hand_are_put_back_at_once() {
+    let _cluster = cluster_lock().read().await;
+    let ns = setup("adm-repair", "");
+    wait_for_admission(&ns.name).await;
+    // What the engine relies on to refuse a pod pinned outside the enclave.
+    let objects: Vec<(&str, String)> = if webhook_engine() {
+        vec![
+            (
+                "validatingwebhookconfiguration",
+                format!("enclave-operator-{}", ns.name),
+            ),
+            (
+                "mutatingwebhookconfiguration",
+                format!("enclave-operator-{}", ns.name),
+            ),
+        ]
+    } else {
+        vec![
+            (
+                "validatingadmissionpolicybinding",
+                format!("enclave-check.{}", ns.name),
+            ),
+            (
+                "mutatingadmissionpolicy",
+                format!("enclave-place.{}", ns.name),
+            ),
+        ]
+    };
+    let uid = |kind: &str, name: &str| {
+        let out = kubectl(&["get", kind, name, "-o", "jsonpath={.metadata.uid}"], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Several passes run and skip their writes (pods come and go elsewhere in the
+    // suite); the deletion must still be noticed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<String> = objects.iter().map(|(k, n)| uid(k, n)).collect();
+    assert!(before.iter().all(|u| !u.is_empty()), "{objects:?} exist");
+    let deleted = std::time::Instant::now();
+    for (kind, name) in &objects {
+        let out = kubectl(&["delete", kind, name, "--wait=false"], None);
+        assert!(out.status.success(), "delete {kind} {name}: {out:?}");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the admission objects written again",
+        || async {
+            let now: Vec<String> = objects.iter().map(|(k, n)| uid(k, n)).collect();
+            if now
+                .iter()
+                .zip(&before)
+                .all(|(n, b)| !n.is_empty() && n != b)
+            {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
+    let repaired = deleted.elapsed();
+    eprintln!("admission objects written again {repaired:?} after their deletion");
+    assert!(repaired < Duration::from_secs(10), "{repaired:?}");
+    wait_for_admission(&ns.name).await;
+    let out = in_namespace(&ns.name, &pod("pinned", "  nodeName: virginia-a\n"));
+    assert!(
+        !out.status.success(),
+        "a pod pinned to Virginia is refused again"
+    );
+}

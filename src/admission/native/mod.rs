@@ -172,7 +172,7 @@ fn refusals(
 }
 
 /// Everything the native engine writes for one policy.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Compiled {
     pub mutating: Option<(MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding)>,
     pub check: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
@@ -775,17 +775,13 @@ where
     Ok(())
 }
 
-/// Writes the policy's native objects, validating policy
-/// before binding and checks before the mutation, so that a failure half-way leaves
-/// pods refused, never admitted unplaced.
-pub async fn apply(
-    client: &Client,
+/// The policy's native objects, with the cluster's facts compiled in.
+pub fn desired(
     policy: &ResidencyPolicy,
     enclave: Result<&ResolvedEnclave, &str>,
     catalog: &impl crate::catalog::Catalog,
     setup: &AdmissionSetup,
-) -> Result<(), Error> {
-    let namespace = &setup.operator_namespace;
+) -> Result<Compiled, Error> {
     let facts = match enclave {
         Ok(enclave) => {
             let default_class = crate::volumes::default_class(&catalog.storage_classes());
@@ -794,7 +790,17 @@ pub async fn apply(
         }
         Err(_) => Facts::default(),
     };
-    let compiled = compile(policy, enclave, &facts, namespace);
+    Ok(compile(policy, enclave, &facts, &setup.operator_namespace))
+}
+
+/// Writes the policy's native objects ([`desired`]), validating policy
+/// before binding and checks before the mutation, so that a failure half-way leaves
+/// pods refused, never admitted unplaced.
+pub async fn apply(
+    client: &Client,
+    policy: &ResidencyPolicy,
+    compiled: Compiled,
+) -> Result<(), Error> {
     put(client, "ValidatingAdmissionPolicy", compiled.check.0).await?;
     put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await?;
     put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;

@@ -61,6 +61,7 @@ pub struct Residency {
     pub memory: memory::Memory,
     pub fence: network::FenceMemory,
     pub admission_in_place: AdmissionClock,
+    pub admission_writes: admission::Writes,
 }
 
 /// How long admission objects must have been in place, unchanged, before pods are
@@ -178,7 +179,7 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     let enclave_ref = enclave.as_ref().map_err(String::as_str);
 
     // 2. Admission objects first: the enclave must hold before anything moves into it.
-    let readiness = admission::ensure(ctx, policy, enclave_ref).await;
+    let readiness = admission::ensure(ctx, &state.admission_writes, policy, enclave_ref).await;
     if let AdmissionReadiness::NotInPlace { reason, message } = &readiness {
         tracing::warn!(reason, message, "admission is not in place");
     }
@@ -579,11 +580,23 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
             }
         }
     });
+    let state = Arc::new(Residency {
+        ctx: ctx.clone(),
+        memory: memory::Memory::default(),
+        fence: network::FenceMemory::default(),
+        admission_in_place: AdmissionClock::default(),
+        admission_writes: admission::Writes::default(),
+    });
     let caches = &ctx.caches;
     let ca_changes =
         futures::stream::unfold(ctx.admission.ca_bundle.clone(), |mut rx| async move {
             rx.changed().await.ok().map(|()| ((), rx))
         });
+    // A touched admission object is written again by the pass it triggers.
+    let admission_touched = admission_changes(&ctx.client, ctx.admission.native_served).inspect({
+        let state = state.clone();
+        move |()| state.admission_writes.touched()
+    });
     let triggers = futures::stream::select_all([
         caches.pods.changes().boxed(),
         caches.nodes.changes().boxed(),
@@ -596,14 +609,8 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
         caches.storage_classes.changes().boxed(),
         caches.network_policies.changes().boxed(),
         ca_changes.boxed(),
-        admission_changes(&ctx.client, ctx.admission.native_served),
+        admission_touched.boxed(),
     ]);
-    let state = Arc::new(Residency {
-        ctx: ctx.clone(),
-        memory: memory::Memory::default(),
-        fence: network::FenceMemory::default(),
-        admission_in_place: AdmissionClock::default(),
-    });
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let graceful = term.graceful_shutdown(controller.store());
     controller
