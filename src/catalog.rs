@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::{
-    cache::{CachedPod, PodSummary, ReplicaOwner},
+    cache::{AwaitingDetail, CachedPod, PodSummary, ReplicaOwner},
     crd::{DataEnclave, ResidencyPolicy},
 };
 
@@ -35,6 +35,8 @@ pub trait Catalog {
     fn pods(&self) -> Vec<Arc<CachedPod>>;
     /// Every pod, as reachability sees it (namespace, name, labels, named ports).
     fn pod_summaries(&self) -> Vec<PodSummary>;
+    /// Pods of namespaces newly in reach whose list in full has not reached them yet.
+    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail>;
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
     /// ReplicaSets and StatefulSets: what their pods' replacements come from.
@@ -55,6 +57,7 @@ pub struct StaticCatalog {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub nodes: BTreeMap<String, Arc<Node>>,
     pub pods: Vec<Arc<CachedPod>>,
+    pub awaiting_detail: Vec<AwaitingDetail>,
     pub claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
     pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
     pub owners: Vec<Arc<ReplicaOwner>>,
@@ -93,6 +96,9 @@ impl Catalog for StaticCatalog {
     }
     fn pod_summaries(&self) -> Vec<PodSummary> {
         self.pods.iter().filter_map(|p| PodSummary::of(p)).collect()
+    }
+    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail> {
+        self.awaiting_detail.clone()
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims
@@ -201,6 +207,7 @@ impl StaticCatalog {
             namespaces: fixture.namespaces,
             nodes,
             pods: fixture.pods.into_iter().map(Arc::new).collect(),
+            awaiting_detail: Vec::new(),
             claims: fixture
                 .claims
                 .into_iter()

@@ -7,7 +7,7 @@
 
 mod pods;
 
-pub use pods::{Labels, PodIndex, PodSummary};
+pub use pods::{AwaitingDetail, Labels, PodIndex, PodSummary};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -812,6 +812,9 @@ impl Catalog for Caches {
     }
     fn pod_summaries(&self) -> Vec<PodSummary> {
         self.pods.summaries()
+    }
+    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail> {
+        self.pods.awaiting_detail()
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims

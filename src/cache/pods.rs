@@ -57,11 +57,36 @@ impl PodSummary {
 }
 
 /// What is kept of a pod outside every covered namespace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 struct Summary {
     labels: Arc<Labels>,
     named_ports: Arc<[NamedPort]>,
     terminating: bool,
+    /// Where it runs and whether it finished: read only while its namespace, newly
+    /// covered, is being listed in full ([`PodIndex::awaiting_detail`]). Their changes
+    /// wake nobody: a namespace out of every policy's reach is scheduled, run and
+    /// finished without a pass.
+    node: Option<Arc<str>>,
+    finished: bool,
+}
+
+impl Summary {
+    /// Whether a decision out of scope (reachability, the access gate) may read the
+    /// pod differently.
+    fn reads_differently(&self, other: &Self) -> bool {
+        self.labels != other.labels
+            || self.named_ports != other.named_ports
+            || self.terminating != other.terminating
+    }
+}
+
+/// A pod of a newly covered namespace, before its list in full has reached it: enough
+/// to count it in scope and say whether it runs inside the enclave.
+#[derive(Clone, Debug)]
+pub struct AwaitingDetail {
+    pub namespace: String,
+    pub labels: Arc<Labels>,
+    pub node: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +113,8 @@ struct State {
     /// One shared list per distinct set of named ports (most pods of a cluster
     /// declare one of a handful).
     interned_ports: HashSet<Arc<[NamedPort]>>,
+    /// One shared name per node that summarised pods run on.
+    interned_nodes: HashSet<Arc<str>>,
     /// Removals since the interner was last pruned.
     removed: usize,
 }
@@ -111,11 +138,22 @@ impl State {
         shared
     }
 
+    fn intern_node(&mut self, node: &str) -> Arc<str> {
+        if let Some(shared) = self.interned_nodes.get(node) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = node.into();
+        self.interned_nodes.insert(shared.clone());
+        shared
+    }
+
     fn summarise(&mut self, pod: &CachedPod) -> Summary {
         Summary {
             labels: self.intern(pod.labels()),
             named_ports: self.intern_ports(&pod.spec.named_ports),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            node: pod.node_name().map(|node| self.intern_node(node)),
+            finished: matches!(pod.phase(), Some("Succeeded" | "Failed")),
         }
     }
 
@@ -127,6 +165,8 @@ impl State {
             self.interned.retain(|labels| Arc::strong_count(labels) > 1);
             self.interned_ports
                 .retain(|ports| Arc::strong_count(ports) > 1);
+            self.interned_nodes
+                .retain(|node| Arc::strong_count(node) > 1);
         }
     }
 
@@ -145,7 +185,7 @@ impl State {
         let epoch = self.epoch;
         let pods = self.by_namespace.entry(namespace).or_default();
         let changed = match (pods.get(&name).map(|s| &s.detail), &detail) {
-            (Some(Detail::Summary(old)), Detail::Summary(new)) => old != new,
+            (Some(Detail::Summary(old)), Detail::Summary(new)) => old.reads_differently(new),
             _ => true,
         };
         pods.insert(name, Slot { detail, epoch });
@@ -183,6 +223,27 @@ impl State {
         (full, summarised, self.interned.len())
     }
 
+    fn awaiting_detail(&self) -> Vec<AwaitingDetail> {
+        let mut awaiting = Vec::new();
+        for namespace in &self.covered {
+            let Some(pods) = self.by_namespace.get(namespace) else {
+                continue;
+            };
+            for slot in pods.values() {
+                if let Detail::Summary(s) = &slot.detail
+                    && !s.finished
+                {
+                    awaiting.push(AwaitingDetail {
+                        namespace: namespace.clone(),
+                        labels: s.labels.clone(),
+                        node: s.node.clone(),
+                    });
+                }
+            }
+        }
+        awaiting
+    }
+
     /// Forgets pods the re-list that just completed did not return.
     fn sweep(&mut self) -> bool {
         let epoch = self.epoch;
@@ -195,6 +256,8 @@ impl State {
         self.interned.retain(|labels| Arc::strong_count(labels) > 1);
         self.interned_ports
             .retain(|ports| Arc::strong_count(ports) > 1);
+        self.interned_nodes
+            .retain(|node| Arc::strong_count(node) > 1);
         before != after
     }
 
@@ -322,6 +385,13 @@ impl PodIndex {
                 Detail::Summary(_) => None,
             })
             .collect()
+    }
+
+    /// Pods of covered namespaces still summarised (their namespace's list in full is
+    /// on its way), unfinished: a pass counts them in scope at once, rather than when the
+    /// last page of a large namespace arrives.
+    pub fn awaiting_detail(&self) -> Vec<AwaitingDetail> {
+        self.read().awaiting_detail()
     }
 
     /// Every pod, as reachability sees it.
@@ -588,6 +658,35 @@ mod tests {
         assert!(state.cover(covered(&[])).is_empty());
         assert_eq!(full(&state, "shop", "a"), Some(false));
         assert!(!state.upgrade("shop", vec![pod("shop", "a", &[], "dublin-a")]));
+    }
+
+    #[test]
+    fn pods_of_a_namespace_being_listed_are_counted_from_their_summaries() {
+        let mut state = State::default();
+        state.put(pod("shop", "a", &[("app", "web")], "virginia-a"));
+        let mut done = pod("shop", "done", &[("app", "web")], "virginia-a");
+        done.status.phase = Some("Succeeded".into());
+        state.put(done);
+        state.put(pod("other", "b", &[("app", "web")], "virginia-a"));
+        assert!(state.awaiting_detail().is_empty(), "nothing covered");
+        state.cover(covered(&["shop"]));
+        let awaiting = state.awaiting_detail();
+        assert_eq!(
+            awaiting.len(),
+            1,
+            "finished pods are not counted: {awaiting:?}"
+        );
+        assert_eq!(awaiting[0].namespace, "shop");
+        assert_eq!(awaiting[0].node.as_deref(), Some("virginia-a"));
+        assert_eq!(
+            awaiting[0].labels.get("app").map(String::as_str),
+            Some("web")
+        );
+        assert!(state.upgrade(
+            "shop",
+            vec![pod("shop", "a", &[("app", "web")], "virginia-a")]
+        ));
+        assert!(state.awaiting_detail().is_empty(), "read in full");
     }
 
     #[test]

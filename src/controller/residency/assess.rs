@@ -66,6 +66,10 @@ pub struct Assessment {
     pub non_compliant: i32,
     pub migrating: i32,
     pub blocked: i32,
+    /// Pods in scope not read in full yet (their namespace just came into scope and is
+    /// being listed) and not running inside the enclave: judged when their detail
+    /// arrives. Those running outside are also in `non_compliant`.
+    pub awaiting_detail: i32,
     /// Every violation, sorted by namespace and name (status lists the first ones).
     pub violations: Vec<Violation>,
     /// Pods to evict, namespaces taking turns so that one large namespace cannot hold
@@ -602,6 +606,29 @@ pub fn assess<C: Catalog>(
         }
     }
 
+    // Pods of a namespace newly in scope that its list in full has not reached yet:
+    // counted at once (a 10,000-pod namespace takes seconds to list), judged, and
+    // evicted, only once read in full. Their owners' replicas count as missing, and so
+    // in flight, until then: nothing of the namespace moves on a partial view.
+    for pod in catalog.pods_awaiting_detail() {
+        let Some(namespace_labels) = namespaces.get(&pod.namespace) else {
+            continue;
+        };
+        if !scope::covers(policy, &pod.namespace, namespace_labels, &pod.labels) {
+            continue;
+        }
+        assessment.matched += 1;
+        let node = pod.node.as_deref().map(|name| nodes.get(name));
+        match node {
+            Some(Some(node)) if enclave.contains_node(node.labels()) => assessment.compliant += 1,
+            Some(_) => {
+                assessment.awaiting_detail += 1;
+                assessment.non_compliant += 1;
+            }
+            None => assessment.awaiting_detail += 1,
+        }
+    }
+
     // Owners' replicas on their way: evicted and not recreated yet, or recreated and
     // not running yet. After a restart nothing else remembers an eviction whose pod is
     // already gone. Owners that cannot create pods are stuck, not on their way.
@@ -645,7 +672,7 @@ pub fn assess<C: Catalog>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::StaticCatalog;
+    use crate::{cache::AwaitingDetail, catalog::StaticCatalog};
 
     fn world(extra: &str) -> StaticCatalog {
         let base = include_str!("testdata/world.yaml");
@@ -722,6 +749,86 @@ mod tests {
         let reasons = reasons(&assessment);
         assert!(reasons.contains(&("web-1".to_string(), "DisruptionBudget".to_string())));
         assert!(reasons.contains(&("web-2".to_string(), "ReplacementOutsideEnclave".to_string())));
+    }
+
+    #[test]
+    fn pods_of_a_namespace_being_listed_are_counted_at_once_and_judged_later() {
+        let mut catalog = world("");
+        let before = run(&catalog, &Memory::default());
+        let awaiting = |namespace: &str, app: &str, node: Option<&str>| AwaitingDetail {
+            namespace: namespace.into(),
+            labels: Arc::new([("app".to_string(), app.to_string())].into()),
+            node: node.map(Arc::from),
+        };
+        catalog.awaiting_detail = vec![
+            awaiting("shop", "web", Some("virginia-a")),
+            awaiting("shop", "web", Some("virginia-a")),
+            awaiting("api", "api", Some("dublin-a")),
+            awaiting("api", "api", None),
+            awaiting("public", "web", Some("virginia-a")),
+        ];
+        let after = run(&catalog, &Memory::default());
+        assert_eq!(
+            after.matched,
+            before.matched + 4,
+            "out of scope: not counted"
+        );
+        assert_eq!(after.compliant, before.compliant + 1, "running inside");
+        assert_eq!(
+            after.non_compliant,
+            before.non_compliant + 2,
+            "running outside"
+        );
+        assert_eq!(after.awaiting_detail, 3, "outside or pending");
+        assert_eq!(
+            after.to_evict.len(),
+            before.to_evict.len(),
+            "nothing evicted before it is read in full"
+        );
+        assert_eq!(after.violations.len(), before.violations.len());
+
+        // Only pods awaiting their detail, none outside yet: not Compliant either.
+        let inside_only = StaticCatalog {
+            pods: catalog
+                .pods
+                .iter()
+                .filter(|p| p.node_name() == Some("dublin-a"))
+                .cloned()
+                .collect(),
+            awaiting_detail: vec![awaiting("api", "api", None)],
+            ..catalog.clone()
+        };
+        let assessment = run(&inside_only, &Memory::default());
+        assert_eq!(
+            (assessment.non_compliant, assessment.awaiting_detail),
+            (0, 1)
+        );
+        let policy = inside_only.policies()[0].clone();
+        let enclave = scope::resolve_enclave(&inside_only, &policy).expect("enclave");
+        let found = super::super::status::Found {
+            enclave: Ok(&enclave),
+            admission: &super::super::status::AdmissionReadiness::InPlace { engine: "native" },
+            assessment: Some(&assessment),
+            volumes: None,
+            network: None,
+        };
+        let status = super::super::status::build(&policy, &found, &crate::conditions::now());
+        let compliant = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Compliant")
+            .expect("Compliant");
+        assert_eq!(
+            (compliant.status.as_str(), compliant.reason.as_str()),
+            ("False", "Assessing"),
+            "{}",
+            compliant.message
+        );
+        assert!(
+            compliant.message.contains("1 not read in full yet"),
+            "{}",
+            compliant.message
+        );
     }
 
     /// web-1 and web-2's ReplicaSet, wanting the two it has.

@@ -102,7 +102,7 @@ fn ready(policy: &ResidencyPolicy, found: &Found) -> Observed {
 }
 
 fn compliant(policy: &ResidencyPolicy, assessment: &Assessment) -> Observed {
-    if assessment.non_compliant == 0 {
+    if assessment.non_compliant == 0 && assessment.awaiting_detail == 0 {
         return Observed::new(
             "Compliant",
             true,
@@ -119,6 +119,11 @@ fn compliant(policy: &ResidencyPolicy, assessment: &Assessment) -> Observed {
         ("Migrating", "moving them into the enclave")
     } else if assessment.blocked > 0 {
         ("Blocked", "they need manual action (see violations)")
+    } else if assessment.awaiting_detail > 0 {
+        (
+            "Assessing",
+            "their namespace just came into scope and is being read in full",
+        )
     } else {
         ("OutsideEnclave", "see violations")
     };
@@ -127,8 +132,13 @@ fn compliant(policy: &ResidencyPolicy, assessment: &Assessment) -> Observed {
         false,
         reason,
         format!(
-            "{} of {} pods in scope are outside the enclave: {what}",
-            assessment.non_compliant, assessment.matched
+            "{} of {} pods in scope are outside the enclave: {what}{}",
+            assessment.non_compliant,
+            assessment.matched,
+            match assessment.awaiting_detail {
+                0 => String::new(),
+                n => format!(" ({n} not read in full yet)"),
+            }
         ),
     )
 }
