@@ -35,8 +35,10 @@ pub trait Catalog {
     fn pods(&self) -> Vec<Arc<CachedPod>>;
     /// Every pod, as reachability sees it (namespace, name, labels, named ports).
     fn pod_summaries(&self) -> Vec<PodSummary>;
-    /// Pods of namespaces newly in reach whose list in full has not reached them yet.
-    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail>;
+    /// [`Catalog::pods`], and the pods of namespaces newly in reach that their list in
+    /// full has not reached yet, as of one moment: a page read in full moves pods from
+    /// the second to the first, and two reads apart would miss or double-count them.
+    fn pods_and_awaiting_detail(&self) -> (Vec<Arc<CachedPod>>, Vec<AwaitingDetail>);
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
     /// ReplicaSets and StatefulSets: what their pods' replacements come from.
@@ -97,8 +99,8 @@ impl Catalog for StaticCatalog {
     fn pod_summaries(&self) -> Vec<PodSummary> {
         self.pods.iter().filter_map(|p| PodSummary::of(p)).collect()
     }
-    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail> {
-        self.awaiting_detail.clone()
+    fn pods_and_awaiting_detail(&self) -> (Vec<Arc<CachedPod>>, Vec<AwaitingDetail>) {
+        (self.pods.clone(), self.awaiting_detail.clone())
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims

@@ -813,8 +813,8 @@ impl Catalog for Caches {
     fn pod_summaries(&self) -> Vec<PodSummary> {
         self.pods.summaries()
     }
-    fn pods_awaiting_detail(&self) -> Vec<AwaitingDetail> {
-        self.pods.awaiting_detail()
+    fn pods_and_awaiting_detail(&self) -> (Vec<Arc<CachedPod>>, Vec<AwaitingDetail>) {
+        self.pods.covered_and_awaiting_detail()
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims

@@ -223,6 +223,21 @@ impl State {
         (full, summarised, self.interned.len())
     }
 
+    fn covered_pods(&self) -> Vec<Arc<CachedPod>> {
+        self.covered
+            .iter()
+            .filter_map(|namespace| self.by_namespace.get(namespace))
+            .flat_map(|pods| pods.values())
+            .filter_map(|slot| match &slot.detail {
+                Detail::Full(pod) => Some(pod.clone()),
+                Detail::Summary(_) => None,
+            })
+            .collect()
+    }
+
+    /// Pods of covered namespaces still summarised (their namespace's list in full is
+    /// on its way), unfinished: a pass counts them in scope at once, rather than when the
+    /// last page of a large namespace arrives.
     fn awaiting_detail(&self) -> Vec<AwaitingDetail> {
         let mut awaiting = Vec::new();
         for namespace in &self.covered {
@@ -374,24 +389,14 @@ impl PodIndex {
 
     /// Every pod of the covered namespaces, in full.
     pub fn covered_pods(&self) -> Vec<Arc<CachedPod>> {
-        let state = self.read();
-        state
-            .covered
-            .iter()
-            .filter_map(|namespace| state.by_namespace.get(namespace))
-            .flat_map(|pods| pods.values())
-            .filter_map(|slot| match &slot.detail {
-                Detail::Full(pod) => Some(pod.clone()),
-                Detail::Summary(_) => None,
-            })
-            .collect()
+        self.read().covered_pods()
     }
 
-    /// Pods of covered namespaces still summarised (their namespace's list in full is
-    /// on its way), unfinished: a pass counts them in scope at once, rather than when the
-    /// last page of a large namespace arrives.
-    pub fn awaiting_detail(&self) -> Vec<AwaitingDetail> {
-        self.read().awaiting_detail()
+    /// [`Self::covered_pods`] and [`State::awaiting_detail`] under one read: a page
+    /// put in place between two reads would be missed or counted twice.
+    pub fn covered_and_awaiting_detail(&self) -> (Vec<Arc<CachedPod>>, Vec<AwaitingDetail>) {
+        let state = self.read();
+        (state.covered_pods(), state.awaiting_detail())
     }
 
     /// Every pod, as reachability sees it.

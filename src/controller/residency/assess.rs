@@ -503,7 +503,7 @@ pub fn assess<C: Catalog>(
         .cloned()
         .collect();
     let namespaces = catalog.namespaces();
-    let pods = catalog.pods();
+    let (pods, awaiting) = catalog.pods_and_awaiting_detail();
     let enforced = policy.spec.enforcement == Enforcement::Enforce;
     let disjoint = if enforced {
         disjoint_policies(catalog, policy, enclave, &all_nodes)
@@ -610,7 +610,7 @@ pub fn assess<C: Catalog>(
     // counted at once (a 10,000-pod namespace takes seconds to list), judged, and
     // evicted, only once read in full. Their owners' replicas count as missing, and so
     // in flight, until then: nothing of the namespace moves on a partial view.
-    for pod in catalog.pods_awaiting_detail() {
+    for pod in awaiting {
         let Some(namespace_labels) = namespaces.get(&pod.namespace) else {
             continue;
         };
