@@ -687,11 +687,13 @@ mod tests {
             awaiting[0].labels.get("app").map(String::as_str),
             Some("web")
         );
+        assert!(state.covered_pods().is_empty(), "none in full yet");
         assert!(state.upgrade(
             "shop",
             vec![pod("shop", "a", &[("app", "web")], "virginia-a")]
         ));
         assert!(state.awaiting_detail().is_empty(), "read in full");
+        assert_eq!(state.covered_pods().len(), 1);
     }
 
     #[test]
