@@ -1,8 +1,9 @@
 //! What the residency controller remembers between passes, in memory: the evictions of
 //! the last minute (for the rate), evictions the watch has not shown yet (so that a pass
-//! right after an eviction cannot exceed `maxConcurrent`), evictions per owner (so that
-//! a replacement that lands outside again is reported, not evicted in a loop), and
-//! refusals by PodDisruptionBudgets (so that a pod a PDB holds is retried later while
+//! right after an eviction cannot exceed `maxConcurrent`, nor evict the same pod again),
+//! evictions per owner (so that a replacement that lands outside again is reported, not
+//! evicted in a loop), and refusals by PodDisruptionBudgets (so that a pod a PDB holds
+//! is retried later while
 //! the others keep moving: as soon as its owner's replicas are back when the refusal
 //! was the budget spent on them, with backoff when the PDB refused an owner at rest).
 //!
@@ -74,6 +75,11 @@ pub struct Memory {
     policies: Mutex<HashMap<String, PolicyMemory>>,
     refusals: Mutex<HashMap<String, Refusal>>,
     owners: Mutex<HashMap<String, OwnerEviction>>,
+    /// Pods evicted in the last [`UNSEEN_HORIZON`], by UID: a pass that runs before the
+    /// watch shows one terminating must not evict it again (a second eviction of a pod
+    /// already going is accepted by the API server, and would be a second `PodEvicted`
+    /// in the evidence).
+    evicted_pods: Mutex<HashMap<String, Instant>>,
     /// What was last recorded as blocked, per policy and pod UID: records on change only.
     blocked: Mutex<HashMap<String, HashMap<String, &'static str>>>,
 }
@@ -131,12 +137,23 @@ impl Memory {
         }
         if let Some(uid) = pod.uid() {
             lock(&self.refusals).remove(&uid);
+            lock(&self.evicted_pods).insert(uid, Instant::now());
         }
+    }
+
+    /// Whether `pod` was evicted lately (its eviction not yet shown by the watch).
+    pub fn evicted_lately(&self, pod: &CachedPod) -> bool {
+        pod.uid().is_some_and(|uid| {
+            lock(&self.evicted_pods)
+                .get(&uid)
+                .is_some_and(|at| at.elapsed() < UNSEEN_HORIZON)
+        })
     }
 
     /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
     /// seen terminating or gone, and no newer pod of its owner is seen. Forgets the rest.
     pub fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
+        lock(&self.evicted_pods).retain(|_, at| at.elapsed() < UNSEEN_HORIZON);
         let mut policies = lock(&self.policies);
         let Some(memory) = policies.get_mut(policy) else {
             return 0;
@@ -238,5 +255,24 @@ mod tests {
         let last = memory.refusal("pod").expect("still held back");
         assert_eq!(last.count, 12, "every refusal is counted for the report");
         assert!(!last.owner_busy);
+    }
+
+    #[test]
+    fn a_pod_just_evicted_is_not_evicted_again_before_the_watch_shows_it() {
+        let memory = Memory::default();
+        let pod = |uid: &str| -> CachedPod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "shop", "name": uid, "uid": uid},
+                "spec": {"nodeName": "virginia-a"},
+            }))
+            .expect("a pod")
+        };
+        assert!(!memory.evicted_lately(&pod("a")));
+        memory.evicted("p", &pod("a"));
+        assert!(memory.evicted_lately(&pod("a")));
+        assert!(!memory.evicted_lately(&pod("b")), "only that pod");
+        // Kept across passes (a pass forgets only what is older than the horizon).
+        memory.unseen("p", &[]);
+        assert!(memory.evicted_lately(&pod("a")));
     }
 }
