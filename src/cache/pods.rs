@@ -696,6 +696,52 @@ mod tests {
         assert_eq!(state.covered_pods().len(), 1);
     }
 
+    /// A pass reads the pods in full and those awaiting their detail while pages move
+    /// pods from one to the other: it must see every pod once, never a page missed or
+    /// counted twice.
+    #[test]
+    fn pods_in_full_and_awaiting_are_read_as_of_one_moment() {
+        const PODS: usize = 400;
+        let listed: Vec<CachedPod> = (0..PODS)
+            .map(|i| pod("shop", &format!("p{i}"), &[("app", "web")], "virginia-a"))
+            .collect();
+        let mut state = State::default();
+        for pod in &listed {
+            state.put(pod.clone());
+        }
+        let index = PodIndex {
+            state: Arc::new(RwLock::new(state)),
+            changes: broadcast::channel(1).0,
+            synced: watch::channel(false).1,
+        };
+        let writer = std::thread::spawn({
+            let state = index.state.clone();
+            move || {
+                for _ in 0..200 {
+                    state.write().unwrap().cover(covered(&["shop"]));
+                    for page in listed.chunks(50) {
+                        state.write().unwrap().upgrade("shop", page.to_vec());
+                    }
+                    state.write().unwrap().cover(covered(&[]));
+                }
+            }
+        });
+        let mut seen = 0;
+        while !writer.is_finished() {
+            let (full, awaiting) = index.covered_and_awaiting_detail();
+            let total = full.len() + awaiting.len();
+            assert!(
+                total == 0 || total == PODS,
+                "{} in full + {} awaiting",
+                full.len(),
+                awaiting.len()
+            );
+            seen += usize::from(total == PODS && !full.is_empty() && !awaiting.is_empty());
+        }
+        writer.join().expect("writer");
+        eprintln!("{seen} reads caught a namespace half read in full");
+    }
+
     #[test]
     fn a_namespace_listed_page_by_page_fills_in_and_a_retried_list_keeps_newer_pods() {
         let mut state = State::default();

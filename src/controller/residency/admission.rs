@@ -89,7 +89,8 @@ impl Writes {
             );
     }
 
-    /// Forgets a policy (its write failed, or it is gone).
+    /// Forgets a policy's last write (it failed or was not in place). Entries of deleted
+    /// policies stay until the term ends: a few dozen bytes each.
     fn forget(&self, uid: &str) {
         self.written
             .lock()

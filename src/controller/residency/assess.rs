@@ -323,7 +323,9 @@ impl<C: Catalog> Scene<'_, C> {
                 enclave.name()
             ),
         };
-        if is_terminating(pod) {
+        // Evicted a moment ago, the watch not showing it terminating yet: on its way all
+        // the same (a second eviction would be accepted, and logged twice).
+        if is_terminating(pod) || self.memory.evicted_lately(pod) {
             return Judgement::Migrating;
         }
         if node.is_none() {
@@ -828,6 +830,34 @@ mod tests {
             compliant.message.contains("1 not read in full yet"),
             "{}",
             compliant.message
+        );
+    }
+
+    #[test]
+    fn a_pod_evicted_a_moment_ago_is_migrating_not_evicted_again() {
+        let catalog = world("");
+        let memory = Memory::default();
+        let api1 = catalog
+            .pods
+            .iter()
+            .find(|p| p.name_any() == "api-1")
+            .expect("pod")
+            .clone();
+        let before = run(&catalog, &memory);
+        memory.evicted("p", &api1);
+        let after = run(&catalog, &memory);
+        let evict: Vec<String> = after.to_evict.iter().map(|p| p.name_any()).collect();
+        assert!(!evict.contains(&"api-1".to_string()), "{evict:?}");
+        assert_eq!(
+            evict.len(),
+            before.to_evict.len() - 1,
+            "{:?}",
+            reasons(&after)
+        );
+        assert_eq!(after.migrating, before.migrating + 1);
+        assert!(
+            !reasons(&after).contains(&("api-1".to_string(), "OutsideEnclave".to_string())),
+            "no longer reported as to be evicted"
         );
     }
 

@@ -210,14 +210,7 @@ pub async fn run(
         budget,
         "migration budget"
     );
-    // A pod evicted by a pass a moment ago may still look running here.
-    let candidates: Vec<Arc<CachedPod>> = assessment
-        .to_evict
-        .iter()
-        .filter(|pod| !state.memory.evicted_lately(pod))
-        .cloned()
-        .collect();
-    let results = evict_in_rounds(state, &candidates, budget).await;
+    let results = evict_in_rounds(state, &assessment.to_evict, budget).await;
     // Owners with replicas on their way now: those the assessment saw, and those one of
     // whose pods went in this pass (a PDB refusing their next pod is that budget spent).
     let busy_owners: std::collections::HashSet<String> = results
