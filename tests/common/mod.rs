@@ -576,3 +576,26 @@ async fn wait_for(namespace: &str, policy: &str) {
     )
     .await;
 }
+
+/// Waits until the API server refuses `yaml` (a server-side dry run) in `namespace`:
+/// for a test that relies on one admission rule, this waits for that rule, where
+/// [`wait_for_admission`] waits only for placement (the native engine's policies come
+/// into force one by one).
+pub async fn wait_until_refused(namespace: &str, what: &str, yaml: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{what} to be refused in {namespace}"),
+        || async {
+            let out = kubectl(
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                Some(yaml),
+            );
+            if out.status.success() {
+                Err(format!("{what} was admitted"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}

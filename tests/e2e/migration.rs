@@ -306,3 +306,91 @@ async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
     assert_still_there(&ns.name, &before, "neither pod may be evicted").await;
     let _ = kubectl(&["delete", "pv", "mig-blocked-us", "--wait=false"], None);
 }
+
+/// A rollout that completes the very second its namespace comes into scope: the pods the
+/// operator had already seen when it evicted the first ones are originals, not
+/// replacements that landed outside again, and every one of them ends inside. (The
+/// creation timestamps of the originals and of the first evictions share a second;
+/// judged by timestamps, four of six pods were reported `ReplacementOutsideEnclave` and
+/// left in Virginia for the ten minutes of the loop guard.)
+#[tokio::test]
+async fn a_rollout_labelled_into_scope_the_second_it_completes_moves_in_whole() {
+    let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    // Three rounds: each a chance for the first evictions to share the second in which
+    // the pods were created.
+    for round in 0..3 {
+        let ns = TestNamespace::new(&format!("mig-same-second-{round}"), false);
+        apply(&policy(
+            &ns.name,
+            ENCLAVE,
+            "  migration: {maxConcurrent: 5, maxEvictionsPerMinute: 600}\n",
+        ));
+        in_namespace(
+            &ns.name,
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\nspec:\n  minAvailable: 5\n  selector: {matchLabels: {app: web}}\n",
+        );
+        // Pods that become Ready at once (no kwok delay), created at the start of a
+        // second, so that the rollout completes, and the namespace is labelled, inside it.
+        let into_second = jiff::Timestamp::now().subsec_nanosecond();
+        tokio::time::sleep(Duration::from_nanos(
+            u64::try_from(1_000_000_000 - into_second).unwrap_or(0),
+        ))
+        .await;
+        in_namespace(
+            &ns.name,
+            &format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 6\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]\n      affinity:\n        nodeAffinity:\n          preferredDuringSchedulingIgnoredDuringExecution:\n          - weight: 100\n            preference: {{matchExpressions: [{{key: \"{SITE_LABEL}\", operator: In, values: [virginia]}}]}}\n"
+            ),
+        );
+        let client = client().await;
+        let before = eventually(Duration::from_secs(60), "the rollout complete", || async {
+            let pods = pods(&client, &ns.name).await;
+            if pods.len() == 6 && pods.iter().all(is_running) {
+                Ok(pods)
+            } else {
+                Err(pods.len())
+            }
+        })
+        .await;
+        kubectl_ok(&[
+            "label",
+            "namespace",
+            &ns.name,
+            &format!("enclave.dev/test-scope={}", ns.name),
+        ]);
+        assert!(
+            before.iter().filter(|p| outside(p)).count() >= 4,
+            "the test needs pods in Virginia to move"
+        );
+        // Inside within a minute: far below the loop guard's ten.
+        let after = eventually(
+            Duration::from_secs(60),
+            "all six pods running inside the enclave",
+            || async {
+                let status = policy_status(&ns.name).await;
+                if let Some(v) = status
+                    .violations
+                    .iter()
+                    .find(|v| v.reason == "ReplacementOutsideEnclave")
+                {
+                    panic!("an original pod taken for a replacement: {v:?}");
+                }
+                let pods = pods(&client, &ns.name).await;
+                let running: Vec<&Pod> = pods.iter().filter(|p| is_running(p)).collect();
+                if running.len() == 6 && !running.iter().any(|p| outside(p)) {
+                    Ok(running.into_iter().cloned().collect::<Vec<Pod>>())
+                } else {
+                    Err(pods
+                        .iter()
+                        .map(|p| format!("{:?}@{:?}", p.metadata.name, node_of(p)))
+                        .collect::<Vec<_>>())
+                }
+            },
+        )
+        .await;
+        assert!(after.iter().all(|p| !outside(p)));
+    }
+}
