@@ -3,7 +3,11 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod generate;
+mod observe;
 pub mod workloads;
+
+#[allow(unused_imports)] // as dead_code above: not every binary reads them
+pub use observe::*;
 
 use std::{
     fmt::Debug,

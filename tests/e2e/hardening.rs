@@ -36,20 +36,12 @@ async fn namespace_pods(namespace: &str) -> Vec<Pod> {
 }
 
 async fn violations(policy: &str) -> Vec<(String, String)> {
-    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> =
-        kube::Api::all(client().await);
-    policies
-        .get(policy)
+    policy_status(policy)
         .await
-        .ok()
-        .and_then(|p| p.status)
-        .map(|s| {
-            s.violations
-                .into_iter()
-                .map(|v| (v.name, v.reason))
-                .collect()
-        })
-        .unwrap_or_default()
+        .violations
+        .into_iter()
+        .map(|v| (v.name, v.reason))
+        .collect()
 }
 
 /// A namespace of a shared scope label (several namespaces under one policy).
@@ -257,15 +249,6 @@ async fn pods_whose_replacements_would_be_refused_are_reported_not_evicted() {
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
     assert_eq!(before, after, "nothing evicted");
-    let evictions = kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "reason=EvictedIntoEnclave",
-        "-o",
-        "name",
-    ]);
+    let evictions = event_names(&ns.name, "reason=EvictedIntoEnclave");
     assert!(evictions.trim().is_empty(), "no eviction: {evictions}");
 }
