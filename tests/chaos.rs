@@ -135,11 +135,13 @@ fn assert_evicted_once(namespace: &str, outside_before: &[String]) {
 /// PDB), and no pod evicted twice.
 async fn assert_migrated_safely(
     namespace: &str,
-    what: &str,
     outside_before: &[String],
     monitor: InFlightMonitor,
 ) {
-    running_pods(namespace, 50, what, |pods| pods.iter().all(|p| !outside(p))).await;
+    running_pods(namespace, 50, "all 50 pods inside the enclave", |pods| {
+        pods.iter().all(|p| !outside(p))
+    })
+    .await;
     let (max, db) = monitor.stop("db");
     eprintln!("at most {max} pods on their way at once, {db} of db");
     assert!(
@@ -195,13 +197,7 @@ async fn the_leader_killed_mid_migration_is_replaced_and_the_migration_finishes_
         "the lease should pass within its duration ({LEASE:?}); took {takeover:?}"
     );
 
-    assert_migrated_safely(
-        &ns.name,
-        "all 50 pods inside the enclave",
-        &outside_before,
-        monitor,
-    )
-    .await;
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
     assert!(
         survivor.exited().is_none(),
         "the survivor runs on: {}",
@@ -235,13 +231,7 @@ async fn the_operator_recovers_by_itself_from_an_api_server_restart_mid_migratio
         evictions(&ns.name).len()
     );
 
-    assert_migrated_safely(
-        &ns.name,
-        "all 50 pods inside the enclave after the restart",
-        &outside_before,
-        monitor,
-    )
-    .await;
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
     assert!(
         operator.exited().is_none(),
         "the operator stopped: {}",
@@ -345,13 +335,7 @@ async fn a_leader_stopped_mid_migration_hands_over_and_the_leader_chain_continue
         "b took over {:.1} s after a stopped",
         stopped.elapsed().as_secs_f64()
     );
-    assert_migrated_safely(
-        &ns.name,
-        "all 50 pods inside the enclave",
-        &outside_before,
-        monitor,
-    )
-    .await;
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
 
     // The leader chain: a's lines, then b's, one chain held to its checkpoints.
     tokio::time::sleep(Duration::from_secs(2)).await; // b's next checkpoint

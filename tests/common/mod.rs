@@ -426,6 +426,15 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// `in_scope`: labelled `enclave.dev/test-scope=<name>`, the label the test's policy selects.
     pub fn new(name: &str, in_scope: bool) -> Self {
+        Self::create(name, in_scope.then_some(name))
+    }
+
+    /// Labelled `enclave.dev/test-scope=<scope>`: one of several namespaces under one policy.
+    pub fn in_scope_of(name: &str, scope: &str) -> Self {
+        Self::create(name, Some(scope))
+    }
+
+    fn create(name: &str, scope: Option<&str>) -> Self {
         // A run kept with ENCLAVE_TEST_KEEP leaves the policy named after the namespace,
         // which would otherwise place the pods this test means to start outside.
         let _ = kubectl(
@@ -449,11 +458,9 @@ impl TestNamespace {
             ],
             None,
         );
-        let labels = if in_scope {
-            format!("\n  labels: {{enclave.dev/test-scope: {name}}}")
-        } else {
-            String::new()
-        };
+        let labels = scope
+            .map(|scope| format!("\n  labels: {{enclave.dev/test-scope: {scope}}}"))
+            .unwrap_or_default();
         apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}{labels}\n"
         ));

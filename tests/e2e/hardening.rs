@@ -44,37 +44,6 @@ async fn violations(policy: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A namespace of a shared scope label (several namespaces under one policy).
-struct Scoped(String);
-
-impl Scoped {
-    fn new(name: &str, scope: &str) -> Self {
-        let _ = kubectl(
-            &[
-                "delete",
-                "namespace",
-                name,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=60s",
-            ],
-            None,
-        );
-        apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{enclave.dev/test-scope: {scope}}}\n"
-        ));
-        Self(name.to_string())
-    }
-}
-
-impl Drop for Scoped {
-    fn drop(&mut self) {
-        if !keep() {
-            let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
-        }
-    }
-}
-
 struct DeletePolicy(&'static str);
 
 impl Drop for DeletePolicy {
@@ -102,15 +71,15 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
     let _cluster = cluster_lock().read().await;
     shared_operator("hardening");
     apply(&eu_enclave(ENCLAVE));
-    let held = Scoped::new("hard-pdb-held", "hard-pdb");
-    let free = Scoped::new("hard-pdb-free", "hard-pdb");
-    in_namespace(&held.0, &deployment("held", 3, "", ""));
+    let held = TestNamespace::in_scope_of("hard-pdb-held", "hard-pdb");
+    let free = TestNamespace::in_scope_of("hard-pdb-free", "hard-pdb");
+    in_namespace(&held.name, &deployment("held", 3, "", ""));
     in_namespace(
-        &held.0,
+        &held.name,
         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: held\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: held}}\n",
     );
-    in_namespace(&free.0, &deployment("free", 3, "", ""));
-    for ns in [&held.0, &free.0] {
+    in_namespace(&free.name, &deployment("free", 3, "", ""));
+    for ns in [&held.name, &free.name] {
         eventually(TIMEOUT, "pods running in Virginia", || async {
             let pods = namespace_pods(ns).await;
             if pods.len() == 3 && pods.iter().all(|p| is_running(p) && outside(p)) {
@@ -121,7 +90,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         })
         .await;
     }
-    let held_before: Vec<String> = namespace_pods(&held.0)
+    let held_before: Vec<String> = namespace_pods(&held.name)
         .await
         .iter()
         .filter_map(|p| p.metadata.uid.clone())
@@ -137,7 +106,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         TIMEOUT,
         "the other namespace's pods inside the enclave",
         || async {
-            let pods = namespace_pods(&free.0).await;
+            let pods = namespace_pods(&free.name).await;
             let inside = pods.iter().filter(|p| is_running(p) && !outside(p)).count();
             if pods.len() == 3 && inside == 3 {
                 Ok(())
@@ -169,7 +138,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         "get",
         "events",
         "-n",
-        &held.0,
+        &held.name,
         "--field-selector",
         "reason=DisruptionBudget",
         "-o",
@@ -179,7 +148,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         events.contains("disruption budget") || events.contains("PodDisruptionBudget"),
         "{events}"
     );
-    let held_after: Vec<String> = namespace_pods(&held.0)
+    let held_after: Vec<String> = namespace_pods(&held.name)
         .await
         .iter()
         .filter_map(|p| p.metadata.uid.clone())
