@@ -24,6 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The cleanup of an earlier run deletes its namespaces without waiting for them.
+kubectl wait --for=delete namespace -l enclave.dev/bench=audit --timeout=300s >/dev/null 2>&1 || true
 echo ">> $nodes nodes, $namespaces namespaces, $pods pods"
 for ((i = 0; i < nodes; i++)); do
 	bench_node "bench-audit-$i" "enclave.dev/bench: audit, node-restriction.kubernetes.io/enclave-site: bench-audit" \
