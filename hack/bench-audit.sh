@@ -12,10 +12,8 @@ pods=${PODS:-10000}
 nodes=${NODES:-100}
 namespaces=${NAMESPACES:-100}
 runs=${RUNS:-3}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-
-source hack/bench-setup.sh
+# shellcheck source=hack/lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 bench_setup
 
 cleanup() {
@@ -26,22 +24,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The cleanup of an earlier run deletes its namespaces without waiting for them.
+kubectl wait --for=delete namespace -l enclave.dev/bench=audit --timeout=300s >/dev/null 2>&1 || true
 echo ">> $nodes nodes, $namespaces namespaces, $pods pods"
 for ((i = 0; i < nodes; i++)); do
-	cat <<YAML
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: bench-audit-$i
-  annotations: {kwok.x-k8s.io/node: fake}
-  labels: {type: kwok, enclave.dev/bench: audit, node-restriction.kubernetes.io/enclave-site: bench-audit}
-spec:
-  taints: [{key: enclave.dev/bench, value: audit, effect: NoSchedule}]
-status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
-YAML
+	bench_node "bench-audit-$i" "enclave.dev/bench: audit, node-restriction.kubernetes.io/enclave-site: bench-audit" \
+		32 256Gi 250 "{key: enclave.dev/bench, value: audit, effect: NoSchedule}"
 done | kubectl apply -f - >/dev/null
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: enclave.dev/v1alpha1
@@ -52,15 +40,8 @@ spec:
   sites:
   - name: bench
     nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: bench-audit}}
----
-apiVersion: enclave.dev/v1alpha1
-kind: ResidencyPolicy
-metadata: {name: bench-audit}
-spec:
-  enclave: bench-audit
-  enforcement: Audit
-  match: {namespaceSelector: {matchLabels: {enclave.dev/residency: bench-audit}}}
 YAML
+bench_policy bench-audit bench-audit "{enclave.dev/residency: bench-audit}" "enforcement: Audit"
 
 per_namespace=$((pods / namespaces))
 namespace_yaml() { # <index>: the namespace, its NetworkPolicy and its pods
@@ -97,7 +78,7 @@ seq 0 $((namespaces - 1)) | xargs -P 6 -I{} bash -c 'namespace_yaml {} | kubectl
 echo "   created in $(($(date +%s) - start)) s; $(kubectl get pods -A -l tier=backend --no-headers 2>/dev/null | grep -c '^bench-audit-') pods listed"
 
 for ((run = 1; run <= runs; run++)); do
-	/usr/bin/time -v "$target/release/enclave-operator" audit --policy bench-audit \
+	/usr/bin/time -v "$operator_bin" audit --policy bench-audit \
 		--json "$cluster_dir/bench-audit.json" --markdown "$cluster_dir/bench-audit.md" \
 		2>"$cluster_dir/logs/bench-audit.time" || true
 	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$cluster_dir/logs/bench-audit.time")

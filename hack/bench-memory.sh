@@ -1,36 +1,27 @@
 #!/usr/bin/env bash
 # Resident memory of the operator with a large cluster cached: NODES nodes (kwok),
 # WORKLOADS Deployments and PODS pods in all (default 500 / 2,000 / 10,000). Pods that do
-# not fit stay Pending, which caches the same. Usage: bench-memory.sh <cluster-dir>
+# not fit stay Pending, which caches the same. ENCLAVE_BENCH_WEBHOOK_PORT: the operator's
+# (default 18643). Usage: bench-memory.sh <cluster-dir>
 set -euo pipefail
 cluster_dir=${1:?usage: bench-memory.sh <cluster-dir>}
 nodes=${NODES:-500}
 workloads=${WORKLOADS:-2000}
 pods=${PODS:-10000}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-
-source hack/bench-setup.sh
+# shellcheck source=hack/lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 bench_setup
 
 echo ">> $nodes nodes"
 existing=$(kubectl get nodes --no-headers | wc -l)
-for ((i = existing; i < nodes; i++)); do
-	cat <<YAML
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: bench-$i
-  annotations: {kwok.x-k8s.io/node: fake}
-  labels: {type: kwok, node-restriction.kubernetes.io/enclave-site: bench-$((i % 10))}
-status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
-YAML
-done | kubectl apply -f - >/dev/null
+# A second run finds them made (kubectl apply refuses an empty input).
+if ((existing < nodes)); then
+	for ((i = existing; i < nodes; i++)); do
+		bench_node "bench-$i" "node-restriction.kubernetes.io/enclave-site: bench-$((i % 10))" 32 256Gi 110
+	done | kubectl apply -f - >/dev/null
+fi
 echo ">> $workloads Deployments, $pods pods"
-kubectl create namespace bench-memory --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+bench_namespace bench-memory
 for ((i = 0; i < workloads; i++)); do
 	cat <<YAML
 ---
@@ -52,10 +43,10 @@ YAML
 done | kubectl apply -f - >/dev/null
 until [[ $(kubectl get pods -n bench-memory --no-headers 2>/dev/null | wc -l) -ge $pods ]]; do sleep 5; done
 
-"$target/release/enclave-operator" run --metrics-addr 127.0.0.1:0 --webhook-addr 127.0.0.1:18643 \
-	--webhook-url https://127.0.0.1:18643 >"$cluster_dir/logs/bench-memory-operator.log" 2>&1 &
-operator=$!
-trap 'kill $operator 2>/dev/null || true' EXIT
+port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18643}
+bench_operator_start "$cluster_dir/logs/bench-memory-operator.log" --metrics-addr 127.0.0.1:0 \
+	--webhook-addr "127.0.0.1:$port" --webhook-url "https://127.0.0.1:$port"
+trap bench_operator_stop EXIT
 sleep 20
-printf '%-50s %s\n' "operator resident memory, $nodes nodes / $pods pods cached" "$(awk '/VmRSS/ {print $2 " " $3}' "/proc/$operator/status")"
-printf '%-50s %s\n' "peak" "$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$operator/status")"
+bench_line 50 "operator resident memory, $nodes nodes / $pods pods cached" "$(bench_mem "$operator" VmRSS)"
+bench_line 50 "peak" "$(bench_mem "$operator" VmHWM)"

@@ -22,8 +22,8 @@
 # (default 1000), BENCH_PEERS_PORT_BASE (default 18840: ports BASE+0..5 on 127.0.0.1).
 set -euo pipefail
 cluster_dir=${1:?usage: bench-peers.sh <cluster-dir>}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+# shellcheck source=hack/lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 requests=${BENCH_REQUESTS:-2000}
 levels=${BENCH_CONCURRENCY_LEVELS:-1 10 50}
 detect_pods=${DETECT_PODS:-1000}
@@ -43,17 +43,16 @@ quiet() {
 	out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }
 }
 
-tools/cluster/up.sh "$cluster_dir" >/dev/null
-cluster_dir=$(cd "$cluster_dir" && pwd)
-export KUBECONFIG=$cluster_dir/kubeconfig
-mkdir -p "$cluster_dir/logs" "$cluster_dir/pids" "$cluster_dir/kyverno"
+bench_cluster_up
+mkdir -p "$cluster_dir/kyverno"
 log "building the release operator, the e2e client and Kyverno (cached after the first run)"
-cargo build --release --quiet --bin enclave-operator
+bench_build_release
 # Copies, run directly: a rebuild in the shared target directory during the run (or a
 # cargo lock held by another build) must neither change nor stall what is measured.
 bin=$cluster_dir/bench-peers
 mkdir -p "$bin"
-cp target/release/enclave-operator "$bin/enclave-operator"
+cp "$operator_bin" "$bin/enclave-operator"
+operator_bin=$bin/enclave-operator
 e2e=$(cargo bench --quiet --bench e2e --no-run --message-format=json |
 	grep '"kind":\["bench"\]' | grep '"name":"e2e"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 [[ -x $e2e ]] || { echo "error: no e2e bench executable from cargo" >&2; exit 1; }
@@ -79,13 +78,7 @@ docs_named() {
 		$0 ~ ("(^|\n)kind: " kind "\n") && $0 ~ ("\n  name: " name "\n") { printf "---\n%s\n", $0 }' "$3"
 }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU, clock ticks
-hz=$(getconf CLK_TCK)
-kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-seconds() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
-
-operator="" kyverno="" reports=""
+kyverno="" reports=""
 # Leave the cluster as we found it. Kyverno's webhook configurations outlive its process
 # and fail requests closed, so its policies go while it still answers, then its webhooks
 # and everything its manifest installed.
@@ -105,36 +98,18 @@ cleanup() {
 	kubectl delete validatingwebhookconfigurations,mutatingwebhookconfigurations \
 		-l webhook.kyverno.io/managed-by=kyverno --ignore-not-found >/dev/null 2>&1 || true
 	docs_except Deployment "$manifest" | kubectl delete --ignore-not-found --wait=false -f - >/dev/null 2>&1 || true
-	kubectl taint nodes -l "node-restriction.kubernetes.io/enclave-site in (dublin,norway)" enclave.dev/bench- >/dev/null 2>&1 || true
+	bench_enclave_open 2>/dev/null || true
 	kubectl delete namespace bench-detect --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	rm -f "$cluster_dir"/pids/bench-peers-*.pid
 }
 trap cleanup EXIT
 
-# until_true SECONDS WHAT COMMAND...: poll COMMAND, fail after SECONDS with the logs.
-until_true() {
-	local seconds=$1 what=$2
-	shift 2
-	local deadline=$((SECONDS + seconds))
-	until "$@" >/dev/null 2>&1; do
-		if ((SECONDS >= deadline)); then
-			echo "bench-peers: gave up waiting for $what; logs in $cluster_dir/logs (bench-peers-*.log)" >&2
-			exit 1
-		fi
-		sleep 0.2
-	done
-}
-
 # --- setup -------------------------------------------------------------------------
 
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for condition=established --timeout=60s -f crds/ >/dev/null
-kubectl create namespace enclave-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+bench_crds
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 # The cleanup of an earlier run deletes Kyverno's namespace without waiting for it.
-if [[ $(kubectl get namespace kyverno -o jsonpath='{.status.phase}' 2>/dev/null) == Terminating ]]; then
-	kubectl wait --for=delete namespace/kyverno --timeout=180s >/dev/null
-fi
+bench_namespace_gone kyverno 180
 log "installing Kyverno's CRDs, RBAC and ConfigMaps from $manifest"
 docs_except Deployment "$manifest" | kubectl apply --server-side --force-conflicts -f - >/dev/null
 docs_of CustomResourceDefinition "$manifest" | kubectl wait --for condition=established --timeout=60s -f - >/dev/null
@@ -155,11 +130,9 @@ set_kyverno_webhooks() { # set_kyverno_webhooks JSON-STRING-LITERAL
 set_kyverno_webhooks "$narrowed_webhooks"
 
 log "starting the operator (log: $cluster_dir/logs/bench-peers-operator.log)"
-"$bin/enclave-operator" run --metrics-addr "127.0.0.1:$operator_metrics_port" \
-	--webhook-addr "127.0.0.1:$operator_webhook_port" --webhook-url "https://127.0.0.1:$operator_webhook_port" \
-	>/dev/null 2>"$cluster_dir/logs/bench-peers-operator.log" &
-operator=$!
-echo "$operator" >"$cluster_dir/pids/bench-peers-operator.pid"
+bench_operator_start --pid-file "$cluster_dir/pids/bench-peers-operator.pid" "$cluster_dir/logs/bench-peers-operator.log" \
+	--metrics-addr "127.0.0.1:$operator_metrics_port" \
+	--webhook-addr "127.0.0.1:$operator_webhook_port" --webhook-url "https://127.0.0.1:$operator_webhook_port"
 
 # Kyverno's controllers with the chart's arguments and environment (the release manifest
 # above), plus what running outside the cluster needs: the admin kubeconfig, --serverIP
@@ -194,46 +167,22 @@ echo "$kyverno" >"$cluster_dir/pids/bench-peers-kyverno.pid"
 
 # --- namespaces and policies -------------------------------------------------------
 
-for ns in none native webhook; do
-	kubectl create namespace "bench-$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	kubectl label namespace "bench-$ns" "enclave.dev/bench=$ns" --overwrite >/dev/null
-done
-for form in kyverno kyverno-cel; do
-	kubectl create namespace "bench-$form" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	kubectl label namespace "bench-$form" "enclave.dev/peer=$form" --overwrite >/dev/null
-done
-for engine in Native Webhook; do
-	lower=$(tr '[:upper:]' '[:lower:]' <<<"$engine")
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: ResidencyPolicy
-metadata: {name: bench-$lower}
-spec:
-  enclave: eu
-  match: {namespaceSelector: {matchLabels: {enclave.dev/bench: $lower}}}
-  migration: {enabled: false}
-  admission: {engine: $engine}
-YAML
-done
+bench_engine_namespaces
+for form in kyverno kyverno-cel; do bench_namespace "bench-$form" "enclave.dev/peer=$form"; done
 # Kyverno validates its policies in its own webhook: wait for it to serve.
-until_true 120 "Kyverno's policy webhook" kubectl apply --dry-run=server \
+bench_poll 120 "Kyverno's policy webhook" kubectl apply --dry-run=server \
 	-f tools/peers/kyverno/policies.yaml -l enclave.dev/peer-form=context
 quiet kubectl apply -f tools/peers/kyverno/policies.yaml -l 'enclave.dev/peer-form in (context, clusterpolicy)'
 
-placed_by() { # placed_by NAMESPACE: the affinity and annotations of a dry-run pod there
-	kubectl run probe -n "$1" --image=x --dry-run=server \
-		-o jsonpath='{.metadata.annotations}{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution}' 2>/dev/null
-}
-in_force() { placed_by "$1" | grep -q "$2"; }
 webhook_narrowed() { # Kyverno's resource webhooks carry the benchmark's namespace selector
 	kubectl get validatingwebhookconfiguration kyverno-resource-validating-webhook-cfg \
 		-o jsonpath='{.webhooks[*].namespaceSelector.matchExpressions[*].key}' | grep -q enclave.dev/peer
 }
-until_true 60 "the native engine in bench-native" in_force bench-native bench-native
-until_true 60 "the webhook engine in bench-webhook" in_force bench-webhook bench-webhook
-until_true 60 "Kyverno's ClusterPolicies in bench-kyverno" in_force bench-kyverno enclave-site
-until_true 60 "Kyverno's webhooks narrowed to the benchmark's namespaces" webhook_narrowed
-if placed_by bench-none | grep -q enclave-site; then
+bench_poll 60 "the native engine in bench-native" bench_in_force bench-native bench-native
+bench_poll 60 "the webhook engine in bench-webhook" bench_in_force bench-webhook bench-webhook
+bench_poll 60 "Kyverno's ClusterPolicies in bench-kyverno" bench_in_force bench-kyverno enclave-site
+bench_poll 60 "Kyverno's webhooks narrowed to the benchmark's namespaces" webhook_narrowed
+if bench_placed_by bench-none | grep -q enclave-site; then
 	echo "error: bench-none is placed by some policy; it must be the baseline" >&2
 	exit 1
 fi
@@ -241,14 +190,8 @@ sleep 2
 
 # --- admission latency -------------------------------------------------------------
 
-apiserver=$(cat "$cluster_dir/pids/kube-apiserver.pid")
-etcd=$(cat "$cluster_dir/pids/etcd.pid")
-processes="kube-apiserver:$apiserver etcd:$etcd enclave-operator:$operator kyverno:$kyverno"
-declare -A cpu
-snapshot() { # snapshot PHASE: CPU ticks of every process now
-	local entry
-	for entry in $processes; do cpu[$1:${entry%%:*}]=$(ticks "${entry#*:}"); done
-}
+processes=("kube-apiserver:$(bench_pid kube-apiserver)" "etcd:$(bench_pid etcd)" "enclave-operator:$operator" "kyverno:$kyverno")
+snapshot() { bench_cpu_mark "$1" "${processes[@]}"; } # snapshot PHASE: CPU ticks of every process now
 run_levels() { # run_levels NAMESPACES...: one table per concurrency level
 	local namespaces=$1 concurrency
 	for concurrency in $levels; do
@@ -272,7 +215,7 @@ echo "policy but, with the chart's default config.webhooks, inside Kyverno's res
 echo
 set_kyverno_webhooks "$default_webhooks"
 webhook_default() { ! webhook_narrowed; }
-until_true 60 "Kyverno's webhooks back at the chart's scope" webhook_default
+bench_poll 60 "Kyverno's webhooks back at the chart's scope" webhook_default
 sleep 2
 snapshot B0
 run_levels kube-system,bench-none
@@ -288,8 +231,8 @@ no_catch_all() {
 	! kubectl get validatingwebhookconfiguration kyverno-resource-validating-webhook-cfg \
 		-o jsonpath='{range .webhooks[*]}{.name}{"\n"}{end}' | grep -qx 'validate\.kyverno\.svc-fail'
 }
-until_true 60 "Kyverno's CEL policies in bench-kyverno-cel" in_force bench-kyverno-cel enclave-site
-until_true 60 "Kyverno's ClusterPolicy webhooks gone" no_catch_all
+bench_poll 60 "Kyverno's CEL policies in bench-kyverno-cel" bench_in_force bench-kyverno-cel enclave-site
+bench_poll 60 "Kyverno's ClusterPolicy webhooks gone" no_catch_all
 sleep 2
 snapshot C0
 run_levels bench-none,bench-native,bench-webhook,bench-kyverno-cel
@@ -299,15 +242,12 @@ echo "Load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 echo "## Processes: CPU used in each phase, resident memory at the end"
 echo
-echo "| process | CPU s, A | CPU s, B | CPU s, C | RSS MB | peak RSS MB |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for entry in $processes; do
+bench_row process "CPU s, A" "CPU s, B" "CPU s, C" "RSS MB" "peak RSS MB"
+bench_row --- --- --- --- --- ---
+for entry in "${processes[@]}"; do
 	name=${entry%%:*} pid=${entry#*:}
-	printf '| %s' "$name"
-	for phase in A B C; do
-		awk -v a="${cpu[${phase}0:$name]}" -v b="${cpu[${phase}1:$name]}" -v hz="$hz" 'BEGIN { printf " | %.1f", (b - a) / hz }'
-	done
-	awk -v rss="$(kib "$pid" VmRSS)" -v hwm="$(kib "$pid" VmHWM)" 'BEGIN { printf " | %.0f | %.0f |\n", rss / 1024, hwm / 1024 }'
+	bench_row "$name" "$(bench_cpu_used A0 A1 "$name")" "$(bench_cpu_used B0 B1 "$name")" "$(bench_cpu_used C0 C1 "$name")" \
+		"$(bench_mib "$(bench_kib "$pid" VmRSS)")" "$(bench_mib "$(bench_kib "$pid" VmHWM)")"
 done
 echo
 echo "(kube-apiserver and etcd also serve kwok, the scheduler and the controller manager;"
@@ -323,70 +263,42 @@ kubectl delete residencypolicy bench-native bench-webhook --ignore-not-found >/d
 # The enclave's nodes stay closed while the workload starts, so that every pod lands in
 # Virginia (hack/bench-migration.sh does the same); the namespace carries no label any
 # policy selects yet.
-enclave_nodes="node-restriction.kubernetes.io/enclave-site in (dublin,norway)"
-kubectl taint nodes -l "$enclave_nodes" enclave.dev/bench=setup:NoSchedule --overwrite >/dev/null
+bench_enclave_closed
 kubectl create namespace bench-detect >/dev/null
-kubectl apply -n bench-detect -f - >/dev/null <<YAML
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: bench}
-spec:
-  replicas: $detect_pods
-  selector: {matchLabels: {app: bench}}
-  template:
-    metadata: {labels: {app: bench}}
-    spec:
-      containers: [{name: app, image: registry.k8s.io/pause:3.10}]
-      affinity:
-        nodeAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-          - weight: 100
-            preference: {matchExpressions: [{key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [virginia]}]}
-YAML
-in_virginia() {
-	[[ $(kubectl get pods -n bench-detect --field-selector=status.phase=Running \
-		-o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | grep -c '^virginia') -ge $detect_pods ]]
-}
-until_true 600 "$detect_pods pods running in Virginia" in_virginia
-kubectl taint nodes -l "$enclave_nodes" enclave.dev/bench- >/dev/null
+bench_virginia_workload bench-detect "$detect_pods"
+in_virginia() { [[ $(bench_running_nodes bench-detect | grep -c '^virginia') -ge $detect_pods ]]; }
+bench_poll 600 "$detect_pods pods running in Virginia" in_virginia
+bench_enclave_open
 sleep 5
 
 # detect NAME COMMAND...: milliseconds from now until COMMAND prints a number >= the pods
 # (polled every DETECT_POLL seconds), or "-" after 10 minutes.
 detect() {
 	local start n
-	start=$(now_ms)
+	start=$(bench_now_ms)
 	while :; do
 		n=$("$@" 2>/dev/null || true)
-		[[ ${n:-0} -ge $detect_pods ]] && { echo $(($(now_ms) - start)); return; }
-		(($(now_ms) - start > 600000)) && { echo "-"; return; }
+		[[ ${n:-0} -ge $detect_pods ]] && { echo $(($(bench_now_ms) - start)); return; }
+		(($(bench_now_ms) - start > 600000)) && { echo "-"; return; }
 		sleep "$DETECT_POLL"
 	done
 }
 row() { # row TOOL SETTING MS PID CPU-TICKS-BEFORE: one line of the table, printed at once
 	local took=$3
-	[[ $took == - ]] || took="$(seconds "$took") s"
-	echo "| $1 | $2 | $took | $(awk -v a="$5" -v b="$(ticks "$4")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }') | $(awk -v k="$(kib "$4" VmRSS)" 'BEGIN { printf "%.0f", k / 1024 }') |"
+	[[ $took == - ]] || took="$(bench_seconds "$took") s"
+	bench_row "$1" "$2" "$took" "$(bench_cpu_s "$5" "$(bench_ticks "$4")" 2)" "$(bench_mib "$(bench_kib "$4" VmRSS)")"
 }
 
 echo "## Detection: $detect_pods running pods outside the enclave, from the policy's creation"
 echo
-echo "| tool | setting | all $detect_pods reported after | CPU s of the process | RSS MB |"
-echo "| --- | --- | --- | --- | --- |"
+bench_row tool setting "all $detect_pods reported after" "CPU s of the process" "RSS MB"
+bench_row --- --- --- --- ---
 
 # Ours: the ResidencyPolicy's status counts every pod outside the enclave.
 noncompliant() { kubectl get residencypolicy bench-detect -o jsonpath='{.status.nonCompliantPods}'; }
 kubectl label namespace bench-detect enclave.dev/residency=detect --overwrite >/dev/null
-before=$(ticks "$operator")
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: ResidencyPolicy
-metadata: {name: bench-detect}
-spec:
-  enclave: eu
-  match: {namespaceSelector: {matchLabels: {enclave.dev/residency: detect}}}
-  migration: {enabled: false}
-YAML
+before=$(bench_ticks "$operator")
+bench_policy bench-detect eu "{enclave.dev/residency: detect}" "migration: {enabled: false}"
 took=$(DETECT_POLL=0.2 detect noncompliant)
 row "enclave-operator: ResidencyPolicy status.nonCompliantPods" "defaults (it has no slower or faster setting)" "$took" "$operator" "$before"
 kubectl delete residencypolicy bench-detect >/dev/null
@@ -412,10 +324,10 @@ for form in clusterpolicy cel; do
 			>"$cluster_dir/logs/bench-peers-reports-$form-$setting.log" 2>&1 &
 		reports=$!
 		echo "$reports" >"$cluster_dir/pids/bench-peers-reports.pid"
-		until_true 60 "Kyverno's reports controller to lead" grep -q 'name=background-scan-controller' \
+		bench_poll 60 "Kyverno's reports controller to lead" grep -q 'name=background-scan-controller' \
 			"$cluster_dir/logs/bench-peers-reports-$form-$setting.log"
 		sleep 5
-		before=$(ticks "$reports")
+		before=$(bench_ticks "$reports")
 		quiet kubectl apply -f tools/peers/kyverno/policies.yaml -l "enclave.dev/peer-form=$form,enclave.dev/peer-rule=check"
 		took=$(DETECT_POLL=1 detect failing_reports)
 		row "Kyverno $form: failing PolicyReports (reports controller)" "$setting" "$took" "$reports" "$before"
@@ -427,7 +339,7 @@ for form in clusterpolicy cel; do
 		# One deletecollection each (kubectl delete --all deletes, and waits for, every object).
 		kubectl delete --raw /apis/wgpolicyk8s.io/v1alpha2/namespaces/bench-detect/policyreports >/dev/null
 		kubectl delete --raw /apis/reports.kyverno.io/v1/namespaces/bench-detect/ephemeralreports >/dev/null
-		until_true 120 "the reports of the last run to go" no_reports
+		bench_poll 120 "the reports of the last run to go" no_reports
 	done
 done
 

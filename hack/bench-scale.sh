@@ -8,17 +8,16 @@
 # lists, CPU per 1,000 pod events in and out of scope, and the time until a newly
 # labelled namespace of 100 pods is counted in status. Results go to
 # $cluster_dir/bench-scale.tsv; hack/bench-scale-report.py turns them into the table
-# and plot of docs/benchmarks.md.
+# and plot of docs/benchmarks.md (SCALE_PLOT, default docs/bench-scale.svg).
 #
 # Usage: bench-scale.sh <cluster-dir>   (SCALE_POINTS to choose the points)
 set -euo pipefail
 cluster_dir=${1:?usage: bench-scale.sh <cluster-dir>}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+# shellcheck source=hack/lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 points=${SCALE_POINTS:-"500:1000:10 500:10000:10 500:10000:0 500:10000:100 500:30000:10 2000:30000:10 2000:10000:10 2000:1000:10"}
 
 echo ">> building the release operator and the load generator"
-source hack/bench-setup.sh
 bench_setup
 cargo bench --quiet --bench scale --no-run
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
@@ -27,19 +26,14 @@ results=$cluster_dir/bench-scale.tsv
 log=$cluster_dir/logs/bench-scale-operator.log
 metrics_port=${ENCLAVE_BENCH_METRICS_PORT:-18780}
 webhook_port=${ENCLAVE_BENCH_WEBHOOK_PORT:-18743}
-apiserver=$(cat "$cluster_dir/pids/kube-apiserver.pid")
-operator=""
+apiserver=$(bench_pid kube-apiserver)
 cleanup() {
-	if [[ -n "$operator" ]]; then kill "$operator" 2>/dev/null || true; fi
+	bench_operator_stop
 	kubectl delete residencypolicy bench-scale --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 loadgen() { cargo bench --quiet --bench scale 2>&1 | grep -v '^$' || true; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
-hz=$(getconf CLK_TCK)
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 matched() { kubectl get residencypolicy bench-scale -o jsonpath='{.status.matchedPods}' 2>/dev/null || true; }
 
 nodes_up_to() {
@@ -48,20 +42,8 @@ nodes_up_to() {
 	((have >= want)) && return 0
 	echo ">> nodes: $have -> $want"
 	for ((i = have; i < want; i++)); do
-		cat <<YAML
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: bench-$i
-  annotations: {kwok.x-k8s.io/node: fake}
-  labels: {type: kwok, enclave.dev/scale-bench: "true", node-restriction.kubernetes.io/enclave-site: bench-$((i % 10)), topology.kubernetes.io/zone: us-east-1$((i % 3))}
-spec:
-  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
-status:
-  allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
-  capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
-YAML
+		bench_node "bench-$i" "enclave.dev/scale-bench: \"true\", node-restriction.kubernetes.io/enclave-site: bench-$((i % 10)), topology.kubernetes.io/zone: us-east-1$((i % 3))" \
+			64 512Gi 1000 "{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}"
 	done | kubectl apply -f - >/dev/null
 }
 
@@ -72,19 +54,11 @@ policy() { # the selector decides what share of the pods is in scope
 	100) selector='{enclave.dev/scale-bench: "true"}' ;;
 	*) selector='{enclave.dev/scale: in}' ;;
 	esac
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: ResidencyPolicy
-metadata: {name: bench-scale}
-spec:
-  enclave: eu
-  enforcement: Audit
-  match: {namespaceSelector: {matchLabels: $selector}}
-  migration: {enabled: false}
-YAML
+	bench_policy bench-scale eu "$selector" "enforcement: Audit" "migration: {enabled: false}"
 }
 
-printf 'nodes\tpods\tscope_pct\tready_s\tpods_cached_s\trss_mib\tpeak_mib\tapiserver_cpu_s\tcpu_ms_per_1000_in\tcpu_ms_per_1000_out\tnamespace_count_s\n' >"$results"
+bench_tsv nodes pods scope_pct ready_s pods_cached_s rss_mib peak_mib apiserver_cpu_s \
+	cpu_ms_per_1000_in cpu_ms_per_1000_out namespace_count_s >"$results"
 for point in $points; do
 	IFS=: read -r nodes pods scope <<<"$point"
 	echo ">> point: $nodes nodes, $pods pods, $scope % in scope"
@@ -93,61 +67,47 @@ for point in $points; do
 	policy "$scope"
 	sleep 5 # let the cluster settle (kwok marks the new pods Running)
 
-	api_before=$(ticks "$apiserver")
-	started=$(now_ms)
-	"$target/release/enclave-operator" run --metrics-addr "127.0.0.1:$metrics_port" \
+	api_before=$(bench_ticks "$apiserver")
+	started=$(bench_now_ms)
+	bench_operator_start "$log" --metrics-addr "127.0.0.1:$metrics_port" \
 		--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
-		--lease-name enclave-operator-bench-scale --chain-id bench-scale >/dev/null 2>"$log" &
-	operator=$!
-	until curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1; do
-		kill -0 "$operator" 2>/dev/null || { echo "operator exited; see $log" >&2; exit 1; }
-		sleep 0.01
-	done
-	ready_ms=$(($(now_ms) - started))
+		--lease-name enclave-operator-bench-scale --chain-id bench-scale
+	bench_operator_ready "$metrics_port"
+	ready_ms=$(($(bench_now_ms) - started))
 	# Ready means admission is served; the pod cache (what the controllers wait for)
 	# may still be filling: its time comes from the "caches synced" log line.
-	until grep -q 'caches synced' "$log"; do
-		kill -0 "$operator" 2>/dev/null || { echo "operator exited; see $log" >&2; exit 1; }
-		sleep 0.01
-	done
+	bench_operator_logged 'caches synced'
 	synced_at=$(grep -m1 'caches synced' "$log" | awk '{print $1}')
 	cached_ms=$(($(date -d "$synced_at" +%s%N) / 1000000 - started))
 	sleep 5
-	api_cpu=$(echo "$(ticks "$apiserver") $api_before $hz" | awk '{printf "%.2f", ($1 - $2) / $3}')
+	api_cpu=$(bench_cpu_s "$api_before" "$(bench_ticks "$apiserver")" 2)
 	sleep 5
-	rss=$(kib "$operator" VmRSS)
-	peak=$(kib "$operator" VmHWM)
+	rss=$(bench_kib "$operator" VmRSS)
+	peak=$(bench_kib "$operator" VmHWM)
 
 	cpu_in="" cpu_out="" counted=""
 	if [[ $scope == 10 ]]; then
 		for side in out in; do
-			before=$(ticks "$operator")
+			before=$(bench_ticks "$operator")
 			SCALE_CMD=touch SCALE_SCOPE=$side SCALE_EVENTS=1000 loadgen >/dev/null
 			sleep 3 # the operator's work on the last events
-			cost=$(echo "$(ticks "$operator") $before $hz" | awk '{printf "%.0f", ($1 - $2) * 1000 / $3}')
+			cost=$(bench_cpu_ms "$before" "$(bench_ticks "$operator")")
 			if [[ $side == in ]]; then cpu_in=$cost; else cpu_out=$cost; fi
 		done
 		# A namespace of 100 pods joins the policy's scope: how long until status counts it.
 		until [[ -n "$(matched)" ]]; do sleep 0.2; done
 		base=$(matched)
-		label_ms=$(now_ms)
+		label_ms=$(bench_now_ms)
 		kubectl label namespace scale-00001 enclave.dev/scale=in --overwrite >/dev/null
 		until (($(matched) >= base + 100)); do sleep 0.05; done
-		counted_ms=$(($(now_ms) - label_ms))
-		counted=$(awk -v ms="$counted_ms" 'BEGIN {printf "%.2f", ms / 1000}')
+		counted=$(bench_seconds $(($(bench_now_ms) - label_ms)) 2)
 		kubectl label namespace scale-00001 enclave.dev/scale- >/dev/null
 	fi
-	kill "$operator"
-	wait "$operator" 2>/dev/null || true
-	operator=""
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$nodes" "$pods" "$scope" \
-		"$(awk -v ms="$ready_ms" 'BEGIN {printf "%.2f", ms / 1000}')" \
-		"$(awk -v ms="$cached_ms" 'BEGIN {printf "%.2f", ms / 1000}')" \
-		"$(awk -v k="$rss" 'BEGIN {printf "%.1f", k / 1024}')" \
-		"$(awk -v k="$peak" 'BEGIN {printf "%.1f", k / 1024}')" \
-		"$api_cpu" "$cpu_in" "$cpu_out" "$counted" | tee -a "$results"
+	bench_operator_stop
+	bench_tsv "$nodes" "$pods" "$scope" "$(bench_seconds "$ready_ms" 2)" "$(bench_seconds "$cached_ms" 2)" \
+		"$(bench_mib "$rss" 1)" "$(bench_mib "$peak" 1)" "$api_cpu" "$cpu_in" "$cpu_out" "$counted" | tee -a "$results"
 done
-python3 hack/bench-scale-report.py "$results" docs/bench-scale.svg
+python3 hack/bench-scale-report.py "$results" "${SCALE_PLOT:-docs/bench-scale.svg}"
 # Leave the cluster as small as it was (SCALE_KEEP=1 keeps the pods and nodes).
 if [[ -z "${SCALE_KEEP:-}" ]]; then
 	echo ">> removing the benchmark's pods, namespaces and nodes"

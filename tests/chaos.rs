@@ -130,6 +130,31 @@ fn assert_evicted_once(namespace: &str, outside_before: &[String]) {
     );
 }
 
+/// The migration finished safely whatever happened on the way: every pod inside, never
+/// more than maxConcurrent=3 on their way at once nor more than one db pod down (its
+/// PDB), and no pod evicted twice.
+async fn assert_migrated_safely(
+    namespace: &str,
+    outside_before: &[String],
+    monitor: InFlightMonitor,
+) {
+    running_pods(namespace, 50, "all 50 pods inside the enclave", |pods| {
+        pods.iter().all(|p| !outside(p))
+    })
+    .await;
+    let (max, db) = monitor.stop("db");
+    eprintln!("at most {max} pods on their way at once, {db} of db");
+    assert!(
+        max <= 3,
+        "at most maxConcurrent=3 pods may be on their way at once; saw {max}"
+    );
+    assert!(
+        db <= 1,
+        "the PDB allows one db pod down at a time; saw {db}"
+    );
+    assert_evicted_once(namespace, outside_before);
+}
+
 #[tokio::test]
 async fn the_leader_killed_mid_migration_is_replaced_and_the_migration_finishes_safely() {
     let lease = "enclave-test-chaos-kill";
@@ -172,21 +197,7 @@ async fn the_leader_killed_mid_migration_is_replaced_and_the_migration_finishes_
         "the lease should pass within its duration ({LEASE:?}); took {takeover:?}"
     );
 
-    running_pods(&ns.name, 50, "all 50 pods inside the enclave", |pods| {
-        pods.iter().all(|p| !outside(p))
-    })
-    .await;
-    let (max, db) = monitor.stop("db");
-    eprintln!("at most {max} pods on their way at once, {db} of db");
-    assert!(
-        max <= 3,
-        "at most maxConcurrent=3 pods may be on their way at once; saw {max}"
-    );
-    assert!(
-        db <= 1,
-        "the PDB allows one db pod down at a time; saw {db}"
-    );
-    assert_evicted_once(&ns.name, &outside_before);
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
     assert!(
         survivor.exited().is_none(),
         "the survivor runs on: {}",
@@ -220,23 +231,7 @@ async fn the_operator_recovers_by_itself_from_an_api_server_restart_mid_migratio
         evictions(&ns.name).len()
     );
 
-    running_pods(
-        &ns.name,
-        50,
-        "all 50 pods inside the enclave after the restart",
-        |pods| pods.iter().all(|p| !outside(p)),
-    )
-    .await;
-    let (max, db) = monitor.stop("db");
-    assert!(
-        max <= 3,
-        "at most maxConcurrent=3 pods may be on their way at once; saw {max}"
-    );
-    assert!(
-        db <= 1,
-        "the PDB allows one db pod down at a time; saw {db}"
-    );
-    assert_evicted_once(&ns.name, &outside_before);
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
     assert!(
         operator.exited().is_none(),
         "the operator stopped: {}",
@@ -340,20 +335,7 @@ async fn a_leader_stopped_mid_migration_hands_over_and_the_leader_chain_continue
         "b took over {:.1} s after a stopped",
         stopped.elapsed().as_secs_f64()
     );
-    running_pods(&ns.name, 50, "all 50 pods inside the enclave", |pods| {
-        pods.iter().all(|p| !outside(p))
-    })
-    .await;
-    let (max, db) = monitor.stop("db");
-    assert!(
-        max <= 3,
-        "at most maxConcurrent=3 pods on their way at once; saw {max}"
-    );
-    assert!(
-        db <= 1,
-        "the PDB allows one db pod down at a time; saw {db}"
-    );
-    assert_evicted_once(&ns.name, &outside_before);
+    assert_migrated_safely(&ns.name, &outside_before, monitor).await;
 
     // The leader chain: a's lines, then b's, one chain held to its checkpoints.
     tokio::time::sleep(Duration::from_secs(2)).await; // b's next checkpoint

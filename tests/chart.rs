@@ -25,17 +25,27 @@ fn helm(args: &[&str]) -> String {
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/enclave-operator");
 
-#[test]
-fn chart_lints_and_renders_objects_the_api_server_accepts() {
-    helm(&["lint", CHART]);
-    let _ = kubectl(&["create", "namespace", "enclave-system"], None);
-    let rendered = helm(&[
+/// The chart rendered as release `enclave-operator` in enclave-system, each of `sets`
+/// a `--set` value.
+fn template(sets: &[&str]) -> String {
+    let mut args = vec![
         "template",
         "enclave-operator",
         CHART,
         "--namespace",
         "enclave-system",
-    ]);
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(&args)
+}
+
+#[test]
+fn chart_lints_and_renders_objects_the_api_server_accepts() {
+    helm(&["lint", CHART]);
+    let _ = kubectl(&["create", "namespace", "enclave-system"], None);
+    let rendered = template(&[]);
     for kind in [
         "kind: Deployment",
         "kind: ClusterRole",
@@ -66,17 +76,9 @@ fn chart_lints_and_renders_objects_the_api_server_accepts() {
 
 #[test]
 fn cert_manager_mode_mounts_the_secret() {
-    let rendered = helm(&[
-        "template",
-        "enclave-operator",
-        CHART,
-        "--namespace",
-        "enclave-system",
-        "--set",
+    let rendered = template(&[
         "webhook.certManager.enabled=true",
-        "--set",
         "webhook.certManager.issuerRef.name=ca",
-        "--set",
         "webhook.certManager.issuerRef.kind=ClusterIssuer",
     ]);
     assert!(rendered.contains("kind: Certificate"));
@@ -123,13 +125,7 @@ fn bad_values_are_rejected_naming_the_field_and_what_is_allowed() {
 
 #[test]
 fn defaults_run_two_replicas_that_elect_a_leader_and_survive_a_drain() {
-    let rendered = helm(&[
-        "template",
-        "enclave-operator",
-        CHART,
-        "--namespace",
-        "enclave-system",
-    ]);
+    let rendered = template(&[]);
     assert!(rendered.contains("replicas: 2"));
     assert!(rendered.contains("kind: PodDisruptionBudget") && rendered.contains("minAvailable: 1"));
     assert!(rendered.contains("topologySpreadConstraints:"));
@@ -138,22 +134,10 @@ fn defaults_run_two_replicas_that_elect_a_leader_and_survive_a_drain() {
     assert!(rendered.contains("resources: [leases]"));
     assert!(rendered.contains("terminationGracePeriodSeconds: 10"));
     // One replica: no PDB (it would block every drain). The optional ServiceMonitor.
-    let single = helm(&[
-        "template",
-        "enclave-operator",
-        CHART,
-        "--set",
-        "replicaCount=1",
-    ]);
+    let single = template(&["replicaCount=1"]);
     assert!(!single.contains("kind: PodDisruptionBudget"));
     assert!(!rendered.contains("kind: ServiceMonitor"));
-    let monitored = helm(&[
-        "template",
-        "enclave-operator",
-        CHART,
-        "--set",
-        "metrics.serviceMonitor.enabled=true",
-    ]);
+    let monitored = template(&["metrics.serviceMonitor.enabled=true"]);
     assert!(monitored.contains("kind: ServiceMonitor") && monitored.contains("port: metrics"));
     // A second installation does not collide with the first on cluster-scoped names.
     let other = helm(&["template", "canary", CHART]);

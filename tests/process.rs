@@ -187,16 +187,7 @@ async fn max_concurrent_holds_across_a_kill_and_restart() {
     ));
     let mut first = Operator::start("restart-first", &[]);
     eventually(TIMEOUT, "the first eviction batch", || async {
-        let evicted = kubectl_ok(&[
-            "get",
-            "events",
-            "-n",
-            &ns.name,
-            "--field-selector",
-            "reason=EvictedIntoEnclave",
-            "-o",
-            "name",
-        ]);
+        let evicted = event_names(&ns.name, "reason=EvictedIntoEnclave");
         if evicted.lines().count() >= 3 {
             Ok(())
         } else {

@@ -3,7 +3,11 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod generate;
+mod observe;
 pub mod workloads;
+
+#[allow(unused_imports)] // as dead_code above: not every binary reads them
+pub use observe::*;
 
 use std::{
     fmt::Debug,
@@ -441,6 +445,15 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// `in_scope`: labelled `enclave.dev/test-scope=<name>`, the label the test's policy selects.
     pub fn new(name: &str, in_scope: bool) -> Self {
+        Self::create(name, in_scope.then_some(name))
+    }
+
+    /// Labelled `enclave.dev/test-scope=<scope>`: one of several namespaces under one policy.
+    pub fn in_scope_of(name: &str, scope: &str) -> Self {
+        Self::create(name, Some(scope))
+    }
+
+    fn create(name: &str, scope: Option<&str>) -> Self {
         // A run kept with ENCLAVE_TEST_KEEP leaves the policy named after the namespace,
         // which would otherwise place the pods this test means to start outside.
         let _ = kubectl(
@@ -464,11 +477,9 @@ impl TestNamespace {
             ],
             None,
         );
-        let labels = if in_scope {
-            format!("\n  labels: {{enclave.dev/test-scope: {name}}}")
-        } else {
-            String::new()
-        };
+        let labels = scope
+            .map(|scope| format!("\n  labels: {{enclave.dev/test-scope: {scope}}}"))
+            .unwrap_or_default();
         apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}{labels}\n"
         ));

@@ -36,51 +36,12 @@ async fn namespace_pods(namespace: &str) -> Vec<Pod> {
 }
 
 async fn violations(policy: &str) -> Vec<(String, String)> {
-    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> =
-        kube::Api::all(client().await);
-    policies
-        .get(policy)
+    policy_status(policy)
         .await
-        .ok()
-        .and_then(|p| p.status)
-        .map(|s| {
-            s.violations
-                .into_iter()
-                .map(|v| (v.name, v.reason))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A namespace of a shared scope label (several namespaces under one policy).
-struct Scoped(String);
-
-impl Scoped {
-    fn new(name: &str, scope: &str) -> Self {
-        let _ = kubectl(
-            &[
-                "delete",
-                "namespace",
-                name,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=60s",
-            ],
-            None,
-        );
-        apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{enclave.dev/test-scope: {scope}}}\n"
-        ));
-        Self(name.to_string())
-    }
-}
-
-impl Drop for Scoped {
-    fn drop(&mut self) {
-        if !keep() {
-            let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"], None);
-        }
-    }
+        .violations
+        .into_iter()
+        .map(|v| (v.name, v.reason))
+        .collect()
 }
 
 struct DeletePolicy(&'static str);
@@ -110,15 +71,15 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
     let _cluster = cluster_lock().read().await;
     shared_operator("hardening");
     apply(&eu_enclave(ENCLAVE));
-    let held = Scoped::new("hard-pdb-held", "hard-pdb");
-    let free = Scoped::new("hard-pdb-free", "hard-pdb");
-    in_namespace(&held.0, &deployment("held", 3, "", ""));
+    let held = TestNamespace::in_scope_of("hard-pdb-held", "hard-pdb");
+    let free = TestNamespace::in_scope_of("hard-pdb-free", "hard-pdb");
+    in_namespace(&held.name, &deployment("held", 3, "", ""));
     in_namespace(
-        &held.0,
+        &held.name,
         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: held\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: held}}\n",
     );
-    in_namespace(&free.0, &deployment("free", 3, "", ""));
-    for ns in [&held.0, &free.0] {
+    in_namespace(&free.name, &deployment("free", 3, "", ""));
+    for ns in [&held.name, &free.name] {
         eventually(TIMEOUT, "pods running in Virginia", || async {
             let pods = namespace_pods(ns).await;
             if pods.len() == 3 && pods.iter().all(|p| is_running(p) && outside(p)) {
@@ -129,7 +90,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         })
         .await;
     }
-    let held_before: Vec<String> = namespace_pods(&held.0)
+    let held_before: Vec<String> = namespace_pods(&held.name)
         .await
         .iter()
         .filter_map(|p| p.metadata.uid.clone())
@@ -145,7 +106,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         TIMEOUT,
         "the other namespace's pods inside the enclave",
         || async {
-            let pods = namespace_pods(&free.0).await;
+            let pods = namespace_pods(&free.name).await;
             let inside = pods.iter().filter(|p| is_running(p) && !outside(p)).count();
             if pods.len() == 3 && inside == 3 {
                 Ok(())
@@ -177,7 +138,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         "get",
         "events",
         "-n",
-        &held.0,
+        &held.name,
         "--field-selector",
         "reason=DisruptionBudget",
         "-o",
@@ -187,7 +148,7 @@ async fn a_pdb_held_at_zero_blocks_only_its_own_pods() {
         events.contains("disruption budget") || events.contains("PodDisruptionBudget"),
         "{events}"
     );
-    let held_after: Vec<String> = namespace_pods(&held.0)
+    let held_after: Vec<String> = namespace_pods(&held.name)
         .await
         .iter()
         .filter_map(|p| p.metadata.uid.clone())
@@ -257,15 +218,6 @@ async fn pods_whose_replacements_would_be_refused_are_reported_not_evicted() {
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
     assert_eq!(before, after, "nothing evicted");
-    let evictions = kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "reason=EvictedIntoEnclave",
-        "-o",
-        "name",
-    ]);
+    let evictions = event_names(&ns.name, "reason=EvictedIntoEnclave");
     assert!(evictions.trim().is_empty(), "no eviction: {evictions}");
 }

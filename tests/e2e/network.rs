@@ -37,15 +37,41 @@ fn fence_names(namespace: &str) -> String {
     ])
 }
 
-async fn status_of(policy: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
-    let policies: kube::Api<enclave_operator::crd::ResidencyPolicy> =
-        kube::Api::all(client().await);
-    policies
-        .get(policy)
-        .await
-        .ok()
-        .and_then(|p| p.status)
-        .unwrap_or_default()
+/// Waits until the operator's NetworkPolicies in `namespace` (their names, space
+/// separated) satisfy `done`.
+async fn fence_becomes(namespace: &str, what: &str, done: impl Fn(&str) -> bool) {
+    let done = &done;
+    eventually(TIMEOUT, what, || async move {
+        let names = fence_names(namespace);
+        if done(&names) { Ok(()) } else { Err(names) }
+    })
+    .await;
+}
+
+fn fence_is_empty(names: &str) -> bool {
+    names.trim().is_empty()
+}
+
+fn fence_is_whole(names: &str) -> bool {
+    names.split_whitespace().count() == 2
+}
+
+/// Waits until the status of `policy` satisfies `done`, and returns it.
+async fn status_becomes(
+    policy: &str,
+    what: &str,
+    done: impl Fn(&enclave_operator::crd::ResidencyPolicyStatus) -> bool,
+) -> enclave_operator::crd::ResidencyPolicyStatus {
+    let done = &done;
+    eventually(TIMEOUT, what, || async move {
+        let status = policy_status(policy).await;
+        if done(&status) {
+            Ok(status)
+        } else {
+            Err(status)
+        }
+    })
+    .await
 }
 
 fn condition(
@@ -66,13 +92,8 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     let ns = setup("net-fence", "").await;
     let deny = "enclave-fence-deny-net-fence";
     let allow = "enclave-fence-allow-net-fence";
-    eventually(TIMEOUT, "the fence in place", || async {
-        let names = fence_names(&ns.name);
-        if names.contains(deny) && names.contains(allow) {
-            Ok(())
-        } else {
-            Err(names)
-        }
+    fence_becomes(&ns.name, "the fence in place", |names| {
+        names.contains(deny) && names.contains(allow)
     })
     .await;
     let owner = kubectl_ok(&[
@@ -115,13 +136,8 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     .await;
     // Deleted: recreated.
     kubectl_ok(&["delete", "networkpolicy", deny, "-n", &ns.name]);
-    eventually(TIMEOUT, "the deleted fence recreated", || async {
-        let names = fence_names(&ns.name);
-        if names.contains(deny) {
-            Ok(())
-        } else {
-            Err(names)
-        }
+    fence_becomes(&ns.name, "the deleted fence recreated", |names| {
+        names.contains(deny)
     })
     .await;
     eventually(TIMEOUT, "a FenceHealed Event", || async {
@@ -143,17 +159,10 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     .await;
     // The namespace leaves the scope: its fence goes.
     kubectl_ok(&["label", "namespace", &ns.name, "enclave.dev/test-scope-"]);
-    eventually(
-        TIMEOUT,
+    fence_becomes(
+        &ns.name,
         "the fence removed from a namespace out of scope",
-        || async {
-            let names = fence_names(&ns.name);
-            if names.trim().is_empty() {
-                Ok(())
-            } else {
-                Err(names)
-            }
-        },
+        fence_is_empty,
     )
     .await;
 }
@@ -162,27 +171,11 @@ async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
 async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("net-none", "").await;
-    eventually(TIMEOUT, "the fence in place", || async {
-        let names = fence_names(&ns.name);
-        if names.split_whitespace().count() == 2 {
-            Ok(())
-        } else {
-            Err(names)
-        }
-    })
-    .await;
+    fence_becomes(&ns.name, "the fence in place", fence_is_whole).await;
     apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: None}\n"));
-    eventually(TIMEOUT, "no fence with isolation None", || async {
-        let names = fence_names(&ns.name);
-        if names.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(names)
-        }
-    })
-    .await;
+    fence_becomes(&ns.name, "no fence with isolation None", fence_is_empty).await;
     assert_eq!(
-        condition(&status_of(&ns.name).await, "NetworkFenced").1,
+        condition(&policy_status(&ns.name).await, "NetworkFenced").1,
         "IsolationNone"
     );
     apply(&policy(
@@ -190,25 +183,9 @@ async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
         ENCLAVE,
         "  network: {isolation: Enclave}\n",
     ));
-    eventually(TIMEOUT, "the fence back", || async {
-        let names = fence_names(&ns.name);
-        if names.split_whitespace().count() == 2 {
-            Ok(())
-        } else {
-            Err(names)
-        }
-    })
-    .await;
+    fence_becomes(&ns.name, "the fence back", fence_is_whole).await;
     kubectl_ok(&["delete", "residencypolicy", &ns.name]);
-    eventually(TIMEOUT, "the fence gone with its policy", || async {
-        let names = fence_names(&ns.name);
-        if names.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(names)
-        }
-    })
-    .await;
+    fence_becomes(&ns.name, "the fence gone with its policy", fence_is_empty).await;
 }
 
 #[tokio::test]
@@ -217,12 +194,8 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
     let ns = setup("net-leak", "").await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app, labels: {app: web}}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
     kubectl_ok_stdin(&["apply", "-n", &ns.name, "-f", "-"], pod);
-    eventually(TIMEOUT, "the fenced namespace reported clean", || async {
-        let status = status_of(&ns.name).await;
-        match condition(&status, "NetworkFenced") {
-            (s, _) if s == "True" && status.network_leaks == 0 => Ok(()),
-            other => Err(format!("{other:?} leaks {}", status.network_leaks)),
-        }
+    status_becomes(&ns.name, "the fenced namespace reported clean", |status| {
+        condition(status, "NetworkFenced").0 == "True" && status.network_leaks == 0
     })
     .await;
     // A tenant policy opening traffic only inside the enclave (its own namespace): fine.
@@ -231,7 +204,7 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: same-namespace}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{to: [{podSelector: {}}]}]\n",
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = status_of(&ns.name).await;
+    let status = policy_status(&ns.name).await;
     assert_eq!(
         (
             condition(&status, "NetworkFenced").0.as_str(),
@@ -244,13 +217,8 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
         &["apply", "-n", &ns.name, "-f", "-"],
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all-egress}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{}]\n",
     );
-    let status = eventually(TIMEOUT, "the leak reported", || async {
-        let status = status_of(&ns.name).await;
-        if status.network_leaks > 0 {
-            Ok(status)
-        } else {
-            Err(status.network_leaks)
-        }
+    let status = status_becomes(&ns.name, "the leak reported", |status| {
+        status.network_leaks > 0
     })
     .await;
     assert_eq!(
@@ -275,13 +243,8 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
         "-n",
         &ns.name,
     ]);
-    eventually(TIMEOUT, "the leak gone", || async {
-        let status = status_of(&ns.name).await;
-        if status.network_leaks == 0 {
-            Ok(())
-        } else {
-            Err(status.network_leaks)
-        }
+    status_becomes(&ns.name, "the leak gone", |status| {
+        status.network_leaks == 0
     })
     .await;
 }
@@ -301,13 +264,8 @@ async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  volumeName: net-volume-us\n  resources: {requests: {storage: 1Gi}}\n",
     );
     apply(&policy(&ns.name, ENCLAVE, ""));
-    let status = eventually(TIMEOUT, "the volume reported", || async {
-        let status = status_of(&ns.name).await;
-        if status.non_compliant_volumes > 0 {
-            Ok(status)
-        } else {
-            Err(format!("{:?}", status.violations))
-        }
+    let status = status_becomes(&ns.name, "the volume reported", |status| {
+        status.non_compliant_volumes > 0
     })
     .await;
     assert_eq!(
