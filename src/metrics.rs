@@ -178,7 +178,7 @@ impl EvidenceMetrics {
         );
         registry.register(
             "checkpoint_failures",
-            "Checkpoints of the decision log's head that could not be stored, by reason (conflict, too_large, forbidden, refused, unreachable)",
+            "Checkpoints of the decision log's head that could not be stored, by reason (conflict, too_large, forbidden, refused, unreachable; lease: the heartbeat Lease could not be renewed)",
             metrics.checkpoint_failures.clone(),
         );
         registry.register(

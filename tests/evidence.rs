@@ -149,6 +149,21 @@ async fn checkpoints_stay_bounded_whatever_the_chains_earlier_rollouts_left() {
             "{} bytes",
             checkpoints::size(&now)
         );
+        if rollout == 0 {
+            // The records of what it retired reach its log before it is killed.
+            eventually(
+                TIMEOUT,
+                "ChainRetired records in the first rollout's log",
+                || async {
+                    let n = decisions(&name)
+                        .iter()
+                        .filter(|r| r["kind"] == "ChainRetired")
+                        .count();
+                    if n > 150 { Ok(()) } else { Err(n) }
+                },
+            )
+            .await;
+        }
         if rollout < 2 {
             operator.stop();
         }
@@ -300,7 +315,9 @@ async fn a_chain_whose_checkpoints_are_refused_while_its_writer_runs_is_reported
     let (code, report) = eventually(TIMEOUT, "the audit to report the stalled chain", || async {
         let (code, report) = audit_json();
         let stalled = report["chain"]["stalled"].to_string();
-        if stalled.contains("chain test/evidence-stall:") {
+        if stalled.contains("chain test/evidence-stall:")
+            && stalled.contains("chain test/evidence-stall/leader:")
+        {
             Ok((code, report))
         } else {
             Err(format!("exit {code:?}, chain: {}", report["chain"]))

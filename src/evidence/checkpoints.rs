@@ -394,7 +394,7 @@ pub fn plan(
 /// Why a checkpoint was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the API server refused the checkpoint: {0}")]
+    #[error("the API server refused the checkpoint: {}", kube_message(.0))]
     Kube(#[from] kube::Error),
     #[error(
         "ConfigMap {CHECKPOINTS} changed under each of {0} attempts to write the checkpoint: not stored"
@@ -402,6 +402,14 @@ pub enum StoreError {
     Conflicts(u32),
     #[error("{0}")]
     TooLarge(#[from] TooLarge),
+}
+
+/// The API server's own message for a refusal (the Status, not its Debug form).
+fn kube_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
 }
 
 impl StoreError {

@@ -492,6 +492,25 @@ async fn checkpoint(
             }
         };
         let current = head.borrow().clone();
+        // The heartbeat first: a writer's key never exists without its Lease, so that
+        // no other writer (of this process, too) takes it for a gone writer's chain.
+        // It says what is about to be stored; the audit allows it a few intervals.
+        if !closed {
+            renew(
+                &ctx,
+                &leases,
+                Heartbeat {
+                    chain_id: &chain_id,
+                    holder: &holder,
+                    interval,
+                    flushed: &current,
+                    stored: written.as_ref(),
+                    error: error.as_ref().map(|(e, since)| (e.as_str(), *since)),
+                    closed: false,
+                },
+            )
+            .await;
+        }
         if written.as_ref() == Some(&current) && !closed {
             // Nothing to store: still retire the chains whose writer went away.
             match checkpoints::retire(&api, &leases, &key).await {
@@ -543,24 +562,40 @@ async fn checkpoint(
                 .chains_failing
                 .set(i64::try_from(ctx.checkpoints.failures().len()).unwrap_or(i64::MAX));
         }
-        let heartbeat = Heartbeat {
-            chain_id: &chain_id,
-            holder: &holder,
-            interval,
-            flushed: &current,
-            stored: written.as_ref(),
-            error: error.as_ref().map(|(e, since)| (e.as_str(), *since)),
-            closed,
-        };
-        if let Err(failure) = checkpoints::renew(&leases, &heartbeat.lease(Timestamp::now())).await
-        {
-            tracing::warn!(chain = %chain_id, error = %failure, "could not renew the decision log chain's Lease");
+        if closed {
+            renew(
+                &ctx,
+                &leases,
+                Heartbeat {
+                    chain_id: &chain_id,
+                    holder: &holder,
+                    interval,
+                    flushed: &current,
+                    stored: written.as_ref(),
+                    error: error.as_ref().map(|(e, since)| (e.as_str(), *since)),
+                    closed: true,
+                },
+            )
+            .await;
         }
         if closed {
             // A closed chain is no longer this process's to store.
             ctx.checkpoints.stored(&chain_id);
             return;
         }
+    }
+}
+
+/// Renews a chain's Lease: the writer runs (or, closed, has stopped), with what it has
+/// flushed and stored and, while stores fail, why and since when.
+async fn renew(ctx: &Context, leases: &Api<Lease>, heartbeat: Heartbeat<'_>) {
+    if let Err(failure) = checkpoints::renew(leases, &heartbeat.lease(Timestamp::now())).await {
+        ctx.metrics
+            .evidence
+            .checkpoint_failures
+            .get_or_create(&crate::metrics::CheckpointFailureLabels { reason: "lease" })
+            .inc();
+        tracing::warn!(chain = %heartbeat.chain_id, error = %failure, "could not renew the decision log chain's Lease");
     }
 }
 
