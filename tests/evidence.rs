@@ -306,9 +306,9 @@ async fn a_chain_whose_checkpoints_are_refused_while_its_writer_runs_is_reported
     )
     .await;
     apply(&eu_enclave("evidence-eu"));
-    apply(&format!(
-        "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata:\n  name: evidence-stall\nspec:\n  enclave: evidence-eu\n  match:\n    namespaceSelector: {{matchLabels: {{enclave.dev/test-scope: evidence-stall-none}}}}\n"
-    ));
+    apply(
+        "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata:\n  name: evidence-stall\nspec:\n  enclave: evidence-eu\n  match:\n    namespaceSelector: {matchLabels: {enclave.dev/test-scope: evidence-stall-none}}\n",
+    );
     let mut operator = Operator::start("evidence-stall", &[]);
     operator.ready().await;
 
