@@ -10,9 +10,9 @@
 //!   apart from the ConfigMap: when checkpoints cannot be written, the Lease still says
 //!   the writer runs and how far its log has gone, so the audit can tell a stalled
 //!   checkpoint from a quiet chain.
-//! - **Chains whose writer is gone are retired**: a chain with no live Lease (expired,
-//!   or closed when its writer stopped) is sealed by the next writer that stores a
-//!   checkpoint — its key keeps only its last checkpoint, marked `"retired"` with the
+//! - **Chains whose writer is gone are retired**: a chain whose Lease lapsed (or that
+//!   has none) is sealed by the next writer that stores a checkpoint or checks (every
+//!   interval) — its key keeps only its last checkpoint, marked `"retired"` with the
 //!   time — and that writer records a `ChainRetired` decision naming the checkpoint in
 //!   its own chain. The last checkpoint of a retired chain is what verification needs
 //!   (it holds the whole chain to its end); the ones before it only anchor fragments.
@@ -161,12 +161,18 @@ impl WriterState {
 
     /// Does its writer still run at `now`: renewed within its duration, not closed?
     pub fn live(&self, now: Timestamp) -> bool {
-        !self.closed
-            && self.renewed.is_some_and(|renewed| {
-                renewed
-                    .checked_add(jiff::SignedDuration::from_secs(self.lease_seconds))
-                    .is_ok_and(|until| until >= now)
-            })
+        !self.closed && !self.expired(now)
+    }
+
+    /// Has its Lease lapsed at `now`? Only then is the chain retired: a closed chain too
+    /// waits out its Lease, so that the next leader takes the leader chain over (and
+    /// renews its Lease) before anyone seals it.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        !self.renewed.is_some_and(|renewed| {
+            renewed
+                .checked_add(jiff::SignedDuration::from_secs(self.lease_seconds))
+                .is_ok_and(|until| until >= now)
+        })
     }
 }
 
@@ -491,7 +497,7 @@ where
         let writers = writers(leases).await?;
         let live: BTreeSet<String> = writers
             .iter()
-            .filter(|w| w.live(now))
+            .filter(|w| !w.expired(now))
             .map(|w| w.key.clone())
             .collect();
         let existing = api.get_opt(CHECKPOINTS).await?;
@@ -500,7 +506,7 @@ where
             .and_then(|c| c.data.clone())
             .unwrap_or_default();
         let plan = plan(&data, key, line.as_deref(), &live, now)?;
-        let stale_leases = writers.iter().any(|w| !w.live(now) && w.key != key);
+        let stale_leases = writers.iter().any(|w| w.expired(now) && w.key != key);
         if line.is_none() && plan.data == data && !stale_leases {
             return Ok(Stored::default());
         }
@@ -539,7 +545,7 @@ where
             Ok(()) => {
                 // Leases of writers that are gone: their chains are sealed now (or never
                 // stored anything). Best effort: the next store tries again.
-                for writer in writers.iter().filter(|w| !w.live(now) && w.key != key) {
+                for writer in writers.iter().filter(|w| w.expired(now) && w.key != key) {
                     let name = lease_name(&writer.chain);
                     if let Err(error) = leases.delete(&name, &DeleteParams::default()).await {
                         tracing::debug!(%error, lease = %name, "could not delete a gone writer's Lease");
@@ -731,10 +737,12 @@ mod tests {
             ..heartbeat
         }
         .lease(at(0));
+        let closed = WriterState::from_lease(&closed).expect("a writer's lease");
+        assert!(!closed.live(at(1)), "a closed chain's writer does not run");
         assert!(
-            !WriterState::from_lease(&closed)
-                .expect("a writer's lease")
-                .live(at(1))
+            !closed.expired(at(1)),
+            "but it is retired only once its Lease lapses"
         );
+        assert!(closed.expired(at(181)));
     }
 }

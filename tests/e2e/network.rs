@@ -341,16 +341,15 @@ fn records(kind: &str, namespace: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Events on the policy `policy` with `reason`, as "reason: note" lines.
-fn policy_events(policy: &str, reason: &str) -> Vec<String> {
+/// Events with `reason` on the policy of UID `uid` (not on an earlier policy of the
+/// same name: Events outlive their object), one message a line.
+fn policy_events(uid: &str, reason: &str) -> Vec<String> {
     let out = kubectl_ok(&[
         "get",
         "events",
         "-A",
         "--field-selector",
-        &format!(
-            "reason={reason},involvedObject.name={policy},involvedObject.kind=ResidencyPolicy"
-        ),
+        &format!("reason={reason},involvedObject.uid={uid},involvedObject.kind=ResidencyPolicy"),
         "-o",
         "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
     ]);
@@ -435,9 +434,16 @@ async fn a_namespace_leaving_scope_and_the_removal_of_its_fence_are_recorded() {
             .all(|r| r["chain"].as_str().is_some_and(|c| c.ends_with("/leader"))),
         "{removed:?}"
     );
+    let uid = kubectl_ok(&[
+        "get",
+        "residencypolicy",
+        "net-leave",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     eventually(TIMEOUT, "Events on the policy", || async {
-        let left = policy_events("net-leave", "NamespaceLeftScope");
-        let removed = policy_events("net-leave", "FenceRemoved");
+        let left = policy_events(&uid, "NamespaceLeftScope");
+        let removed = policy_events(&uid, "FenceRemoved");
         if left.len() == 1 && removed.len() == 2 {
             Ok(())
         } else {
