@@ -75,6 +75,8 @@ pub struct Context {
     /// Where every decision is recorded.
     pub sink: Sink,
     pub admission: AdmissionSetup,
+    /// Whether this process's decision log checkpoints are stored.
+    pub checkpoints: crate::evidence::health::Health,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -102,6 +104,7 @@ impl Context {
             caches,
             sink,
             admission,
+            checkpoints: crate::evidence::health::Health::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

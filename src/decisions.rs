@@ -45,6 +45,13 @@ pub enum Kind {
     NetworkLeakFound,
     /// A claim or storage class keeps (or would keep) data outside the enclave.
     VolumeOutsideEnclave,
+    /// A namespace left a policy's scope: admission, the access gate and the fence no
+    /// longer cover it.
+    NamespaceLeftScope,
+    /// The operator removed a NetworkPolicy of a namespace's fence, and why.
+    FenceRemoved,
+    /// A decision log chain whose writer is gone was sealed at its last checkpoint.
+    ChainRetired,
 }
 
 impl Kind {
@@ -60,6 +67,9 @@ impl Kind {
                 | Kind::ExposureFound
                 | Kind::NetworkLeakFound
                 | Kind::VolumeOutsideEnclave
+                | Kind::NamespaceLeftScope
+                | Kind::FenceRemoved
+                | Kind::ChainRetired
         )
     }
 
@@ -76,6 +86,9 @@ impl Kind {
             Kind::ExposureFound => "ExposureFound",
             Kind::NetworkLeakFound => "NetworkLeakFound",
             Kind::VolumeOutsideEnclave => "VolumeOutsideEnclave",
+            Kind::NamespaceLeftScope => "NamespaceLeftScope",
+            Kind::FenceRemoved => "FenceRemoved",
+            Kind::ChainRetired => "ChainRetired",
         }
     }
 }

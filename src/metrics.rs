@@ -136,14 +136,21 @@ impl AdmissionMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckpointFailureLabels {
+    pub reason: &'static str,
+}
+
 /// The decision log: lines written, records lost (and themselves recorded), Events that
-/// did not fit their queue, checkpoints stored.
+/// did not fit their queue, checkpoints stored and not stored.
 #[derive(Clone, Default)]
 pub struct EvidenceMetrics {
     pub lines: Counter,
     pub lost: Counter,
     pub events_dropped: Counter,
     pub checkpoints: Counter,
+    pub checkpoint_failures: Family<CheckpointFailureLabels, Counter>,
+    pub chains_failing: Gauge,
 }
 
 impl EvidenceMetrics {
@@ -168,6 +175,16 @@ impl EvidenceMetrics {
             "checkpoints",
             "Checkpoints of the decision log's head stored in the cluster",
             metrics.checkpoints.clone(),
+        );
+        registry.register(
+            "checkpoint_failures",
+            "Checkpoints of the decision log's head that could not be stored, by reason (conflict, too_large, forbidden, refused, unreachable; lease: the heartbeat Lease could not be renewed)",
+            metrics.checkpoint_failures.clone(),
+        );
+        registry.register(
+            "chains_failing",
+            "Chains of this process whose last checkpoint could not be stored",
+            metrics.chains_failing.clone(),
         );
         metrics
     }

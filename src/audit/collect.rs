@@ -15,6 +15,7 @@
 use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
 
 use k8s_openapi::api::{
+    coordination::v1::Lease,
     core::v1::{ConfigMap, Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim},
     networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -32,7 +33,7 @@ use crate::{
     cache::{CachedPod, CachedReplicaSet, CachedStatefulSet},
     catalog::StaticCatalog,
     crd::{DataEnclave, ResidencyPolicy},
-    evidence::writer::CHECKPOINTS,
+    evidence::checkpoints::{self, CHECKPOINTS},
     volumes::DEFAULT_CLASS_ANNOTATION,
 };
 
@@ -237,20 +238,31 @@ pub async fn collect(client: &Client, page_size: u32) -> Result<Collected, Error
     })
 }
 
-/// Reads the decision log's checkpoints. Never fails: an absent or unreadable ConfigMap
-/// is what the report then says.
+/// Reads the decision log's checkpoints, and before them the writers' Leases (so that
+/// a checkpoint stored after the Lease was read is seen, never the other way round).
+/// Never fails: an absent or unreadable ConfigMap is what the report then says.
 pub async fn chain(client: &Client, namespace: &str) -> ChainObservation {
     let config_map = CHECKPOINTS.to_string();
+    let leases = checkpoints::writers(&Api::<Lease>::namespaced(client.clone(), namespace)).await;
     match Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get_opt(CHECKPOINTS)
         .await
     {
         Ok(Some(found)) => {
-            let (heads, problems) = chain_heads(&found.data.unwrap_or_default());
+            let (heads, mut problems) = chain_heads(&found.data.unwrap_or_default());
+            let writers = leases.unwrap_or_else(|error| {
+                problems.push(format!(
+                    "the chain writers' Leases could not be read ({}): a head that stopped while its writer runs cannot be told",
+                    explain(&error)
+                ));
+                Vec::new()
+            });
             ChainObservation::Read {
                 config_map,
                 heads,
                 problems,
+                writers,
+                stalled: Vec::new(),
             }
         }
         Ok(None) => ChainObservation::Absent { config_map },

@@ -26,9 +26,10 @@
 //! StorageClasses that keep data outside, groups of pods NetworkPolicies let reach the
 //! outside, RBAC grants to unapproved subjects (built-in system grants are listed, not
 //! counted), policies whose enclave cannot be resolved, objects that could not be
-//! parsed where a verdict depends on them, and policies asked for that do not exist. An
-//! unreadable checkpoints ConfigMap is reported, not a finding: the chain is evidence
-//! about the past, not a property of the enclave now.
+//! parsed where a verdict depends on them, policies asked for that do not exist, and
+//! decision-log chains whose checkpointed head stopped while their writer runs (the
+//! evidence is failing now). An unreadable checkpoints ConfigMap is reported, not a
+//! finding: the chain is evidence about the past, not a property of the enclave now.
 
 pub mod collect;
 pub mod render;
@@ -45,7 +46,7 @@ pub use report::{Observation, Report, build};
 #[derive(clap::Args, Clone, Debug)]
 pub struct AuditArgs {
     /// The operator's namespace: never in scope of the fence; holds the decision log's
-    /// checkpoints ConfigMap.
+    /// checkpoints ConfigMap and its writers' Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
     pub namespace: String,
     /// Write the Markdown report to FILE (`-`: stdout). Without --markdown and --json,

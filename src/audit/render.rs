@@ -145,26 +145,52 @@ pub fn markdown(report: &Report) -> String {
             config_map,
             heads,
             problems,
+            writers,
+            stalled,
         } => {
             let _ = writeln!(
                 out,
                 "From ConfigMap `{}/{config_map}`; hold these against the stored decision log with `enclave-operator verify-log`.\n",
                 report.operator_namespace
             );
+            for stall in stalled {
+                let _ = writeln!(out, "- **Stalled (a finding):** {}", line(stall));
+            }
+            if !stalled.is_empty() {
+                let _ = writeln!(out);
+            }
             if heads.is_empty() {
                 let _ = writeln!(out, "No chain has a checkpoint.");
             } else {
-                let _ = writeln!(out, "| Chain | Seq | Hash | Time | Checkpoints kept |");
-                let _ = writeln!(out, "| --- | ---: | --- | --- | ---: |");
+                let _ = writeln!(
+                    out,
+                    "| Chain | Seq | Hash | Time | Checkpoints kept | Writer |"
+                );
+                let _ = writeln!(out, "| --- | ---: | --- | --- | ---: | --- |");
                 for head in heads {
+                    let writer = writers.iter().find(|w| w.key == head.chain);
+                    let state = match (&head.retired, writer) {
+                        (Some(at), _) => format!("retired {at}"),
+                        (None, Some(w))
+                            if report
+                                .generated_at
+                                .parse::<jiff::Timestamp>()
+                                .is_ok_and(|t| w.live(t)) =>
+                        {
+                            format!("runs: {}", cell(w.holder.as_deref().unwrap_or("")))
+                        }
+                        (None, Some(_)) => "gone, not yet retired".to_string(),
+                        (None, None) => "no Lease".to_string(),
+                    };
                     let _ = writeln!(
                         out,
-                        "| `{}` | {} | `{}` | {} | {} |",
+                        "| `{}` | {} | `{}` | {} | {} | {} |",
                         cell(&head.chain),
                         head.head.seq,
                         head.head.hash,
                         head.head.time,
-                        head.checkpoints
+                        head.checkpoints,
+                        state
                     );
                 }
             }

@@ -27,7 +27,10 @@ use crate::{
         sites,
     },
     crd::{Enforcement, Exposure, NetworkIsolation, ResidencyPolicy, Violation},
-    evidence::chain::Checkpoint,
+    evidence::{
+        chain::Checkpoint,
+        checkpoints::{WriterState, retired_at},
+    },
     placement, scope, selector,
     volumes::{self, Storage},
 };
@@ -76,6 +79,9 @@ pub struct ChainHead {
     pub head: Checkpoint,
     /// How many checkpoints the key holds.
     pub checkpoints: usize,
+    /// When the chain was retired (its writer gone, the key sealed at this checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 /// What the audit saw of the decision log's checkpoints.
@@ -87,11 +93,15 @@ pub struct ChainHead {
 )]
 pub enum ChainObservation {
     /// The ConfigMap was read: the head of every chain in it, and lines that are not
-    /// checkpoints.
+    /// checkpoints; the writers' Leases (read before the ConfigMap), and the chains
+    /// whose head stopped moving while their writer runs (each a finding).
     Read {
         config_map: String,
         heads: Vec<ChainHead>,
         problems: Vec<String>,
+        writers: Vec<WriterState>,
+        /// Filled in by [`build`], from the heads, the writers and the report's time.
+        stalled: Vec<String>,
     },
     /// The ConfigMap does not exist: no operator has checkpointed a chain there.
     Absent { config_map: String },
@@ -128,11 +138,60 @@ pub fn chain_heads(data: &BTreeMap<String, String>) -> (Vec<ChainHead>, Vec<Stri
                 chain: key.clone(),
                 head,
                 checkpoints: count,
+                retired: retired_at(text),
             }),
             None => problems.push(format!("key {key}: holds no checkpoint")),
         }
     }
     (heads, problems)
+}
+
+/// Chains whose checkpointed head stopped while their writer runs: the writer's Lease
+/// is live and says it has flushed lines beyond the last stored checkpoint (or that it
+/// has flushed lines and none is stored), the oldest of them longer ago than the Lease
+/// lasts (three checkpoint intervals). The writer renews its Lease right after each
+/// store with the head it tried to store, and the audit reads the Leases before the
+/// ConfigMap, so a healthy writer shows a flushed seq beyond its stored one only until
+/// its next interval; one write that lost a race is not a stall. Pure.
+pub fn stalled_chains(heads: &[ChainHead], writers: &[WriterState], now: Timestamp) -> Vec<String> {
+    let mut stalled = Vec::new();
+    for writer in writers.iter().filter(|w| w.live(now)) {
+        let Some(flushed) = &writer.flushed else {
+            continue;
+        };
+        // Since when the head has waited: the first failed store of the streak, or
+        // (no error said) the flushed line itself.
+        let waiting = writer.failing_since.unwrap_or(flushed.time);
+        let grace = jiff::SignedDuration::from_secs(writer.lease_seconds);
+        if waiting.checked_add(grace).is_ok_and(|until| until >= now) {
+            continue;
+        }
+        let who = format!(
+            "its writer {} runs (Lease renewed {})",
+            writer.holder.as_deref().unwrap_or("(unnamed)"),
+            writer
+                .renewed
+                .map_or_else(|| "never".to_string(), |t| t.to_string())
+        );
+        let why = writer
+            .error
+            .as_deref()
+            .map(|e| format!("; its last error: {e}"))
+            .unwrap_or_default();
+        match heads.iter().find(|h| h.chain == writer.key) {
+            None => stalled.push(format!(
+                "chain {}: no checkpoint is stored, but {who} and has written up to seq {} ({}){why}",
+                writer.chain, flushed.seq, flushed.time
+            )),
+            Some(head) if head.head.seq < flushed.seq => stalled.push(format!(
+                "chain {}: the checkpointed head stopped at seq {} ({}), but {who} and has written up to seq {} ({}){why}",
+                writer.chain, head.head.seq, head.head.time, flushed.seq, flushed.time
+            )),
+            Some(_) => {}
+        }
+    }
+    stalled.sort();
+    stalled
 }
 
 /// Everything the report is built from besides the catalog.
@@ -426,17 +485,26 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         })
         .count();
 
-    let findings = reports.iter().map(|r| r.findings).sum::<usize>()
-        + missing_policies.len()
-        + unreadable.len();
     let mut chain = observation.chain.clone();
+    let mut chains_stalled = 0;
     if let ChainObservation::Read {
-        heads, problems, ..
+        heads,
+        problems,
+        writers,
+        stalled,
+        ..
     } = &mut chain
     {
         heads.sort_by(|a, b| a.chain.cmp(&b.chain));
         problems.sort();
+        writers.sort_by(|a, b| a.chain.cmp(&b.chain));
+        *stalled = stalled_chains(heads, writers, observation.generated_at);
+        chains_stalled = stalled.len();
     }
+    let findings = reports.iter().map(|r| r.findings).sum::<usize>()
+        + missing_policies.len()
+        + unreadable.len()
+        + chains_stalled;
     Report {
         kind: REPORT_KIND,
         format_version: FORMAT_VERSION,

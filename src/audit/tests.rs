@@ -8,7 +8,9 @@ use jiff::Timestamp;
 
 use super::{
     render,
-    report::{ChainObservation, Observation, Report, Unreadable, Verdict, build, chain_heads},
+    report::{
+        ChainHead, ChainObservation, Observation, Report, Unreadable, Verdict, build, chain_heads,
+    },
 };
 use crate::{
     access::rbac::RbacObjects,
@@ -317,6 +319,8 @@ fn the_same_cluster_state_gives_the_same_bytes_whatever_the_order() {
         config_map: "enclave-operator-checkpoints".into(),
         heads: Vec::new(),
         problems: Vec::new(),
+        writers: Vec::new(),
+        stalled: Vec::new(),
     };
     let first = build(&catalog, &observed);
     // web-2 outside, the claim scratch, shop's leak, mallory's exec.
@@ -411,6 +415,8 @@ fn chain_heads_are_the_last_checkpoint_of_each_key() {
         config_map: "enclave-operator-checkpoints".into(),
         heads,
         problems,
+        writers: Vec::new(),
+        stalled: Vec::new(),
     };
     let report = build(&compliant(), &observed);
     assert!(
@@ -441,4 +447,87 @@ fn an_unreadable_checkpoints_config_map_is_said_not_failed() {
     assert!(render::markdown(&report).contains(
         "ConfigMap `enclave-system/enclave-operator-checkpoints` could not be read: configmaps \"enclave-operator-checkpoints\" is forbidden"
     ));
+}
+
+#[test]
+fn a_chain_head_that_stopped_while_its_writer_runs_is_a_finding() {
+    use crate::evidence::{chain::Checkpoint, checkpoints::WriterState};
+    let now = observation().generated_at;
+    let ago = |s: i64| {
+        now.checked_sub(jiff::SignedDuration::from_secs(s))
+            .expect("time")
+    };
+    let checkpoint = |seq: u64, time: Timestamp| Checkpoint {
+        seq,
+        hash: crate::evidence::chain::Digest::of(&seq.to_le_bytes()),
+        time,
+    };
+    let head = |chain: &str, seq: u64| ChainHead {
+        chain: chain.into(),
+        head: checkpoint(seq, ago(600)),
+        checkpoints: 1,
+        retired: None,
+    };
+    let writer = |chain: &str, flushed: u64, renewed: i64, failing: Option<i64>| WriterState {
+        chain: chain.replace('.', "/"),
+        key: chain.into(),
+        holder: Some("op-0".into()),
+        renewed: Some(ago(renewed)),
+        lease_seconds: 180,
+        closed: false,
+        flushed: Some(checkpoint(flushed, ago(300))),
+        stored: None,
+        error: failing.map(|_| "ConfigMap is immutable".into()),
+        failing_since: failing.map(ago),
+    };
+    let heads = vec![
+        head("ns.stalled", 5),
+        head("ns.quiet", 9),
+        head("ns.dead", 3),
+        head("ns.just-failed", 4),
+    ];
+    let writers = vec![
+        // Flushed 7, stored 5, failing for 5 minutes, Lease renewed 10 s ago.
+        writer("ns.stalled", 7, 10, Some(300)),
+        // Nothing beyond its stored head.
+        writer("ns.quiet", 9, 10, None),
+        // Its writer is gone (Lease expired): not running, not stalled.
+        writer("ns.dead", 8, 600, Some(600)),
+        // One store failed 10 s ago: not yet a stall.
+        writer("ns.just-failed", 5, 1, Some(10)),
+        // Flushed, never stored.
+        writer("ns.never", 2, 10, Some(300)),
+    ];
+    let mut observed = observation();
+    observed.chain = ChainObservation::Read {
+        config_map: "enclave-operator-checkpoints".into(),
+        heads,
+        problems: Vec::new(),
+        writers,
+        stalled: Vec::new(),
+    };
+    let report = build(&compliant(), &observed);
+    let ChainObservation::Read { stalled, .. } = &report.chain else {
+        panic!("read");
+    };
+    assert_eq!(stalled.len(), 2, "{stalled:?}");
+    assert!(
+        stalled[0].starts_with("chain ns/never: no checkpoint is stored"),
+        "{stalled:?}"
+    );
+    assert!(
+        stalled[1].starts_with("chain ns/stalled: the checkpointed head stopped at seq 5")
+            && stalled[1].contains("written up to seq 7")
+            && stalled[1].contains("ConfigMap is immutable"),
+        "{stalled:?}"
+    );
+    assert_eq!(report.summary.findings, 2);
+    assert!(!report.summary.all_green);
+    let markdown = render::markdown(&report);
+    assert!(
+        markdown.contains("**Stalled (a finding):** chain ns/stalled"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("| runs: op-0 |"), "{markdown}");
+    assert!(markdown.contains("| gone, not yet retired |"), "{markdown}");
 }

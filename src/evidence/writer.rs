@@ -1,9 +1,15 @@
 //! The decision log writer: takes every record from the [`crate::decisions::Sink`],
 //! appends it to the hash chain, writes the line to stdout (and a file), and
 //! checkpoints the chain's head to the cluster — the `enclave-operator-checkpoints`
-//! ConfigMap in the operator's namespace, one key per chain — at least every
-//! `--checkpoint-interval`, so that an auditor can detect deleted or edited lines in
-//! stored logs against checkpoints kept apart from them.
+//! ConfigMap in the operator's namespace, one key per chain, kept bounded by
+//! [`super::checkpoints`] — at least every `--checkpoint-interval`, so that an auditor
+//! can detect deleted or edited lines in stored logs against checkpoints kept apart
+//! from them. Each open chain also renews a Lease, its heartbeat: the audit reads it to
+//! tell a chain whose checkpoints stopped while its writer runs, and writers retire the
+//! chains whose Lease is gone. A checkpoint that is not stored is counted
+//! (`enclave_operator_evidence_checkpoint_failures`), logged, shown as the
+//! `DecisionLogCheckpointed` condition of every policy and a Warning Event on the
+//! ConfigMap, and tried again at the next interval: it never counts as stored.
 //!
 //! A process resumes its chain from its last checkpoint when it restarts with the same
 //! identity (`--chain-id`), writing a `ChainResumed` record that names the checkpoint.
@@ -19,13 +25,15 @@
 //! Admission findings also become Events on their policy, best effort: an Event that
 //! does not fit its queue is counted, not waited for.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{ConfigMap, ObjectReference},
+};
 use kube::{
     Api,
-    api::{Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType},
 };
 use tokio::{
@@ -33,20 +41,16 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
+pub use super::checkpoints::{CHECKPOINTS, checkpoint_key};
 use super::{
     chain::{Chain, Checkpoint, Kind},
+    checkpoints::{self, Heartbeat},
     cli::LogArgs,
 };
 use crate::{
     context::Context,
-    decisions::{self, Record},
-    names::{FIELD_MANAGER, MANAGED_BY_LABEL},
+    decisions::{self, Record, Subject},
 };
-
-/// The ConfigMap that holds every chain's recent checkpoints.
-pub const CHECKPOINTS: &str = "enclave-operator-checkpoints";
-/// Checkpoints kept per chain (a day at one a minute, about 150 bytes each).
-const KEPT: usize = 1440;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,21 +66,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("--checkpoint-interval must be a positive number of seconds")]
     Interval,
-}
-
-/// The ConfigMap key of a chain: its id with every character a key may not hold
-/// replaced.
-pub fn checkpoint_key(chain_id: &str) -> String {
-    chain_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '.'
-            }
-        })
-        .collect()
 }
 
 /// The identity of this process, for the default chain id.
@@ -475,7 +464,8 @@ async fn publish_events(ctx: Arc<Context>, mut records: mpsc::Receiver<Record>) 
 }
 
 /// Writes the head to the checkpoints ConfigMap whenever it moved, at most once per
-/// `interval`, and once more at the end.
+/// `interval`, and once more at the end; renews the chain's Lease at every interval.
+/// A head that could not be stored is tried again at the next interval.
 async fn checkpoint(
     ctx: Arc<Context>,
     namespace: String,
@@ -484,8 +474,12 @@ async fn checkpoint(
     interval: Duration,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = checkpoint_key(&chain_id);
+    let holder = identity();
     let mut written: Option<Checkpoint> = None;
+    // The last store's error, and since when stores fail.
+    let mut error: Option<(String, Timestamp)> = None;
     let mut ticker = tokio::time::interval(interval);
     loop {
         let closed = tokio::select! {
@@ -498,86 +492,159 @@ async fn checkpoint(
             }
         };
         let current = head.borrow().clone();
-        if written.as_ref() != Some(&current) {
-            match store(&api, &key, &current).await {
-                Ok(()) => {
-                    ctx.metrics.evidence.checkpoints.inc();
-                    written = Some(current);
+        // The heartbeat first: a writer's key never exists without its Lease, so that
+        // no other writer (of this process, too) takes it for a gone writer's chain.
+        // It says what is about to be stored; the audit allows it a few intervals.
+        if !closed {
+            renew(
+                &ctx,
+                &leases,
+                Heartbeat {
+                    chain_id: &chain_id,
+                    holder: &holder,
+                    interval,
+                    flushed: &current,
+                    stored: written.as_ref(),
+                    error: error.as_ref().map(|(e, since)| (e.as_str(), *since)),
+                    closed: false,
+                },
+            )
+            .await;
+        }
+        if written.as_ref() == Some(&current) && !closed {
+            // Nothing to store: still retire the chains whose writer went away.
+            match checkpoints::retire(&api, &leases, &key).await {
+                Ok(stored) => retired(&ctx, &namespace, &stored),
+                Err(failure) => {
+                    tracing::debug!(chain = %chain_id, error = %failure, "could not retire gone writers' chains")
                 }
-                Err(error) => tracing::warn!(%error, "could not checkpoint the decision log"),
             }
         }
+        if written.as_ref() != Some(&current) {
+            match checkpoints::store(&api, &leases, &key, &current).await {
+                Ok(stored) => {
+                    ctx.metrics.evidence.checkpoints.inc();
+                    written = Some(current.clone());
+                    error = None;
+                    if ctx.checkpoints.stored(&chain_id) {
+                        tracing::info!(chain = %chain_id, seq = current.seq, "decision log checkpoints are stored again");
+                    }
+                    retired(&ctx, &namespace, &stored);
+                }
+                Err(failure) => {
+                    ctx.metrics
+                        .evidence
+                        .checkpoint_failures
+                        .get_or_create(&crate::metrics::CheckpointFailureLabels {
+                            reason: failure.category(),
+                        })
+                        .inc();
+                    let message = failure.to_string();
+                    tracing::warn!(
+                        chain = %chain_id,
+                        seq = current.seq,
+                        error = %message,
+                        "the decision log's checkpoint was NOT stored; trying again at the next interval"
+                    );
+                    let now = Timestamp::now();
+                    if ctx
+                        .checkpoints
+                        .failing(&chain_id, message.clone(), current.seq, now)
+                    {
+                        failed_event(&ctx, &namespace, &chain_id, current.seq, &message).await;
+                    }
+                    let since = error.as_ref().map_or(now, |(_, since)| *since);
+                    error = Some((message, since));
+                }
+            }
+            ctx.metrics
+                .evidence
+                .chains_failing
+                .set(i64::try_from(ctx.checkpoints.failures().len()).unwrap_or(i64::MAX));
+        }
         if closed {
+            renew(
+                &ctx,
+                &leases,
+                Heartbeat {
+                    chain_id: &chain_id,
+                    holder: &holder,
+                    interval,
+                    flushed: &current,
+                    stored: written.as_ref(),
+                    error: error.as_ref().map(|(e, since)| (e.as_str(), *since)),
+                    closed: true,
+                },
+            )
+            .await;
+        }
+        if closed {
+            // A closed chain is no longer this process's to store.
+            ctx.checkpoints.stored(&chain_id);
             return;
         }
     }
 }
 
-/// Appends a checkpoint to the chain's key, keeping the last [`KEPT`].
-async fn store(
-    api: &Api<ConfigMap>,
-    key: &str,
-    checkpoint: &Checkpoint,
-) -> Result<(), kube::Error> {
-    let line = serde_json::to_string(checkpoint).unwrap_or_default();
-    for _ in 0..5 {
-        let existing = api.get_opt(CHECKPOINTS).await?;
-        let previous = existing
-            .as_ref()
-            .and_then(|c| c.data.as_ref())
-            .and_then(|d| d.get(key))
-            .cloned()
-            .unwrap_or_default();
-        let mut lines: Vec<&str> = previous.lines().filter(|l| !l.is_empty()).collect();
-        lines.push(&line);
-        let start = lines.len().saturating_sub(KEPT);
-        let value = lines[start..].join("\n");
-        let result = match existing {
-            None => {
-                let config_map = ConfigMap {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(CHECKPOINTS.into()),
-                        labels: Some(BTreeMap::from([(
-                            MANAGED_BY_LABEL.to_string(),
-                            FIELD_MANAGER.to_string(),
-                        )])),
-                        ..Default::default()
-                    },
-                    data: Some(BTreeMap::from([(key.to_string(), value)])),
-                    ..ConfigMap::default()
-                };
-                api.create(&PostParams::default(), &config_map)
-                    .await
-                    .map(|_| ())
-            }
-            Some(config_map) => {
-                // A merge patch at the version read: other chains' keys stay, a
-                // concurrent writer makes us read again.
-                let patch = serde_json::json!({
-                    "metadata": {"resourceVersion": config_map.metadata.resource_version},
-                    "data": {key: value},
-                });
-                api.patch(CHECKPOINTS, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(|_| ())
-            }
-        };
-        match result {
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            other => return other,
-        }
+/// Renews a chain's Lease: the writer runs (or, closed, has stopped), with what it has
+/// flushed and stored and, while stores fail, why and since when.
+async fn renew(ctx: &Context, leases: &Api<Lease>, heartbeat: Heartbeat<'_>) {
+    if let Err(failure) = checkpoints::renew(leases, &heartbeat.lease(Timestamp::now())).await {
+        ctx.metrics
+            .evidence
+            .checkpoint_failures
+            .get_or_create(&crate::metrics::CheckpointFailureLabels { reason: "lease" })
+            .inc();
+        tracing::warn!(chain = %heartbeat.chain_id, error = %failure, "could not renew the decision log chain's Lease");
     }
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn checkpoint_keys_are_valid_config_map_keys() {
-        assert_eq!(
-            super::checkpoint_key("enclave-system/enclave-operator-7d9f"),
-            "enclave-system.enclave-operator-7d9f"
+/// Records the chains a store sealed: their last checkpoint then lives on in this
+/// chain, itself checkpointed, after the sealed key is dropped.
+fn retired(ctx: &Context, namespace: &str, stored: &checkpoints::Stored) {
+    for (key, last) in &stored.retired {
+        tracing::info!(chain = %key, seq = last.seq, "decision log chain retired: its writer is gone");
+        ctx.sink.record(
+            Record::new(
+                decisions::Kind::ChainRetired,
+                None,
+                Subject::new("DecisionLogChain", Some(namespace), key),
+                format!(
+                    "the writer of chain {key} is gone: the chain is sealed at its last checkpoint, seq {} ({})",
+                    last.seq, last.time
+                ),
+            )
+            .with(
+                "checkpoint",
+                serde_json::json!({"seq": last.seq, "hash": last.hash.to_string(), "time": last.time.to_string()}),
+            ),
         );
-        assert_eq!(super::checkpoint_key("a b:c"), "a.b.c");
+    }
+    if !stored.dropped.is_empty() {
+        tracing::info!(keys = ?stored.dropped, bytes = stored.bytes, "checkpoints of long-retired chains dropped to stay within the budget");
+    }
+}
+
+/// A Warning Event on the checkpoints ConfigMap when a chain starts failing.
+async fn failed_event(ctx: &Context, namespace: &str, chain: &str, seq: u64, message: &str) {
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        namespace: Some(namespace.to_string()),
+        name: Some(CHECKPOINTS.into()),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "CheckpointFailed".into(),
+        note: Some(crate::names::truncate(
+            format!("chain {chain}: head seq {seq} not stored: {message}"),
+            crate::names::MAX_EVENT_NOTE,
+        )),
+        action: "Checkpoint".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(%error, "could not record a CheckpointFailed Event");
     }
 }

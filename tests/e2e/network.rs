@@ -285,3 +285,128 @@ async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
     );
     let _ = kubectl(&["delete", "pv", "net-volume-us", "--wait=false"], None);
 }
+
+/// The shared operator's decision records of `kind` about `namespace`.
+fn records(kind: &str, namespace: &str) -> Vec<serde_json::Value> {
+    shared_decisions()
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .filter(|r| {
+            let object = &r["fields"]["object"];
+            object["namespace"] == namespace
+                || (object["kind"] == "Namespace" && object["name"] == namespace)
+        })
+        .collect()
+}
+
+/// Events with `reason` on the policy of UID `uid` (not on an earlier policy of the
+/// same name: Events outlive their object), one message a line.
+fn policy_events(uid: &str, reason: &str) -> Vec<String> {
+    let out = kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        &format!("reason={reason},involvedObject.uid={uid},involvedObject.kind=ResidencyPolicy"),
+        "-o",
+        "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn a_namespace_leaving_scope_and_the_removal_of_its_fence_are_recorded() {
+    let _cluster = cluster_lock().read().await;
+    let ns = setup("net-leave", "").await;
+    eventually(TIMEOUT, "the fence in place", || async {
+        let names = fence_names(&ns.name);
+        if names.split_whitespace().count() == 2 {
+            Ok(())
+        } else {
+            Err(names)
+        }
+    })
+    .await;
+    assert!(records("NamespaceLeftScope", &ns.name).is_empty());
+    kubectl_ok(&["label", "namespace", &ns.name, "enclave.dev/test-scope-"]);
+    eventually(TIMEOUT, "the fence removed", || async {
+        let names = fence_names(&ns.name);
+        if names.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(names)
+        }
+    })
+    .await;
+    let left = eventually(TIMEOUT, "a NamespaceLeftScope record", || async {
+        let found = records("NamespaceLeftScope", &ns.name);
+        if found.is_empty() {
+            Err("none yet")
+        } else {
+            Ok(found)
+        }
+    })
+    .await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    let fields = &left[0]["fields"];
+    assert_eq!(fields["policy"], "net-leave");
+    assert_eq!(fields["reason"], "NamespaceRelabelled");
+    let message = fields["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no longer match") && message.contains("fence no longer cover"),
+        "{message}"
+    );
+    let removed = eventually(TIMEOUT, "two FenceRemoved records", || async {
+        let found = records("FenceRemoved", &ns.name);
+        if found.len() >= 2 {
+            Ok(found)
+        } else {
+            Err(found)
+        }
+    })
+    .await;
+    let mut names: Vec<&str> = removed
+        .iter()
+        .map(|r| r["fields"]["object"]["name"].as_str().unwrap_or_default())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "enclave-fence-allow-net-leave",
+            "enclave-fence-deny-net-leave"
+        ]
+    );
+    assert!(
+        removed
+            .iter()
+            .all(|r| r["fields"]["reason"] == "NamespaceLeftScope"
+                && r["fields"]["policy"] == "net-leave"),
+        "{removed:?}"
+    );
+    // The leader chain holds them: the controllers decided.
+    assert!(
+        removed
+            .iter()
+            .chain(&left)
+            .all(|r| r["chain"].as_str().is_some_and(|c| c.ends_with("/leader"))),
+        "{removed:?}"
+    );
+    let uid = kubectl_ok(&[
+        "get",
+        "residencypolicy",
+        "net-leave",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    eventually(TIMEOUT, "Events on the policy", || async {
+        let left = policy_events(&uid, "NamespaceLeftScope");
+        let removed = policy_events(&uid, "FenceRemoved");
+        if left.len() == 1 && removed.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("left: {left:?}, removed: {removed:?}"))
+        }
+    })
+    .await;
+}

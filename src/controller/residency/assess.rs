@@ -844,6 +844,7 @@ mod tests {
             assessment: Some(&assessment),
             volumes: None,
             network: None,
+            checkpoints: None,
         };
         let status = super::super::status::build(&policy, &found, &crate::conditions::now());
         let compliant = status

@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod assess;
+pub mod leaving;
 pub mod memory;
 pub mod migrate;
 pub mod network;
@@ -60,6 +61,7 @@ pub struct Residency {
     pub ctx: Arc<Context>,
     pub memory: memory::Memory,
     pub fence: network::FenceMemory,
+    pub scope: leaving::ScopeMemory,
     pub admission_in_place: AdmissionClock,
     pub admission_writes: admission::Writes,
 }
@@ -204,8 +206,9 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
         .map(|enclave| storage::assess(policy, enclave, &ctx.caches));
     let mut leaks = network::LeakAssessment::default();
     let mut fence = Ok(0);
+    let inside = network::namespaces(policy, &ctx.caches, &ctx.admission.operator_namespace);
+    record_leaving(state, policy, &inside).await;
     if let Ok(enclave) = &enclave {
-        let inside = network::namespaces(policy, &ctx.caches, &ctx.admission.operator_namespace);
         fence = match network::desired(policy, enclave, &inside) {
             Ok(desired) => network::apply(state, policy, desired)
                 .await
@@ -229,6 +232,9 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
             fence: fence.clone(),
             leaks: &leaks,
         }),
+        checkpoints: Some(crate::evidence::health::condition(
+            &ctx.checkpoints.failures(),
+        )),
     };
     let next = status::build(policy, &found, &conditions::now());
     laps.lap("findings");
@@ -318,6 +324,53 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
 }
 
 use status::AdmissionReadiness;
+
+/// Records the namespaces that left the policy's scope since its last pass: a decision
+/// and a Warning Event on the policy each.
+async fn record_leaving(state: &Residency, policy: &ResidencyPolicy, inside: &[String]) {
+    let ctx = &state.ctx;
+    let live: std::collections::BTreeSet<String> = crate::catalog::Catalog::policies(&ctx.caches)
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    state.scope.retain(&live);
+    let now: std::collections::BTreeSet<String> = inside.iter().cloned().collect();
+    let left = state.scope.observe(
+        policy,
+        &now,
+        &crate::catalog::Catalog::namespaces(&ctx.caches),
+        &ctx.admission.operator_namespace,
+    );
+    let name = policy.name_any();
+    for gone in left {
+        tracing::info!(namespace = %gone.namespace, reason = gone.reason, "namespace left the policy's scope");
+        ctx.sink.record(
+            Record::new(
+                Kind::NamespaceLeftScope,
+                Some(&name),
+                Subject::new("Namespace", None, &gone.namespace),
+                gone.message.clone(),
+            )
+            .with("reason", gone.reason),
+        );
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(gone.namespace.clone()),
+            ..Default::default()
+        };
+        publish_related(
+            ctx,
+            &policy.object_ref(&()),
+            Some(related),
+            EventType::Warning,
+            "NamespaceLeftScope",
+            "Scope",
+            gone.message,
+        )
+        .await;
+    }
+}
 
 /// Records volumes outside the enclave and network leaks when they are first found (not
 /// every pass), with an Event on the policy.
@@ -584,6 +637,7 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
         ctx: ctx.clone(),
         memory: memory::Memory::default(),
         fence: network::FenceMemory::default(),
+        scope: leaving::ScopeMemory::default(),
         admission_in_place: AdmissionClock::default(),
         admission_writes: admission::Writes::default(),
     });
@@ -610,6 +664,7 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
         caches.network_policies.changes().boxed(),
         ca_changes.boxed(),
         admission_touched.boxed(),
+        ctx.checkpoints.changes().boxed(),
     ]);
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let graceful = term.graceful_shutdown(controller.store());

@@ -215,13 +215,56 @@ pub async fn apply(
             .await;
         }
     }
+    let mut all_namespaces = None;
     for np in owned.iter().filter(|np| !wanted.contains(&key(np))) {
         let (namespace, np_name) = key(np);
         match Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace)
             .delete(&np_name, &DeleteParams::default())
             .await
         {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
+            // Removed by us: recorded, with why. One already gone (with its namespace)
+            // was not removed by the operator.
+            Ok(_) => {
+                let namespaces = all_namespaces
+                    .get_or_insert_with(|| crate::catalog::Catalog::namespaces(&ctx.caches));
+                let (reason, why) = super::leaving::removal(
+                    policy,
+                    &namespace,
+                    namespaces,
+                    &ctx.admission.operator_namespace,
+                );
+                let message = format!(
+                    "NetworkPolicy {namespace}/{np_name} of the enclave's fence was removed: {why}"
+                );
+                tracing::info!(%namespace, networkpolicy = %np_name, reason, "fence removed");
+                ctx.sink.record(
+                    Record::new(
+                        Kind::FenceRemoved,
+                        Some(&name),
+                        Subject::new("NetworkPolicy", Some(&namespace), &np_name),
+                        message.clone(),
+                    )
+                    .with("reason", reason),
+                );
+                let related = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("networking.k8s.io/v1".into()),
+                    kind: Some("NetworkPolicy".into()),
+                    namespace: Some(namespace.clone()),
+                    name: Some(np_name.clone()),
+                    ..Default::default()
+                };
+                crate::controller::publish_related(
+                    ctx,
+                    &policy.object_ref(&()),
+                    Some(related),
+                    EventType::Normal,
+                    "FenceRemoved",
+                    "Fence",
+                    message,
+                )
+                .await;
+            }
+            Err(kube::Error::Api(_)) => {}
             Err(error) => return Err(Error::Kube(error)),
         }
         state

@@ -40,6 +40,9 @@ pub struct Found<'a> {
     pub assessment: Option<&'a Assessment>,
     pub volumes: Option<&'a super::storage::VolumeAssessment>,
     pub network: Option<NetworkFound<'a>>,
+    /// Whether this operator's decision log checkpoints are stored
+    /// ([`crate::evidence::health::condition`]).
+    pub checkpoints: Option<Observed>,
 }
 
 fn ready(policy: &ResidencyPolicy, found: &Found) -> Observed {
@@ -260,6 +263,9 @@ pub fn build(policy: &ResidencyPolicy, found: &Found, now: &Time) -> ResidencyPo
         status.network_leaks = network.leaks.leaks;
         violations.extend(network.leaks.violations.iter().cloned());
         observed.push(network_fenced(network));
+    }
+    if let Some(checkpoints) = &found.checkpoints {
+        observed.push(checkpoints.clone());
     }
     violations.sort_by(|a, b| {
         (&a.namespace, &a.name, &a.kind, &a.reason).cmp(&(
