@@ -18,11 +18,15 @@
 //!   inside.
 //! - **Copies outside scope** (`kubectl debug db-0 --copy-to=x` drops the labels; a
 //!   Deployment or StatefulSet whose template drops them): a pod CREATE outside the
-//!   selector that mounts a PersistentVolumeClaim, or an ephemeral volume whose claim is
-//!   filled from a data source (a clone or snapshot of existing data). Every claim of a
-//!   covered namespace is enclave data — the volume rule already keeps each of them on
-//!   the enclave's storage whatever the pod selector — so only pods in scope (placed,
-//!   fenced and gated) may mount one.
+//!   selector that mounts a PersistentVolumeClaim, an ephemeral volume whose claim is
+//!   filled from a data source (a clone or snapshot of existing data), or a volume that
+//!   reaches storage by itself (`hostPath`, `nfs`, `csi`, …: the same disk, export or
+//!   host directory the enclave's data is on). Every claim of a covered namespace is
+//!   enclave data — the volume rule already keeps each of them on the enclave's storage
+//!   whatever the pod selector — so only pods in scope (placed, fenced and gated) may
+//!   mount one. Volumes that start empty or carry configuration (`emptyDir`,
+//!   `configMap`, `secret`, `projected`, `downwardAPI`, `image`, an ephemeral claim
+//!   without a source) are allowed.
 //!
 //! What the pod carries that a tenant cannot forge is the claim it mounts (and the
 //! namespace it is in): decided here from the request alone, with no API call and no
@@ -99,9 +103,10 @@ pub struct ScopeView<'a> {
     pub spec: &'a PodSpec,
 }
 
-/// What a volume brings of the namespace's data: the claim it mounts, or the source an
-/// ephemeral claim is filled from. `None` for volumes that start empty or are not
-/// claims.
+/// What a volume brings of data a pod outside the selector must not hold: the claim it
+/// mounts, the source an ephemeral claim is filled from, or storage it reaches by itself
+/// (`hostPath`, `nfs`, `csi`, `iscsi`, …: every kind but those that start empty or carry
+/// configuration). `None` for those.
 fn data_of(volume: &Volume) -> Option<String> {
     if let Some(claim) = &volume.persistent_volume_claim {
         return Some(format!(
@@ -109,22 +114,29 @@ fn data_of(volume: &Volume) -> Option<String> {
             volume.name, claim.claim_name
         ));
     }
-    let spec = &volume
-        .ephemeral
-        .as_ref()?
-        .volume_claim_template
-        .as_ref()?
-        .spec;
-    let (kind, name) = match (&spec.data_source_ref, &spec.data_source) {
-        (Some(source), _) => (&source.kind, &source.name),
-        (None, Some(source)) => (&source.kind, &source.name),
-        (None, None) => return None,
-    };
-    Some(format!(
-        "volume {} (an ephemeral claim filled from {kind} {name})",
-        volume.name
-    ))
+    if let Some(ephemeral) = &volume.ephemeral {
+        let spec = &ephemeral.volume_claim_template.as_ref()?.spec;
+        let (kind, name) = match (&spec.data_source_ref, &spec.data_source) {
+            (Some(source), _) => (&source.kind, &source.name),
+            (None, Some(source)) => (&source.kind, &source.name),
+            (None, None) => return None,
+        };
+        return Some(format!(
+            "volume {} (an ephemeral claim filled from {kind} {name})",
+            volume.name
+        ));
+    }
+    let empty_or_configuration = volume.empty_dir.is_some()
+        || volume.config_map.is_some()
+        || volume.secret.is_some()
+        || volume.projected.is_some()
+        || volume.downward_api.is_some()
+        || volume.image.is_some();
+    (!empty_or_configuration).then(|| format!("volume {} ({REACHES_STORAGE})", volume.name))
 }
+
+/// How messages name a volume that is neither a claim nor empty nor configuration.
+const REACHES_STORAGE: &str = "a host path, network or CSI volume, which reaches storage by itself";
 
 /// Why the policy refuses the request, if it does (before the Audit prefix).
 fn refusal(
@@ -168,7 +180,7 @@ fn refusal(
         None => {
             let data = view.spec.volumes.iter().flatten().find_map(data_of)?;
             Some(format!(
-                "policy {policy}: {subject} is outside the policy's pod selector ({wanted}) but mounts {data}: the claims of its namespaces hold the enclave's data, and only pods in scope (placed, fenced and gated) may mount them; give the pod the labels the selector asks for"
+                "policy {policy}: {subject} is outside the policy's pod selector ({wanted}) but mounts {data}: the claims and storage of its namespaces hold the enclave's data, and only pods in scope (placed, fenced and gated) may mount them; give the pod the labels the selector asks for"
             ))
         }
     }
@@ -221,11 +233,11 @@ fn labels_of(object: &str) -> String {
     format!("(has({object}.metadata.labels) ? {object}.metadata.labels : {{}})")
 }
 
-/// The volumes of `object` that bring the namespace's data ([`data_of`]).
+/// The volumes of `object` that bring data ([`data_of`]).
 fn data_volumes(object: &str) -> String {
     let template = "v.ephemeral.volumeClaimTemplate.spec";
     format!(
-        "(has({object}.spec.volumes) ? {object}.spec.volumes : []).filter(v, has(v.persistentVolumeClaim) || (has(v.ephemeral) && has(v.ephemeral.volumeClaimTemplate) && (has({template}.dataSourceRef) || has({template}.dataSource))))"
+        "(has({object}.spec.volumes) ? {object}.spec.volumes : []).filter(v, has(v.persistentVolumeClaim) || (has(v.ephemeral) ? has(v.ephemeral.volumeClaimTemplate) && (has({template}.dataSourceRef) || has({template}.dataSource)) : !(has(v.emptyDir) || has(v.configMap) || has(v.secret) || has(v.projected) || has(v.downwardAPI) || has(v.image))))"
     )
 }
 
@@ -323,12 +335,13 @@ pub fn native_policy(
         "(has({template}.dataSourceRef) ? {template}.dataSourceRef.kind + ' ' + {template}.dataSourceRef.name : {template}.dataSource.kind + ' ' + {template}.dataSource.name)"
     );
     let copying = format!(
-        "{p} + {subject} + {} + 'volume ' + {first}.name + (has({first}.persistentVolumeClaim) ? ' (claim ' + {first}.persistentVolumeClaim.claimName + ')' : ' (an ephemeral claim filled from ' + {source} + ')') + {}",
+        "{p} + {subject} + {} + 'volume ' + {first}.name + (has({first}.persistentVolumeClaim) ? ' (claim ' + {first}.persistentVolumeClaim.claimName + ')' : (has({first}.ephemeral) ? ' (an ephemeral claim filled from ' + {source} + ')' : {})) + {}",
         quote(&format!(
             " is outside the policy's pod selector ({wanted}) but mounts "
         )),
+        quote(&format!(" ({REACHES_STORAGE})")),
         quote(
-            ": the claims of its namespaces hold the enclave's data, and only pods in scope (placed, fenced and gated) may mount them; give the pod the labels the selector asks for"
+            ": the claims and storage of its namespaces hold the enclave's data, and only pods in scope (placed, fenced and gated) may mount them; give the pod the labels the selector asks for"
         )
     );
     let validation = |expression: String, message: String| Validation {
@@ -542,6 +555,33 @@ mod tests {
         );
         assert_eq!(
             judge(&catalog, "shop", &bare, None, &stateless),
+            Decision::default()
+        );
+        // Storage a volume reaches by itself is data too (the same export, disk or host
+        // directory as the enclave's); configuration is not.
+        for volume in [
+            "{name: raw, hostPath: {path: /var/lib/kubelet/pods}}",
+            "{name: raw, nfs: {server: 198.51.100.7, path: /export}}",
+            "{name: raw, csi: {driver: smb.csi.k8s.io, volumeAttributes: {source: //eu/share}}}",
+        ] {
+            let message = denial(&judge(
+                &catalog,
+                "shop",
+                &bare,
+                None,
+                &spec(&format!("containers: []\nvolumes: [{volume}]")),
+            ))
+            .to_string();
+            assert!(
+                message.contains("mounts volume raw (a host path, network or CSI volume, which reaches storage by itself)"),
+                "{message}"
+            );
+        }
+        let configuration = spec(
+            "containers: []\nvolumes: [{name: a, configMap: {name: c}}, {name: b, projected: {sources: []}}, {name: c, downwardAPI: {items: []}}, {name: d, image: {reference: registry.k8s.io/pause:3.10}}]",
+        );
+        assert_eq!(
+            judge(&catalog, "shop", &bare, None, &configuration),
             Decision::default()
         );
         // An ephemeral claim cloned from an existing claim is a copy of its data.
