@@ -627,6 +627,68 @@ mod tests {
         );
     }
 
+    /// The guard must see pods without the selector's labels (the copy has none), so
+    /// neither engine may narrow it by the pod selector; its match conditions do.
+    #[test]
+    fn both_engines_see_pods_outside_the_selector() {
+        use crate::admission::{Engine, webhooks};
+        let catalog = catalog();
+        let policy = catalog
+            .policies
+            .iter()
+            .find(|p| kube::ResourceExt::name_any(p.as_ref()) == "eu-user-data")
+            .expect("the enforcing policy");
+        let target = webhooks::Target {
+            endpoint: webhooks::Endpoint::Url("https://127.0.0.1:8443".into()),
+            ca_bundle: b"CA".to_vec(),
+            operator_namespace: "enclave-system".into(),
+            owner: None,
+        };
+        let config = webhooks::validating(policy, &target, Engine::Webhook);
+        let hook = config
+            .webhooks
+            .iter()
+            .flatten()
+            .find(|w| w.name == "scope.eu-user-data.policies.enclave.dev")
+            .expect("the scope webhook");
+        assert!(
+            hook.object_selector.is_none(),
+            "narrowed by the pod selector"
+        );
+        let conditions = hook.match_conditions.as_ref().expect("conditions");
+        assert_eq!(conditions, &match_conditions(policy));
+        assert!(conditions[1].expression.contains("oldObject"));
+        assert_eq!(
+            hook.rules.as_ref().expect("rules")[0].operations,
+            Some(vec!["CREATE".to_string(), "UPDATE".to_string()])
+        );
+        let enclave = crate::scope::resolve_enclave(&catalog, policy).expect("enclave");
+        let compiled = crate::admission::native::compile(
+            policy,
+            Ok(&enclave),
+            &crate::admission::native::Facts::default(),
+            "enclave-system",
+        );
+        let (vap, binding) = compiled.scope.expect("the native scope guard");
+        let binding = binding.spec.match_resources.expect("resources");
+        assert!(binding.object_selector.is_none());
+        assert!(binding.namespace_selector.is_some());
+        let spec = vap.spec.expect("spec");
+        assert_eq!(spec.match_conditions, Some(match_conditions(policy)));
+        assert_eq!(spec.validations.expect("validations").len(), 3);
+        // Without a pod selector: no webhook, no native policy.
+        let plain = StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
+            .expect("fixture parses");
+        let config = webhooks::validating(&plain.policies[0], &target, Engine::Webhook);
+        assert!(
+            !config
+                .webhooks
+                .iter()
+                .flatten()
+                .any(|w| w.name.starts_with("scope."))
+        );
+    }
+
     #[test]
     fn an_unknown_namespace_fails_closed() {
         let decision = judge(&catalog(), "brand-new", &labels("{}"), None, &spec(CLAIM));

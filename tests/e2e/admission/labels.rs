@@ -59,42 +59,77 @@ fn pod(name: &str, labels: &str, data: bool, spec_extra: &str) -> String {
     )
 }
 
-/// Waits until admission places labelled pods and the scope guard refuses an unlabelled
-/// pod with the claim (a server-side dry run of each), whichever the engine.
-async fn wait_for_guard(namespace: &str, enforced: bool) {
+/// Waits until admission places labelled pods (a server-side dry run), whichever the
+/// engine: pods in scope can be created from then on.
+async fn wait_for_placement(namespace: &str) {
     eventually(
         Duration::from_secs(30),
-        &format!("the scope guard in force in {namespace}"),
+        &format!("admission to place labelled pods in {namespace}"),
         || async {
-            if enforced {
-                let (ok, placed) = run(
-                    &[
-                        "apply",
-                        "--dry-run=server",
-                        "-n",
-                        namespace,
-                        "-o",
-                        "jsonpath={.metadata.annotations}",
-                        "-f",
-                        "-",
-                    ],
-                    Some(&pod("guard-probe", "{tier: data}", false, "")),
-                );
-                if !(ok && placed.contains(namespace)) {
-                    return Err(placed);
-                }
-            }
-            let (ok, copied) = run(
-                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
-                Some(&pod("guard-probe", "{}", true, "")),
+            let (ok, placed) = run(
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "-n",
+                    namespace,
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                    "-f",
+                    "-",
+                ],
+                Some(&pod("guard-probe", "{tier: data}", false, "")),
             );
-            let seen = if enforced {
-                !ok && copied.contains("outside the policy's pod selector")
+            if ok && placed.contains(namespace) {
+                Ok(())
             } else {
-                ok && copied.contains("(Audit) would deny")
-            };
-            if seen { Ok(()) } else { Err(copied) }
+                Err(placed)
+            }
         },
+    )
+    .await;
+}
+
+/// Waits until `attempt` (a server-side dry run) is refused with `expected` in the
+/// message, or, for Audit, admitted with it as a warning: the guard is in force. Where
+/// the guard is missing, this is where the test fails, with the attack's answer.
+async fn wait_until_guarded(
+    what: &str,
+    enforced: bool,
+    expected: &str,
+    attempt: &[&str],
+    stdin: Option<&str>,
+) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("the scope guard to catch {what}"),
+        || async {
+            let (ok, out) = run(attempt, stdin);
+            let caught = out.contains(expected) && ok != enforced;
+            if caught {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} {out}",
+                    if ok {
+                        "admitted:"
+                    } else {
+                        "refused otherwise:"
+                    }
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+/// [`wait_until_guarded`] with an unlabelled pod mounting the claim, as a debug copy is.
+async fn wait_for_guard(namespace: &str, enforced: bool) {
+    wait_until_guarded(
+        "an unlabelled pod mounting the claim",
+        enforced,
+        "outside the policy's pod selector",
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        Some(&pod("guard-probe", "{}", true, "")),
     )
     .await;
 }
@@ -132,12 +167,28 @@ fn labels_of(namespace: &str, pod: &str) -> String {
 async fn relabelling_a_data_pod_out_of_scope_is_refused() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-relabel", "");
-    wait_for_guard(&ns.name, true).await;
+    wait_for_placement(&ns.name).await;
     let (ok, out) = run(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&pod("db-0", "{tier: data, app: db}", true, "")),
     );
     assert!(ok, "{out}");
+    wait_until_guarded(
+        "the label removed (dry run)",
+        true,
+        "would leave the policy's scope",
+        &[
+            "label",
+            "pod",
+            "db-0",
+            "-n",
+            &ns.name,
+            "tier-",
+            "--dry-run=server",
+        ],
+        None,
+    )
+    .await;
 
     // The attack of the issue: the label that holds the pod in scope removed.
     let (ok, out) = run(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
@@ -206,6 +257,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
 async fn a_debug_copy_that_drops_the_labels_is_refused() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-debug", "");
+    wait_for_placement(&ns.name).await;
     wait_for_guard(&ns.name, true).await;
     let (ok, out) = run(
         &["apply", "-n", &ns.name, "-f", "-"],
@@ -317,12 +369,27 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
 async fn audit_warns_about_labels_and_copies_and_blocks_nothing() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-audit", "  enforcement: Audit\n");
-    wait_for_guard(&ns.name, false).await;
     let (ok, out) = run(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&pod("db-0", "{tier: data}", true, "")),
     );
     assert!(ok, "{out}");
+    wait_until_guarded(
+        "the label removed (dry run), under Audit",
+        false,
+        "(Audit) would deny",
+        &[
+            "label",
+            "pod",
+            "db-0",
+            "-n",
+            &ns.name,
+            "tier-",
+            "--dry-run=server",
+        ],
+        None,
+    )
+    .await;
     let (ok, out) = run(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
     assert!(ok, "{out}");
     assert!(
@@ -352,7 +419,7 @@ async fn audit_warns_about_labels_and_copies_and_blocks_nothing() {
 async fn an_unlabelled_pod_is_no_peer_of_the_fenced_pods() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-fence", "");
-    wait_for_guard(&ns.name, true).await;
+    wait_for_placement(&ns.name).await;
     let allow = "enclave-fence-allow-lbl-fence";
     let peers = eventually(TIMEOUT, "the fence in place", || async {
         let (ok, out) = run(
@@ -450,8 +517,10 @@ async fn both_engines_guard_labels_and_copies_alike() {
     let engine = |name: &str| format!("  admission: {{engine: {name}}}\n");
     let native = setup("lbl-diff-native", &engine("Native"));
     let webhook = setup("lbl-diff-webhook", &engine("Webhook"));
-    wait_for_guard(&native.name, true).await;
-    wait_for_guard(&webhook.name, true).await;
+    for namespace in [&native.name, &webhook.name] {
+        wait_for_placement(namespace).await;
+        wait_for_guard(namespace, true).await;
+    }
 
     let ephemeral = |source: bool| {
         format!(
