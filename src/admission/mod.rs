@@ -11,6 +11,7 @@ pub mod certs;
 pub mod decide;
 pub mod native;
 pub mod review;
+pub mod scope_guard;
 pub mod server;
 pub mod tls;
 pub mod webhooks;
@@ -77,6 +78,8 @@ pub enum Handler {
     ValidateVolumes,
     /// Admit exec, attach, port-forward and debug containers for approved staff only.
     GateAccess,
+    /// Keep pod labels from taking data out of scope ([`scope_guard`]).
+    GuardScope,
 }
 
 /// The requests of one kind an entry covers.
@@ -108,6 +111,25 @@ impl Entry {
     /// The URL path of the entry on the webhook server.
     pub fn path(&self) -> String {
         format!("/{}/{}", self.phase.as_str(), self.name)
+    }
+
+    /// Does the policy need this entry? The scope guard only where a pod selector can
+    /// leave pods of a covered namespace out.
+    pub fn applies_to(&self, policy: &crate::crd::ResidencyPolicy) -> bool {
+        self.handler != Handler::GuardScope || scope_guard::guarded_selector(policy).is_some()
+    }
+
+    /// The CEL conditions narrowing the entry's webhook, if any: requests made by nodes
+    /// (mirror pods) never reach pod entries, and the scope guard is called only for
+    /// requests it acts on.
+    pub fn match_conditions(
+        &self,
+        policy: &crate::crd::ResidencyPolicy,
+    ) -> Option<Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>> {
+        if self.handler == Handler::GuardScope {
+            return Some(scope_guard::match_conditions(policy));
+        }
+        self.pod_scoped.then(|| vec![webhooks::not_from_a_node()])
     }
 }
 
@@ -188,6 +210,22 @@ pub const ENTRIES: &[Entry] = &[
         failure: Failure::ByEnforcement,
         pod_scoped: false,
         handler: Handler::ValidateVolumes,
+        webhook_only: false,
+    },
+    Entry {
+        name: "scope",
+        phase: Phase::Validating,
+        rules: &[Rule {
+            groups: &[""],
+            resources: &["pods"],
+            operations: &["CREATE", "UPDATE"],
+        }],
+        failure: Failure::ByEnforcement,
+        // Namespace-wide: a copy that dropped the labels, or a pod whose labels are
+        // being removed, is exactly what the pod selector would let through. Narrowed
+        // by match conditions instead.
+        pod_scoped: false,
+        handler: Handler::GuardScope,
         webhook_only: false,
     },
     Entry {

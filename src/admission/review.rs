@@ -72,6 +72,9 @@ pub struct Request<'a> {
     /// Parsed by the handler into the type it needs.
     #[serde(borrow, default)]
     pub object: Option<&'a RawValue>,
+    /// The object before an UPDATE, kept raw: only the scope guard reads it.
+    #[serde(borrow, default)]
+    pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -451,6 +454,53 @@ fn decide_access<C: Catalog>(_: Handler, catalog: &C, request: &Request) -> Answ
     answer(request, decide::access(catalog, &view), None)
 }
 
+/// The scope guard on a pod CREATE or UPDATE: the labels before and after, the
+/// placement and the volumes.
+fn decide_scope<C: Catalog>(catalog: &C, request: &Request, object: &RawValue) -> Answer {
+    use k8s_openapi::api::core::v1::Pod;
+    // A kubelet creating its mirror pod is not a tenant's request (and a static pod
+    // cannot mount a claim).
+    if request.user_info.groups.iter().any(|g| g == NODES_GROUP) {
+        return allow(request);
+    }
+    let pod: Pod = match serde_json::from_str(object.get()) {
+        Ok(pod) => pod,
+        Err(e) => return refuse(request, format!("the pod does not parse: {e}")),
+    };
+    let old_labels = if request.operation == "UPDATE" {
+        let Some(old) = request.old_object else {
+            return refuse(
+                request,
+                "enclave-operator: a pod UPDATE review without the old object cannot be decided"
+                    .to_string(),
+            );
+        };
+        let old: PodLike = match serde_json::from_str(old.get()) {
+            Ok(old) => old,
+            Err(e) => return refuse(request, format!("the old pod does not parse: {e}")),
+        };
+        Some(old.metadata.and_then(|m| m.labels).unwrap_or_default())
+    } else {
+        None
+    };
+    let name = pod
+        .metadata
+        .name
+        .as_deref()
+        .or(pod.metadata.generate_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(request.name.as_str());
+    let spec = pod.spec.clone().unwrap_or_default();
+    let view = super::scope_guard::ScopeView {
+        namespace: request.namespace.as_deref().unwrap_or_default(),
+        name,
+        labels: pod.metadata.labels.as_ref().unwrap_or(empty()),
+        old_labels: old_labels.as_ref(),
+        spec: &spec,
+    };
+    answer(request, super::scope_guard::decide(catalog, &view), None)
+}
+
 /// What an attempt to reach into a pod asked for, for the record: the container and,
 /// for exec, the command — with values that look like secrets redacted.
 pub fn access_details(request: &Request) -> (Option<String>, Option<Vec<String>>) {
@@ -580,6 +630,7 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
             )
         }
         Handler::GateAccess => decide_access(handler, catalog, request),
+        Handler::GuardScope => decide_scope(catalog, request, object),
         Handler::ValidateVolumes => {
             #[derive(Deserialize, Default)]
             struct Template {

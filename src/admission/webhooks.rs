@@ -206,7 +206,7 @@ fn common(entry: &Entry, policy: &ResidencyPolicy, target: &Target) -> Common {
                     .map(Selector::to_label_selector)
             })
             .flatten(),
-        match_conditions: entry.pod_scoped.then(|| vec![not_from_a_node()]),
+        match_conditions: entry.match_conditions(policy),
     }
 }
 
@@ -225,7 +225,7 @@ pub fn mutating(
     let name = policy.name_any();
     let webhooks: Vec<MutatingWebhook> = ENTRIES
         .iter()
-        .filter(|e| e.phase == Phase::Mutating && served(e, engine))
+        .filter(|e| e.phase == Phase::Mutating && served(e, engine) && e.applies_to(policy))
         .map(|entry| {
             let c = common(entry, policy, target);
             MutatingWebhook {
@@ -260,7 +260,7 @@ pub fn validating(
     let name = policy.name_any();
     let webhooks = ENTRIES
         .iter()
-        .filter(|e| e.phase == Phase::Validating && served(e, engine))
+        .filter(|e| e.phase == Phase::Validating && served(e, engine) && e.applies_to(policy))
         .map(|entry| {
             let c = common(entry, policy, target);
             ValidatingWebhook {

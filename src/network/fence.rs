@@ -5,8 +5,9 @@
 //!   and allows nothing, so that the pods are fenced even while the allow policy is
 //!   missing or being replaced;
 //! - `enclave-fence-allow-<policy>` reopens the paths that stay inside the enclave:
-//!   to and from the pods of the policy's namespaces and the gateway pods, to the
-//!   cluster DNS pods on the DNS port, and to the allowed egress CIDRs.
+//!   to and from the in-scope pods of the policy's namespaces (namespace selector AND
+//!   pod selector) and the gateway pods, to the cluster DNS pods on the DNS port, and to
+//!   the allowed egress CIDRs.
 //!
 //! NetworkPolicies are additive, so the fence cannot stop a tenant's own policy from
 //! reopening a path; [`super::reachability`] finds those. The builder is pure and its
@@ -52,8 +53,8 @@ const NAME_HASH_DIGITS: usize = 10;
 pub struct FenceInput {
     /// Name of the ResidencyPolicy (a DNS subdomain, up to 253 characters).
     pub policy_name: String,
-    /// The policy's namespace selector: the in-scope namespaces, whose pods the fenced
-    /// pods may talk to.
+    /// The policy's namespace selector: the in-scope namespaces, whose in-scope pods
+    /// (with `pod_selector`) the fenced pods may talk to.
     pub namespace_selector: LabelSelector,
     /// The policy's pod selector; absent means every pod of an in-scope namespace.
     #[serde(default)]
@@ -228,10 +229,15 @@ fn allow_spec(
     pod_selector: &LabelSelector,
     cidrs: &BTreeSet<IpNet>,
 ) -> NetworkPolicySpec {
-    // Pods of the policy's namespaces and the gateway pods: both directions.
+    // The policy's own in-scope pods (its namespaces AND its pod selector) and the
+    // gateway pods: both directions. A pod of a covered namespace that the pod selector
+    // leaves out is outside the enclave (it is neither placed nor gated), so it is no
+    // peer: a namespace-wide peer would let any unlabelled pod a tenant starts there
+    // reach the data.
     let mut enclave_peers = vec![NetworkPolicyPeer {
         namespace_selector: Some(input.namespace_selector.clone()),
-        ..NetworkPolicyPeer::default()
+        pod_selector: input.pod_selector.clone(),
+        ip_block: None,
     }];
     if let Some(gateway) = &input.gateway {
         enclave_peers.push(NetworkPolicyPeer {

@@ -31,8 +31,9 @@
 //!
 //! # The enclave boundary
 //!
-//! Inside are the pods of the inside namespaces (in scope or not) and the gateway pods;
-//! the DNS pods are inside for their DNS port over UDP and TCP only. An address range is
+//! Inside are the in-scope pods (inside namespaces AND the policy's pod selector: a pod
+//! the selector leaves out is neither placed nor gated, so it is outside) and the
+//! gateway pods; the DNS pods are inside for their DNS port over UDP and TCP only. An address range is
 //! inside when the allowed CIDRs cover it; the same CIDRs are trusted for ingress. A rule
 //! that allows every destination (or source) reaches "any address" unless the allowed
 //! CIDRs cover both `0.0.0.0/0` and `::/0`; the outside pods it also reaches are then
@@ -181,8 +182,9 @@ pub struct DeclaredPort {
 /// Where the enclave's boundary runs, and which pods to evaluate.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EnclaveBoundary {
-    /// Namespaces inside the enclave (those the ResidencyPolicy selects). All their
-    /// pods count as inside; the ones matching `in_scope_pod_selector` are evaluated.
+    /// Namespaces inside the enclave (those the ResidencyPolicy selects). Their pods
+    /// matching `in_scope_pod_selector` are inside and evaluated; the others are
+    /// outside, like the pods of any other namespace.
     pub inside_namespaces: BTreeSet<String>,
     /// The ResidencyPolicy's pod selector; absent means every pod of an inside namespace.
     pub in_scope_pod_selector: Option<LabelSelector>,
@@ -792,14 +794,7 @@ impl<'w> Model<'w> {
     }
 
     fn in_scope_pods(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.pods.len()).filter(|&i| {
-            let pod = self.pods[i];
-            self.boundary.inside_namespaces.contains(&pod.namespace)
-                && optional_selector_matches(
-                    self.boundary.in_scope_pod_selector.as_ref(),
-                    &pod.labels,
-                )
-        })
+        (0..self.pods.len()).filter(|&i| self.in_scope(i))
     }
 
     /// Pods matching `pod_selector` (all when absent) in namespaces matching
@@ -815,13 +810,25 @@ impl<'w> Model<'w> {
             && optional_selector_matches(pod_selector, &pod.labels)
     }
 
-    /// The pods of namespaces outside the enclave, by namespace: the only ones a path
-    /// can leave through (every pod of an inside namespace is inside).
+    /// The pods of the namespaces that can hold outside pods, by namespace: the only
+    /// ones a path can leave through. Without a pod selector every pod of an inside
+    /// namespace is inside, so those namespaces are skipped; with one, the pods it
+    /// leaves out are outside and [`Model::outside_ports`] decides pod by pod.
     fn outside_namespaces(&self) -> impl Iterator<Item = (&'w str, std::ops::Range<usize>)> + '_ {
+        let whole_namespaces_inside = self.boundary.in_scope_pod_selector.is_none();
         self.namespace_pods
             .iter()
-            .filter(|(namespace, _)| !self.boundary.inside_namespaces.contains(**namespace))
+            .filter(move |(namespace, _)| {
+                !(whole_namespaces_inside && self.boundary.inside_namespaces.contains(**namespace))
+            })
             .map(|(namespace, range)| (*namespace, range.clone()))
+    }
+
+    /// Is the pod one the policy covers (an inside namespace, and its pod selector)?
+    fn in_scope(&self, pod: usize) -> bool {
+        let pod = self.pods[pod];
+        self.boundary.inside_namespaces.contains(&pod.namespace)
+            && optional_selector_matches(self.boundary.in_scope_pod_selector.as_ref(), &pod.labels)
     }
 
     /// The outside pods a peer of a policy in `policy_namespace` can select: its own
@@ -867,13 +874,12 @@ impl<'w> Model<'w> {
     }
 
     /// The ports on which traffic with this pod leaves the enclave: `None` for a pod
-    /// inside, every port but DNS for a DNS pod, every port for any other pod.
+    /// inside, every port but DNS for a DNS pod, every port for any other pod. A pod of
+    /// an inside namespace that the pod selector leaves out is outside: it is neither
+    /// placed in the enclave nor gated, so what reaches it has left.
     fn outside_ports(&self, pod: usize) -> Option<PortSet> {
         let boundary = self.boundary;
-        if boundary
-            .inside_namespaces
-            .contains(&self.pods[pod].namespace)
-        {
+        if self.in_scope(pod) {
             return None;
         }
         if boundary.gateway.as_ref().is_some_and(|gateway| {

@@ -2,6 +2,10 @@
 //! (cross-product affinity), pods that can never be placed there are denied, DaemonSets
 //! are constrained, Audit changes nothing, and out-of-scope pods are untouched.
 
+// The scope guard's tests live beside these so that they run under both engines
+// (`ENCLAVE_TEST_ADMISSION=webhook` runs `admission::` again).
+mod labels;
+
 use std::time::Duration;
 
 use crate::common::*;

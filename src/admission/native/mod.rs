@@ -8,7 +8,9 @@
 //!   preferred sites and the annotation, exactly as the webhook does;
 //! - `enclave-check.<policy>`: a ValidatingAdmissionPolicy and binding that checks the
 //!   final pod after every mutation (Deny under Enforce; Audit and Warn under Audit);
-//! - `enclave-warn.<policy>`: warnings for workloads whose pods can never be placed.
+//! - `enclave-warn.<policy>`: warnings for workloads whose pods can never be placed;
+//! - `enclave-scope.<policy>`: the scope guard, when the policy has a pod selector
+//!   ([`super::scope_guard`]).
 //!
 //! What the checks need besides the policy and the enclave's sites — the enclave's node
 //! names (for `spec.nodeName` and matchFields), the volumes inside it, the cluster's
@@ -179,6 +181,9 @@ pub struct Compiled {
     pub warn: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
     /// Claims on the enclave's storage (when `volumes.enforceStorageClasses`).
     pub volumes: Option<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
+    /// The scope guard (when the policy has a pod selector): see
+    /// [`super::scope_guard`].
+    pub scope: Option<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
 }
 
 /// The volume check (`crate::volumes::Storage::claim_outside`): claims, and StatefulSet
@@ -527,6 +532,14 @@ pub fn compile(
             .volumes
             .enforce_storage_classes
             .then(|| volumes_policy(policy, enclave, facts, operator_namespace)),
+        // Namespace-wide, like the webhook: a copy without the labels must be seen.
+        scope: super::scope_guard::native_policy(
+            policy,
+            enclave,
+            object_name("scope", &name),
+            |object| meta(object, policy),
+            binding_resources(policy, operator_namespace, false),
+        ),
     }
 }
 
@@ -822,6 +835,23 @@ pub async fn apply(
             })?;
         }
     }
+    let scope_name = object_name("scope", &policy.name_any());
+    match compiled.scope {
+        Some((vap, binding)) => {
+            put(client, "ValidatingAdmissionPolicy", vap).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
+        }
+        None => {
+            let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &scope_name)
+                .await
+                .and(delete_named::<ValidatingAdmissionPolicy>(client, &scope_name).await);
+            gone.map_err(|source| Error::Write {
+                kind: "ValidatingAdmissionPolicy",
+                name: scope_name,
+                source,
+            })?;
+        }
+    }
     match compiled.mutating {
         Some((map, binding)) => {
             put(client, "MutatingAdmissionPolicy", map).await?;
@@ -869,7 +899,7 @@ where
 /// so that no binding names a policy that is gone. Only call it where the API server
 /// serves them.
 pub async fn delete(client: &Client, policy: &str) -> Result<(), kube::Error> {
-    for what in ["place", "check", "warn", "volumes"] {
+    for what in ["place", "check", "warn", "volumes", "scope"] {
         let name = object_name(what, policy);
         if what == "place" {
             delete_named::<MutatingAdmissionPolicyBinding>(client, &name).await?;
