@@ -596,6 +596,75 @@ subjects: [{kind: Group, name: analysts}]
     }
 
     #[test]
+    fn status_names_node_credentials_the_operator_and_who_acts_as_approved_staff() {
+        let catalog = catalog(
+            r#"
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: secrets}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: nodes-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets}
+subjects: [{kind: Group, name: "system:nodes"}, {kind: ServiceAccount, name: enclave-operator, namespace: enclave-system}]
+---
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: be-bob}
+rules: [{apiGroups: [""], resources: [users], resourceNames: [bob], verbs: [impersonate]}]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: eve-as-bob}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: be-bob}
+subjects: [{kind: User, name: eve}]
+"#,
+        );
+        let enclave = with_staff(&catalog);
+        let findings = exposures(&catalog, &enclave, OPERATOR);
+        let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
+        assert_eq!(
+            (
+                status.exposure_count,
+                status.node_exposure_count,
+                status.built_in_exposure_count
+            ),
+            (3, 1, 1)
+        );
+        let eve = &status.exposures[0];
+        assert_eq!(eve.subject, "User eve");
+        assert_eq!(eve.holder, ExposureHolder::Unapproved);
+        assert_eq!(eve.grants, ["ImpersonateUsers [bob]"]);
+        assert_eq!(eve.acts_as, ["User bob"]);
+        let nodes = &status.exposures[1];
+        assert_eq!(nodes.subject, "Group system:nodes");
+        assert_eq!(nodes.holder, ExposureHolder::Node);
+        assert!(!nodes.built_in);
+        let operator = &status.exposures[2];
+        assert_eq!(
+            operator.subject,
+            "ServiceAccount enclave-system/enclave-operator"
+        );
+        assert_eq!(operator.holder, ExposureHolder::BuiltIn);
+        assert!(operator.built_in);
+        let access = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "AccessRestricted")
+            .expect("condition");
+        assert_eq!(access.status, "False");
+        assert!(
+            access.message.starts_with(
+                "2 RBAC grant(s) reach enclave data outside the approved staff, 1 of them to node credentials"
+            ),
+            "{}",
+            access.message
+        );
+    }
+
+    #[test]
     fn status_lists_at_most_the_limit_but_counts_all() {
         let mut rbac = String::from(SHELLS);
         for i in 0..(MAX_LISTED_EXPOSURES + 7) {
