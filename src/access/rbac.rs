@@ -2391,7 +2391,7 @@ mod tests {
             .iter()
             .find(|f| f.binding.namespace.as_deref() == Some("elsewhere"))
             .expect("elsewhere/devs-edit");
-        assert_eq!(elsewhere.acts_as, [everyone.clone()]);
+        assert_eq!(elsewhere.acts_as, std::slice::from_ref(&everyone));
         assert_eq!(only(&findings, "builder-token").acts_as, [everyone]);
         assert!(named(&findings, "shell-only").is_empty());
     }
