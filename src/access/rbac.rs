@@ -1,5 +1,10 @@
 //! The access exposure report: which RBAC bindings let someone outside the enclave's
-//! approved staff reach into the enclave's pods, read its secrets or handle its volumes.
+//! approved staff reach into the enclave's pods (a shell, their logs, a proxy to their
+//! ports, the kubelet's API), read its secrets, handle its volumes, rewrite its pods
+//! and workloads, change what decides its scope (namespace labels, admission objects,
+//! the enclave's own resources), or act as someone approved (impersonation, tokens).
+//! Each way is its own [`Permission`]; kubelet identities are reported as such
+//! ([`Holder::Node`]), not hidden among the control plane's.
 //!
 //! Keeping personal data inside an enclave means little if anyone can `kubectl exec`
 //! into the pods that hold it. Kubernetes RBAC is additive and spread over four kinds of
@@ -24,7 +29,8 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
-/// A sensitive permission: one way to reach the personal data inside enclave pods.
+/// A sensitive permission: one way to reach the personal data inside enclave pods, or
+/// to change who may. Each is its own category in the report.
 ///
 /// Ordered as listed, so that a finding's grants read from the most direct access
 /// (a shell in the pod) to the least.
@@ -40,11 +46,66 @@ pub enum Permission {
     /// `pods/ephemeralcontainers` with `update` or `patch`: add a debug container to a
     /// running pod, which shares its process namespace and volumes.
     EphemeralContainers,
+    /// `pods/log` with `get`: read what the pod's containers print, which is personal
+    /// data as soon as an application logs it. Admission never sees a read.
+    PodLogs,
+    /// `pods/proxy`, any verb a proxy request has: reach the pod's ports through the
+    /// API server.
+    PodProxy,
+    /// `services/proxy`, any proxy verb: reach the ports of the pods behind a service through
+    /// the API server.
+    ServiceProxy,
+    /// `nodes/proxy`, any proxy verb: the kubelet's API (`exec`, `attach`, `run`,
+    /// `portForward`, `containerLogs`) for every pod on every node. Cluster-scoped, so
+    /// only a ClusterRoleBinding grants it; never seen by pod admission.
+    NodeProxy,
+    /// `nodes/log`, any proxy verb: the kubelet's `/logs/`, the node's `/var/log`, which
+    /// holds every container's log under `/var/log/pods`. Cluster-scoped.
+    NodeLogs,
+    /// `pods` with `create`, `update` or `patch`: start a pod that mounts the data's
+    /// claim, or swap the image of the pod that holds it.
+    PodWrite,
+    /// Workload controllers with `create`, `update` or `patch` (Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, ReplicationControllers):
+    /// the same as [`Permission::PodWrite`], through a controller that writes the pod.
+    Workloads,
     /// `secrets` with `get`, `list` or `watch`: read credentials, such as those of the
     /// enclave's databases.
     ReadSecrets,
-    /// `persistentvolumeclaims` with any verb: the claims are where the data rests.
+    /// `persistentvolumeclaims` with any write verb: the claims are where the data rests.
     Volumes,
+    /// `impersonate` (or a constrained `impersonate:` verb) on `users`: act as any user
+    /// named, approved staff included. Cluster-scoped.
+    ImpersonateUsers,
+    /// `impersonate` on `groups`: claim membership of any group named, approved groups
+    /// included. Cluster-scoped.
+    ImpersonateGroups,
+    /// `impersonate` on `serviceaccounts`: act as the service accounts of a namespace
+    /// (`edit` holds it). In the service account's namespace or cluster-wide.
+    ImpersonateServiceAccounts,
+    /// A constrained `impersonate:` verb on `nodes`: act as a kubelet, which the node
+    /// authorizer lets read the secrets and claims of the pods on its node.
+    /// Cluster-scoped.
+    ImpersonateNodes,
+    /// `impersonate` on `uids` or `userextras/*`: completes an impersonated identity
+    /// (and an authorizer may decide on extras). Alone it becomes no one, but a report
+    /// that errs must err towards a review. Cluster-scoped.
+    ImpersonateExtras,
+    /// `serviceaccounts/token` with `create`: mint a token for a service account of the
+    /// namespace and act as it from anywhere (`edit` holds it).
+    ServiceAccountTokens,
+    /// `namespaces` (or `namespaces/status`) with `update` or `patch`: a namespace's
+    /// labels decide whether the enclave's policies cover it, so relabelling one takes
+    /// its pods out of scope. A RoleBinding grants it on its own namespace, because the
+    /// API server gives a namespace request the namespace's own name as its namespace.
+    NamespaceWrite,
+    /// Writes to admission objects (`admissionregistration.k8s.io`: mutating and
+    /// validating webhook configurations, admission policies and their bindings): turn
+    /// off the operator's placement and access gate. Cluster-scoped.
+    AdmissionWrite,
+    /// Writes to DataEnclave or ResidencyPolicy (`enclave.dev`): approve oneself, or
+    /// take a namespace out of scope. Cluster-scoped.
+    EnclaveWrite,
     /// Some of the permissions above are granted only through a `*` in apiGroups,
     /// resources or verbs. Never alone: it marks grants that also cover whatever
     /// resources and verbs are added to the API later, and that a reviewer will not
@@ -54,13 +115,29 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, in report order.
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 23] = [
         Permission::Exec,
         Permission::Attach,
         Permission::PortForward,
         Permission::EphemeralContainers,
+        Permission::PodLogs,
+        Permission::PodProxy,
+        Permission::ServiceProxy,
+        Permission::NodeProxy,
+        Permission::NodeLogs,
+        Permission::PodWrite,
+        Permission::Workloads,
         Permission::ReadSecrets,
         Permission::Volumes,
+        Permission::ImpersonateUsers,
+        Permission::ImpersonateGroups,
+        Permission::ImpersonateServiceAccounts,
+        Permission::ImpersonateNodes,
+        Permission::ImpersonateExtras,
+        Permission::ServiceAccountTokens,
+        Permission::NamespaceWrite,
+        Permission::AdmissionWrite,
+        Permission::EnclaveWrite,
         Permission::Wildcard,
     ];
 
@@ -71,10 +148,42 @@ impl Permission {
             Permission::Attach => "Attach",
             Permission::PortForward => "PortForward",
             Permission::EphemeralContainers => "EphemeralContainers",
+            Permission::PodLogs => "PodLogs",
+            Permission::PodProxy => "PodProxy",
+            Permission::ServiceProxy => "ServiceProxy",
+            Permission::NodeProxy => "NodeProxy",
+            Permission::NodeLogs => "NodeLogs",
+            Permission::PodWrite => "PodWrite",
+            Permission::Workloads => "Workloads",
             Permission::ReadSecrets => "ReadSecrets",
             Permission::Volumes => "Volumes",
+            Permission::ImpersonateUsers => "ImpersonateUsers",
+            Permission::ImpersonateGroups => "ImpersonateGroups",
+            Permission::ImpersonateServiceAccounts => "ImpersonateServiceAccounts",
+            Permission::ImpersonateNodes => "ImpersonateNodes",
+            Permission::ImpersonateExtras => "ImpersonateExtras",
+            Permission::ServiceAccountTokens => "ServiceAccountTokens",
+            Permission::NamespaceWrite => "NamespaceWrite",
+            Permission::AdmissionWrite => "AdmissionWrite",
+            Permission::EnclaveWrite => "EnclaveWrite",
             Permission::Wildcard => "Wildcard",
         }
+    }
+
+    /// Only a ClusterRoleBinding can grant it: the resource is cluster-scoped, and a
+    /// RoleBinding's rules apply only to requests in its own namespace.
+    pub fn is_cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            Permission::NodeProxy
+                | Permission::NodeLogs
+                | Permission::ImpersonateUsers
+                | Permission::ImpersonateGroups
+                | Permission::ImpersonateNodes
+                | Permission::ImpersonateExtras
+                | Permission::AdmissionWrite
+                | Permission::EnclaveWrite
+        )
     }
 }
 
@@ -177,8 +286,35 @@ pub enum AppliesTo {
     AllNamespaces,
 }
 
+/// Who holds a finding's access, in order of concern: what needs a decision first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Holder {
+    /// Someone the enclave does not approve: a decision to make.
+    Unapproved,
+    /// A kubelet's credentials (`system:nodes`, `system:node:<name>`). Reported rather
+    /// than hidden as built-in: the group holds every node's credentials, those of nodes
+    /// outside the enclave's sites too, and RBAC never needs to give a kubelet what the
+    /// node authorizer already does. Listed after the others because removing it may
+    /// need care (a node plugin may rely on it).
+    Node,
+    /// A control plane component (or a binding Kubernetes bootstraps for one), or the
+    /// operator's own service account: expected and not removable, named for
+    /// completeness.
+    BuiltIn,
+}
+
+impl Holder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Holder::Unapproved => "Unapproved",
+            Holder::Node => "Node",
+            Holder::BuiltIn => "BuiltIn",
+        }
+    }
+}
+
 /// One subject of one binding that holds sensitive access to the enclave's namespaces
-/// without being approved.
+/// without being approved, or that can act as someone approved.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
@@ -186,12 +322,18 @@ pub struct Finding {
     pub subject: SubjectRef,
     pub role: RoleRef,
     pub applies_to: AppliesTo,
-    /// One entry per permission, in [`Permission`] order; never empty.
+    /// One entry per permission, in [`Permission`] order; never empty. For a
+    /// RoleBinding outside the enclave's namespaces (reported only because it reaches
+    /// an approved service account there), only the grants that act as it.
     pub grants: Vec<Grant>,
-    /// The subject is a Kubernetes component (or the binding is one Kubernetes
-    /// bootstraps for its components). Such access is expected and cannot be removed,
-    /// so it is named for completeness but kept apart from what needs a decision.
-    pub built_in: bool,
+    pub holder: Holder,
+    /// The approved subjects this subject can act as through these grants, by
+    /// impersonating them or minting their tokens (sorted): whatever the enclave
+    /// approves them for, it approves this subject for too. A service account in a
+    /// group the enclave approves (`system:serviceaccounts:<ns>`) is named by that
+    /// group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acts_as: Vec<SubjectRef>,
 }
 
 impl Finding {
@@ -205,6 +347,11 @@ impl Finding {
         self.grants
             .iter()
             .find(|grant| grant.permission == permission)
+    }
+
+    /// Expected access of a control plane component: not a decision to make.
+    pub fn built_in(&self) -> bool {
+        self.holder == Holder::BuiltIn
     }
 }
 
@@ -274,8 +421,19 @@ impl fmt::Display for Finding {
             write!(f, "{grant}")?;
         }
         write!(f, " via {} in {}", self.role, self.applies_to)?;
-        if self.built_in {
-            f.write_str(" (built-in)")?;
+        if !self.acts_as.is_empty() {
+            f.write_str(", acting as approved ")?;
+            for (i, subject) in self.acts_as.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{subject}")?;
+            }
+        }
+        match self.holder {
+            Holder::Unapproved => {}
+            Holder::Node => f.write_str(" (node credentials)")?,
+            Holder::BuiltIn => f.write_str(" (built-in)")?,
         }
         Ok(())
     }
@@ -294,6 +452,11 @@ pub struct AccessScope {
     /// `system:serviceaccounts:<namespace>` every service account in that namespace,
     /// because that is how the API server groups them.
     pub approved_groups: BTreeSet<String>,
+    /// The operator's own namespace. Its service accounts are the installation's: the
+    /// operator must write admission objects, so its binding holds what the report
+    /// counts, and is expected (built-in), not a decision. Whoever can act as them
+    /// already controls the operator.
+    pub operator_namespace: Option<String>,
 }
 
 impl AccessScope {
@@ -310,6 +473,29 @@ impl AccessScope {
             namespaces: namespaces.into_iter().map(Into::into).collect(),
             approved_users: approved_users.into_iter().map(Into::into).collect(),
             approved_groups: approved_groups.into_iter().map(Into::into).collect(),
+            operator_namespace: None,
+        }
+    }
+
+    /// The same scope, with the operator's own namespace (see
+    /// [`AccessScope::operator_namespace`]).
+    pub fn with_operator_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.operator_namespace = Some(namespace.into());
+        self
+    }
+
+    /// Is this subject one of the operator's own service accounts (or their group)?
+    fn is_operator(&self, subject: &SubjectRef) -> bool {
+        let Some(operator) = self.operator_namespace.as_deref() else {
+            return false;
+        };
+        match subject.kind {
+            SubjectKind::ServiceAccount => subject.namespace.as_deref() == Some(operator),
+            SubjectKind::User => service_account_of(&subject.name) == Some(operator),
+            SubjectKind::Group => subject
+                .name
+                .strip_prefix(SA_GROUP_PREFIX)
+                .is_some_and(|namespace| namespace == operator),
         }
     }
 
@@ -350,6 +536,125 @@ impl AccessScope {
                 .approved_groups
                 .contains(&format!("{SA_GROUP_PREFIX}{namespace}"))
     }
+
+    /// Every identity the enclave approves, in the form someone would have to become
+    /// to pass as it.
+    fn approved_identities(&self) -> Vec<Approved> {
+        let users = self.approved_users.iter().map(|user| {
+            match user
+                .strip_prefix(SA_USER_PREFIX)
+                .and_then(|rest| rest.split_once(':'))
+                .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
+            {
+                Some((namespace, name)) => Approved::ServiceAccount {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                },
+                None => Approved::User(user.clone()),
+            }
+        });
+        let groups = self.approved_groups.iter().map(|group| {
+            if group == ALL_SA_GROUP {
+                Approved::AllServiceAccounts
+            } else {
+                match group.strip_prefix(SA_GROUP_PREFIX) {
+                    Some(namespace) if !namespace.is_empty() => {
+                        Approved::ServiceAccountsIn(namespace.to_owned())
+                    }
+                    _ => Approved::Group(group.clone()),
+                }
+            }
+        });
+        users.chain(groups).collect()
+    }
+}
+
+/// An identity the enclave approves, as the API server lets someone else become it.
+///
+/// Impersonating a user or a group is authorized on the cluster-scoped `users` and
+/// `groups`; impersonating a service account (its user name included: the API server
+/// turns `system:serviceaccount:<ns>:<name>` into a service account request) on
+/// `serviceaccounts` in its namespace, and a token for it is `serviceaccounts/token` in
+/// its namespace. So a RoleBinding in a service account's namespace can reach it, and
+/// only a ClusterRoleBinding can reach a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Approved {
+    User(String),
+    Group(String),
+    ServiceAccount {
+        namespace: String,
+        name: String,
+    },
+    /// `system:serviceaccounts:<ns>`: any service account of the namespace.
+    ServiceAccountsIn(String),
+    /// `system:serviceaccounts`: any service account at all.
+    AllServiceAccounts,
+}
+
+impl Approved {
+    /// Can a RoleBinding in this namespace reach it?
+    fn lives_in(&self, namespace: &str) -> bool {
+        match self {
+            Approved::ServiceAccount { namespace: ns, .. } | Approved::ServiceAccountsIn(ns) => {
+                ns == namespace
+            }
+            Approved::AllServiceAccounts => true,
+            Approved::User(_) | Approved::Group(_) => false,
+        }
+    }
+
+    /// Do these grants, bound in `namespace` (`None`: cluster-wide), let their holder
+    /// act as this identity? Impersonating a group also needs a user to impersonate,
+    /// but any user name does, so holding the group is counted as enough.
+    fn reached_by(&self, held: &Held, namespace: Option<&str>) -> bool {
+        use Permission::{ImpersonateGroups, ImpersonateServiceAccounts, ImpersonateUsers};
+        let here = |ns: &str| namespace.is_none_or(|bound| bound == ns);
+        let any_service_account =
+            held.holds(ImpersonateServiceAccounts) || held.holds(Permission::ServiceAccountTokens);
+        match self {
+            Approved::User(name) => held.covers(ImpersonateUsers, name),
+            Approved::Group(name) => held.covers(ImpersonateGroups, name),
+            Approved::ServiceAccount {
+                namespace: ns,
+                name,
+            } => {
+                here(ns)
+                    && (held.covers(ImpersonateServiceAccounts, name)
+                        || held.covers(Permission::ServiceAccountTokens, name))
+            }
+            Approved::ServiceAccountsIn(ns) => {
+                (here(ns) && any_service_account)
+                    || held.covers(ImpersonateGroups, &format!("{SA_GROUP_PREFIX}{ns}"))
+            }
+            Approved::AllServiceAccounts => {
+                any_service_account || held.covers(ImpersonateGroups, ALL_SA_GROUP)
+            }
+        }
+    }
+
+    /// The identity as a report names it.
+    fn subject(&self) -> SubjectRef {
+        let (kind, name, namespace) = match self {
+            Approved::User(name) => (SubjectKind::User, name.clone(), None),
+            Approved::Group(name) => (SubjectKind::Group, name.clone(), None),
+            Approved::ServiceAccount { namespace, name } => (
+                SubjectKind::ServiceAccount,
+                name.clone(),
+                Some(namespace.clone()),
+            ),
+            Approved::ServiceAccountsIn(namespace) => (
+                SubjectKind::Group,
+                format!("{SA_GROUP_PREFIX}{namespace}"),
+                None,
+            ),
+            Approved::AllServiceAccounts => (SubjectKind::Group, ALL_SA_GROUP.to_owned(), None),
+        };
+        SubjectRef {
+            kind,
+            name,
+            namespace,
+        }
+    }
 }
 
 /// The report.
@@ -358,7 +663,14 @@ impl AccessScope {
 /// (whatever the scope, since it reaches every namespace the enclave has now or gains
 /// later), resolves the role each refers to, with ClusterRole aggregation, and returns
 /// one [`Finding`] per unapproved subject that the role gives at least one sensitive
-/// [`Permission`].
+/// [`Permission`]. A RoleBinding counts only the namespaced permissions, as in the
+/// authorizer.
+///
+/// RoleBindings in other namespaces are considered too where an approved service
+/// account lives (or every namespace, when `system:serviceaccounts` is approved): a
+/// subject that can impersonate it or mint its token there passes as approved staff
+/// everywhere. Such a finding lists only those grants, and every finding names in
+/// `acts_as` the approved identities its subject can become.
 ///
 /// A binding that refers to a role that does not exist grants nothing, as in the
 /// authorizer, and is skipped rather than failing the report: RBAC objects are
@@ -375,18 +687,31 @@ pub fn find_exposures(
     scope: &AccessScope,
 ) -> Vec<Finding> {
     let index = RoleIndex::new(roles, cluster_roles);
+    let approved = scope.approved_identities();
     let mut findings = Vec::new();
 
     for binding in role_bindings {
         let Some(namespace) = binding.metadata.namespace.as_deref() else {
             continue;
         };
-        if !scope.namespaces.contains(namespace) {
+        // Outside the enclave's namespaces a RoleBinding reaches no enclave pod, but it
+        // may reach an approved service account that lives there.
+        let in_enclave = scope.namespaces.contains(namespace);
+        if !in_enclave && !approved.iter().any(|a| a.lives_in(namespace)) {
             continue;
         }
         let Some((role, grants)) = index.resolve(&binding.role_ref, Some(namespace)) else {
             continue;
         };
+        // A RoleBinding's rules apply to requests in its namespace only, so it grants
+        // nothing on cluster-scoped resources whatever its role says.
+        let held = grants.held(|permission, reach| {
+            reach == Reach::Namespaced && (in_enclave || IDENTITY_PERMISSIONS.contains(&permission))
+        });
+        let acts_as = held.acts_as(&approved, Some(namespace));
+        if held.is_empty() || (!in_enclave && acts_as.is_empty()) {
+            continue;
+        }
         let bound = Bound {
             binding: BindingRef {
                 kind: BindingKind::RoleBinding,
@@ -395,7 +720,8 @@ pub fn find_exposures(
             },
             metadata: &binding.metadata,
             role,
-            grants,
+            grants: held.to_vec(),
+            acts_as,
             applies_to: AppliesTo::Namespace(namespace.to_owned()),
             namespace: Some(namespace),
         };
@@ -406,6 +732,7 @@ pub fn find_exposures(
         let Some((role, grants)) = index.resolve(&binding.role_ref, None) else {
             continue;
         };
+        let held = grants.held(|_, _| true);
         let bound = Bound {
             binding: BindingRef {
                 kind: BindingKind::ClusterRoleBinding,
@@ -414,7 +741,8 @@ pub fn find_exposures(
             },
             metadata: &binding.metadata,
             role,
-            grants,
+            grants: held.to_vec(),
+            acts_as: held.acts_as(&approved, None),
             applies_to: AppliesTo::AllNamespaces,
             namespace: None,
         };
@@ -434,7 +762,7 @@ pub fn sensitive_grants<'a>(rules: impl IntoIterator<Item = &'a PolicyRule>) -> 
     for rule in rules {
         grants.add_rule(rule);
     }
-    grants.to_vec()
+    grants.held(|_, _| true).to_vec()
 }
 
 /// A bounded account of the findings for a status field: a status must stay small
@@ -446,10 +774,13 @@ pub struct ExposureSummary {
     pub total: usize,
     /// Findings for built-in subjects: expected and not removable.
     pub built_in: usize,
+    /// Findings for node credentials (counted in `other` too: they need a decision).
+    #[serde(default)]
+    pub node: usize,
     /// Findings that need a decision: `total - built_in`.
     pub other: usize,
-    /// At most the requested number of findings: the others first, then built-in ones,
-    /// each in report order.
+    /// At most the requested number of findings, in [`Holder`] order (unapproved
+    /// subjects, then nodes, then built-in ones), each in report order.
     pub findings: Vec<Finding>,
     /// How many findings are counted but not listed.
     pub omitted: usize,
@@ -458,14 +789,16 @@ pub struct ExposureSummary {
 /// Summarize findings for a status field, listing at most `limit` of them.
 pub fn summarize(findings: &[Finding], limit: usize) -> ExposureSummary {
     let mut ordered: Vec<&Finding> = findings.iter().collect();
-    // Others before built-in ones; within each, the report's own order, even if the
-    // caller passes findings in another order.
-    ordered.sort_by(|a, b| (a.built_in, a).cmp(&(b.built_in, b)));
-    let built_in = findings.iter().filter(|f| f.built_in).count();
+    // Unapproved before nodes before built-in; within each, the report's own order,
+    // even if the caller passes findings in another order.
+    ordered.sort_by(|a, b| (a.holder, a).cmp(&(b.holder, b)));
+    let built_in = findings.iter().filter(|f| f.built_in()).count();
+    let node = findings.iter().filter(|f| f.holder == Holder::Node).count();
     let shown: Vec<Finding> = ordered.into_iter().take(limit).cloned().collect();
     ExposureSummary {
         total: findings.len(),
         built_in,
+        node,
         other: findings.len() - built_in,
         omitted: findings.len() - shown.len(),
         findings: shown,
@@ -589,7 +922,7 @@ const CONTROL_PLANE_NAMESPACE: &str = "kube-system";
 
 /// Groups of control plane components: built-in wherever they are bound. (Members of
 /// `system:masters` bypass RBAC altogether, so no binding adds or removes anything.)
-const COMPONENT_GROUPS: &[&str] = &["system:masters", "system:nodes"];
+const COMPONENT_GROUPS: &[&str] = &["system:masters"];
 /// Users of control plane components: built-in wherever they are bound.
 const COMPONENT_USERS: &[&str] = &[
     "system:apiserver",
@@ -597,6 +930,8 @@ const COMPONENT_USERS: &[&str] = &[
     "system:kube-proxy",
     "system:kube-scheduler",
 ];
+/// Every kubelet is in this group.
+const NODES_GROUP: &str = "system:nodes";
 /// Kubelets authenticate as `system:node:<node name>`.
 const NODE_USER_PREFIX: &str = "system:node:";
 /// `system:` identities that stand for people or arbitrary workloads, not for the
@@ -615,7 +950,10 @@ fn service_account_of(username: &str) -> Option<&str> {
     (!namespace.is_empty() && !name.is_empty()).then_some(namespace)
 }
 
-/// Is this finding's access the control plane's own?
+/// Who holds a finding's access: a node, the control plane, or someone to decide on.
+///
+/// A kubelet identity is a node whatever the binding looks like: the point is that
+/// every node's credentials hold it, those of nodes outside the enclave too.
 ///
 /// A known component identity is built-in wherever it is bound. Otherwise the binding
 /// must look like one Kubernetes bootstraps (the `rbac-defaults` label, or a `system:`
@@ -624,9 +962,12 @@ fn service_account_of(username: &str) -> Option<&str> {
 /// a service account in kube-system. Both conditions, because either alone can be
 /// forged by anyone who may create bindings: a binding named `system:x` that gives
 /// user `mallory` exec must still count as a decision to make.
-fn is_built_in(subject: &SubjectRef, binding: &ObjectMeta) -> bool {
+fn holder(subject: &SubjectRef, binding: &ObjectMeta) -> Holder {
+    if is_node(subject) {
+        return Holder::Node;
+    }
     if is_component(subject) {
-        return true;
+        return Holder::BuiltIn;
     }
     let bootstrapped = binding
         .labels
@@ -637,19 +978,29 @@ fn is_built_in(subject: &SubjectRef, binding: &ObjectMeta) -> bool {
             .name
             .as_deref()
             .is_some_and(|name| name.starts_with(SYSTEM_PREFIX));
-    bootstrapped && is_control_plane_identity(subject)
+    if bootstrapped && is_control_plane_identity(subject) {
+        Holder::BuiltIn
+    } else {
+        Holder::Unapproved
+    }
+}
+
+fn is_node(subject: &SubjectRef) -> bool {
+    let name = subject.name.as_str();
+    match subject.kind {
+        SubjectKind::Group => name == NODES_GROUP,
+        SubjectKind::User => name
+            .strip_prefix(NODE_USER_PREFIX)
+            .is_some_and(|node| !node.is_empty()),
+        SubjectKind::ServiceAccount => false,
+    }
 }
 
 fn is_component(subject: &SubjectRef) -> bool {
     let name = subject.name.as_str();
     match subject.kind {
         SubjectKind::Group => COMPONENT_GROUPS.contains(&name),
-        SubjectKind::User => {
-            COMPONENT_USERS.contains(&name)
-                || name
-                    .strip_prefix(NODE_USER_PREFIX)
-                    .is_some_and(|node| !node.is_empty())
-        }
+        SubjectKind::User => COMPONENT_USERS.contains(&name),
         SubjectKind::ServiceAccount => false,
     }
 }
@@ -675,54 +1026,284 @@ fn is_control_plane_identity(subject: &SubjectRef) -> bool {
 // ---------------------------------------------------------------------------------
 // Rule matching, as the RBAC authorizer does it.
 
-/// A sensitive request: a core-group resource (and subresource) with the verbs that
-/// make it sensitive (`None`: any verb).
-struct Check {
-    permission: Permission,
-    resource: &'static str,
-    subresource: Option<&'static str>,
-    verbs: Option<&'static [&'static str]>,
+/// Whether a check's resource lives in a namespace. A RoleBinding grants only
+/// namespaced checks, and only in its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reach {
+    Namespaced,
+    Cluster,
 }
 
-const CHECKS: [Check; 6] = [
+/// Which subresource a check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    /// The resource itself.
+    None,
+    /// One subresource, e.g. `exec`.
+    Named(&'static str),
+    /// Any subresource: `userextras/<key>` names the extra field's key.
+    Any,
+}
+
+/// A sensitive request: resources of some API groups (and a subresource), with the
+/// verbs that make it sensitive (`None`: any verb). A verb ending in `:` stands for
+/// every verb with that prefix (the constrained impersonation verbs,
+/// `impersonate:user-info`, `impersonate:serviceaccount`, ...).
+struct Check {
+    permission: Permission,
+    groups: &'static [&'static str],
+    resources: &'static [&'static str],
+    subresource: Sub,
+    verbs: Option<&'static [&'static str]>,
+    reach: Reach,
+}
+
+const CORE: &[&str] = &[""];
+/// Legacy impersonation asks about `users`, `groups` and `serviceaccounts` in the core
+/// group (and `uids`, `userextras` in `authentication.k8s.io`); constrained
+/// impersonation asks about all of them in `authentication.k8s.io`. Both groups count
+/// for every impersonation check: a rule in the wrong one is a false alarm at worst.
+const IMPERSONATION_GROUPS: &[&str] = &["", "authentication.k8s.io"];
+const IMPERSONATE: Option<&[&str]> = Some(&["impersonate", "impersonate:"]);
+/// Verbs that change an object (delete too: deleting a webhook configuration or a
+/// policy turns it off).
+const WRITE: Option<&[&str]> = Some(&["create", "update", "patch", "delete", "deletecollection"]);
+/// The verbs a proxy request can have: the API server names them after the HTTP
+/// method, and every method reaches the target.
+const PROXY: Option<&[&str]> = Some(&["get", "create", "update", "patch", "delete"]);
+/// Verbs that set a pod's spec, directly or through a template.
+const POD_SPEC_WRITE: Option<&[&str]> = Some(&["create", "update", "patch"]);
+
+/// The permissions whose only use outside the enclave's namespaces is to act as an
+/// approved service account living there.
+const IDENTITY_PERMISSIONS: [Permission; 2] = [
+    Permission::ImpersonateServiceAccounts,
+    Permission::ServiceAccountTokens,
+];
+
+const CHECKS: [Check; 26] = [
     Check {
         permission: Permission::Exec,
-        resource: "pods",
-        subresource: Some("exec"),
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("exec"),
         verbs: Some(&["create", "get"]),
+        reach: Reach::Namespaced,
     },
     Check {
         permission: Permission::Attach,
-        resource: "pods",
-        subresource: Some("attach"),
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("attach"),
         verbs: Some(&["create", "get"]),
+        reach: Reach::Namespaced,
     },
     Check {
         permission: Permission::PortForward,
-        resource: "pods",
-        subresource: Some("portforward"),
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("portforward"),
         verbs: Some(&["create", "get"]),
+        reach: Reach::Namespaced,
     },
     Check {
         permission: Permission::EphemeralContainers,
-        resource: "pods",
-        subresource: Some("ephemeralcontainers"),
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("ephemeralcontainers"),
         verbs: Some(&["update", "patch"]),
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::PodLogs,
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("log"),
+        verbs: Some(&["get"]),
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::PodProxy,
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::Named("proxy"),
+        verbs: PROXY,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::ServiceProxy,
+        groups: CORE,
+        resources: &["services"],
+        subresource: Sub::Named("proxy"),
+        verbs: PROXY,
+        reach: Reach::Namespaced,
+    },
+    // The kubelet authorizes its API the same way whether the request comes through the
+    // API server's proxy or straight to port 10250: exec, attach, run, portForward and
+    // containerLogs as nodes/proxy, /logs/ as nodes/log.
+    Check {
+        permission: Permission::NodeProxy,
+        groups: CORE,
+        resources: &["nodes"],
+        subresource: Sub::Named("proxy"),
+        verbs: PROXY,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::NodeLogs,
+        groups: CORE,
+        resources: &["nodes"],
+        subresource: Sub::Named("log"),
+        verbs: PROXY,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::PodWrite,
+        groups: CORE,
+        resources: &["pods"],
+        subresource: Sub::None,
+        verbs: POD_SPEC_WRITE,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::Workloads,
+        groups: &["apps"],
+        resources: &["deployments", "statefulsets", "daemonsets", "replicasets"],
+        subresource: Sub::None,
+        verbs: POD_SPEC_WRITE,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::Workloads,
+        groups: &["batch"],
+        resources: &["jobs", "cronjobs"],
+        subresource: Sub::None,
+        verbs: POD_SPEC_WRITE,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::Workloads,
+        groups: CORE,
+        resources: &["replicationcontrollers"],
+        subresource: Sub::None,
+        verbs: POD_SPEC_WRITE,
+        reach: Reach::Namespaced,
     },
     Check {
         permission: Permission::ReadSecrets,
-        resource: "secrets",
-        subresource: None,
+        groups: CORE,
+        resources: &["secrets"],
+        subresource: Sub::None,
         verbs: Some(&["get", "list", "watch"]),
+        reach: Reach::Namespaced,
     },
     // Writing claims reaches data (a claim can name an existing volume and a pod can
     // then mount it); reading claim objects shows their metadata only, and every
     // namespace viewer holds it, so it is not counted.
     Check {
         permission: Permission::Volumes,
-        resource: "persistentvolumeclaims",
-        subresource: None,
-        verbs: Some(&["create", "update", "patch", "delete", "deletecollection"]),
+        groups: CORE,
+        resources: &["persistentvolumeclaims"],
+        subresource: Sub::None,
+        verbs: WRITE,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::ImpersonateUsers,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["users"],
+        subresource: Sub::None,
+        verbs: IMPERSONATE,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::ImpersonateGroups,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["groups"],
+        subresource: Sub::None,
+        verbs: IMPERSONATE,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::ImpersonateServiceAccounts,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["serviceaccounts"],
+        subresource: Sub::None,
+        verbs: IMPERSONATE,
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::ImpersonateNodes,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["nodes"],
+        subresource: Sub::None,
+        verbs: Some(&["impersonate:"]),
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::ImpersonateExtras,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["uids"],
+        subresource: Sub::None,
+        verbs: IMPERSONATE,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::ImpersonateExtras,
+        groups: IMPERSONATION_GROUPS,
+        resources: &["userextras"],
+        subresource: Sub::Any,
+        verbs: IMPERSONATE,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::ServiceAccountTokens,
+        groups: CORE,
+        resources: &["serviceaccounts"],
+        subresource: Sub::Named("token"),
+        verbs: Some(&["create"]),
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::NamespaceWrite,
+        groups: CORE,
+        resources: &["namespaces"],
+        subresource: Sub::None,
+        verbs: Some(&["update", "patch"]),
+        reach: Reach::Namespaced,
+    },
+    // The status strategy of namespaces keeps the spec, not the metadata: a write
+    // through /status can carry labels too.
+    Check {
+        permission: Permission::NamespaceWrite,
+        groups: CORE,
+        resources: &["namespaces"],
+        subresource: Sub::Named("status"),
+        verbs: Some(&["update", "patch"]),
+        reach: Reach::Namespaced,
+    },
+    Check {
+        permission: Permission::AdmissionWrite,
+        groups: &["admissionregistration.k8s.io"],
+        resources: &[
+            "mutatingwebhookconfigurations",
+            "validatingwebhookconfigurations",
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        ],
+        subresource: Sub::None,
+        verbs: WRITE,
+        reach: Reach::Cluster,
+    },
+    Check {
+        permission: Permission::EnclaveWrite,
+        groups: &["enclave.dev"],
+        resources: &["dataenclaves", "residencypolicies"],
+        subresource: Sub::None,
+        verbs: WRITE,
+        reach: Reach::Cluster,
     },
 ];
 
@@ -738,18 +1319,30 @@ enum Match {
 /// ignored: they reach no pod, secret or claim.
 fn rule_match(rule: &PolicyRule, check: &Check) -> Option<Match> {
     let group = best(rule.api_groups.iter().flatten(), |group| match group {
-        "" => Some(Match::Exact),
         "*" => Some(Match::Wildcard),
+        group if check.groups.contains(&group) => Some(Match::Exact),
         _ => None,
     })?;
-    let resource = best(rule.resources.iter().flatten(), |resource| {
-        resource_match(resource, check)
+    let resource = best(rule.resources.iter().flatten(), |entry| {
+        check
+            .resources
+            .iter()
+            .filter_map(|resource| resource_match(entry, resource, check.subresource))
+            .max()
     })?;
     let verb = best(rule.verbs.iter(), |verb| match (verb, check.verbs) {
         ("*", _) => Some(Match::Wildcard),
         ("", _) => None,
         (_, None) => Some(Match::Exact),
-        (verb, Some(verbs)) => verbs.contains(&verb).then_some(Match::Exact),
+        (verb, Some(verbs)) => verbs
+            .iter()
+            .any(|wanted| match wanted.strip_suffix(':') {
+                Some(prefix) => verb
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.len() > 1 && rest.starts_with(':')),
+                None => verb == *wanted,
+            })
+            .then_some(Match::Exact),
     })?;
     Some(group.min(resource).min(verb))
 }
@@ -769,18 +1362,26 @@ fn best<'a>(
 /// whoever wrote one meant every subresource, an authorizer webhook or a later
 /// Kubernetes may honor it, and flagging it costs a review where missing it would
 /// hide an intent to grant exec.
-fn resource_match(entry: &str, check: &Check) -> Option<Match> {
+fn resource_match(entry: &str, resource: &str, subresource: Sub) -> Option<Match> {
     if entry == "*" {
         return Some(Match::Wildcard);
     }
-    match (check.subresource, entry.split_once('/')) {
-        (None, None) => (entry == check.resource).then_some(Match::Exact),
-        (Some(wanted), Some((resource, subresource))) => {
-            if resource == check.resource && subresource == wanted {
+    match (subresource, entry.split_once('/')) {
+        (Sub::None, None) => (entry == resource).then_some(Match::Exact),
+        (Sub::Named(wanted), Some((r, s))) => {
+            if r == resource && s == wanted {
                 Some(Match::Exact)
-            } else if (resource == check.resource || resource == "*")
-                && (subresource == wanted || subresource == "*")
-            {
+            } else if (r == resource || r == "*") && (s == wanted || s == "*") {
+                Some(Match::Wildcard)
+            } else {
+                None
+            }
+        }
+        // Any key of userextras: a named key is exact, `*` a wildcard.
+        (Sub::Any, Some((r, s))) if !s.is_empty() => {
+            if r == resource && s != "*" {
+                Some(Match::Exact)
+            } else if r == resource || r == "*" {
                 Some(Match::Wildcard)
             } else {
                 None
@@ -816,13 +1417,71 @@ impl Objects {
             }
         }
     }
+
+    fn covers(&self, name: &str) -> bool {
+        match self {
+            Objects::All => true,
+            Objects::Named(names) => names.contains(name),
+        }
+    }
 }
 
-/// The sensitive permissions a set of rules adds up to.
+/// The sensitive permissions a set of rules adds up to, by where they apply: what a
+/// role holds before a binding decides which of it counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Grants(BTreeMap<Permission, Objects>);
+struct Grants(BTreeMap<(Permission, Reach), Objects>);
 
 impl Grants {
+    fn add(&mut self, key: (Permission, Reach), objects: &Objects) {
+        match self.0.get_mut(&key) {
+            Some(held) => held.widen(objects),
+            None => {
+                self.0.insert(key, objects.clone());
+            }
+        }
+    }
+
+    fn add_rule(&mut self, rule: &PolicyRule) {
+        let objects = Objects::of(rule);
+        for check in &CHECKS {
+            if let Some(matched) = rule_match(rule, check) {
+                self.add((check.permission, check.reach), &objects);
+                if matched == Match::Wildcard {
+                    self.add((Permission::Wildcard, check.reach), &objects);
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Grants) {
+        for (key, objects) in &other.0 {
+            self.add(*key, objects);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What a binding gives of these grants: those its kind and place let count.
+    /// `Wildcard` is kept by where the wildcard matched, so it stays only if a check
+    /// that counts came through one.
+    fn held(&self, counts: impl Fn(Permission, Reach) -> bool) -> Held {
+        let mut held = Held::default();
+        for (&(permission, reach), objects) in &self.0 {
+            if counts(permission, reach) {
+                held.add(permission, objects);
+            }
+        }
+        held
+    }
+}
+
+/// The grants of one binding, by permission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Held(BTreeMap<Permission, Objects>);
+
+impl Held {
     fn add(&mut self, permission: Permission, objects: &Objects) {
         match self.0.get_mut(&permission) {
             Some(held) => held.widen(objects),
@@ -832,26 +1491,30 @@ impl Grants {
         }
     }
 
-    fn add_rule(&mut self, rule: &PolicyRule) {
-        let objects = Objects::of(rule);
-        for check in &CHECKS {
-            if let Some(matched) = rule_match(rule, check) {
-                self.add(check.permission, &objects);
-                if matched == Match::Wildcard {
-                    self.add(Permission::Wildcard, &objects);
-                }
-            }
-        }
+    fn holds(&self, permission: Permission) -> bool {
+        self.0.contains_key(&permission)
     }
 
-    fn merge(&mut self, other: &Grants) {
-        for (permission, objects) in &other.0 {
-            self.add(*permission, objects);
-        }
+    fn covers(&self, permission: Permission, name: &str) -> bool {
+        self.0
+            .get(&permission)
+            .is_some_and(|objects| objects.covers(name))
     }
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The approved identities these grants reach, in report order.
+    fn acts_as(&self, approved: &[Approved], namespace: Option<&str>) -> Vec<SubjectRef> {
+        let mut reached: Vec<SubjectRef> = approved
+            .iter()
+            .filter(|identity| identity.reached_by(self, namespace))
+            .map(Approved::subject)
+            .collect();
+        reached.sort();
+        reached.dedup();
+        reached
     }
 
     fn to_vec(&self) -> Vec<Grant> {
@@ -1032,7 +1695,10 @@ struct Bound<'a> {
     binding: BindingRef,
     metadata: &'a ObjectMeta,
     role: RoleRef,
-    grants: &'a Grants,
+    /// What the binding gives, in report order.
+    grants: Vec<Grant>,
+    /// The approved identities those grants act as.
+    acts_as: Vec<SubjectRef>,
     applies_to: AppliesTo,
     /// The RoleBinding's namespace, which service account subjects default to.
     namespace: Option<&'a str>,
@@ -1054,11 +1720,16 @@ impl Bound<'_> {
             }
             out.push(Finding {
                 binding: self.binding.clone(),
-                built_in: is_built_in(&subject, self.metadata),
+                holder: if scope.is_operator(&subject) {
+                    Holder::BuiltIn
+                } else {
+                    holder(&subject, self.metadata)
+                },
                 subject,
                 role: self.role.clone(),
                 applies_to: self.applies_to.clone(),
-                grants: self.grants.to_vec(),
+                grants: self.grants.clone(),
+                acts_as: self.acts_as.clone(),
             });
         }
     }
@@ -1108,6 +1779,10 @@ mod tests {
     const BUILTIN: &str = include_str!("testdata/builtin.yaml");
     const MISSING: &str = include_str!("testdata/missing.yaml");
     const DEFAULTS: &str = include_str!("testdata/defaults.yaml");
+    const PATHS: &str = include_str!("testdata/paths.yaml");
+    const IDENTITIES: &str = include_str!("testdata/identities.yaml");
+    const NODES: &str = include_str!("testdata/nodes.yaml");
+    const OPERATOR: &str = include_str!("testdata/operator.yaml");
 
     /// The enclave of every fixture: two namespaces, with approved staff named in
     /// subjects.yaml.
@@ -1189,21 +1864,28 @@ mod tests {
                     name: "pod-shell".into(),
                 },
                 applies_to: AppliesTo::Namespace("enclave-a".into()),
-                grants: vec![Grant {
-                    permission: Exec,
-                    resource_names: None,
-                }],
-                built_in: false,
+                grants: vec![
+                    Grant {
+                        permission: Exec,
+                        resource_names: None,
+                    },
+                    Grant {
+                        permission: PodLogs,
+                        resource_names: None,
+                    },
+                ],
+                holder: Holder::Unapproved,
+                acts_as: vec![],
             }
         );
     }
 
     #[test]
-    fn direct_attach_and_port_forward_but_not_proxy() {
+    fn direct_attach_port_forward_and_proxy() {
         let findings = report(DIRECT);
         assert_eq!(
             permissions(only(&findings, "attach-and-forward")),
-            [Attach, PortForward]
+            [Attach, PortForward, PodProxy]
         );
     }
 
@@ -1287,10 +1969,20 @@ mod tests {
     #[test]
     fn wildcard_resources_verbs_and_api_groups() {
         let findings = report(WILDCARDS);
-        // Only "get" on every resource: reading claims does not count.
+        // Only "get" on every resource: reading claims does not count, and in a
+        // RoleBinding neither does anything cluster-scoped (nodes/proxy).
         assert_eq!(
             permissions(only(&findings, "all-resources")),
-            [Exec, Attach, PortForward, ReadSecrets, Wildcard]
+            [
+                Exec,
+                Attach,
+                PortForward,
+                PodLogs,
+                PodProxy,
+                ServiceProxy,
+                ReadSecrets,
+                Wildcard
+            ]
         );
         assert_eq!(
             permissions(only(&findings, "all-verbs")),
@@ -1302,18 +1994,29 @@ mod tests {
     #[test]
     fn pods_star_covers_pod_subresources() {
         let findings = report(WILDCARDS);
-        // create reaches exec, attach and port-forward; patch the ephemeral containers.
+        // create reaches exec, attach, port-forward and the proxy; patch the
+        // ephemeral containers. Not the logs (get) nor the pods themselves.
         assert_eq!(
             permissions(only(&findings, "pod-subresources")),
-            [Exec, Attach, PortForward, EphemeralContainers, Wildcard]
+            [
+                Exec,
+                Attach,
+                PortForward,
+                EphemeralContainers,
+                PodProxy,
+                Wildcard
+            ]
         );
         assert_eq!(permissions(only(&findings, "any-exec")), [Exec, Wildcard]);
     }
 
     #[test]
-    fn wildcards_outside_the_core_group_or_on_urls_grant_nothing() {
+    fn wildcards_in_apps_grant_workloads_and_on_urls_nothing() {
         let findings = report(WILDCARDS);
-        assert!(named(&findings, "apps-everything").is_empty());
+        assert_eq!(
+            permissions(only(&findings, "apps-everything")),
+            [Workloads, Wildcard]
+        );
         assert!(named(&findings, "urls-everything").is_empty());
     }
 
@@ -1428,7 +2131,7 @@ mod tests {
         let findings = report(BUILTIN);
         let built_in: Vec<(&str, SubjectRef)> = findings
             .iter()
-            .filter(|f| f.built_in)
+            .filter(|f| f.built_in())
             .map(|f| (f.binding.name.as_str(), f.subject.clone()))
             .collect();
         assert_eq!(
@@ -1436,12 +2139,23 @@ mod tests {
             [
                 ("cluster-admin", group("system:masters")),
                 ("scheduler-extras", user("system:kube-scheduler")),
-                ("scheduler-extras", user("system:node:worker-1")),
-                ("scheduler-extras", group("system:nodes")),
                 (
                     "system:controller:generic-garbage-collector",
                     service_account("kube-system", "generic-garbage-collector")
                 ),
+            ]
+        );
+        // Kubelets are not the control plane: their credentials are reported as nodes.
+        let nodes: Vec<(&str, SubjectRef)> = findings
+            .iter()
+            .filter(|f| f.holder == Holder::Node)
+            .map(|f| (f.binding.name.as_str(), f.subject.clone()))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("scheduler-extras", user("system:node:worker-1")),
+                ("scheduler-extras", group("system:nodes")),
             ]
         );
         let masters = only(&findings, "cluster-admin");
@@ -1457,7 +2171,7 @@ mod tests {
         let findings = report(BUILTIN);
         let other: Vec<(&str, SubjectRef)> = findings
             .iter()
-            .filter(|f| !f.built_in)
+            .filter(|f| f.holder == Holder::Unapproved)
             .map(|f| (f.binding.name.as_str(), f.subject.clone()))
             .collect();
         assert_eq!(
@@ -1473,6 +2187,280 @@ mod tests {
         );
     }
 
+    /// The permissions of each binding of a fixture, by binding name.
+    fn by_binding(findings: &[Finding]) -> BTreeMap<String, Vec<Permission>> {
+        findings
+            .iter()
+            .map(|f| (f.binding.name.clone(), permissions(f)))
+            .collect()
+    }
+
+    #[test]
+    fn logs_and_proxies_are_each_their_own_category() {
+        let findings = report(PATHS);
+        assert_eq!(permissions(only(&findings, "logs-reader")), [PodLogs]);
+        assert_eq!(permissions(only(&findings, "pod-proxy")), [PodProxy]);
+        assert_eq!(
+            permissions(only(&findings, "service-proxy")),
+            [ServiceProxy]
+        );
+        assert!(named(&findings, "logs-list").is_empty());
+        assert!(named(&findings, "service-reader").is_empty());
+    }
+
+    #[test]
+    fn cluster_wide_kubelet_access_is_reported() {
+        let findings = report(PATHS);
+        let prom = only(&findings, "prom-kubelet");
+        assert_eq!(prom.binding.kind, BindingKind::ClusterRoleBinding);
+        assert_eq!(prom.subject, user("prom"));
+        assert_eq!(prom.applies_to, AppliesTo::AllNamespaces);
+        // nodes/stats and nodes/metrics add nothing.
+        assert_eq!(permissions(prom), [NodeProxy]);
+        assert_eq!(prom.holder, Holder::Unapproved);
+        assert_eq!(permissions(only(&findings, "node-logs")), [NodeLogs]);
+    }
+
+    #[test]
+    fn pod_and_workload_writes_are_reported() {
+        let found = by_binding(&report(PATHS));
+        for (binding, expected) in [
+            ("pod-creator", vec![PodWrite]),
+            ("pod-patcher", vec![PodWrite]),
+            ("deployers", vec![Workloads]),
+            ("batch-runner", vec![Workloads]),
+            ("rc-writer", vec![Workloads]),
+            ("daemon-writer", vec![Workloads]),
+        ] {
+            assert_eq!(found.get(binding), Some(&expected), "{binding}");
+        }
+        // Deleting pods, scaling, or a core-group "deployments": nothing.
+        assert!(!found.contains_key("pod-deleter"));
+        assert!(!found.contains_key("scaler"));
+    }
+
+    #[test]
+    fn impersonation_and_tokens_are_reported() {
+        let found = by_binding(&report(PATHS));
+        assert_eq!(found["impersonate-users"], [ImpersonateUsers]);
+        assert_eq!(found["impersonate-groups"], [ImpersonateGroups]);
+        assert_eq!(found["impersonate-extras"], [ImpersonateExtras]);
+        // Constrained impersonation's identity verbs count; its action verbs alone
+        // (impersonate-on:...) become no one.
+        assert_eq!(
+            found["impersonate-constrained"],
+            [ImpersonateUsers, ImpersonateNodes]
+        );
+        assert_eq!(found["sa-impersonator"], [ImpersonateServiceAccounts]);
+        assert_eq!(found["token-minter"], [ServiceAccountTokens]);
+        assert!(!found.contains_key("sa-reader"));
+    }
+
+    #[test]
+    fn scope_and_admission_writes_are_reported() {
+        let findings = report(PATHS);
+        let found = by_binding(&findings);
+        assert_eq!(found["namespace-labeller"], [NamespaceWrite]);
+        assert_eq!(found["namespace-status"], [NamespaceWrite]);
+        assert_eq!(found["webhook-editor"], [AdmissionWrite]);
+        assert_eq!(found["policy-binder"], [AdmissionWrite]);
+        assert_eq!(found["enclave-editor"], [EnclaveWrite]);
+        for harmless in ["namespace-reader", "admission-reader", "enclave-reader"] {
+            assert!(!found.contains_key(harmless), "{harmless}");
+        }
+        // A RoleBinding can patch its own namespace: the API server gives a namespace
+        // request the namespace's name as its namespace.
+        let own = only(&findings, "namespace-labeller-in-namespace");
+        assert_eq!(permissions(own), [NamespaceWrite]);
+        assert_eq!(own.applies_to, AppliesTo::Namespace("enclave-a".into()));
+    }
+
+    #[test]
+    fn a_role_binding_grants_nothing_cluster_scoped() {
+        let findings = report(PATHS);
+        for binding in [
+            "prom-kubelet-in-namespace",
+            "impersonate-users-in-namespace",
+            "webhook-editor-in-namespace",
+            "enclave-editor-in-namespace",
+        ] {
+            assert!(named(&findings, binding).is_empty(), "{binding}");
+        }
+        assert!(
+            findings
+                .iter()
+                .filter(|f| f.binding.kind == BindingKind::RoleBinding)
+                .flat_map(Finding::permissions)
+                .all(|p| !p.is_cluster_scoped())
+        );
+    }
+
+    #[test]
+    fn every_category_has_a_fixture() {
+        let mut seen: BTreeSet<Permission> = BTreeSet::new();
+        for fixture in [DIRECT, WILDCARDS, PATHS] {
+            seen.extend(report(fixture).iter().flat_map(Finding::permissions));
+        }
+        let missing: Vec<Permission> = Permission::ALL
+            .into_iter()
+            .filter(|p| !seen.contains(p))
+            .collect();
+        assert!(missing.is_empty(), "no fixture grants {missing:?}");
+    }
+
+    /// The enclave of identities.yaml: an approved service account outside the
+    /// enclave's namespaces, and a namespace's service accounts approved by group.
+    fn identity_scope() -> AccessScope {
+        AccessScope::new(
+            ["enclave-a", "enclave-b"],
+            ["dr-ada", "system:serviceaccount:tools:debugger"],
+            ["enclave-staff", "system:serviceaccounts:ops"],
+        )
+    }
+
+    fn acts_as(findings: &[Finding]) -> Vec<(&str, SubjectRef, Vec<SubjectRef>)> {
+        findings
+            .iter()
+            .map(|f| {
+                (
+                    f.binding.name.as_str(),
+                    f.subject.clone(),
+                    f.acts_as.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn who_can_act_as_approved_subjects_is_named() {
+        let objects = RbacObjects::from_yaml(IDENTITIES).expect("fixture parses");
+        let findings = objects.exposures(&identity_scope());
+        let ops = group("system:serviceaccounts:ops");
+        let debugger = service_account("tools", "debugger");
+        assert_eq!(
+            acts_as(&findings),
+            [
+                // RoleBindings in tools and ops: their service accounts.
+                ("ops-edit", user("carol"), vec![ops.clone()]),
+                ("debugger-token", user("mallory"), vec![debugger.clone()]),
+                ("devs-edit", group("devs"), vec![debugger.clone()]),
+                // Cluster-wide: users and groups by name, service accounts anywhere.
+                ("impersonate-ada", user("eve"), vec![user("dr-ada")]),
+                ("impersonate-bob", user("eve"), vec![]),
+                (
+                    "impersonate-staff",
+                    user("eve"),
+                    vec![group("enclave-staff")]
+                ),
+                ("sa-impersonator", user("frank"), vec![ops, debugger]),
+            ]
+        );
+        // Outside the enclave's namespaces, only the grants that act as someone are
+        // listed: the shell in tools reaches no enclave pod.
+        let devs = only(&findings, "devs-edit");
+        assert_eq!(
+            permissions(devs),
+            [ImpersonateServiceAccounts, ServiceAccountTokens]
+        );
+        assert_eq!(devs.applies_to, AppliesTo::Namespace("tools".into()));
+        assert_eq!(
+            devs.to_string(),
+            "RoleBinding tools/devs-edit gives Group devs ImpersonateServiceAccounts, \
+             ServiceAccountTokens via ClusterRole edit-like in namespace tools, acting as \
+             approved ServiceAccount tools/debugger"
+        );
+        // A cluster-wide binding keeps all it gives.
+        assert_eq!(
+            permissions(only(&findings, "sa-impersonator")),
+            [Exec, ImpersonateServiceAccounts, ServiceAccountTokens]
+        );
+    }
+
+    #[test]
+    fn approving_every_service_account_makes_every_namespace_count() {
+        let objects = RbacObjects::from_yaml(IDENTITIES).expect("fixture parses");
+        let mut scope = identity_scope();
+        scope
+            .approved_groups
+            .insert("system:serviceaccounts".into());
+        let findings = objects.exposures(&scope);
+        let everyone = group("system:serviceaccounts");
+        // The namespace nothing else lives in now counts, and the builder's token
+        // (any service account will do) too.
+        let elsewhere = findings
+            .iter()
+            .find(|f| f.binding.namespace.as_deref() == Some("elsewhere"))
+            .expect("elsewhere/devs-edit");
+        assert_eq!(elsewhere.acts_as, std::slice::from_ref(&everyone));
+        assert_eq!(only(&findings, "builder-token").acts_as, [everyone]);
+        assert!(named(&findings, "shell-only").is_empty());
+    }
+
+    #[test]
+    fn node_credentials_are_reported_as_nodes() {
+        let findings = report(NODES);
+        let holders: Vec<(&str, SubjectRef, Holder)> = findings
+            .iter()
+            .map(|f| (f.binding.name.as_str(), f.subject.clone(), f.holder))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("dublin-kubelet", user("system:node:dublin-a"), Holder::Node),
+                ("nameless-node", user("system:node:"), Holder::Unapproved),
+                ("nodes-read-secrets", group("system:nodes"), Holder::Node),
+                (
+                    "system:virginia-kubelet",
+                    user("system:node:virginia-a"),
+                    Holder::Node
+                ),
+            ]
+        );
+        assert_eq!(
+            only(&findings, "system:virginia-kubelet").to_string(),
+            "ClusterRoleBinding system:virginia-kubelet gives User system:node:virginia-a \
+             Exec via ClusterRole system:kubelet-exec in all namespaces (node credentials)"
+        );
+        let summary = summarize(&findings, 10);
+        assert_eq!((summary.node, summary.built_in, summary.other), (3, 0, 4));
+        assert_eq!(summary.findings[0].subject, user("system:node:"));
+    }
+
+    #[test]
+    fn the_operators_own_service_accounts_are_built_in() {
+        let objects = RbacObjects::from_yaml(OPERATOR).expect("fixture parses");
+        let holders = |scope: &AccessScope| -> Vec<(SubjectRef, Holder)> {
+            objects
+                .exposures(scope)
+                .iter()
+                .map(|f| (f.subject.clone(), f.holder))
+                .collect()
+        };
+        assert_eq!(
+            holders(&scope().with_operator_namespace("enclave-system")),
+            [
+                (service_account("tools", "copycat"), Holder::Unapproved),
+                (
+                    service_account("enclave-system", "enclave-operator"),
+                    Holder::BuiltIn
+                ),
+            ]
+        );
+        // Without knowing the operator's namespace, nothing is assumed.
+        assert_eq!(
+            holders(&scope()),
+            [
+                (service_account("tools", "copycat"), Holder::Unapproved),
+                (
+                    service_account("enclave-system", "enclave-operator"),
+                    Holder::Unapproved
+                ),
+            ]
+        );
+        let finding = &objects.exposures(&scope())[0];
+        assert_eq!(permissions(finding), [AdmissionWrite]);
+    }
+
     #[test]
     fn missing_role_grants_nothing() {
         let findings = report(MISSING);
@@ -1486,31 +2474,51 @@ mod tests {
     }
 
     #[test]
-    fn defaults_view_reads_claims_only_while_edit_and_admin_reach_pods() {
+    fn defaults_view_reads_logs_while_edit_and_admin_reach_pods_and_identities() {
         let findings = report(DEFAULTS);
 
-        // view reaches no pod, no secret, and only reads claims: nothing sensitive.
-        assert!(named(&findings, "auditors-view").is_empty());
+        // view reaches no shell, no secret, and only reads claims; but it reads logs.
+        assert_eq!(permissions(only(&findings, "auditors-view")), [PodLogs]);
 
         let edit = only(&findings, "developers-edit");
         assert_eq!(
             permissions(edit),
-            [Exec, Attach, PortForward, ReadSecrets, Volumes]
+            [
+                Exec,
+                Attach,
+                PortForward,
+                PodLogs,
+                PodProxy,
+                ServiceProxy,
+                PodWrite,
+                Workloads,
+                ReadSecrets,
+                Volumes,
+                ImpersonateServiceAccounts,
+                ServiceAccountTokens
+            ]
         );
+        // ...and so it passes as the approved service account of its namespace.
+        assert_eq!(edit.acts_as, [service_account("enclave-a", "etl")]);
 
         // admin is edit and more.
         let admin = only(&findings, "team-lead-admin");
         assert_eq!(admin.grants, edit.grants);
 
         let masters = only(&findings, "cluster-admin");
-        assert!(masters.built_in);
+        assert!(masters.built_in());
         assert_eq!(masters.applies_to, AppliesTo::AllNamespaces);
         assert_eq!(permissions(masters), Permission::ALL);
 
+        // In one namespace: everything namespaced, nothing cluster-scoped.
         let mallory = only(&findings, "mallory-cluster-admin");
-        assert!(!mallory.built_in);
+        assert!(!mallory.built_in());
         assert_eq!(mallory.applies_to, AppliesTo::Namespace("enclave-a".into()));
-        assert_eq!(permissions(mallory), Permission::ALL);
+        let namespaced: Vec<Permission> = Permission::ALL
+            .into_iter()
+            .filter(|p| !p.is_cluster_scoped())
+            .collect();
+        assert_eq!(permissions(mallory), namespaced);
     }
 
     #[test]
@@ -1533,17 +2541,30 @@ mod tests {
         assert_eq!(findings.len(), 11);
         let summary = summarize(&findings, 3);
         assert_eq!(summary.total, 11);
-        assert_eq!(summary.built_in, 5);
-        assert_eq!(summary.other, 6);
+        assert_eq!(summary.built_in, 3);
+        assert_eq!(summary.node, 2);
+        assert_eq!(summary.other, 8);
         assert_eq!(summary.omitted, 8);
         assert_eq!(summary.findings.len(), 3);
-        assert!(summary.findings.iter().all(|f| !f.built_in));
+        assert!(
+            summary
+                .findings
+                .iter()
+                .all(|f| f.holder == Holder::Unapproved)
+        );
 
         let all = summarize(&findings, 100);
         assert_eq!(all.omitted, 0);
         assert_eq!(all.findings.len(), 11);
-        assert!(all.findings[..6].iter().all(|f| !f.built_in));
-        assert!(all.findings[6..].iter().all(|f| f.built_in));
+        // Unapproved subjects, then nodes, then built-in components.
+        let holders: Vec<Holder> = all.findings.iter().map(|f| f.holder).collect();
+        assert!(
+            holders.windows(2).all(|pair| pair[0] <= pair[1]),
+            "{holders:?}"
+        );
+        assert_eq!(holders[5], Holder::Unapproved);
+        assert_eq!(holders[6..8], [Holder::Node, Holder::Node]);
+        assert_eq!(holders[8], Holder::BuiltIn);
 
         // The order of the input does not change the summary.
         let mut reversed = findings.clone();
@@ -1576,7 +2597,9 @@ mod tests {
             only(&findings, "system:controller:generic-garbage-collector").to_string(),
             "ClusterRoleBinding system:controller:generic-garbage-collector gives \
              ServiceAccount kube-system/generic-garbage-collector Exec, Attach, PortForward, \
-             EphemeralContainers, ReadSecrets, Volumes, Wildcard via ClusterRole \
+             EphemeralContainers, PodLogs, PodProxy, ServiceProxy, NodeProxy, NodeLogs, \
+             PodWrite, Workloads, ReadSecrets, Volumes, NamespaceWrite, AdmissionWrite, \
+             EnclaveWrite, Wildcard via ClusterRole \
              system:controller:generic-garbage-collector in all namespaces (built-in)"
         );
     }
@@ -1594,7 +2617,22 @@ mod tests {
             .into_iter()
             .map(|grant| grant.permission)
             .collect();
-        assert_eq!(granted, [Exec, Attach, PortForward, ReadSecrets, Volumes]);
+        assert_eq!(
+            granted,
+            [
+                Exec,
+                Attach,
+                PortForward,
+                PodProxy,
+                ServiceProxy,
+                PodWrite,
+                Workloads,
+                ReadSecrets,
+                Volumes,
+                ImpersonateServiceAccounts,
+                ServiceAccountTokens
+            ]
+        );
         assert!(sensitive_grants(&[]).is_empty());
     }
 
@@ -1690,11 +2728,30 @@ mod tests {
         const ROLE_NAMES: &[&str] = &["r1", "r2"];
         const CLUSTER_ROLE_NAMES: &[&str] = &["c1", "c2", "c3", "c4"];
         const BINDING_NAMES: &[&str] = &["b1", "b2", "system:b3"];
-        // No user name of a service account and no system:serviceaccounts groups:
-        // those approve more than one subject by design (see AccessScope::approves).
-        const USERS: &[&str] = &["alice", "bob", "system:kube-scheduler"];
-        const GROUPS: &[&str] = &["devs", "ops", "system:masters", "system:authenticated"];
+        // No user name of a service account and no system:serviceaccounts groups as
+        // subjects: those approve more than one subject by design (see
+        // AccessScope::approves). Kubelet identities, which are reported as nodes.
+        const USERS: &[&str] = &[
+            "alice",
+            "bob",
+            "system:kube-scheduler",
+            "system:node:virginia-a",
+        ];
+        const GROUPS: &[&str] = &[
+            "devs",
+            "ops",
+            "system:masters",
+            "system:authenticated",
+            "system:nodes",
+        ];
         const SERVICE_ACCOUNTS: &[&str] = &["default", "ci"];
+        /// Approved identities a base scope may hold besides the subjects above:
+        /// service accounts in and outside the enclave, by name and by namespace.
+        const APPROVED_SERVICE_ACCOUNTS: &[&str] = &[
+            "system:serviceaccount:outside:ci",
+            "system:serviceaccount:enclave-a:default",
+        ];
+        const APPROVED_SA_GROUPS: &[&str] = &["system:serviceaccounts:outside"];
 
         fn strings(items: Vec<&str>) -> Vec<String> {
             items.into_iter().map(str::to_owned).collect()
@@ -1711,7 +2768,16 @@ mod tests {
 
         fn rule() -> impl Strategy<Value = PolicyRule> {
             (
-                subsequence(&["", "*", "apps"][..], 1..=2),
+                subsequence(
+                    &[
+                        "",
+                        "*",
+                        "apps",
+                        "authentication.k8s.io",
+                        "admissionregistration.k8s.io",
+                    ][..],
+                    1..=2,
+                ),
                 subsequence(
                     &[
                         "pods",
@@ -1719,22 +2785,44 @@ mod tests {
                         "pods/attach",
                         "pods/portforward",
                         "pods/ephemeralcontainers",
+                        "pods/log",
+                        "pods/proxy",
                         "pods/*",
                         "*/exec",
+                        "*/proxy",
                         "*",
+                        "nodes/proxy",
                         "secrets",
                         "persistentvolumeclaims",
                         "configmaps",
+                        "deployments",
+                        "namespaces",
+                        "users",
+                        "groups",
+                        "serviceaccounts",
+                        "serviceaccounts/token",
+                        "validatingwebhookconfigurations",
                     ][..],
                     1..=3,
                 ),
                 subsequence(
                     &[
-                        "get", "list", "watch", "create", "update", "patch", "delete", "*",
+                        "get",
+                        "list",
+                        "watch",
+                        "create",
+                        "update",
+                        "patch",
+                        "delete",
+                        "impersonate",
+                        "impersonate:serviceaccount",
+                        "*",
                     ][..],
                     1..=3,
                 ),
-                proptest::option::of(subsequence(&["a", "b"][..], 0..=2)),
+                // Names of pods and of identities, so that narrowed impersonation
+                // sometimes reaches an approved one.
+                proptest::option::of(subsequence(&["a", "ci", "alice"][..], 0..=2)),
             )
                 .prop_map(|(groups, resources, verbs, names)| PolicyRule {
                     api_groups: Some(strings(groups)),
@@ -1879,11 +2967,30 @@ mod tests {
                 )
         }
 
-        /// Some approvals to start from, drawn from the same pools.
+        /// Some approvals to start from, drawn from the same pools, and approved
+        /// service accounts that others may act as.
         fn base_scope() -> impl Strategy<Value = AccessScope> {
-            (subsequence(USERS, 0..=1), subsequence(GROUPS, 0..=1)).prop_map(|(users, groups)| {
-                AccessScope::new(["enclave-a", "enclave-b"], users, groups)
-            })
+            (
+                subsequence(USERS, 0..=1),
+                subsequence(GROUPS, 0..=1),
+                subsequence(APPROVED_SERVICE_ACCOUNTS, 0..=2),
+                subsequence(APPROVED_SA_GROUPS, 0..=1),
+            )
+                .prop_map(|(users, groups, accounts, account_groups)| {
+                    AccessScope::new(
+                        ["enclave-a", "enclave-b"],
+                        users.into_iter().chain(accounts),
+                        groups.into_iter().chain(account_groups),
+                    )
+                })
+        }
+
+        fn is_kubelet(subject: &SubjectRef) -> bool {
+            match subject.kind {
+                SubjectKind::Group => subject.name == "system:nodes",
+                SubjectKind::User => subject.name.starts_with("system:node:"),
+                SubjectKind::ServiceAccount => false,
+            }
         }
 
         /// Fisher-Yates with a small deterministic generator, so that one seed from
@@ -1967,10 +3074,11 @@ mod tests {
                             && new.subject == old.subject
                             && new.role == old.role
                             && new.applies_to == old.applies_to
-                            && new.built_in == old.built_in
+                            && new.holder == old.holder
                             && old.grants.iter().all(|grant| {
                                 new.grant(grant.permission).is_some_and(|g| covers(g, grant))
                             })
+                            && old.acts_as.iter().all(|a| new.acts_as.contains(a))
                     });
                     prop_assert!(kept, "lost or narrowed: {old:#?}\nafter: {after:#?}");
                 }
@@ -1999,9 +3107,93 @@ mod tests {
                     }
                 }
                 let after = world.exposures(&approved);
-                let expected: Vec<Finding> =
-                    before.iter().filter(|f| f.subject != subject).cloned().collect();
-                prop_assert_eq!(after, expected);
+                // Its findings go; every other finding stays as it was, except that
+                // it may now act as the newly approved subject, and a binding may
+                // appear only because it acts as it (a RoleBinding where the newly
+                // approved service account lives).
+                prop_assert!(after.iter().all(|f| f.subject != subject), "{after:#?}");
+                let without_it = |f: &Finding| {
+                    let mut f = f.clone();
+                    f.acts_as.retain(|a| a != &subject);
+                    f
+                };
+                let stripped: Vec<Finding> = after.iter().map(without_it).collect();
+                for old in before.iter().filter(|f| f.subject != subject) {
+                    prop_assert!(stripped.contains(old), "lost: {old:#?}\nafter: {after:#?}");
+                }
+                for (new, bare) in after.iter().zip(&stripped) {
+                    if !before.contains(bare) {
+                        prop_assert_eq!(&new.acts_as, &vec![subject.clone()], "{:#?}", new);
+                    }
+                }
+            }
+
+            #[test]
+            fn role_bindings_never_grant_cluster_scoped_permissions(
+                world in world(),
+                scope in base_scope(),
+            ) {
+                for finding in world.exposures(&scope) {
+                    if finding.binding.kind == BindingKind::RoleBinding {
+                        prop_assert!(
+                            finding.permissions().all(|p| !p.is_cluster_scoped()),
+                            "{finding:#?}"
+                        );
+                    }
+                }
+            }
+
+            #[test]
+            fn kubelets_are_reported_as_nodes_and_only_they(
+                world in world(),
+                scope in base_scope(),
+            ) {
+                for finding in world.exposures(&scope) {
+                    prop_assert_eq!(
+                        finding.holder == Holder::Node,
+                        is_kubelet(&finding.subject),
+                        "{:#?}",
+                        finding
+                    );
+                }
+            }
+
+            #[test]
+            fn acting_as_names_only_approved_identities_through_identity_grants(
+                world in world(),
+                scope in base_scope(),
+            ) {
+                use Permission::*;
+                for finding in world.exposures(&scope) {
+                    for identity in &finding.acts_as {
+                        prop_assert!(scope.approves(identity), "{identity} in {finding:#?}");
+                    }
+                    if !finding.acts_as.is_empty() {
+                        prop_assert!(
+                            finding.permissions().any(|p| matches!(
+                                p,
+                                ImpersonateUsers
+                                    | ImpersonateGroups
+                                    | ImpersonateServiceAccounts
+                                    | ServiceAccountTokens
+                            )),
+                            "{finding:#?}"
+                        );
+                    }
+                    // Outside the enclave's namespaces, only a way to an approved
+                    // identity is reported, and only what leads there.
+                    if let AppliesTo::Namespace(namespace) = &finding.applies_to
+                        && !scope.namespaces.contains(namespace)
+                    {
+                        prop_assert!(!finding.acts_as.is_empty(), "{finding:#?}");
+                        prop_assert!(
+                            finding
+                                .permissions()
+                                .all(|p| IDENTITY_PERMISSIONS.contains(&p)),
+                            "{finding:#?}"
+                        );
+                    }
+                }
             }
 
             #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::report::{
     ChainObservation, Check, PodReport, PolicyReport, Report, Unreadable, Verdict,
 };
-use crate::crd::{Enforcement, NetworkIsolation};
+use crate::crd::{Enforcement, ExposureHolder, NetworkIsolation};
 
 /// The JSON form: the report's fields, pretty-printed, with a final newline.
 pub fn json(report: &Report) -> Result<String, serde_json::Error> {
@@ -350,10 +350,19 @@ fn policy_section(out: &mut String, policy: &PolicyReport) {
     if !policy.exposures.is_empty() {
         let _ = writeln!(out, "\n### Access exposures\n");
         for e in &policy.exposures {
+            let acting = if e.acts_as.is_empty() {
+                String::new()
+            } else {
+                format!(", acting as approved {}", e.acts_as.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "- {}{} gives {} {} via {} in {}",
-                if e.built_in { "(built-in) " } else { "" },
+                "- {}{} gives {} {} via {} in {}{acting}",
+                match e.holder {
+                    ExposureHolder::Unapproved => "",
+                    ExposureHolder::Node => "(node credentials) ",
+                    ExposureHolder::BuiltIn => "(built-in) ",
+                },
                 e.binding,
                 e.subject,
                 e.grants.join(", "),

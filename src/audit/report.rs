@@ -689,7 +689,13 @@ impl<C: Catalog> PolicyScene<'_, C> {
         report.checks.network = network_check(policy, &leaks);
         let findings = exposures_by_enclave
             .entry(enclave.name())
-            .or_insert_with(|| sites::exposures(catalog, &enclave.enclave));
+            .or_insert_with(|| {
+                sites::exposures(
+                    catalog,
+                    &enclave.enclave,
+                    &self.observation.operator_namespace,
+                )
+            });
         let exposures = in_namespaces(findings, &report.namespaces);
         report.checks.access = access_check(&exposures);
         let summary = rbac::summarize(&exposures, usize::MAX);
@@ -853,9 +859,10 @@ impl<C: Catalog> PolicyScene<'_, C> {
     }
 }
 
-/// The exposures that reach the given namespaces: RoleBindings in them and every
-/// ClusterRoleBinding (none when there are no namespaces: no data is held yet, as the
-/// sites controller rules).
+/// The exposures that reach the given namespaces: RoleBindings in them, every
+/// ClusterRoleBinding, and every binding that acts as an approved identity, which passes
+/// as approved staff wherever the enclave is (none when there are no namespaces: no
+/// data is held yet, as the sites controller rules).
 fn in_namespaces(findings: &[Finding], namespaces: &[String]) -> Vec<Finding> {
     if namespaces.is_empty() {
         return Vec::new();
@@ -863,6 +870,7 @@ fn in_namespaces(findings: &[Finding], namespaces: &[String]) -> Vec<Finding> {
     findings
         .iter()
         .filter(|f| match &f.applies_to {
+            _ if !f.acts_as.is_empty() => true,
             AppliesTo::AllNamespaces => true,
             AppliesTo::Namespace(ns) => namespaces.binary_search(ns).is_ok(),
         })
@@ -948,18 +956,26 @@ fn network_check(policy: &ResidencyPolicy, leaks: &network::LeakAssessment) -> C
 }
 
 fn access_check(exposures: &[Finding]) -> Check {
-    let built_in = exposures.iter().filter(|f| f.built_in).count();
+    let built_in = exposures.iter().filter(|f| f.built_in()).count();
+    let nodes = exposures
+        .iter()
+        .filter(|f| f.holder == rbac::Holder::Node)
+        .count();
     let others = exposures.len() - built_in;
     let expected = match built_in {
         0 => String::new(),
         n => format!(" ({n} built-in system grant(s), expected, are listed)"),
+    };
+    let to_nodes = match nodes {
+        0 => String::new(),
+        n => format!(", {n} of them to node credentials"),
     };
     if others == 0 {
         return Check {
             verdict: Verdict::Pass,
             findings: 0,
             summary: format!(
-                "no RBAC binding gives anyone outside the approved staff exec, attach, port-forward, debug containers, secrets or claims in the namespaces in scope{expected}"
+                "no RBAC binding gives anyone outside the approved staff a way to the pods, logs, secrets or claims in scope, to the enclave's scope or admission, or to an approved identity{expected}"
             ),
         };
     }
@@ -967,7 +983,7 @@ fn access_check(exposures: &[Finding]) -> Check {
         verdict: Verdict::Fail,
         findings: others,
         summary: format!(
-            "{others} RBAC grant(s) reach the namespaces in scope outside the approved staff{expected}"
+            "{others} RBAC grant(s) reach the namespaces in scope outside the approved staff{to_nodes}{expected}"
         ),
     }
 }

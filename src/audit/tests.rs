@@ -531,3 +531,67 @@ fn a_chain_head_that_stopped_while_its_writer_runs_is_a_finding() {
     assert!(markdown.contains("| runs: op-0 |"), "{markdown}");
     assert!(markdown.contains("| gone, not yet retired |"), "{markdown}");
 }
+
+#[test]
+fn node_credentials_and_who_acts_as_approved_staff_are_listed_and_fail_access() {
+    let mut catalog = compliant();
+    // Impersonating the approved group (from any namespace's point of view: a
+    // ClusterRoleBinding), and a kubelet grant to every node's credentials.
+    let extra = RbacObjects::from_yaml(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: be-a-steward}
+rules: [{apiGroups: [""], resources: [groups], resourceNames: [eu-data-stewards], verbs: [impersonate]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: eve-as-steward}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: be-a-steward}
+subjects: [{kind: User, name: eve, apiGroup: rbac.authorization.k8s.io}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kubelet-api}
+rules: [{apiGroups: [""], resources: [nodes/proxy], verbs: [get, create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: nodes-kubelet-api}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubelet-api}
+subjects: [{kind: Group, name: "system:nodes", apiGroup: rbac.authorization.k8s.io}]
+"#,
+    )
+    .expect("rbac");
+    catalog.rbac.cluster_roles.extend(extra.cluster_roles);
+    catalog
+        .rbac
+        .cluster_role_bindings
+        .extend(extra.cluster_role_bindings);
+    let report = report(&catalog);
+    assert_eq!(
+        verdicts(&report),
+        [Verdict::Pass, Verdict::Pass, Verdict::Pass, Verdict::Fail]
+    );
+    let access = &report.policies[0].checks.access;
+    assert_eq!(access.findings, 2);
+    assert!(
+        access.summary.contains("1 of them to node credentials"),
+        "{}",
+        access.summary
+    );
+    let markdown = render::markdown(&report);
+    assert!(
+        markdown.contains(
+            "- ClusterRoleBinding eve-as-steward gives User eve ImpersonateGroups [eu-data-stewards] \
+             via ClusterRole be-a-steward in all namespaces, acting as approved Group eu-data-stewards"
+        ),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains(
+            "- (node credentials) ClusterRoleBinding nodes-kubelet-api gives Group system:nodes \
+             NodeProxy via ClusterRole kubelet-api in all namespaces"
+        ),
+        "{markdown}"
+    );
+}

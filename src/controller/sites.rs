@@ -18,12 +18,14 @@ use serde_json::json;
 
 use super::{RESYNC, Result, error_policy, instrumented, publish, publish_related, unguard};
 use crate::{
-    access::rbac::{self, AccessScope, ExposureSummary, Finding},
+    access::rbac::{self, AccessScope, ExposureSummary, Finding, Holder},
     cache,
     catalog::Catalog,
     conditions::{self, Observed},
     context::Context,
-    crd::{DataEnclave, DataEnclaveStatus, Exposure, SiteStatus, TRUSTED_LABEL_PREFIX},
+    crd::{
+        DataEnclave, DataEnclaveStatus, Exposure, ExposureHolder, SiteStatus, TRUSTED_LABEL_PREFIX,
+    },
     decisions::{Kind, Record, Subject},
     names::FIELD_MANAGER,
     scope, selector,
@@ -54,25 +56,33 @@ pub fn enclave_namespaces<C: Catalog>(catalog: &C, enclave: &str) -> BTreeSet<St
         .collect()
 }
 
-/// Who the enclave approves, and where: the scope of its exposure report.
-pub fn access_scope(enclave: &DataEnclave, namespaces: BTreeSet<String>) -> AccessScope {
+/// Who the enclave approves, and where: the scope of its exposure report. The
+/// operator's own service accounts are the installation's (built-in).
+pub fn access_scope(
+    enclave: &DataEnclave,
+    namespaces: BTreeSet<String>,
+    operator_namespace: &str,
+) -> AccessScope {
     let access = enclave.spec.access.clone().unwrap_or_default();
-    AccessScope {
-        namespaces,
-        approved_users: access.approved_users.into_iter().collect(),
-        approved_groups: access.approved_groups.into_iter().collect(),
-    }
+    AccessScope::new(namespaces, access.approved_users, access.approved_groups)
+        .with_operator_namespace(operator_namespace)
 }
 
 /// The exposure report for one enclave from the catalog's RBAC objects.
-pub fn exposures<C: Catalog>(catalog: &C, enclave: &DataEnclave) -> Vec<Finding> {
+pub fn exposures<C: Catalog>(
+    catalog: &C,
+    enclave: &DataEnclave,
+    operator_namespace: &str,
+) -> Vec<Finding> {
     let namespaces = enclave_namespaces(catalog, &enclave.name_any());
     if namespaces.is_empty() {
         // ClusterRoleBindings reach every namespace, but an enclave without
         // namespaces holds no data yet: nothing is exposed.
         return Vec::new();
     }
-    catalog.rbac().exposures(&access_scope(enclave, namespaces))
+    catalog
+        .rbac()
+        .exposures(&access_scope(enclave, namespaces, operator_namespace))
 }
 
 impl From<&Finding> for Exposure {
@@ -83,7 +93,13 @@ impl From<&Finding> for Exposure {
             role: finding.role.to_string(),
             grants: finding.grants.iter().map(ToString::to_string).collect(),
             applies_to: finding.applies_to.to_string(),
-            built_in: finding.built_in,
+            built_in: finding.built_in(),
+            holder: match finding.holder {
+                Holder::Unapproved => ExposureHolder::Unapproved,
+                Holder::Node => ExposureHolder::Node,
+                Holder::BuiltIn => ExposureHolder::BuiltIn,
+            },
+            acts_as: finding.acts_as.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -99,23 +115,27 @@ fn access_condition(summary: &ExposureSummary) -> Observed {
             true,
             "OnlyApprovedStaff",
             format!(
-                "no RBAC binding gives exec, attach, port-forward, debug containers, secrets or claims in the enclave's namespaces to anyone outside the approved staff{built_in}"
+                "no RBAC binding gives anyone outside the approved staff a way to the enclave's pods, logs, secrets or claims, to its scope or admission, or to an approved identity{built_in}"
             ),
         );
     }
     let first: Vec<String> = summary
         .findings
         .iter()
-        .filter(|f| !f.built_in)
+        .filter(|f| !f.built_in())
         .take(3)
         .map(|f| format!("{} gives {}", f.binding, f.subject))
         .collect();
+    let nodes = match summary.node {
+        0 => String::new(),
+        n => format!(", {n} of them to node credentials"),
+    };
     Observed::new(
         "AccessRestricted",
         false,
         "UnapprovedAccess",
         format!(
-            "{} RBAC grant(s) reach enclave data outside the approved staff, e.g. {}; see status.exposures{built_in}",
+            "{} RBAC grant(s) reach enclave data outside the approved staff{nodes}, e.g. {}; see status.exposures{built_in}",
             summary.other,
             first.join("; ")
         ),
@@ -248,6 +268,7 @@ pub fn desired_status(
         exposures: summary.findings.iter().map(Exposure::from).collect(),
         exposure_count: count(summary.total),
         built_in_exposure_count: count(summary.built_in),
+        node_exposure_count: count(summary.node),
         conditions: conditions::settle(
             previous,
             vec![ready, populated, trusted, access],
@@ -271,6 +292,7 @@ fn status_changed(old: Option<&DataEnclaveStatus>, new: &DataEnclaveStatus) -> b
                 || old.exposures != new.exposures
                 || old.exposure_count != new.exposure_count
                 || old.built_in_exposure_count != new.built_in_exposure_count
+                || old.node_exposure_count != new.node_exposure_count
                 || !conditions::same(&old.conditions, &new.conditions)
         }
     }
@@ -303,7 +325,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<DataEnclave>>, ctx: Arc<Context>)
 #[tracing::instrument(skip_all, fields(enclave = %enclave.name_any()))]
 async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     let nodes = ctx.caches.nodes.store.state();
-    let findings = exposures(&ctx.caches, enclave);
+    let findings = exposures(&ctx.caches, enclave, &ctx.admission.operator_namespace);
     let status = desired_status(enclave, &nodes, &findings, &conditions::now());
     if status_changed(enclave.status.as_ref(), &status) {
         record_new_exposures(ctx, enclave, &findings, &status).await;
@@ -373,7 +395,8 @@ async fn record_new_exposures(
             )
             .with("enclave", name.clone())
             .with("subject", exposure.subject.clone())
-            .with("builtIn", exposure.built_in),
+            .with("builtIn", exposure.built_in)
+            .with("holder", finding.holder.as_str()),
         );
         if !exposure.built_in {
             told.entry((
@@ -452,6 +475,8 @@ mod tests {
     use crate::access::rbac::RbacObjects;
     use crate::catalog::StaticCatalog;
 
+    const OPERATOR: &str = "enclave-system";
+
     fn catalog(rbac: &str) -> StaticCatalog {
         let mut catalog =
             StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
@@ -507,7 +532,7 @@ subjects: [{kind: Group, name: analysts}]
     fn exposures_name_unapproved_subjects_in_enclave_namespaces_only() {
         let catalog = catalog(SHELLS);
         let enclave = with_staff(&catalog);
-        let found: Vec<String> = exposures(&catalog, &enclave)
+        let found: Vec<String> = exposures(&catalog, &enclave, OPERATOR)
             .iter()
             .map(|f| format!("{} -> {}", f.binding, f.subject))
             .collect();
@@ -525,7 +550,7 @@ subjects: [{kind: Group, name: analysts}]
         let catalog = catalog(SHELLS);
         let enclave = with_staff(&catalog);
         let nodes = catalog.nodes();
-        let findings = exposures(&catalog, &enclave);
+        let findings = exposures(&catalog, &enclave, OPERATOR);
         let status = desired_status(&enclave, &nodes, &findings, &conditions::now());
         assert_eq!(status.exposure_count, 2);
         assert_eq!(status.built_in_exposure_count, 0);
@@ -555,7 +580,7 @@ subjects: [{kind: Group, name: analysts}]
             approved_users: vec!["bob".into(), "mallory".into()],
             approved_groups: vec!["analysts".into()],
         });
-        let findings = exposures(&catalog, &approved);
+        let findings = exposures(&catalog, &approved, OPERATOR);
         let status = desired_status(&approved, &nodes, &findings, &conditions::now());
         assert_eq!(status.exposure_count, 0);
         assert!(status.exposures.is_empty());
@@ -571,6 +596,75 @@ subjects: [{kind: Group, name: analysts}]
     }
 
     #[test]
+    fn status_names_node_credentials_the_operator_and_who_acts_as_approved_staff() {
+        let catalog = catalog(
+            r#"
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: secrets}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: nodes-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets}
+subjects: [{kind: Group, name: "system:nodes"}, {kind: ServiceAccount, name: enclave-operator, namespace: enclave-system}]
+---
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: be-bob}
+rules: [{apiGroups: [""], resources: [users], resourceNames: [bob], verbs: [impersonate]}]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: eve-as-bob}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: be-bob}
+subjects: [{kind: User, name: eve}]
+"#,
+        );
+        let enclave = with_staff(&catalog);
+        let findings = exposures(&catalog, &enclave, OPERATOR);
+        let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
+        assert_eq!(
+            (
+                status.exposure_count,
+                status.node_exposure_count,
+                status.built_in_exposure_count
+            ),
+            (3, 1, 1)
+        );
+        let eve = &status.exposures[0];
+        assert_eq!(eve.subject, "User eve");
+        assert_eq!(eve.holder, ExposureHolder::Unapproved);
+        assert_eq!(eve.grants, ["ImpersonateUsers [bob]"]);
+        assert_eq!(eve.acts_as, ["User bob"]);
+        let nodes = &status.exposures[1];
+        assert_eq!(nodes.subject, "Group system:nodes");
+        assert_eq!(nodes.holder, ExposureHolder::Node);
+        assert!(!nodes.built_in);
+        let operator = &status.exposures[2];
+        assert_eq!(
+            operator.subject,
+            "ServiceAccount enclave-system/enclave-operator"
+        );
+        assert_eq!(operator.holder, ExposureHolder::BuiltIn);
+        assert!(operator.built_in);
+        let access = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "AccessRestricted")
+            .expect("condition");
+        assert_eq!(access.status, "False");
+        assert!(
+            access.message.starts_with(
+                "2 RBAC grant(s) reach enclave data outside the approved staff, 1 of them to node credentials"
+            ),
+            "{}",
+            access.message
+        );
+    }
+
+    #[test]
     fn status_lists_at_most_the_limit_but_counts_all() {
         let mut rbac = String::from(SHELLS);
         for i in 0..(MAX_LISTED_EXPOSURES + 7) {
@@ -580,7 +674,7 @@ subjects: [{kind: Group, name: analysts}]
         }
         let catalog = catalog(&rbac);
         let enclave = with_staff(&catalog);
-        let findings = exposures(&catalog, &enclave);
+        let findings = exposures(&catalog, &enclave, OPERATOR);
         let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
         assert_eq!(status.exposures.len(), MAX_LISTED_EXPOSURES);
         assert_eq!(status.exposure_count as usize, MAX_LISTED_EXPOSURES + 9);
@@ -604,9 +698,9 @@ subjects: [{kind: Group, name: system:authenticated}]
         );
         let mut enclave = with_staff(&catalog);
         // The same binding exposes the enclave that has namespaces…
-        assert_eq!(exposures(&catalog, &enclave).len(), 1);
+        assert_eq!(exposures(&catalog, &enclave, OPERATOR).len(), 1);
         // …and not one that has none yet.
         enclave.metadata.name = Some("unused".into());
-        assert!(exposures(&catalog, &enclave).is_empty());
+        assert!(exposures(&catalog, &enclave, OPERATOR).is_empty());
     }
 }

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 
 use super::Selector;
 use serde::{Deserialize, Serialize};
@@ -138,9 +139,12 @@ pub struct DataEnclaveStatus {
     /// `kubectl get` (printer columns show only the first element of a list).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ready_nodes_by_site: String,
-    /// Bindings that give someone outside the approved staff exec, attach,
-    /// port-forward, debug containers, secrets, claims or a wildcard in the enclave's
-    /// namespaces: up to 50, others first, then built-in subjects.
+    /// Bindings that give someone outside the approved staff a way to the enclave's
+    /// data (exec, attach, port-forward, debug containers, logs, proxies, the kubelet's
+    /// API, pod and workload writes, secrets, claims), to what decides its scope
+    /// (namespace labels, admission objects, DataEnclave and ResidencyPolicy), or to
+    /// an approved identity (impersonation, tokens): up to 50, unapproved subjects
+    /// first, then node credentials, then built-in subjects.
     #[serde(default)]
     pub exposures: Vec<Exposure>,
     /// How many such bindings there are in all.
@@ -149,6 +153,9 @@ pub struct DataEnclaveStatus {
     /// Of those, how many are to built-in system subjects (expected, not removable).
     #[serde(default)]
     pub built_in_exposure_count: i32,
+    /// Of those, how many are to node credentials (`system:nodes`, `system:node:*`).
+    #[serde(default)]
+    pub node_exposure_count: i32,
     /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted` and `AccessRestricted`.
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
@@ -165,14 +172,39 @@ pub struct Exposure {
     pub subject: String,
     /// Through which role, e.g. `ClusterRole edit`.
     pub role: String,
-    /// What it reaches: Exec, Attach, PortForward, EphemeralContainers, ReadSecrets,
-    /// Volumes, Wildcard (with `[names]` when restricted to named objects).
+    /// What it reaches, one category each: Exec, Attach, PortForward,
+    /// EphemeralContainers, PodLogs, PodProxy, ServiceProxy, NodeProxy, NodeLogs,
+    /// PodWrite, Workloads, ReadSecrets, Volumes, ImpersonateUsers, ImpersonateGroups,
+    /// ImpersonateServiceAccounts, ImpersonateNodes, ImpersonateExtras,
+    /// ServiceAccountTokens, NamespaceWrite, AdmissionWrite, EnclaveWrite, Wildcard
+    /// (with `[names]` when restricted to named objects).
     pub grants: Vec<String>,
     /// Where: `namespace shop` or `all namespaces`.
     pub applies_to: String,
     /// A built-in system subject (e.g. `system:masters`): expected, not removable.
     #[serde(default)]
     pub built_in: bool,
+    /// Who holds it: an unapproved subject, a node's credentials, or a built-in
+    /// component.
+    #[serde(default)]
+    pub holder: ExposureHolder,
+    /// Approved subjects it can act as (by impersonation or a minted token), e.g.
+    /// `ServiceAccount tools/debugger`: it passes as them wherever they are approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acts_as: Vec<String>,
+}
+
+/// Who holds an exposure.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExposureHolder {
+    /// Someone the enclave does not approve: a decision to make.
+    #[default]
+    Unapproved,
+    /// A kubelet's credentials (`system:nodes`, `system:node:<name>`), those of nodes
+    /// outside the enclave's sites too: a decision to make, listed after the others.
+    Node,
+    /// A control plane component: expected, not removable.
+    BuiltIn,
 }
 
 /// How many nodes a site has.

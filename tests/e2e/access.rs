@@ -522,3 +522,107 @@ async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
     })
     .await;
 }
+
+/// Deletes a cluster-scoped RBAC pair when dropped, so that a failed test leaves no
+/// cluster-wide grant behind to show in other tests' reports.
+struct ClusterGrant(&'static str);
+
+impl Drop for ClusterGrant {
+    fn drop(&mut self) {
+        if keep() {
+            return;
+        }
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let _ = kubectl(&["delete", kind, self.0, "--ignore-not-found"], None);
+        }
+    }
+}
+
+/// The monitoring grant of issue 20: a ClusterRoleBinding that gives user `prom` the
+/// kubelet's API (`nodes/proxy`), through which exec, attach, run, port-forward and
+/// container logs reach every pod on every node without pod admission seeing them. It
+/// shows in the enclave's exposures as NodeProxy in all namespaces, and goes when it
+/// goes.
+#[tokio::test]
+async fn a_cluster_wide_kubelet_grant_shows_in_the_enclave_status() {
+    // A cluster-wide grant is in every enclave's report: no other test may read one
+    // meanwhile.
+    let _cluster = cluster_lock().write().await;
+    shared_operator("access");
+    apply(&enclave());
+    let ns = TestNamespace::new("access-kubelet", true);
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    const GRANT: &str = "access-e2e-prom-kubelet";
+    let _grant = ClusterGrant(GRANT);
+    apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {GRANT}}}
+rules:
+- apiGroups: [""]
+  resources: [nodes, nodes/metrics, nodes/stats]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [nodes/proxy]
+  verbs: [get, create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {GRANT}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {GRANT}}}
+subjects:
+- {{kind: User, name: prom, apiGroup: rbac.authorization.k8s.io}}
+"#
+    ));
+    let exposures = || {
+        kubectl_ok(&[
+            "get",
+            "dataenclave",
+            ENCLAVE,
+            "-o",
+            "jsonpath={range .status.exposures[*]}{.binding} gives {.subject}: {.grants} in {.appliesTo} ({.holder}){\"\\n\"}{end}",
+        ])
+    };
+    let binding = format!("ClusterRoleBinding {GRANT} gives User prom");
+    let listed = eventually(
+        TIMEOUT,
+        "prom's kubelet grant in the enclave status",
+        || async {
+            let listed = exposures();
+            if listed.contains(&binding) {
+                Ok(listed)
+            } else {
+                Err(listed)
+            }
+        },
+    )
+    .await;
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&binding))
+        .expect("listed");
+    // nodes/metrics and nodes/stats add nothing; nodes/proxy is its own category.
+    assert_eq!(
+        line,
+        format!("{binding}: [\"NodeProxy\"] in all namespaces (Unapproved)")
+    );
+    let condition = kubectl_ok(&[
+        "get",
+        "dataenclave",
+        ENCLAVE,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"AccessRestricted\")].status}",
+    ]);
+    assert_eq!(condition, "False");
+
+    kubectl_ok(&["delete", "clusterrolebinding", GRANT]);
+    eventually(TIMEOUT, "prom's grant gone from the status", || async {
+        let listed = exposures();
+        if listed.contains(&binding) {
+            Err(listed)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
