@@ -45,6 +45,9 @@ pub enum Kind {
     NetworkLeakFound,
     /// A claim or storage class keeps (or would keep) data outside the enclave.
     VolumeOutsideEnclave,
+    /// One of the operator's admission objects differed from what it writes (edited by
+    /// hand: a match condition or selector added, a field changed) and was repaired.
+    AdmissionTampered,
 }
 
 impl Kind {
@@ -60,6 +63,7 @@ impl Kind {
                 | Kind::ExposureFound
                 | Kind::NetworkLeakFound
                 | Kind::VolumeOutsideEnclave
+                | Kind::AdmissionTampered
         )
     }
 
@@ -76,6 +80,7 @@ impl Kind {
             Kind::ExposureFound => "ExposureFound",
             Kind::NetworkLeakFound => "NetworkLeakFound",
             Kind::VolumeOutsideEnclave => "VolumeOutsideEnclave",
+            Kind::AdmissionTampered => "AdmissionTampered",
         }
     }
 }

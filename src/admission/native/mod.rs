@@ -68,6 +68,8 @@ pub enum Error {
     NotInPlace(String),
     #[error("{0}")]
     Unrepresentable(String),
+    #[error(transparent)]
+    ReadBack(#[from] super::readback::Error),
 }
 
 /// Annotation with a hash of what the operator wrote, read back to know the API server
@@ -740,7 +742,15 @@ fn with_hash<K: Resource + serde::Serialize>(mut object: K) -> (K, String) {
     (object, hash)
 }
 
-async fn put<K>(client: &Client, kind: &'static str, object: K) -> Result<(), Error>
+/// Applies one object, then compares what the API server holds with it in full
+/// ([`super::readback`]): the hash annotation only says the operator's own fields are
+/// as written, not that nobody added any.
+async fn put<K>(
+    client: &Client,
+    kind: &'static str,
+    object: K,
+    tampered: &mut Vec<super::readback::Tampered>,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -772,6 +782,11 @@ where
             "{kind} {name} read back differs from what was written"
         )));
     }
+    if let super::readback::Held::Repaired(found) =
+        super::readback::verify(client, kind, "/spec", &applied, &object).await?
+    {
+        tampered.push(found);
+    }
     Ok(())
 }
 
@@ -795,21 +810,36 @@ pub fn desired(
 
 /// Writes the policy's native objects ([`desired`]), validating policy
 /// before binding and checks before the mutation, so that a failure half-way leaves
-/// pods refused, never admitted unplaced.
+/// pods refused, never admitted unplaced. Returns the objects that differed from what
+/// the operator writes (repaired now).
 pub async fn apply(
     client: &Client,
     policy: &ResidencyPolicy,
     compiled: Compiled,
-) -> Result<(), Error> {
-    put(client, "ValidatingAdmissionPolicy", compiled.check.0).await?;
-    put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await?;
-    put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;
-    put(client, "ValidatingAdmissionPolicyBinding", compiled.warn.1).await?;
+) -> Result<Vec<super::readback::Tampered>, Error> {
+    let mut tampered = Vec::new();
+    let t = &mut tampered;
+    put(client, "ValidatingAdmissionPolicy", compiled.check.0, t).await?;
+    put(
+        client,
+        "ValidatingAdmissionPolicyBinding",
+        compiled.check.1,
+        t,
+    )
+    .await?;
+    put(client, "ValidatingAdmissionPolicy", compiled.warn.0, t).await?;
+    put(
+        client,
+        "ValidatingAdmissionPolicyBinding",
+        compiled.warn.1,
+        t,
+    )
+    .await?;
     let volumes_name = object_name("volumes", &policy.name_any());
     match compiled.volumes {
         Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
+            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await?;
         }
         None => {
             let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
@@ -824,8 +854,8 @@ pub async fn apply(
     }
     match compiled.mutating {
         Some((map, binding)) => {
-            put(client, "MutatingAdmissionPolicy", map).await?;
-            put(client, "MutatingAdmissionPolicyBinding", binding).await?;
+            put(client, "MutatingAdmissionPolicy", map, t).await?;
+            put(client, "MutatingAdmissionPolicyBinding", binding, t).await?;
         }
         None => delete_named::<MutatingAdmissionPolicyBinding>(
             client,
@@ -845,7 +875,16 @@ pub async fn apply(
             source,
         })?,
     }
-    Ok(())
+    Ok(tampered)
+}
+
+/// Does the API server hold the policy's native pod check (the engine was, or is
+/// becoming, native)?
+pub async fn held(client: &Client, policy: &str) -> Result<bool, kube::Error> {
+    Ok(Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get_opt(&object_name("check", policy))
+        .await?
+        .is_some())
 }
 
 async fn delete_named<K>(client: &Client, name: &str) -> Result<(), kube::Error>
