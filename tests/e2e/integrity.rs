@@ -299,6 +299,22 @@ async fn admission_objects_edited_by_hand_are_compared_in_full_and_repaired() {
             },
         )
         .await;
+        // The API server loads the repaired object a moment later.
+        eventually(
+            Duration::from_secs(20),
+            "a pinned dry-run pod refused",
+            || async {
+                let dry_run = PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                };
+                match api.create(&dry_run, &pinned(true)).await {
+                    Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
+                    other => Err(format!("{other:?}").chars().take(300).collect::<String>()),
+                }
+            },
+        )
+        .await;
         let refused = api.create(&PostParams::default(), &pinned(true)).await;
         assert!(
             matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),

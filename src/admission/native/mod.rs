@@ -72,9 +72,7 @@ pub enum Error {
     ReadBack(#[from] super::readback::Error),
 }
 
-/// Annotation with a hash of what the operator wrote, read back to know the API server
-/// holds exactly that.
-const SPEC_HASH: &str = "enclave.dev/spec-hash";
+use super::readback::SPEC_HASH;
 
 /// The name of a policy's object of one kind (`place`, `check`, `warn`).
 pub fn object_name(what: &str, policy: &str) -> String {
@@ -730,18 +728,6 @@ pub fn facts(
     })
 }
 
-fn with_hash<K: Resource + serde::Serialize>(mut object: K) -> (K, String) {
-    let hash = serde_json::to_string(&object)
-        .map(|json| names::short_hash(&json))
-        .unwrap_or_default();
-    object
-        .meta_mut()
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(SPEC_HASH.into(), hash.clone());
-    (object, hash)
-}
-
 /// Applies one object, then compares what the API server holds with it in full
 /// ([`super::readback`]): the hash annotation only says the operator's own fields are
 /// as written, not that nobody added any.
@@ -758,9 +744,16 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
-    let (object, hash) = with_hash(object);
+    let (object, hash) = super::readback::stamp(object);
     let name = object.name_any();
-    let applied = Api::<K>::all(client.clone())
+    let api = Api::<K>::all(client.clone());
+    // What was held before, to tell what the write itself takes back.
+    let before = api.get_opt(&name).await.map_err(|source| Error::Write {
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    let applied = api
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -782,8 +775,15 @@ where
             "{kind} {name} read back differs from what was written"
         )));
     }
-    if let super::readback::Held::Repaired(found) =
-        super::readback::verify(client, kind, "/spec", &applied, &object).await?
+    if let super::readback::Held::Repaired(found) = super::readback::verify(
+        client,
+        kind,
+        "/spec",
+        (before.as_ref(), &hash),
+        &applied,
+        &object,
+    )
+    .await?
     {
         tampered.push(found);
     }

@@ -20,7 +20,10 @@ use std::{
     time::Duration,
 };
 
-use kube::{Resource, ResourceExt, runtime::events::EventType};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{Api, Resource, ResourceExt, runtime::events::EventType};
 use tokio::time::Instant;
 
 use super::status::AdmissionReadiness;
@@ -336,6 +339,33 @@ async fn write_webhooks(
     ),
     tampered: &mut Vec<Tampered>,
 ) -> AdmissionReadiness {
+    let (mutating_hash, validating_hash);
+    let desired = {
+        let mutating = desired.0.map(readback::stamp);
+        let (validating, hash) = readback::stamp(desired.1);
+        mutating_hash = mutating
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        validating_hash = hash;
+        (mutating.map(|(m, _)| m), validating)
+    };
+    // What was held before, to tell what the write itself takes back.
+    let config = webhooks::configuration_name(name);
+    let before = futures::future::try_join(
+        Api::<MutatingWebhookConfiguration>::all(ctx.client.clone()).get_opt(&config),
+        Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone()).get_opt(&config),
+    )
+    .await;
+    let (mutating_before, validating_before) = match before {
+        Ok(before) => before,
+        Err(error) => {
+            return AdmissionReadiness::NotInPlace {
+                reason: "AdmissionWriteFailed",
+                message: format!("could not read the webhook configurations {config}: {error}"),
+            };
+        }
+    };
     let applied = match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
         Ok(applied) => applied,
         Err(error) => {
@@ -366,6 +396,7 @@ async fn write_webhooks(
                 &ctx.client,
                 "MutatingWebhookConfiguration",
                 "/webhooks",
+                (mutating_before.as_ref(), &mutating_hash),
                 applied,
                 desired,
             )
@@ -377,6 +408,7 @@ async fn write_webhooks(
         &ctx.client,
         "ValidatingWebhookConfiguration",
         "/webhooks",
+        (validating_before.as_ref(), &validating_hash),
         &applied.1,
         &desired.1,
     )
