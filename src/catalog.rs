@@ -10,11 +10,11 @@ use k8s_openapi::api::{
     networking::v1::NetworkPolicy,
     storage::v1::StorageClass,
 };
-use kube::ResourceExt;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use serde::Deserialize;
 
 use crate::{
-    cache::{AwaitingDetail, CachedPod, PodSummary, ReplicaOwner},
+    cache::{AwaitingDetail, CachedPod, Caches, PodSummary, ReplicaOwner},
     crd::{DataEnclave, ResidencyPolicy},
 };
 
@@ -49,6 +49,99 @@ pub trait Catalog {
     fn network_policies(&self) -> Vec<Arc<NetworkPolicy>>;
     /// Roles, ClusterRoles and their bindings, for the access exposure report.
     fn rbac(&self) -> crate::access::rbac::RbacObjects;
+}
+
+/// The live catalog: the watches' stores, read in place.
+impl Catalog for Caches {
+    fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
+        // Objects that do not parse are left out here and reported by the controllers.
+        let mut policies: Vec<Arc<ResidencyPolicy>> = self
+            .policies
+            .store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+            .collect();
+        policies.sort_by_key(|p| p.name_any());
+        policies
+    }
+    fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
+        self.enclaves
+            .store
+            .get(&ObjectRef::new(name))
+            .and_then(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+    }
+    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        Caches::namespace_labels(self, name)
+    }
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.nodes
+            .store
+            .get(&ObjectRef::new(name))
+            .map(|n| n.labels().clone())
+    }
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.pods.labels(namespace, name)
+    }
+    fn namespaces(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.namespaces
+            .store
+            .state()
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect()
+    }
+    fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.store.state()
+    }
+    fn pods(&self) -> Vec<Arc<CachedPod>> {
+        self.pods.covered_pods()
+    }
+    fn pod_summaries(&self) -> Vec<PodSummary> {
+        self.pods.summaries()
+    }
+    fn pods_and_awaiting_detail(&self) -> (Vec<Arc<CachedPod>>, Vec<AwaitingDetail>) {
+        self.pods.covered_and_awaiting_detail()
+    }
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims
+            .store
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.store.get(&ObjectRef::new(name))
+    }
+    fn storage_classes(&self) -> Vec<Arc<StorageClass>> {
+        self.storage_classes.store.state()
+    }
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.store.state()
+    }
+    fn claims(&self) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.claims.store.state()
+    }
+    fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
+        self.network_policies.store.state()
+    }
+    fn rbac(&self) -> crate::access::rbac::RbacObjects {
+        fn own<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
+            items.iter().map(|item| K::clone(item)).collect()
+        }
+        crate::access::rbac::RbacObjects {
+            roles: own(self.roles.store.state()),
+            cluster_roles: own(self.cluster_roles.store.state()),
+            role_bindings: own(self.role_bindings.store.state()),
+            cluster_role_bindings: own(self.cluster_role_bindings.store.state()),
+        }
+    }
+    fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
+        let sets = self.replica_sets.store.state();
+        let stateful = self.stateful_sets.store.state();
+        sets.iter()
+            .map(|s| Arc::new(s.owner()))
+            .chain(stateful.iter().map(|s| Arc::new(s.owner())))
+            .collect()
+    }
 }
 
 /// A catalog held in plain collections: for unit tests, fixtures and benchmarks.

@@ -199,6 +199,34 @@ fn webhook_configurations_of(policy: &str) -> String {
 /// recreate their webhooks after uninstall), and then an in-scope pod can be created.
 #[tokio::test]
 async fn install_upgrade_and_uninstall_leave_nothing_that_blocks_pods() {
+    life_of_an_installation("webhook").await;
+}
+
+/// The same life under the native engine: uninstalling removes every webhook (the
+/// access gate's too), an in-scope pod is still created (placed by the native policy,
+/// which needs no operator and stays in force while its ResidencyPolicy exists), and
+/// deleting the ResidencyPolicy removes its native policies and bindings.
+#[tokio::test]
+async fn uninstall_under_the_native_engine_leaves_only_what_the_policy_owns() {
+    life_of_an_installation("native").await;
+}
+
+/// The native admission objects compiled for `policy`, by kind and name.
+fn native_objects_of(policy: &str) -> Vec<String> {
+    kubectl_ok(&[
+        "get",
+        "mutatingadmissionpolicies,mutatingadmissionpolicybindings,validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "-o",
+        r#"jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.annotations.enclave\.dev/policy-name}{"\n"}{end}"#,
+    ])
+    .lines()
+    .filter_map(|line| line.split_once(' '))
+    .filter(|(_, owner)| *owner == policy)
+    .map(|(object, _)| object.to_string())
+    .collect()
+}
+
+async fn life_of_an_installation(engine: &str) {
     let _ = helm_best_effort(&[
         "uninstall",
         RELEASE,
@@ -225,7 +253,7 @@ async fn install_upgrade_and_uninstall_leave_nothing_that_blocks_pods() {
         "uninstall",
         &[
             "--admission",
-            "webhook",
+            engine,
             "--namespace",
             RELEASE_NAMESPACE,
             "--owner-cluster-role",
@@ -242,6 +270,15 @@ async fn install_upgrade_and_uninstall_leave_nothing_that_blocks_pods() {
     let ns = TestNamespace::new("uninstall-scope", true);
     apply(&policy(&ns.name, "uninstall-eu", ""));
     wait_for_webhook(&ns.name).await;
+    if engine == "native" {
+        let native = native_objects_of(&ns.name);
+        assert!(
+            native
+                .iter()
+                .any(|o| o.starts_with("MutatingAdmissionPolicy/")),
+            "the policy is compiled into native admission: {native:?}"
+        );
+    }
     let owner = kubectl_ok(&[
         "get",
         "validatingwebhookconfiguration",
@@ -321,10 +358,34 @@ async fn install_upgrade_and_uninstall_leave_nothing_that_blocks_pods() {
         "an in-scope pod after uninstall: {}",
         String::from_utf8_lossy(&created.stderr)
     );
+    if engine == "native" {
+        let placed = kubectl_ok(&[
+            "get",
+            "pod",
+            "after-uninstall",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.affinity.nodeAffinity}",
+        ]);
+        assert!(
+            placed.contains("enclave-site"),
+            "the native policy still places in-scope pods: {placed}"
+        );
+    }
     let _ = kubectl(
         &["delete", "residencypolicy", &ns.name, "--ignore-not-found"],
         None,
     );
+    eventually(
+        std::time::Duration::from_secs(60),
+        "no native admission object of the deleted policy left",
+        || async {
+            let left = native_objects_of(&ns.name);
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
     let _ = kubectl(
         &["delete", "namespace", RELEASE_NAMESPACE, "--wait=false"],
         None,

@@ -85,6 +85,7 @@ impl Summary {
 #[derive(Clone, Debug)]
 pub struct AwaitingDetail {
     pub namespace: String,
+    pub name: String,
     pub labels: Arc<Labels>,
     pub node: Option<Arc<str>>,
 }
@@ -244,12 +245,13 @@ impl State {
             let Some(pods) = self.by_namespace.get(namespace) else {
                 continue;
             };
-            for slot in pods.values() {
+            for (name, slot) in pods {
                 if let Detail::Summary(s) = &slot.detail
                     && !s.finished
                 {
                     awaiting.push(AwaitingDetail {
                         namespace: namespace.clone(),
+                        name: name.clone(),
                         labels: s.labels.clone(),
                         node: s.node.clone(),
                     });

@@ -402,6 +402,7 @@ pub fn shared_operator(_name: &'static str) {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let operator = Operator::start(name, &[]);
+            let _ = SHARED_METRICS_PORT.set(operator.metrics_port);
             tx.send(()).expect("report start");
             // Park forever: the operator dies with this thread, i.e. with the process.
             let _keep = operator;
@@ -411,6 +412,24 @@ pub fn shared_operator(_name: &'static str) {
         });
         rx.recv().expect("operator thread started");
     });
+}
+
+static SHARED_METRICS_PORT: OnceLock<u16> = OnceLock::new();
+
+/// The value of one sample of the shared operator's `/metrics` (`name{labels}` exactly
+/// as exposed), 0 when it is not exposed yet.
+pub async fn shared_metric(sample: &str) -> f64 {
+    let port = SHARED_METRICS_PORT
+        .get()
+        .expect("the shared operator runs in this process (not with an external operator)");
+    let (status, body) = http_get(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("the shared operator serves /metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a sample's value is a number"))
+        .unwrap_or(0.0)
 }
 
 /// A namespace of one test, labelled so that only that test's policy selects it, and
@@ -569,6 +588,29 @@ async fn wait_for(namespace: &str, policy: &str) {
             );
             if pinned.status.success() {
                 Err("a pod pinned to an unknown node was admitted".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until the API server refuses `yaml` (a server-side dry run) in `namespace`:
+/// for a test that relies on one admission rule, this waits for that rule, where
+/// [`wait_for_admission`] waits only for placement (the native engine's policies come
+/// into force one by one).
+pub async fn wait_until_refused(namespace: &str, what: &str, yaml: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{what} to be refused in {namespace}"),
+        || async {
+            let out = kubectl(
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                Some(yaml),
+            );
+            if out.status.success() {
+                Err(format!("{what} was admitted"))
             } else {
                 Ok(())
             }

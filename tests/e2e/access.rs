@@ -209,6 +209,29 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     // The same group name set as a user does not count.
     let pretender = exec(&["--as", "enclave-sre"]);
     assert!(is_denial(&pretender), "{pretender}");
+    // An approved steward's `kubectl debug` passes the gate: the container is added.
+    let debug = attempt(&[
+        "debug",
+        "-n",
+        &ns.name,
+        "db",
+        "--image=registry.k8s.io/pause:3.10",
+        "--container=bob-debug",
+        "--as",
+        "bob",
+        "--request-timeout=10s",
+    ]);
+    assert!(!is_denial(&debug), "{debug}");
+    let containers = kubectl_ok(&[
+        "get",
+        "pod",
+        "db",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[*].name}",
+    ]);
+    assert_eq!(containers, "bob-debug", "bob's debug container is added");
 
     // Every attempt is in the decision log: who, how, which command.
     eventually(TIMEOUT, "every attempt recorded", || async {
@@ -233,6 +256,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
                 .any(|(k, u, s)| k == kind && u == user && s == sub)
         };
         let all = has("AccessDenied", "mallory", "exec")
+            && has("AccessAllowed", "bob", "ephemeralcontainers")
             && has("AccessDenied", "mallory", "attach")
             && has("AccessDenied", "mallory", "portforward")
             && has("AccessDenied", "mallory", "ephemeralcontainers")
@@ -433,4 +457,68 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
         outside.is_empty(),
         "out-of-scope access reached the operator: {outside:?}"
     );
+}
+
+/// The gate of a policy in Audit mode lets everyone through, records what Enforce would
+/// have refused, and counts each attempt as audited: one more attempt, one more count.
+#[tokio::test]
+async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("access");
+    apply(&enclave());
+    let ns = TestNamespace::new("access-audit", true);
+    apply(&policy(&ns.name, ENCLAVE, "  enforcement: Audit\n"));
+    grant_shells(&ns.name, "shells");
+    running_pod(&ns.name, "db").await;
+    let exec = || {
+        attempt(&[
+            "exec",
+            "-n",
+            &ns.name,
+            "db",
+            "--as",
+            "mallory",
+            "--request-timeout=10s",
+            "--",
+            "true",
+        ])
+    };
+    let audited = || {
+        records_about(&ns.name, "db")
+            .into_iter()
+            .filter(|r| {
+                r["kind"] == "AccessAllowed"
+                    && r["fields"]["user"] == "mallory"
+                    && r["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("(Audit) would deny: policy access-audit: mallory may not exec into pod access-audit/db"))
+            })
+            .count()
+    };
+    // The gate's webhook comes into place a moment after the policy: until the first
+    // attempt is recorded, attempts are made again (none may be refused).
+    eventually(TIMEOUT, "an audited attempt recorded", || async {
+        let out = exec();
+        assert!(!is_denial(&out), "Audit mode refuses nothing: {out}");
+        if audited() > 0 { Ok(()) } else { Err(out) }
+    })
+    .await;
+    const SAMPLE: &str = r#"enclave_operator_admission_access_attempts_total{decision="audited",subresource="exec"}"#;
+    let before = shared_metric(SAMPLE).await;
+    let records_before = audited();
+    assert!(before >= 1.0, "the audited attempts are counted: {before}");
+    let out = exec();
+    assert!(!is_denial(&out), "{out}");
+    eventually(TIMEOUT, "the next attempt counted and recorded", || async {
+        let now = shared_metric(SAMPLE).await;
+        if now == before + 1.0 && audited() == records_before + 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "count {before} -> {now}, records {records_before} -> {}",
+                audited()
+            ))
+        }
+    })
+    .await;
 }

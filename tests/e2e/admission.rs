@@ -582,7 +582,11 @@ async fn claims_must_use_the_enclaves_storage() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("adm-volumes", "");
     wait_for_admission(&ns.name).await;
-    let out = in_namespace(&ns.name, &claim("us", "  storageClassName: us-east-ssd\n"));
+    // What this test uses is the volumes rule, which can come into force after the
+    // placement that wait_for_admission waits for.
+    let us_claim = claim("us", "  storageClassName: us-east-ssd\n");
+    wait_until_refused(&ns.name, "a claim on us-east-ssd", &us_claim).await;
+    let out = in_namespace(&ns.name, &us_claim);
     assert!(!out.status.success(), "a claim on us-east-ssd is refused");
     let error = String::from_utf8_lossy(&out.stderr);
     for needle in [

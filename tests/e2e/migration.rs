@@ -306,3 +306,222 @@ async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
     assert_still_there(&ns.name, &before, "neither pod may be evicted").await;
     let _ = kubectl(&["delete", "pv", "mig-blocked-us", "--wait=false"], None);
 }
+
+/// A rollout labelled into scope the very second its pods were created: the pods the
+/// operator had already seen when it evicted the first ones are originals, not
+/// replacements that landed outside again, and every one of them ends inside. (Judged by
+/// creation timestamps, which have one-second precision, the originals not evicted in
+/// the first pass were taken for replacements that had "landed outside again", reported
+/// `ReplacementOutsideEnclave` and left in Virginia for the ten minutes of the loop
+/// guard.) The namespace is labelled the moment every pod is bound to a node, so that
+/// the first evictions fall into the second the pods were created in; `maxConcurrent: 2`
+/// leaves four originals for the passes after them.
+#[tokio::test]
+async fn a_rollout_labelled_into_scope_the_second_it_completes_moves_in_whole() {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Namespace};
+    use kube::api::{Patch, PatchParams, PostParams};
+    let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let client = client().await;
+    // One policy for every round, in force before the first: labelling a namespace then
+    // changes nothing in admission, and the first evictions follow within the second.
+    const POLICY: &str = "mig-same-second";
+    // Deletes the policy named after it when the test ends (the namespace is unused).
+    let _policy = TestNamespace::new(POLICY, false);
+    apply(&policy(
+        POLICY,
+        ENCLAVE,
+        "  migration: {maxConcurrent: 2, maxEvictionsPerMinute: 600}\n",
+    ));
+    eventually(Duration::from_secs(60), "the policy Ready", || async {
+        let status = policy_status(POLICY).await;
+        match status.conditions.iter().find(|c| c.type_ == "Ready") {
+            Some(c) if c.status == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut same_second = 0;
+    for round in 0..4 {
+        let ns = TestNamespace::new(&format!("mig-same-second-{round}"), false);
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 6,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 100,
+                            "preference": {"matchExpressions": [{"key": SITE_LABEL, "operator": "In", "values": ["virginia"]}]},
+                        }]}},
+                    },
+                },
+            },
+        }))
+        .expect("a Deployment");
+        // Created at the start of a second, so that the rest of it is left for the
+        // rollout, the label and the first evictions.
+        let into_second = jiff::Timestamp::now().subsec_nanosecond();
+        tokio::time::sleep(Duration::from_nanos(
+            u64::try_from(1_000_000_000 - into_second).unwrap_or(0),
+        ))
+        .await;
+        Api::<Deployment>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("create the Deployment");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let before = loop {
+            let pods = pods(&client, &ns.name).await;
+            if pods.len() == 6 && pods.iter().all(|p| node_of(p).is_some()) {
+                break pods;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rollout never completed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Api::<Namespace>::all(client.clone())
+            .patch(
+                &ns.name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    serde_json::json!({"metadata": {"labels": {"enclave.dev/test-scope": POLICY}}}),
+                ),
+            )
+            .await
+            .expect("label the namespace into scope");
+        assert!(
+            before.iter().filter(|p| outside(p)).count() >= 4,
+            "the test needs pods in Virginia to move"
+        );
+        // Inside within a minute: far below the loop guard's ten.
+        eventually(
+            Duration::from_secs(60),
+            "all six pods running inside the enclave",
+            || async {
+                let status = policy_status(POLICY).await;
+                if let Some(v) = status
+                    .violations
+                    .iter()
+                    .find(|v| v.reason == "ReplacementOutsideEnclave")
+                {
+                    panic!("an original pod taken for a replacement: {v:?}");
+                }
+                let pods = pods(&client, &ns.name).await;
+                let running: Vec<&Pod> = pods.iter().filter(|p| is_running(p)).collect();
+                if running.len() == 6 && !running.iter().any(|p| outside(p)) {
+                    Ok(())
+                } else {
+                    Err(pods
+                        .iter()
+                        .map(|p| format!("{:?}@{:?}", p.metadata.name, node_of(p)))
+                        .collect::<Vec<_>>())
+                }
+            },
+        )
+        .await;
+        // Say how often the first evictions shared the pods' second (what the old rule
+        // got wrong): the Events carry both times.
+        let created = before
+            .iter()
+            .filter_map(|p| p.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0.as_second())
+            .max()
+            .unwrap_or_default();
+        let first_eviction = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "reason=EvictedIntoEnclave",
+            "-o",
+            "jsonpath={range .items[*]}{.eventTime} {end}",
+        ])
+        .split_whitespace()
+        .filter_map(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second())
+        .min();
+        if first_eviction == Some(created) {
+            same_second += 1;
+        }
+    }
+    eprintln!("rounds whose first evictions shared the pods' second: {same_second} of 4");
+}
+
+/// One replica under a PodDisruptionBudget of `minAvailable: 1` can never be evicted
+/// (a tenant holding its budget at zero): it stays where it is, reported as held by its
+/// budget with the refusals counted, and is tried again with growing backoff — never
+/// deleted around the budget.
+#[tokio::test]
+async fn a_single_replica_held_by_min_available_one_is_reported_never_forced() {
+    let _serial = SERIAL.lock().await;
+    let _cluster = cluster_lock().read().await;
+    shared_operator("migration");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("mig-held", true);
+    in_namespace(&ns.name, &deployment("solo", 1, SITE_LABEL, "virginia"));
+    in_namespace(
+        &ns.name,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: solo\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: solo}}\n",
+    );
+    let before = running_pods(&ns.name, 1, "the one pod running in Virginia", |pods| {
+        pods.iter().all(outside)
+    })
+    .await;
+    // The budget must have counted the pod healthy before the policy arrives, or the
+    // refusal would be for another reason.
+    eventually(
+        Duration::from_secs(30),
+        "the PDB allowing no disruption",
+        || async {
+            let allowed = kubectl_ok(&[
+                "get",
+                "pdb",
+                "solo",
+                "-n",
+                &ns.name,
+                "-o",
+                "jsonpath={.status.currentHealthy}/{.status.disruptionsAllowed}",
+            ]);
+            if allowed == "1/0" {
+                Ok(())
+            } else {
+                Err(allowed)
+            }
+        },
+    )
+    .await;
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  migration: {maxConcurrent: 5, maxEvictionsPerMinute: 600}\n",
+    ));
+    let status = eventually(
+        Duration::from_secs(60),
+        "the pod reported as held by its budget, refused at least twice",
+        || async {
+            let status = policy_status(&ns.name).await;
+            let held = status
+                .violations
+                .iter()
+                .find(|v| v.reason == "DisruptionBudget");
+            match held {
+                Some(v) if !v.message.contains("refused 1 time") => Ok(status),
+                _ => Err(format!("{status:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(status.blocked_pods, 1, "{status:?}");
+    assert_eq!(compliant(&status), ("False", "Blocked"));
+    assert_still_there(&ns.name, &before, "a pod its budget holds is never evicted").await;
+}

@@ -3,9 +3,11 @@
 # start it again with the same command line, wait for /readyz. For tests of how clients
 # (the operator) recover from an API server restart.
 #
-#   usage: restart-apiserver.sh STATE_DIR [SECONDS_DOWN]
+#   usage: restart-apiserver.sh STATE_DIR [SECONDS_DOWN] [-- FLAG...]
 #
 # SECONDS_DOWN (default 0): how long the API server stays down before it starts again.
+# FLAGs are added to the command line up.sh started it with (e.g. a --runtime-config
+# that switches an API off); a restart without FLAGs starts it as up.sh did again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -16,14 +18,28 @@ if [[ $# -lt 1 || -z $1 ]]; then
 	exit 2
 fi
 state=$(resolve_state_dir "$1")
-down=${2:-0}
+shift
+down=0
+if [[ $# -gt 0 && $1 != -- ]]; then
+	down=$1
+	shift
+fi
+[[ ${1:-} == -- ]] && shift
+extra=("$@")
 pid=$(component_pid "$state" kube-apiserver) || {
 	echo "error: no kube-apiserver of $state is running" >&2
 	exit 1
 }
-# The exact command line, NUL-separated, and the binary, to start it again as it was.
-mapfile -d '' argv <"/proc/$pid/cmdline"
+# The command line up.sh started it with, NUL-separated, and the binary: read from the
+# process at the first restart and kept (up.sh removes it when it starts a new one), so
+# that FLAGs added by one restart are gone at the next.
+base=$state/kube-apiserver.argv
+if [[ ! -s $base ]]; then
+	cp "/proc/$pid/cmdline" "$base.tmp" && mv "$base.tmp" "$base"
+fi
+mapfile -d '' argv <"$base"
 argv[0]=$(readlink "/proc/$pid/exe")
+argv+=("${extra[@]}")
 log "stopping kube-apiserver (pid $pid)"
 kill -TERM "$pid"
 # It drains open requests and watches on TERM; past 10 s it is killed, as a crash.

@@ -284,6 +284,7 @@ start etcd etcd \
 wait_for etcd "etcd /health" 30 etcd_healthy
 
 log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+rm -f "$state/kube-apiserver.argv" # restart-apiserver.sh's copy of an older command line
 start kube-apiserver kube-apiserver \
 	--etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
 	--bind-address=127.0.0.1 \

@@ -402,11 +402,7 @@ impl<C: Catalog> Scene<'_, C> {
         }
         if let Some(owner) = controller(pod)
             && let Some(eviction) = self.memory.owner_eviction(&owner.uid)
-            && pod
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|t| t.0.as_second() >= eviction.at.as_second())
+            && eviction.replaced_by(pod)
         {
             return Judgement::Blocked {
                 reason: "ReplacementOutsideEnclave",
@@ -674,6 +670,7 @@ pub fn assess<C: Catalog>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::residency::memory::KnownPods;
     use crate::{cache::AwaitingDetail, catalog::StaticCatalog};
 
     fn world(extra: &str) -> StaticCatalog {
@@ -744,7 +741,7 @@ mod tests {
         // owner) landed outside again.
         let mut evicted = (*web2).clone();
         evicted.metadata.uid = Some("uid-old".into());
-        memory.evicted("p", &evicted);
+        memory.evicted("p", &evicted, KnownPods::default);
         let assessment = run(&catalog, &memory);
         let evict: Vec<String> = assessment.to_evict.iter().map(|p| p.name_any()).collect();
         assert_eq!(evict, ["api-1"], "{:?}", reasons(&assessment));
@@ -754,11 +751,45 @@ mod tests {
     }
 
     #[test]
+    fn siblings_created_the_second_of_an_eviction_are_evicted_not_taken_for_replacements() {
+        // web-1 and web-2 of one ReplicaSet, both created the very second web-1 is
+        // evicted (a rollout completed as its namespace came into scope): web-2 is an
+        // original the operator had seen, and goes the same way.
+        let now = Timestamp::now();
+        let mut catalog = world("");
+        for pod in &mut catalog.pods {
+            if matches!(pod.name_any().as_str(), "web-1" | "web-2") {
+                let mut pod2 = (**pod).clone();
+                pod2.metadata.creation_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                *pod = Arc::new(pod2);
+            }
+        }
+        let web1 = catalog
+            .pods
+            .iter()
+            .find(|p| p.name_any() == "web-1")
+            .expect("pod")
+            .clone();
+        let memory = Memory::default();
+        memory.evicted("p", &web1, || KnownPods::of("shop", &catalog.pods, &[]));
+        let assessment = run(&catalog, &memory);
+        let reasons = reasons(&assessment);
+        assert!(
+            reasons.contains(&("web-2".to_string(), "OutsideEnclave".to_string())),
+            "{reasons:?}"
+        );
+        let evict: Vec<String> = assessment.to_evict.iter().map(|p| p.name_any()).collect();
+        assert!(evict.contains(&"web-2".to_string()), "{evict:?}");
+    }
+
+    #[test]
     fn pods_of_a_namespace_being_listed_are_counted_at_once_and_judged_later() {
         let mut catalog = world("");
         let before = run(&catalog, &Memory::default());
         let awaiting = |namespace: &str, app: &str, node: Option<&str>| AwaitingDetail {
             namespace: namespace.into(),
+            name: format!("{app}-{}", node.unwrap_or("pending")),
             labels: Arc::new([("app".to_string(), app.to_string())].into()),
             node: node.map(Arc::from),
         };
@@ -844,7 +875,7 @@ mod tests {
             .expect("pod")
             .clone();
         let before = run(&catalog, &memory);
-        memory.evicted("p", &api1);
+        memory.evicted("p", &api1, KnownPods::default);
         let after = run(&catalog, &memory);
         let evict: Vec<String> = after.to_evict.iter().map(|p| p.name_any()).collect();
         assert!(!evict.contains(&"api-1".to_string()), "{evict:?}");

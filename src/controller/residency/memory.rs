@@ -20,7 +20,7 @@ use std::{
 use jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::cache::CachedPod;
+use crate::cache::{AwaitingDetail, CachedPod};
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// A watch that has not delivered an eviction's effect by then never will.
@@ -55,12 +55,67 @@ pub struct Refusal {
     pub owner_busy: bool,
 }
 
-/// The last eviction from one owner.
+/// The evictions from one owner within [`LOOP_WINDOW`]: the last one, and what the
+/// operator knew of the owner's pods when the first one opened the window.
 #[derive(Clone, Debug)]
 pub struct OwnerEviction {
     pub at: Timestamp,
     pub node: String,
     when: Instant,
+    /// When the window opened (the first eviction of it).
+    first_at: Timestamp,
+    /// The pods the operator had seen when the window opened: none of them can be a
+    /// replacement, whatever its creation timestamp says (it has one-second precision,
+    /// and a rollout that completes the second its namespace comes into scope shares
+    /// that second with the first evictions).
+    known: Arc<KnownPods>,
+    /// Names of the owner's pods evicted in the window: a StatefulSet's replacement
+    /// takes its predecessor's name, so a known name proves nothing for these.
+    evicted_names: Vec<String>,
+}
+
+/// The pods of one owner's namespace that the operator had seen at a moment: UIDs of
+/// the pods it held in full, names of those still awaiting their detail (a summary has
+/// no UID).
+#[derive(Debug, Default)]
+pub struct KnownPods {
+    uids: std::collections::HashSet<String>,
+    awaiting_names: std::collections::HashSet<String>,
+}
+
+impl KnownPods {
+    /// What the cache holds of `namespace` now.
+    pub fn of(namespace: &str, pods: &[Arc<CachedPod>], awaiting: &[AwaitingDetail]) -> Self {
+        Self {
+            uids: pods
+                .iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+                .filter_map(|p| p.uid())
+                .collect(),
+            awaiting_names: awaiting
+                .iter()
+                .filter(|a| a.namespace == namespace)
+                .map(|a| a.name.clone())
+                .collect(),
+        }
+    }
+}
+
+impl OwnerEviction {
+    /// Whether `pod`, of this owner, replaced one of the window's evictions: it was
+    /// first seen after the window opened. A pod created in an earlier second predates
+    /// every eviction of the window even if the watch showed it late.
+    pub fn replaced_by(&self, pod: &CachedPod) -> bool {
+        let name = pod.name_any();
+        let seen_before = pod.uid().is_some_and(|uid| self.known.uids.contains(&uid))
+            || (self.known.awaiting_names.contains(&name) && !self.evicted_names.contains(&name));
+        let created_before = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| t.0.as_second() < self.first_at.as_second());
+        !seen_before && !created_before
+    }
 }
 
 #[derive(Default)]
@@ -110,8 +165,9 @@ impl Memory {
         (per_minute.saturating_sub(log.len()), next)
     }
 
-    /// Records an eviction of `policy`.
-    pub fn evicted(&self, policy: &str, pod: &CachedPod) {
+    /// Records an eviction of `policy`. `known` says which pods the operator had seen
+    /// when it evicted (asked only when the eviction opens its owner's loop window).
+    pub fn evicted(&self, policy: &str, pod: &CachedPod, known: impl FnOnce() -> KnownPods) {
         let owner_uid = controller_uid(pod);
         let now = Timestamp::now();
         {
@@ -126,14 +182,30 @@ impl Memory {
             });
         }
         if let Some(owner) = owner_uid {
-            lock(&self.owners).insert(
-                owner,
-                OwnerEviction {
-                    at: now,
-                    node: pod.node_name().unwrap_or_default().to_string(),
-                    when: Instant::now(),
-                },
-            );
+            let mut owners = lock(&self.owners);
+            owners.retain(|_, e| e.when.elapsed() < LOOP_WINDOW);
+            let node = pod.node_name().unwrap_or_default().to_string();
+            match owners.get_mut(&owner) {
+                Some(window) => {
+                    window.at = now;
+                    window.node = node;
+                    window.when = Instant::now();
+                    window.evicted_names.push(pod.name_any());
+                }
+                None => {
+                    owners.insert(
+                        owner,
+                        OwnerEviction {
+                            at: now,
+                            node,
+                            when: Instant::now(),
+                            first_at: now,
+                            known: Arc::new(known()),
+                            evicted_names: vec![pod.name_any()],
+                        },
+                    );
+                }
+            }
         }
         if let Some(uid) = pod.uid() {
             lock(&self.refusals).remove(&uid);
@@ -151,9 +223,11 @@ impl Memory {
     }
 
     /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
-    /// seen terminating or gone, and no newer pod of its owner is seen. Forgets the rest.
+    /// seen terminating or gone, and no replacement from its owner is seen. Forgets the
+    /// rest.
     pub fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
         lock(&self.evicted_pods).retain(|_, at| at.elapsed() < UNSEEN_HORIZON);
+        let owners = lock(&self.owners);
         let mut policies = lock(&self.policies);
         let Some(memory) = policies.get_mut(policy) else {
             return 0;
@@ -163,11 +237,19 @@ impl Memory {
                 p.uid().as_deref() == Some(&e.pod_uid) && p.metadata.deletion_timestamp.is_none()
             });
             let replaced = e.owner_uid.as_ref().is_some_and(|owner| {
+                let window = owners.get(owner);
                 pods.iter().any(|p| {
                     p.uid().as_deref() != Some(&e.pod_uid)
                         && p.owner_references().iter().any(|o| &o.uid == owner)
-                        // Creation timestamps have second precision.
-                        && p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() >= e.at.as_second())
+                        && match window {
+                            Some(window) => window.replaced_by(p),
+                            // Creation timestamps have second precision.
+                            None => p
+                                .metadata
+                                .creation_timestamp
+                                .as_ref()
+                                .is_some_and(|t| t.0.as_second() >= e.at.as_second()),
+                        }
                 })
             });
             still_running && !replaced && e.when.elapsed() < UNSEEN_HORIZON
@@ -268,11 +350,95 @@ mod tests {
             .expect("a pod")
         };
         assert!(!memory.evicted_lately(&pod("a")));
-        memory.evicted("p", &pod("a"));
+        memory.evicted("p", &pod("a"), KnownPods::default);
         assert!(memory.evicted_lately(&pod("a")));
         assert!(!memory.evicted_lately(&pod("b")), "only that pod");
         // Kept across passes (a pass forgets only what is older than the horizon).
         memory.unseen("p", &[]);
         assert!(memory.evicted_lately(&pod("a")));
+    }
+
+    /// A pod of owner `rs` created `created` (RFC 3339).
+    fn owned(name: &str, uid: &str, created: &str) -> CachedPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": "shop", "name": name, "uid": uid, "creationTimestamp": created,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs", "controller": true}],
+            },
+            "spec": {"nodeName": "virginia-a"},
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn a_pod_seen_before_the_first_eviction_is_no_replacement_whatever_its_timestamp() {
+        // A rollout that completes the second its namespace comes into scope: the
+        // evicted pod and its siblings share the second of the eviction.
+        let now = Timestamp::now().to_string();
+        let first = owned("web-a", "uid-a", &now);
+        let sibling = owned("web-b", "uid-b", &now);
+        let memory = Memory::default();
+        let seen = [Arc::new(first.clone()), Arc::new(sibling.clone())];
+        memory.evicted("p", &first, || KnownPods::of("shop", &seen, &[]));
+        let window = memory.owner_eviction("rs").expect("the window is open");
+        assert!(
+            !window.replaced_by(&sibling),
+            "seen before the eviction: an original, not a replacement"
+        );
+        let replacement = owned("web-c", "uid-c", &now);
+        assert!(
+            window.replaced_by(&replacement),
+            "first seen after the eviction, in the same second: a replacement"
+        );
+        let older = owned("web-d", "uid-d", "2026-01-01T00:00:00Z");
+        assert!(
+            !window.replaced_by(&older),
+            "created in an earlier second: it predates the eviction, even if shown late"
+        );
+    }
+
+    #[test]
+    fn the_window_keeps_what_was_known_when_it_opened() {
+        let now = Timestamp::now().to_string();
+        let memory = Memory::default();
+        let a = owned("web-a", "uid-a", &now);
+        memory.evicted("p", &a, || {
+            KnownPods::of("shop", &[Arc::new(a.clone())], &[])
+        });
+        // The replacement of web-a is seen, lands outside, and a second pod of the owner is
+        // evicted: the replacement must stay one (else the loop guard forgets it).
+        let replacement = owned("web-c", "uid-c", &now);
+        let b = owned("web-b", "uid-b", &now);
+        memory.evicted("p", &b, || {
+            unreachable!("the window is open: nothing is asked again")
+        });
+        let window = memory.owner_eviction("rs").expect("open");
+        assert!(window.replaced_by(&replacement));
+        assert_eq!(window.node, "virginia-a");
+    }
+
+    #[test]
+    fn a_pod_awaiting_its_detail_is_known_by_name_except_a_statefulset_successor() {
+        let now = Timestamp::now().to_string();
+        let awaiting = |name: &str| AwaitingDetail {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: Arc::default(),
+            node: None,
+        };
+        let memory = Memory::default();
+        let evicted = owned("db-0", "uid-old", &now);
+        memory.evicted("p", &evicted, || {
+            KnownPods::of("shop", &[], &[awaiting("db-0"), awaiting("db-1")])
+        });
+        let window = memory.owner_eviction("rs").expect("open");
+        assert!(
+            !window.replaced_by(&owned("db-1", "uid-1", &now)),
+            "db-1 was seen (as a summary) before the eviction"
+        );
+        assert!(
+            window.replaced_by(&owned("db-0", "uid-new", &now)),
+            "db-0 now is the successor of the evicted db-0"
+        );
     }
 }

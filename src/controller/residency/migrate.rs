@@ -22,7 +22,7 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::{Residency, assess::Assessment};
+use super::{Residency, assess::Assessment, memory::KnownPods};
 use crate::{
     cache::CachedPod,
     controller::{Error, Result, publish, publish_once},
@@ -197,7 +197,7 @@ pub async fn run(
         &name,
         usize::try_from(migration.max_evictions_per_minute).unwrap_or(1),
     );
-    let pods = crate::catalog::Catalog::pods(&ctx.caches);
+    let (pods, awaiting) = crate::catalog::Catalog::pods_and_awaiting_detail(&ctx.caches);
     let in_flight = assessment.in_flight + state.memory.unseen(&name, &pods);
     let concurrency_budget = usize::try_from(migration.max_concurrent)
         .unwrap_or(1)
@@ -228,7 +228,9 @@ pub async fn run(
         let node = pod.node_name().unwrap_or_default().to_string();
         match result {
             Ok(Outcome::Evicted) => {
-                state.memory.evicted(&name, &pod);
+                state
+                    .memory
+                    .evicted(&name, &pod, || KnownPods::of(&namespace, &pods, &awaiting));
                 let note = format!(
                     "evicted from node {node} (outside the enclave) so that its owner recreates it in DataEnclave {} (policy {name})",
                     enclave.name()
