@@ -52,6 +52,9 @@ pub enum Kind {
     FenceRemoved,
     /// A decision log chain whose writer is gone was sealed at its last checkpoint.
     ChainRetired,
+    /// One of the operator's admission objects differed from what it writes (edited by
+    /// hand: a match condition or selector added, a field changed) and was repaired.
+    AdmissionTampered,
 }
 
 impl Kind {
@@ -70,6 +73,7 @@ impl Kind {
                 | Kind::NamespaceLeftScope
                 | Kind::FenceRemoved
                 | Kind::ChainRetired
+                | Kind::AdmissionTampered
         )
     }
 
@@ -89,6 +93,7 @@ impl Kind {
             Kind::NamespaceLeftScope => "NamespaceLeftScope",
             Kind::FenceRemoved => "FenceRemoved",
             Kind::ChainRetired => "ChainRetired",
+            Kind::AdmissionTampered => "AdmissionTampered",
         }
     }
 }

@@ -285,6 +285,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
     // One TLS crypto provider for the kube client and the webhook server.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::spawn(shutdown::listen());
+    // Before anything decides scope: the operator's namespace is never in it.
+    enclave_operator::scope::set_operator_namespace(&args.namespace)?;
     let files = server::raise_file_limit();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

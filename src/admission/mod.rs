@@ -10,6 +10,8 @@
 pub mod certs;
 pub mod decide;
 pub mod native;
+pub mod probe;
+pub mod readback;
 pub mod review;
 pub mod scope_guard;
 pub mod server;

@@ -584,6 +584,15 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
                 Ok(pod) => pod,
                 Err(e) => return refuse(request, format!("the pod does not parse: {e}")),
             };
+            // The operator's probe of the native engine during an engine switch: it must
+            // reach the admission policies behind these webhooks. A dry run is never
+            // stored, so letting it through admits nothing.
+            if super::probe::passes_webhooks(
+                request.dry_run,
+                pod.metadata.as_ref().and_then(|m| m.annotations.as_ref()),
+            ) {
+                return allow(request);
+            }
             let decider = if handler == Handler::MutatePod {
                 decide::mutate::<C>
             } else {

@@ -371,6 +371,15 @@ pub async fn apply(
     Ok((m, v))
 }
 
+/// Does the API server hold the policy's pod webhooks (the engine was, or is becoming,
+/// the webhook one)? Only that engine has a mutating configuration.
+pub async fn pods_held(client: &Client, policy: &str) -> Result<bool, kube::Error> {
+    Ok(Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get_opt(&configuration_name(policy))
+        .await?
+        .is_some())
+}
+
 /// Deletes a policy's configurations (the policy is gone, or uses the native engine).
 pub async fn delete(client: &Client, policy: &str) -> Result<(), kube::Error> {
     let name = configuration_name(policy);

@@ -45,7 +45,7 @@ pub use report::{Observation, Report, build};
 /// `enclave-operator audit`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct AuditArgs {
-    /// The operator's namespace: never in scope of the fence; holds the decision log's
+    /// The operator's namespace: never in any policy's scope; holds the decision log's
     /// checkpoints ConfigMap and its writers' Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
     pub namespace: String,
@@ -96,6 +96,8 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
 }
 
 async fn audit(args: &AuditArgs) -> Result<Report, String> {
+    // The report's scope is the operator's: its namespace is never in it.
+    crate::scope::set_operator_namespace(&args.namespace)?;
     // One TLS crypto provider for the kube client, as `run` installs it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = kube::Config::infer()

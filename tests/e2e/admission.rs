@@ -11,6 +11,10 @@ use std::time::Duration;
 use crate::common::*;
 use k8s_openapi::api::core::v1::Pod;
 
+/// The operator's own integrity, run with this module in both engines.
+#[path = "integrity.rs"]
+mod integrity;
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "admission-eu";
 

@@ -70,11 +70,11 @@ pub enum Error {
     NotInPlace(String),
     #[error("{0}")]
     Unrepresentable(String),
+    #[error(transparent)]
+    ReadBack(#[from] super::readback::Error),
 }
 
-/// Annotation with a hash of what the operator wrote, read back to know the API server
-/// holds exactly that.
-const SPEC_HASH: &str = "enclave.dev/spec-hash";
+use super::readback::SPEC_HASH;
 
 /// The name of a policy's object of one kind (`place`, `check`, `warn`).
 pub fn object_name(what: &str, policy: &str) -> String {
@@ -741,19 +741,15 @@ pub fn facts(
     })
 }
 
-fn with_hash<K: Resource + serde::Serialize>(mut object: K) -> (K, String) {
-    let hash = serde_json::to_string(&object)
-        .map(|json| names::short_hash(&json))
-        .unwrap_or_default();
-    object
-        .meta_mut()
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(SPEC_HASH.into(), hash.clone());
-    (object, hash)
-}
-
-async fn put<K>(client: &Client, kind: &'static str, object: K) -> Result<(), Error>
+/// Applies one object, then compares what the API server holds with it in full
+/// ([`super::readback`]): the hash annotation only says the operator's own fields are
+/// as written, not that nobody added any.
+async fn put<K>(
+    client: &Client,
+    kind: &'static str,
+    object: K,
+    tampered: &mut Vec<super::readback::Tampered>,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -761,9 +757,16 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
-    let (object, hash) = with_hash(object);
+    let (object, hash) = super::readback::stamp(object);
     let name = object.name_any();
-    let applied = Api::<K>::all(client.clone())
+    let api = Api::<K>::all(client.clone());
+    // What was held before, to tell what the write itself takes back.
+    let before = api.get_opt(&name).await.map_err(|source| Error::Write {
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    let applied = api
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -784,6 +787,18 @@ where
         return Err(Error::NotInPlace(format!(
             "{kind} {name} read back differs from what was written"
         )));
+    }
+    if let super::readback::Held::Repaired(found) = super::readback::verify(
+        client,
+        kind,
+        "/spec",
+        (before.as_ref(), &hash),
+        &applied,
+        &object,
+    )
+    .await?
+    {
+        tampered.push(found);
     }
     Ok(())
 }
@@ -808,21 +823,36 @@ pub fn desired(
 
 /// Writes the policy's native objects ([`desired`]), validating policy
 /// before binding and checks before the mutation, so that a failure half-way leaves
-/// pods refused, never admitted unplaced.
+/// pods refused, never admitted unplaced. Returns the objects that differed from what
+/// the operator writes (repaired now).
 pub async fn apply(
     client: &Client,
     policy: &ResidencyPolicy,
     compiled: Compiled,
-) -> Result<(), Error> {
-    put(client, "ValidatingAdmissionPolicy", compiled.check.0).await?;
-    put(client, "ValidatingAdmissionPolicyBinding", compiled.check.1).await?;
-    put(client, "ValidatingAdmissionPolicy", compiled.warn.0).await?;
-    put(client, "ValidatingAdmissionPolicyBinding", compiled.warn.1).await?;
+) -> Result<Vec<super::readback::Tampered>, Error> {
+    let mut tampered = Vec::new();
+    let t = &mut tampered;
+    put(client, "ValidatingAdmissionPolicy", compiled.check.0, t).await?;
+    put(
+        client,
+        "ValidatingAdmissionPolicyBinding",
+        compiled.check.1,
+        t,
+    )
+    .await?;
+    put(client, "ValidatingAdmissionPolicy", compiled.warn.0, t).await?;
+    put(
+        client,
+        "ValidatingAdmissionPolicyBinding",
+        compiled.warn.1,
+        t,
+    )
+    .await?;
     let volumes_name = object_name("volumes", &policy.name_any());
     match compiled.volumes {
         Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
+            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await?;
         }
         None => {
             let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
@@ -838,8 +868,8 @@ pub async fn apply(
     let scope_name = object_name("scope", &policy.name_any());
     match compiled.scope {
         Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding).await?;
+            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await?;
         }
         None => {
             let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &scope_name)
@@ -854,8 +884,8 @@ pub async fn apply(
     }
     match compiled.mutating {
         Some((map, binding)) => {
-            put(client, "MutatingAdmissionPolicy", map).await?;
-            put(client, "MutatingAdmissionPolicyBinding", binding).await?;
+            put(client, "MutatingAdmissionPolicy", map, t).await?;
+            put(client, "MutatingAdmissionPolicyBinding", binding, t).await?;
         }
         None => delete_named::<MutatingAdmissionPolicyBinding>(
             client,
@@ -875,7 +905,16 @@ pub async fn apply(
             source,
         })?,
     }
-    Ok(())
+    Ok(tampered)
+}
+
+/// Does the API server hold the policy's native pod check (the engine was, or is
+/// becoming, native)?
+pub async fn held(client: &Client, policy: &str) -> Result<bool, kube::Error> {
+    Ok(Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get_opt(&object_name("check", policy))
+        .await?
+        .is_some())
 }
 
 async fn delete_named<K>(client: &Client, name: &str) -> Result<(), kube::Error>

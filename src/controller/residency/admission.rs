@@ -1,7 +1,9 @@
 //! The admission step: writes the policy's admission objects for the chosen engine
 //! (webhook configurations, or native admission policies with the facts compiled in), removes the
-//! other engine's, and reads back what the API server holds, so that `Ready` is True
-//! only when enforcement is really in place.
+//! other engine's once the new one is in force in the API server (probed, [`probe`]),
+//! and compares what the API server holds with what it writes in full ([`readback`]),
+//! repairing and recording any difference, so that `Ready` is True only when
+//! enforcement is really in place.
 //!
 //! A pass writes them only when something they are built from changed, when one of the
 //! operator's admission objects was touched (edited or deleted by hand, or its watch
@@ -18,14 +20,23 @@ use std::{
     time::Duration,
 };
 
-use kube::ResourceExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{Api, Resource, ResourceExt, runtime::events::EventType};
 use tokio::time::Instant;
 
 use super::status::AdmissionReadiness;
 use crate::{
-    admission::{Engine, native, webhooks},
+    admission::{
+        Engine, native,
+        probe::{self, Verdict},
+        readback::{self, Held, Tampered},
+        webhooks,
+    },
     context::Context,
     crd::ResidencyPolicy,
+    decisions::{Kind, Record, Subject},
     names,
     scope::ResolvedEnclave,
 };
@@ -131,7 +142,8 @@ pub async fn ensure(
     if let Some(engine) = digest.as_deref().and_then(|d| writes.in_place(&uid, d)) {
         return AdmissionReadiness::InPlace { engine };
     }
-    let readiness = write(ctx, policy, engine, desired, compiled).await;
+    let (readiness, tampered) = write(ctx, policy, engine, desired, compiled).await;
+    record_tampered(ctx, policy, &tampered).await;
     match (&readiness, digest) {
         (AdmissionReadiness::InPlace { engine }, Some(digest)) => {
             writes.remember(uid, digest, epoch, engine);
@@ -153,6 +165,19 @@ fn digest(
     Some(names::short_hash(&text))
 }
 
+/// How long one pass waits for a new engine to come into force before it reports the
+/// switch as under way (the old engine stays; the next pass probes again).
+const SWITCH_WAIT: Duration = Duration::from_secs(10);
+
+/// Between probes of a switch.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The reason a policy is not Ready while its engine switches.
+pub const ENGINE_SWITCHING: &str = "EngineSwitching";
+
+/// Writes the policy's admission objects for `engine`, and removes the other engine's
+/// only once the new one is in force in the API server ([`probe`]): never a moment
+/// without enforcement. Returns the readiness and the objects found edited (repaired).
 async fn write(
     ctx: &Context,
     policy: &ResidencyPolicy,
@@ -162,48 +187,131 @@ async fn write(
         k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
     ),
     compiled: Result<Option<native::Compiled>, native::Error>,
-) -> AdmissionReadiness {
+) -> (AdmissionReadiness, Vec<Tampered>) {
     let name = policy.name_any();
-    let setup = &ctx.admission;
-    let webhooks_ready = match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
-        Ok(applied)
-            if webhooks::in_place(
-                (applied.0.as_ref(), &applied.1),
-                (desired.0.as_ref(), &desired.1),
-            ) =>
-        {
-            AdmissionReadiness::InPlace {
-                engine: engine.as_str(),
+    let mut tampered = Vec::new();
+    match engine {
+        Engine::Native => {
+            // 1. The native objects, while the webhooks (if any) still enforce.
+            let native_ready = match compiled {
+                Ok(Some(compiled)) => native::apply(&ctx.client, policy, compiled)
+                    .await
+                    .map(|found| tampered.extend(found)),
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            };
+            let native_ready = native_readiness(native_ready);
+            if !matches!(native_ready, AdmissionReadiness::InPlace { .. }) {
+                return (native_ready, tampered);
             }
+            // 2. Coming from webhooks: they stay until the native policies refuse.
+            match webhooks::pods_held(&ctx.client, &name).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Err(switching) = switched(ctx, policy, Engine::Native).await {
+                        return (switching, tampered);
+                    }
+                }
+                Err(error) => {
+                    return (
+                        AdmissionReadiness::NotInPlace {
+                            reason: "AdmissionWriteFailed",
+                            message: format!(
+                                "could not read the webhook configurations {}: {error}",
+                                webhooks::configuration_name(&name)
+                            ),
+                        },
+                        tampered,
+                    );
+                }
+            }
+            // 3. The webhooks this engine keeps (access), which drops the pod webhooks.
+            let webhooks_ready = write_webhooks(ctx, &name, engine, desired, &mut tampered).await;
+            let readiness = match (native_ready, webhooks_ready) {
+                (AdmissionReadiness::InPlace { .. }, AdmissionReadiness::InPlace { .. }) => {
+                    AdmissionReadiness::InPlace { engine: "native" }
+                }
+                (AdmissionReadiness::InPlace { .. }, not) | (not, _) => not,
+            };
+            (readiness, tampered)
         }
-        Ok(_) => AdmissionReadiness::NotInPlace {
-            reason: "AdmissionNotInPlace",
-            message: format!(
-                "the webhook configurations {} read back differ from what was written",
-                webhooks::configuration_name(&name)
-            ),
-        },
-        Err(error) => AdmissionReadiness::NotInPlace {
-            reason: "AdmissionWriteFailed",
-            message: format!(
-                "could not write the webhook configurations {}: {error}",
-                webhooks::configuration_name(&name)
-            ),
-        },
-    };
-    let native_ready = match compiled {
-        Ok(None) => {
-            if setup.native_served
-                && let Err(error) = native::delete(&ctx.client, &name).await
+        Engine::Webhook => {
+            let webhooks_ready = write_webhooks(ctx, &name, engine, desired, &mut tampered).await;
+            if !matches!(webhooks_ready, AdmissionReadiness::InPlace { .. })
+                || !ctx.admission.native_served
             {
+                return (webhooks_ready, tampered);
+            }
+            // Coming from the native engine: its policies stay until the webhooks refuse.
+            match native::held(&ctx.client, &name).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Err(switching) = switched(ctx, policy, Engine::Webhook).await {
+                        return (switching, tampered);
+                    }
+                }
+                Err(error) => {
+                    return (
+                        AdmissionReadiness::NotInPlace {
+                            reason: "AdmissionWriteFailed",
+                            message: format!(
+                                "could not read the native admission policy {}: {error}",
+                                native::object_name("check", &name)
+                            ),
+                        },
+                        tampered,
+                    );
+                }
+            }
+            if let Err(error) = native::delete(&ctx.client, &name).await {
                 tracing::debug!(%error, policy = %name, "could not remove native admission objects");
             }
-            return webhooks_ready;
+            (webhooks_ready, tampered)
         }
-        Ok(Some(compiled)) => native::apply(&ctx.client, policy, compiled).await,
-        Err(error) => Err(error),
-    };
-    let native_ready = match native_ready {
+    }
+}
+
+/// Waits (up to [`SWITCH_WAIT`]) until `engine` refuses the probe for `policy`.
+async fn switched(
+    ctx: &Context,
+    policy: &ResidencyPolicy,
+    engine: Engine,
+) -> Result<(), AdmissionReadiness> {
+    let started = Instant::now();
+    loop {
+        match probe::probe(&ctx.client, &ctx.caches, policy, engine).await {
+            Verdict::InForce => {
+                tracing::info!(engine = engine.as_str(), waited = ?started.elapsed(), "the new admission engine is in force: removing the old one");
+                return Ok(());
+            }
+            Verdict::Nothing(why) => {
+                tracing::info!(
+                    engine = engine.as_str(),
+                    why,
+                    "nothing to probe: switching engines"
+                );
+                return Ok(());
+            }
+            Verdict::NotYet(why) if started.elapsed() >= SWITCH_WAIT => {
+                let old = match engine {
+                    Engine::Native => "webhook",
+                    Engine::Webhook => "native",
+                };
+                return Err(AdmissionReadiness::NotInPlace {
+                    reason: ENGINE_SWITCHING,
+                    message: format!(
+                        "switching to the {} admission engine: {why}; the {old} engine stays in force until it is",
+                        engine.as_str()
+                    ),
+                });
+            }
+            Verdict::NotYet(_) => tokio::time::sleep(PROBE_EVERY).await,
+        }
+    }
+}
+
+fn native_readiness(result: Result<(), native::Error>) -> AdmissionReadiness {
+    match result {
         Ok(()) => AdmissionReadiness::InPlace { engine: "native" },
         Err(native::Error::NotInPlace(message)) => AdmissionReadiness::NotInPlace {
             reason: "AdmissionNotInPlace",
@@ -217,12 +325,142 @@ async fn write(
             reason: "AdmissionWriteFailed",
             message: error.to_string(),
         },
+    }
+}
+
+/// Writes the webhook configurations `engine` needs and compares them in full.
+async fn write_webhooks(
+    ctx: &Context,
+    name: &str,
+    engine: Engine,
+    desired: (
+        Option<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>,
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    ),
+    tampered: &mut Vec<Tampered>,
+) -> AdmissionReadiness {
+    let (mutating_hash, validating_hash);
+    let desired = {
+        let mutating = desired.0.map(readback::stamp);
+        let (validating, hash) = readback::stamp(desired.1);
+        mutating_hash = mutating
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        validating_hash = hash;
+        (mutating.map(|(m, _)| m), validating)
     };
-    match (native_ready, webhooks_ready) {
-        (AdmissionReadiness::InPlace { .. }, AdmissionReadiness::InPlace { .. }) => {
-            AdmissionReadiness::InPlace { engine: "native" }
+    // What was held before, to tell what the write itself takes back.
+    let config = webhooks::configuration_name(name);
+    let before = futures::future::try_join(
+        Api::<MutatingWebhookConfiguration>::all(ctx.client.clone()).get_opt(&config),
+        Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone()).get_opt(&config),
+    )
+    .await;
+    let (mutating_before, validating_before) = match before {
+        Ok(before) => before,
+        Err(error) => {
+            return AdmissionReadiness::NotInPlace {
+                reason: "AdmissionWriteFailed",
+                message: format!("could not read the webhook configurations {config}: {error}"),
+            };
         }
-        (AdmissionReadiness::InPlace { .. }, not) | (not, _) => not,
+    };
+    let applied = match webhooks::apply(&ctx.client, desired.0.as_ref(), &desired.1).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            return AdmissionReadiness::NotInPlace {
+                reason: "AdmissionWriteFailed",
+                message: format!(
+                    "could not write the webhook configurations {}: {error}",
+                    webhooks::configuration_name(name)
+                ),
+            };
+        }
+    };
+    if !webhooks::in_place(
+        (applied.0.as_ref(), &applied.1),
+        (desired.0.as_ref(), &desired.1),
+    ) {
+        return AdmissionReadiness::NotInPlace {
+            reason: "AdmissionNotInPlace",
+            message: format!(
+                "the webhook configurations {} read back differ from what was written",
+                webhooks::configuration_name(name)
+            ),
+        };
+    }
+    let mutating = match (&applied.0, &desired.0) {
+        (Some(applied), Some(desired)) => Some(
+            readback::verify(
+                &ctx.client,
+                "MutatingWebhookConfiguration",
+                "/webhooks",
+                (mutating_before.as_ref(), &mutating_hash),
+                applied,
+                desired,
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    let validating = readback::verify(
+        &ctx.client,
+        "ValidatingWebhookConfiguration",
+        "/webhooks",
+        (validating_before.as_ref(), &validating_hash),
+        &applied.1,
+        &desired.1,
+    )
+    .await;
+    for held in mutating.into_iter().chain([validating]) {
+        match held {
+            Ok(Held::Exact) => {}
+            Ok(Held::Repaired(found)) => tampered.push(found),
+            Err(error) => {
+                return AdmissionReadiness::NotInPlace {
+                    reason: "AdmissionNotInPlace",
+                    message: error.to_string(),
+                };
+            }
+        }
+    }
+    AdmissionReadiness::InPlace {
+        engine: engine.as_str(),
+    }
+}
+
+/// Records each object found edited (decision log and an Event on the policy).
+async fn record_tampered(ctx: &Context, policy: &ResidencyPolicy, tampered: &[Tampered]) {
+    let name = policy.name_any();
+    let reference = policy.object_ref(&());
+    for found in tampered {
+        let message = format!("policy {name}: {}", found.message());
+        ctx.sink.record(
+            Record::new(
+                Kind::AdmissionTampered,
+                Some(&name),
+                Subject::new(found.kind, None, &found.name),
+                message.clone(),
+            )
+            .with("differences", found.fields.clone()),
+        );
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("admissionregistration.k8s.io/v1".into()),
+            kind: Some(found.kind.into()),
+            name: Some(found.name.clone()),
+            ..Default::default()
+        };
+        crate::controller::publish_related(
+            ctx,
+            &reference,
+            Some(related),
+            EventType::Warning,
+            "AdmissionTampered",
+            "Repair",
+            message,
+        )
+        .await;
     }
 }
 

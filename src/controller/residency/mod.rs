@@ -292,7 +292,14 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     // without it could land outside again.
     let (Ok(enclave), AdmissionReadiness::InPlace { engine }) = (&enclave, &readiness) else {
         state.admission_in_place.reset(policy);
-        return Ok(Action::requeue(if assessment.to_evict.is_empty() {
+        // An engine switch under way is probed again soon: the old engine holds until then.
+        let switching = matches!(
+            &readiness,
+            AdmissionReadiness::NotInPlace { reason, .. } if *reason == admission::ENGINE_SWITCHING
+        );
+        return Ok(Action::requeue(if switching {
+            Duration::from_secs(1)
+        } else if assessment.to_evict.is_empty() {
             RESYNC
         } else {
             Duration::from_secs(5)

@@ -1,0 +1,347 @@
+//! Is an engine in force in the API server — checked, not assumed? Writing an
+//! admission object is not enforcing it: the API server loads webhook configurations
+//! and admission policies through its own informers, and compiles policies, a moment
+//! later. An engine switch (`spec.admission.engine`, or the operator's `--admission`)
+//! removes the old engine's objects only after a probe shows the new one refusing.
+//!
+//! The probe is a server-side dry-run CREATE of a pod in a namespace the policy covers,
+//! carrying the policy's pod selector's labels and pinned by `spec.nodeName` to a node
+//! that cannot exist ([`PROBE_NODE`]), which every enforcing engine refuses. The
+//! refusal must name the new engine's object: the API server says
+//! `ValidatingAdmissionPolicy 'enclave-check.<policy>' with binding … denied request`
+//! for the native engine and `admission webhook "pods.<policy>.policies.enclave.dev"
+//! denied the request` for webhooks. A dry run is never persisted, so the probe
+//! changes nothing, and the operator's ServiceAccount may create pods in dry runs only
+//! (the chart's `dry-run-only` ValidatingAdmissionPolicy refuses the rest).
+//!
+//! The old engine would refuse the probe first and hide the new one: mutating webhooks
+//! run before validating admission policies. A probe for the native engine is marked
+//! ([`PROBE_ANNOTATION`]) and the webhooks admit it when it is a dry run
+//! ([`passes_webhooks`]): the API server sets `dryRun`, and a dry run is never stored,
+//! so the exception lets nothing through. Webhooks, the other way round, run before
+//! the validating policies the native engine refuses with, so their probe needs no mark.
+//!
+//! One API server's answer: with several API servers behind a load balancer each loads
+//! objects on its own (the same holds for every other admission object).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ObjectMeta, PostParams},
+};
+
+use super::{Engine, native, webhooks};
+use crate::{
+    catalog::Catalog,
+    crd::{Enforcement, ResidencyPolicy, SelectorOperator},
+    names::{self, FIELD_MANAGER},
+    scope, selector,
+};
+
+/// Marks a dry-run probe for the native engine, which the webhooks let through.
+pub const PROBE_ANNOTATION: &str = "enclave.dev/probe";
+
+/// The node probes are pinned to: `.invalid` is reserved (RFC 2606), so no node of any
+/// enclave is ever called so, and every engine refuses a pod pinned to it.
+pub const PROBE_NODE: &str = "enclave-probe.invalid";
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The engine refused the probe itself.
+    InForce,
+    /// It did not (yet): why, for the policy's status.
+    NotYet(String),
+    /// Nothing to probe: the policy does not refuse (Audit), or covers no namespace or
+    /// no pod can match its pod selector, so nothing can slip through a switch.
+    Nothing(String),
+}
+
+/// May a pod request pass the operator's pod webhooks unjudged? Only a dry run (never
+/// stored, whatever admission says) marked as a probe of the native engine.
+pub fn passes_webhooks(dry_run: bool, annotations: Option<&BTreeMap<String, String>>) -> bool {
+    dry_run
+        && annotations
+            .and_then(|a| a.get(PROBE_ANNOTATION))
+            .is_some_and(|engine| engine == Engine::Native.as_str())
+}
+
+/// Labels that satisfy a pod selector, or `None` when no pod can (a key both required
+/// with two values, or required and forbidden).
+fn labels_for(policy: &ResidencyPolicy) -> Option<BTreeMap<String, String>> {
+    let Some(pod_selector) = &policy.spec.match_.pod_selector else {
+        return Some(BTreeMap::new());
+    };
+    let mut labels = pod_selector.match_labels.clone();
+    for requirement in &pod_selector.match_expressions {
+        match requirement.operator {
+            SelectorOperator::In => {
+                if !labels.contains_key(&requirement.key) {
+                    labels.insert(requirement.key.clone(), requirement.values.first()?.clone());
+                }
+            }
+            SelectorOperator::Exists => {
+                labels
+                    .entry(requirement.key.clone())
+                    .or_insert_with(|| "probe".into());
+            }
+            // An absent key satisfies both.
+            SelectorOperator::NotIn | SelectorOperator::DoesNotExist => {}
+        }
+    }
+    selector::matches(pod_selector, &labels).then_some(labels)
+}
+
+/// Where to probe: a namespace the policy covers, preferably one no other policy does
+/// (there, only this policy's objects can answer). `(namespace, shared)`.
+pub fn namespace(policy: &ResidencyPolicy, catalog: &impl Catalog) -> Option<(String, bool)> {
+    let others: Vec<_> = catalog
+        .policies()
+        .into_iter()
+        .filter(|p| p.name_any() != policy.name_any())
+        .collect();
+    let mut shared = None;
+    for (name, labels) in catalog.namespaces() {
+        if !scope::covers_namespace(policy, &name, &labels) {
+            continue;
+        }
+        if !others
+            .iter()
+            .any(|p| scope::covers_namespace(p, &name, &labels))
+        {
+            return Some((name, false));
+        }
+        shared.get_or_insert(name);
+    }
+    shared.map(|name| (name, true))
+}
+
+/// The probe pod for `engine`, or `None` when no pod can match the pod selector.
+pub fn pod(policy: &ResidencyPolicy, engine: Engine) -> Option<Pod> {
+    let labels = labels_for(policy)?;
+    Some(Pod {
+        metadata: ObjectMeta {
+            name: Some(names::bounded("enclave-probe-", &policy.name_any(), "", 63)),
+            labels: Some(labels),
+            annotations: Some([(PROBE_ANNOTATION.to_string(), engine.as_str().to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(PROBE_NODE.into()),
+            containers: vec![Container {
+                name: "probe".into(),
+                image: Some("registry.k8s.io/pause:3.10".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Judges the API server's answer to a probe. Pure. `shared`: the namespace is also
+/// covered by other policies, whose objects of the same engine may answer first (the
+/// webhooks judge every policy covering a pod, and there the other policies' objects
+/// are as much in force as this one's).
+pub fn judge(
+    engine: Engine,
+    policy: &str,
+    shared: bool,
+    answer: Result<(), (u16, String)>,
+) -> Verdict {
+    let (code, message) = match answer {
+        Ok(()) => {
+            return Verdict::NotYet(format!(
+                "a dry-run pod pinned outside the enclave was admitted: the {} engine is not in force in the API server yet",
+                engine.as_str()
+            ));
+        }
+        Err(refusal) => refusal,
+    };
+    let ours = match engine {
+        Engine::Native => format!(
+            "ValidatingAdmissionPolicy '{}'",
+            native::object_name("check", policy)
+        ),
+        Engine::Webhook => format!(
+            "admission webhook \"{}\"",
+            webhooks::webhook_name(&super::ENTRIES[0], policy)
+        ),
+    };
+    let any = match engine {
+        Engine::Native => "ValidatingAdmissionPolicy 'enclave-check.",
+        Engine::Webhook => ".policies.enclave.dev\" denied the request",
+    };
+    if code == 403 && (message.contains(&ours) || (shared && message.contains(any))) {
+        Verdict::InForce
+    } else {
+        Verdict::NotYet(format!(
+            "a dry-run pod pinned outside the enclave was refused, but not by the {} engine's {ours} ({code}: {})",
+            engine.as_str(),
+            names::truncate(message, 300)
+        ))
+    }
+}
+
+/// Probes whether `engine` is in force for `policy` in the API server.
+pub async fn probe(
+    client: &Client,
+    catalog: &impl Catalog,
+    policy: &ResidencyPolicy,
+    engine: Engine,
+) -> Verdict {
+    if policy.spec.enforcement != Enforcement::Enforce {
+        return Verdict::Nothing("an Audit policy refuses nothing".into());
+    }
+    let Some((namespace, shared)) = namespace(policy, catalog) else {
+        return Verdict::Nothing("the policy covers no namespace".into());
+    };
+    let Some(pod) = pod(policy, engine) else {
+        return Verdict::Nothing("no pod can match the policy's pod selector".into());
+    };
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    let answer = match Api::<Pod>::namespaced(client.clone(), &namespace)
+        .create(&params, &pod)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err((status.code, status.message)),
+        Err(error) => {
+            return Verdict::NotYet(format!("could not probe admission: {error}"));
+        }
+    };
+    judge(engine, &policy.name_any(), shared, answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::StaticCatalog;
+    use std::sync::Arc;
+
+    fn policy(name: &str, namespace: &str, pods: &str) -> ResidencyPolicy {
+        let mut policy: ResidencyPolicy = serde_yaml::from_str(&format!(
+            "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata: {{name: x}}\nspec:\n  enclave: eu\n  match:\n    namespaceSelector: {{matchLabels: {{team: {namespace}}}}}\n{pods}"
+        ))
+        .expect("fixture");
+        policy.metadata.name = Some(name.into());
+        policy
+    }
+
+    #[test]
+    fn the_probe_pod_matches_the_pod_selector_and_is_pinned_outside() {
+        let p = policy(
+            "p",
+            "a",
+            "    podSelector:\n      matchLabels: {tier: db}\n      matchExpressions:\n      - {key: data, operator: In, values: [personal, other]}\n      - {key: owner, operator: Exists}\n      - {key: test, operator: DoesNotExist}\n",
+        );
+        let pod = pod(&p, Engine::Native).expect("satisfiable");
+        let labels = pod.metadata.labels.expect("labels");
+        assert_eq!(labels["tier"], "db");
+        assert_eq!(labels["data"], "personal");
+        assert!(labels.contains_key("owner") && !labels.contains_key("test"));
+        assert_eq!(
+            pod.spec.expect("spec").node_name.as_deref(),
+            Some(PROBE_NODE)
+        );
+        let impossible = policy(
+            "p",
+            "a",
+            "    podSelector:\n      matchLabels: {tier: db}\n      matchExpressions:\n      - {key: tier, operator: DoesNotExist}\n",
+        );
+        assert!(pod_or_none(&impossible));
+    }
+
+    fn pod_or_none(p: &ResidencyPolicy) -> bool {
+        pod(p, Engine::Webhook).is_none()
+    }
+
+    #[test]
+    fn only_a_refusal_by_the_new_engine_counts() {
+        let vap = "pods \"enclave-probe-p\" is forbidden: ValidatingAdmissionPolicy 'enclave-check.p' with binding 'enclave-check.p' denied request: policy p: spec.nodeName";
+        let hook = "admission webhook \"pods.p.policies.enclave.dev\" denied the request: policy p: spec.nodeName";
+        let other_hook =
+            "admission webhook \"pods.q.policies.enclave.dev\" denied the request: policy q";
+        assert_eq!(
+            judge(Engine::Native, "p", false, Err((403, vap.into()))),
+            Verdict::InForce
+        );
+        assert!(matches!(
+            judge(Engine::Native, "p", false, Err((403, hook.into()))),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge(Engine::Native, "p", false, Ok(())),
+            Verdict::NotYet(_)
+        ));
+        assert_eq!(
+            judge(Engine::Webhook, "p", false, Err((403, hook.into()))),
+            Verdict::InForce
+        );
+        assert!(matches!(
+            judge(Engine::Webhook, "p", false, Err((403, vap.into()))),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge(Engine::Webhook, "p", false, Err((403, other_hook.into()))),
+            Verdict::NotYet(_)
+        ));
+        assert_eq!(
+            judge(Engine::Webhook, "p", true, Err((403, other_hook.into()))),
+            Verdict::InForce,
+            "in a namespace other policies cover too, their webhooks judge this policy as well"
+        );
+        assert!(matches!(
+            judge(Engine::Webhook, "p", false, Err((500, hook.into()))),
+            Verdict::NotYet(_)
+        ));
+    }
+
+    #[test]
+    fn only_dry_run_native_probes_pass_the_webhooks() {
+        let marked: BTreeMap<String, String> =
+            [(PROBE_ANNOTATION.to_string(), "native".to_string())].into();
+        let webhook: BTreeMap<String, String> =
+            [(PROBE_ANNOTATION.to_string(), "webhook".to_string())].into();
+        assert!(passes_webhooks(true, Some(&marked)));
+        assert!(!passes_webhooks(false, Some(&marked)), "stored: judged");
+        assert!(!passes_webhooks(true, Some(&webhook)));
+        assert!(!passes_webhooks(true, None));
+    }
+
+    #[test]
+    fn probes_prefer_a_namespace_no_other_policy_covers() {
+        let mut catalog = StaticCatalog::default();
+        let labels = |team: &str, name: &str| -> BTreeMap<String, String> {
+            [
+                ("team".to_string(), team.to_string()),
+                ("kubernetes.io/metadata.name".to_string(), name.to_string()),
+            ]
+            .into()
+        };
+        for (name, team) in [
+            ("a-shared", "a"),
+            ("b-alone", "a"),
+            ("enclave-system", "a"),
+            ("other", "b"),
+        ] {
+            catalog.namespaces.insert(name.into(), labels(team, name));
+        }
+        let p = Arc::new(policy("p", "a", ""));
+        let mut q = policy("q", "a", "");
+        q.spec.match_.namespace_selector =
+            serde_yaml::from_str("{matchLabels: {kubernetes.io/metadata.name: a-shared}}")
+                .expect("selector");
+        let q = Arc::new(q);
+        catalog.policies = vec![p.clone(), q.clone()];
+        assert_eq!(namespace(&p, &catalog), Some(("b-alone".into(), false)));
+        assert_eq!(namespace(&q, &catalog), Some(("a-shared".into(), true)));
+        let nobody = Arc::new(policy("n", "c", ""));
+        assert_eq!(namespace(&nobody, &catalog), None);
+    }
+}
