@@ -188,8 +188,9 @@ pub fn claims_outside(
         )),
         None => cel::quote(&volumes::no_class(&allowed)),
     };
+    // In parentheses: it is concatenated into messages, and `+` binds before `?:`.
     let why = format!(
-        "({beta} in {o}.annotations && has({field}) && {annotated} != {field}) ? {} : ((has({o}.spec.volumeName) && {o}.spec.volumeName != '') ? 'it names PersistentVolume ' + {o}.spec.volumeName + ', which is not a volume of the enclave (or does not exist)' : ({beta} in {o}.annotations ? {} : (has({field}) ? {} : {default_why})))",
+        "(({beta} in {o}.annotations && has({field}) && {annotated} != {field}) ? {} : ((has({o}.spec.volumeName) && {o}.spec.volumeName != '') ? 'it names PersistentVolume ' + {o}.spec.volumeName + ', which is not a volume of the enclave (or does not exist)' : ({beta} in {o}.annotations ? {} : (has({field}) ? {} : {default_why}))))",
         template(&volumes::disagreement(&a, &b), &[&annotated, &field]),
         template(
             &volumes::class_outside(&a, ClassSource::Annotation, &allowed),
