@@ -126,7 +126,7 @@ async fn host_network_and_inline_volumes_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
-async fn the_enclave_allows_what_it_lists_and_audit_only_warns() {
+async fn the_enclave_allows_what_it_lists() {
     let _cluster = cluster_lock().read().await;
     shared_operator("admission");
     const ALLOWING: &str = "admission-doors-eu";
@@ -166,8 +166,12 @@ async fn the_enclave_allows_what_it_lists_and_audit_only_warns() {
         ),
         &["\"smb.csi.k8s.io\"", "allowedCSIDrivers): nfs.csi.k8s.io"],
     );
+}
 
-    // Audit: admitted, with a warning saying what Enforce would do.
+/// Audit: side doors are admitted, with a warning saying what Enforce would do.
+#[tokio::test]
+async fn audit_admits_side_doors_with_a_warning() {
+    let _cluster = cluster_lock().read().await;
     let audit = setup("adm-doors-audit", "  enforcement: Audit\n");
     let n = audit.name.as_str();
     let warning = eventually(
