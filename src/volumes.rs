@@ -2,11 +2,17 @@
 //! residency controller: where a claim's data would live, and whether that is inside
 //! the enclave.
 //!
+//! - A claim whose beta annotation `volume.beta.kubernetes.io/storage-class` and
+//!   `spec.storageClassName` name different classes is refused: Kubernetes provisions
+//!   by the annotation, so the field would say one thing and the data go elsewhere.
 //! - A claim naming a PersistentVolume (`spec.volumeName`) is judged by that volume.
-//! - Otherwise by its storage class: the one it names, or the cluster's default
+//! - Otherwise by the class that provisions it: the beta annotation first (the PV
+//!   controller and external provisioners read it before the field), then
+//!   `spec.storageClassName`, or the cluster's default
 //!   StorageClass when it names none (the API server's DefaultStorageClass admission
-//!   plugin sets it on a new claim before our checks run; StatefulSet claim templates
-//!   are judged by the default the operator knows). No class and no default: refused.
+//!   plugin sets it on a new claim before our checks run, and not when the annotation
+//!   is there; StatefulSet claim templates and generic ephemeral volumes are judged by
+//!   the default the operator knows). No class and no default: refused.
 //! - A volume is inside when its class is one of the enclave's and, if it has node
 //!   affinity, some node of the enclave satisfies it.
 //! - An enclave StorageClass whose `allowedTopologies` let it provision on a node
@@ -24,6 +30,77 @@ use crate::placement;
 
 /// The annotation that marks the cluster's default StorageClass.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// The deprecated annotation that names a claim's storage class. Kubernetes still
+/// honours it, before `spec.storageClassName` (`GetPersistentVolumeClaimClass`).
+pub const BETA_CLASS_ANNOTATION: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// Where a claim's storage class comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassSource {
+    /// The beta annotation.
+    Annotation,
+    /// `spec.storageClassName`.
+    Field,
+    /// Neither: the cluster's default, when there is one.
+    Default,
+}
+
+/// The class that will provision a claim, as Kubernetes picks it: the beta annotation,
+/// then the field; `Ok(None)` when it names neither. `Err` when the two disagree, with
+/// the reason.
+pub fn claim_class<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    spec: &'a PersistentVolumeClaimSpec,
+) -> Result<Option<(&'a str, ClassSource)>, String> {
+    let annotated = annotations.get(BETA_CLASS_ANNOTATION).map(String::as_str);
+    let field = spec.storage_class_name.as_deref();
+    match (annotated, field) {
+        (Some(a), Some(f)) if a != f => Err(disagreement(a, f)),
+        (Some(a), _) => Ok(Some((a, ClassSource::Annotation))),
+        (None, Some(f)) => Ok(Some((f, ClassSource::Field))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Why a claim whose annotation and field disagree is refused.
+pub fn disagreement(annotated: &str, field: &str) -> String {
+    format!(
+        "its annotation {BETA_CLASS_ANNOTATION} names storage class \"{annotated}\" and its spec.storageClassName \"{field}\"; Kubernetes provisions by the annotation: remove it or make the two agree"
+    )
+}
+
+/// Why a claim of `class` (named by `source`) is outside an enclave whose classes are
+/// `allowed` (as [`allowed_classes`] says them).
+pub fn class_outside(class: &str, source: ClassSource, allowed: &str) -> String {
+    match source {
+        ClassSource::Annotation => format!(
+            "its annotation {BETA_CLASS_ANNOTATION} names storage class \"{class}\", not one of the enclave's ({allowed})"
+        ),
+        ClassSource::Field => {
+            format!("it uses storage class \"{class}\", not one of the enclave's ({allowed})")
+        }
+        ClassSource::Default => format!(
+            "it names no storage class and the cluster's default ({class}) is not one of the enclave's ({allowed})"
+        ),
+    }
+}
+
+/// Why a claim that names no class is outside when the cluster has no default.
+pub fn no_class(allowed: &str) -> String {
+    format!(
+        "it names no storage class and the cluster has no default StorageClass; name one of the enclave's ({allowed})"
+    )
+}
+
+/// The enclave's classes, for messages.
+pub fn allowed_classes(classes: &[String]) -> String {
+    if classes.is_empty() {
+        "the enclave lists none".into()
+    } else {
+        classes.join(", ")
+    }
+}
 
 /// The cluster's default StorageClass, if exactly one is marked (several: the newest,
 /// as the API server's DefaultStorageClass plugin picks).
@@ -57,11 +134,7 @@ pub struct Storage<'a> {
 
 impl Storage<'_> {
     fn allowed(&self) -> String {
-        if self.classes.is_empty() {
-            "the enclave lists none".into()
-        } else {
-            self.classes.join(", ")
-        }
+        allowed_classes(self.classes)
     }
 
     /// Why the volume lives outside the enclave, if it does.
@@ -95,13 +168,18 @@ impl Storage<'_> {
         None
     }
 
-    /// Why a claim with this spec would keep its data outside the enclave, if it would.
-    /// `volume` looks a PersistentVolume up by name.
+    /// Why a claim with these annotations and this spec would keep its data outside the
+    /// enclave, if it would. `volume` looks a PersistentVolume up by name.
     pub fn claim_outside(
         &self,
+        annotations: &BTreeMap<String, String>,
         spec: &PersistentVolumeClaimSpec,
         volume: &dyn Fn(&str) -> Option<Arc<PersistentVolume>>,
     ) -> Option<String> {
+        let named = match claim_class(annotations, spec) {
+            Ok(named) => named,
+            Err(why) => return Some(why),
+        };
         if let Some(name) = spec.volume_name.as_deref().filter(|n| !n.is_empty()) {
             return match volume(name) {
                 Some(pv) => self.volume_outside(&pv),
@@ -110,24 +188,15 @@ impl Storage<'_> {
                 )),
             };
         }
-        let class = match spec.storage_class_name.as_deref() {
-            Some(class) => class,
+        let (class, source) = match named {
+            Some(named) => named,
             None => match self.default_class {
-                Some(class) => class,
-                None => {
-                    return Some(format!(
-                        "it names no storage class and the cluster has no default StorageClass; name one of the enclave's ({})",
-                        self.allowed()
-                    ));
-                }
+                Some(class) => (class, ClassSource::Default),
+                None => return Some(no_class(&self.allowed())),
             },
         };
-        (!self.classes.iter().any(|c| c == class)).then(|| {
-            format!(
-                "it uses storage class {class:?}, not one of the enclave's ({})",
-                self.allowed()
-            )
-        })
+        (!self.classes.iter().any(|c| c == class))
+            .then(|| class_outside(class, source, &self.allowed()))
     }
 
     /// Why an enclave StorageClass can provision outside the enclave, if it can: some
@@ -235,27 +304,32 @@ mod tests {
         let inside = all[..2].to_vec();
         let s = storage(&classes, &inside, Some("us-east-ssd"));
         let none = |_: &str| None;
+        let plain = BTreeMap::new();
         let us: PersistentVolumeClaimSpec = yaml("{storageClassName: us-east-ssd}");
-        let message = s.claim_outside(&us, &none).expect("outside");
+        let message = s.claim_outside(&plain, &us, &none).expect("outside");
         assert!(
             message.contains("us-east-ssd") && message.contains("eu-dublin-ssd, eu-norway-ssd"),
             "{message}"
         );
         assert!(
-            s.claim_outside(&yaml("{storageClassName: eu-dublin-ssd}"), &none)
+            s.claim_outside(&plain, &yaml("{storageClassName: eu-dublin-ssd}"), &none)
                 .is_none()
         );
         // No class: the default decides.
         assert!(
-            s.claim_outside(&yaml("{}"), &none)
+            s.claim_outside(&plain, &yaml("{}"), &none)
                 .is_some_and(|m| m.contains("us-east-ssd"))
         );
         let eu_default = storage(&classes, &inside, Some("eu-norway-ssd"));
-        assert!(eu_default.claim_outside(&yaml("{}"), &none).is_none());
+        assert!(
+            eu_default
+                .claim_outside(&plain, &yaml("{}"), &none)
+                .is_none()
+        );
         let no_default = storage(&classes, &inside, None);
         assert!(
             no_default
-                .claim_outside(&yaml("{}"), &none)
+                .claim_outside(&plain, &yaml("{}"), &none)
                 .is_some_and(|m| m.contains("no default StorageClass"))
         );
         // A named volume decides, whatever the claim's class says.
@@ -266,15 +340,67 @@ mod tests {
         let named: PersistentVolumeClaimSpec =
             yaml("{volumeName: pv-us, storageClassName: eu-dublin-ssd}");
         assert!(
-            s.claim_outside(&named, &lookup)
+            s.claim_outside(&plain, &named, &lookup)
                 .is_some_and(|m| m.contains("outside the enclave"))
         );
         let missing: PersistentVolumeClaimSpec = yaml("{volumeName: nope}");
         assert!(
-            s.claim_outside(&missing, &lookup)
+            s.claim_outside(&plain, &missing, &lookup)
                 .is_some_and(|m| m.contains("does not exist"))
         );
         assert_eq!(inside_volumes(&s, &[pv]).len(), 0);
+    }
+
+    /// Kubernetes provisions by the beta annotation before the field: it is read first,
+    /// alone it decides, and a claim whose annotation and field disagree is refused.
+    #[test]
+    fn the_beta_annotation_decides_before_the_field() {
+        let classes = vec!["eu-dublin-ssd".to_string(), "eu-norway-ssd".to_string()];
+        let all = nodes();
+        let s = storage(&classes, &all[..2], Some("eu-norway-ssd"));
+        let none = |_: &str| None;
+        let annotated =
+            |class: &str| BTreeMap::from([(BETA_CLASS_ANNOTATION.to_string(), class.to_string())]);
+        let eu_field: PersistentVolumeClaimSpec = yaml("{storageClassName: eu-dublin-ssd}");
+        let message = s
+            .claim_outside(&annotated("us-east-ssd"), &eu_field, &none)
+            .expect("the annotation and the field disagree");
+        assert!(
+            message.contains("\"us-east-ssd\"")
+                && message.contains("\"eu-dublin-ssd\"")
+                && message.contains(BETA_CLASS_ANNOTATION),
+            "{message}"
+        );
+        // Alone, the annotation is the class (the default does not apply).
+        let bare: PersistentVolumeClaimSpec = yaml("{}");
+        let message = s
+            .claim_outside(&annotated("us-east-ssd"), &bare, &none)
+            .expect("outside by its annotation");
+        assert!(
+            message.contains("annotation") && message.contains("us-east-ssd"),
+            "{message}"
+        );
+        assert_eq!(
+            s.claim_outside(&annotated("eu-dublin-ssd"), &bare, &none),
+            None
+        );
+        // Both, agreeing: fine.
+        assert_eq!(
+            s.claim_outside(&annotated("eu-dublin-ssd"), &eu_field, &none),
+            None
+        );
+        // The disagreement is refused even when a volume is named.
+        let named: PersistentVolumeClaimSpec =
+            yaml("{volumeName: pv-1, storageClassName: eu-dublin-ssd}");
+        assert!(
+            s.claim_outside(&annotated("eu-norway-ssd"), &named, &none)
+                .is_some_and(|m| m.contains("make the two agree"))
+        );
+        assert_eq!(
+            claim_class(&annotated("a"), &bare),
+            Ok(Some(("a", ClassSource::Annotation)))
+        );
+        assert_eq!(claim_class(&BTreeMap::new(), &bare), Ok(None));
     }
 
     #[test]

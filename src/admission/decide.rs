@@ -213,6 +213,74 @@ fn refusal(
     })
 }
 
+/// Why this policy refuses the pod's side doors, if it does: host network or an inline
+/// volume the enclave does not allow ([`super::doors`]), or, when the policy enforces
+/// storage classes, a generic ephemeral volume whose claim would keep its data off the
+/// enclave's storage. Kept apart from the placement checks: the native engine compiles
+/// these into validations of their own.
+fn side_door(
+    catalog: &impl Catalog,
+    applicable: &Applicable,
+    enclave: &ResolvedEnclave,
+    view: &PodView,
+) -> Option<String> {
+    let name = applicable.name();
+    let subject = format!(
+        "policy {name}: {} {}/{}",
+        view.subject.kind(),
+        view.namespace,
+        view.name
+    );
+    if let Some(door) = super::doors::first_door(view.spec, &enclave.enclave.spec.pod_security) {
+        return Some(format!(
+            "{subject}: {door}; DataEnclave {} keeps the data of pods in its scope behind its fence and on its storage",
+            enclave.name()
+        ));
+    }
+    if !applicable.policy.spec.volumes.enforce_storage_classes {
+        return None;
+    }
+    let claims = super::doors::ephemeral_claims(view.spec);
+    if claims.is_empty() {
+        return None;
+    }
+    let classes = catalog.storage_classes();
+    let default_class = crate::volumes::default_class(&classes);
+    let enclave_nodes = enclave_nodes(catalog, enclave);
+    let storage = crate::volumes::Storage {
+        classes: &enclave.enclave.spec.storage.storage_class_names,
+        default_class: default_class.as_deref(),
+        enclave_nodes: &enclave_nodes,
+    };
+    claims.iter().find_map(|(at, template)| {
+        let annotations = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        storage
+            .claim_outside(&annotations, &template.spec, &|n| catalog.volume(n))
+            .map(|why| {
+                format!(
+                    "{subject}: {at}: {why}; data in its scope must stay on the storage of DataEnclave {}",
+                    enclave.name()
+                )
+            })
+    })
+}
+
+fn enclave_nodes(
+    catalog: &impl Catalog,
+    enclave: &ResolvedEnclave,
+) -> Vec<std::sync::Arc<k8s_openapi::api::core::v1::Node>> {
+    catalog
+        .nodes()
+        .iter()
+        .filter(|n| enclave.contains_node(kube::ResourceExt::labels(n.as_ref())))
+        .cloned()
+        .collect()
+}
+
 /// The policies covering the view, or a denial when that cannot be known: an in-scope
 /// request (the API server's selectors let it through) fails closed.
 fn covering(catalog: &impl Catalog, view: &PodView) -> Result<Vec<Applicable>, String> {
@@ -301,6 +369,17 @@ pub fn mutate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
                 format!("(Audit) would deny: {message}"),
             );
             continue;
+        }
+        if let Some(message) = side_door(catalog, applicable, enclave, view) {
+            if enforced {
+                return decision.deny(&name, message);
+            }
+            // Audit goes on to say what placement would do as well.
+            decision.audit(
+                &name,
+                FindingKind::WouldDeny,
+                format!("(Audit) would deny: {message}"),
+            );
         }
         let implied = placement::implies_enclave(&spec, &enclave.site_terms);
         if !implied && let Err(why) = placement::within_bounds(&spec, &enclave.site_terms) {
@@ -418,6 +497,9 @@ pub fn validate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
             };
             return decision.deny(&name, outside_message(&name, enclave, &what));
         }
+        if let Some(message) = side_door(catalog, applicable, enclave, view) {
+            return decision.deny(&name, message);
+        }
     }
     decision
 }
@@ -459,11 +541,15 @@ pub struct ClaimsView<'a> {
     pub kind: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
-    /// (claim or template name, spec).
-    pub claims: Vec<(
-        String,
-        k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
-    )>,
+    pub claims: Vec<Claim>,
+}
+
+/// One claim or claim template: its name, its annotations (the beta storage-class
+/// annotation decides before the spec) and its spec.
+pub struct Claim {
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
 }
 
 /// Validating admission of a PersistentVolumeClaim (CREATE) or a StatefulSet's claim
@@ -479,7 +565,6 @@ pub fn volumes<C: Catalog>(catalog: &C, view: &ClaimsView) -> Decision {
     let mut decision = Decision::default();
     let classes = catalog.storage_classes();
     let default_class = crate::volumes::default_class(&classes);
-    let nodes = catalog.nodes();
     for applicable in policies
         .iter()
         .filter(|a| a.policy.spec.volumes.enforce_storage_classes)
@@ -498,25 +583,24 @@ pub fn volumes<C: Catalog>(catalog: &C, view: &ClaimsView) -> Decision {
             }
             Err(_) => continue,
         };
-        let enclave_nodes: Vec<_> = nodes
-            .iter()
-            .filter(|n| enclave.contains_node(kube::ResourceExt::labels(n.as_ref())))
-            .cloned()
-            .collect();
+        let enclave_nodes = enclave_nodes(catalog, enclave);
         let storage = crate::volumes::Storage {
             classes: &enclave.enclave.spec.storage.storage_class_names,
             default_class: default_class.as_deref(),
             enclave_nodes: &enclave_nodes,
         };
-        for (claim, spec) in &view.claims {
-            let Some(why) = storage.claim_outside(spec, &|n| catalog.volume(n)) else {
+        for claim in &view.claims {
+            let Some(why) =
+                storage.claim_outside(&claim.annotations, &claim.spec, &|n| catalog.volume(n))
+            else {
                 continue;
             };
             let message = format!(
-                "policy {name}: {} {}/{}: claim {claim}: {why}; data in its scope must stay on the storage of DataEnclave {}",
+                "policy {name}: {} {}/{}: claim {}: {why}; data in its scope must stay on the storage of DataEnclave {}",
                 view.kind,
                 view.namespace,
                 view.name,
+                claim.name,
                 enclave.name()
             );
             if enforced {
@@ -813,7 +897,11 @@ mod tests {
             kind,
             namespace: "shop",
             name: "data",
-            claims: vec![("data".into(), serde_yaml::from_str(spec).expect("spec"))],
+            claims: vec![Claim {
+                name: "data".into(),
+                annotations: BTreeMap::new(),
+                spec: serde_yaml::from_str(spec).expect("spec"),
+            }],
         };
         let refused = volumes(
             &catalog,
@@ -954,6 +1042,136 @@ mod tests {
         assert!(
             denied(&unseen).contains("mallory may not exec into pod shop/db-7"),
             "{unseen:?}"
+        );
+    }
+
+    /// Issue 21: host network and inline volumes are refused in scope by both the
+    /// mutation and the final check, naming the field; Audit warns and goes on; the
+    /// enclave's allow-list admits them; out of scope nothing is judged.
+    #[test]
+    fn side_doors_are_refused_in_scope_naming_the_field() {
+        let catalog = catalog();
+        let host = spec(
+            "containers: []\nhostNetwork: true\nnodeSelector: {node-restriction.kubernetes.io/enclave-site: dublin}",
+        );
+        for decision in [
+            mutate(&catalog, &view("shop", &host)),
+            validate(&catalog, &view("shop", &host)),
+        ] {
+            let message = denied(&decision);
+            assert!(
+                message.starts_with("policy eu-user-data: Pod shop/p: spec.hostNetwork: true")
+                    && message.ends_with("DataEnclave eu keeps the data of pods in its scope behind its fence and on its storage"),
+                "{message}"
+            );
+        }
+        let nfs = spec(
+            "containers: []\nvolumes: [{name: data, nfs: {server: 198.51.100.7, path: /export}}]",
+        );
+        assert!(
+            denied(&mutate(&catalog, &view("shop", &nfs)))
+                .contains("spec.volumes[0].nfs (volume data)")
+        );
+        // Audit: warned, and placement is still reported.
+        let audited = mutate(&catalog, &view("analytics", &nfs));
+        assert_eq!(audited.outcome, Outcome::Allow);
+        assert!(
+            audited.warnings.iter().any(|w| w.starts_with(
+                "(Audit) would deny: policy eu-audit: Pod analytics/p: spec.volumes[0].nfs"
+            )),
+            "{:?}",
+            audited.warnings
+        );
+        assert!(
+            audited
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::WouldPlace),
+            "{:?}",
+            audited.findings
+        );
+        assert_eq!(mutate(&catalog, &view("public", &nfs)), Decision::default());
+        // The enclave's allow-list.
+        let mut allowing = catalog.clone();
+        let mut enclave = (*allowing.enclaves["eu"]).clone();
+        enclave.spec.pod_security =
+            serde_yaml::from_str("{allowHostNetwork: true, allowedVolumeTypes: [nfs]}")
+                .expect("allow-list");
+        allowing
+            .enclaves
+            .insert("eu".into(), std::sync::Arc::new(enclave));
+        assert!(matches!(
+            mutate(&allowing, &view("shop", &nfs)).outcome,
+            Outcome::Place(_)
+        ));
+        assert_eq!(
+            validate(&allowing, &view("shop", &host)).outcome,
+            Outcome::Allow
+        );
+    }
+
+    /// Generic ephemeral volumes are claims: judged by their template's class, the
+    /// beta annotation first, when the policy enforces storage classes.
+    #[test]
+    fn ephemeral_volumes_are_judged_by_their_claim_templates_class() {
+        let catalog = catalog();
+        let pod = |template: &str| {
+            spec(&format!(
+                "containers: []\nnodeSelector: {{node-restriction.kubernetes.io/enclave-site: dublin}}\nvolumes: [{{name: scratch, ephemeral: {{volumeClaimTemplate: {template}}}}}]"
+            ))
+        };
+        let us = pod("{spec: {storageClassName: us-east-ssd}}");
+        let message = denied(&validate(&catalog, &view("shop", &us))).to_string();
+        assert!(
+            message.starts_with("policy eu-user-data: Pod shop/p: spec.volumes[0].ephemeral (volume scratch): it uses storage class \"us-east-ssd\"")
+                && message.contains("eu-dublin-ssd, eu-norway-ssd"),
+            "{message}"
+        );
+        let mixed = pod(
+            "{metadata: {annotations: {volume.beta.kubernetes.io/storage-class: us-east-ssd}}, spec: {storageClassName: eu-dublin-ssd}}",
+        );
+        assert!(denied(&mutate(&catalog, &view("shop", &mixed))).contains("make the two agree"));
+        let eu = pod(
+            "{metadata: {annotations: {volume.beta.kubernetes.io/storage-class: eu-norway-ssd}}, spec: {}}",
+        );
+        assert_eq!(
+            validate(&catalog, &view("shop", &eu)).outcome,
+            Outcome::Allow
+        );
+        // No default class in the fixture: a classless template is refused.
+        assert!(
+            denied(&validate(&catalog, &view("shop", &pod("{spec: {}}"))))
+                .contains("no default StorageClass")
+        );
+    }
+
+    #[test]
+    fn a_claim_is_judged_by_its_beta_annotation_first() {
+        let catalog = catalog();
+        let claim = |annotation: &str, spec: &str| ClaimsView {
+            kind: "PersistentVolumeClaim",
+            namespace: "shop",
+            name: "data",
+            claims: vec![Claim {
+                name: "data".into(),
+                annotations: BTreeMap::from([(
+                    crate::volumes::BETA_CLASS_ANNOTATION.to_string(),
+                    annotation.to_string(),
+                )]),
+                spec: serde_yaml::from_str(spec).expect("spec"),
+            }],
+        };
+        assert!(
+            denied(&volumes(
+                &catalog,
+                &claim("us-east-ssd", "{storageClassName: eu-dublin-ssd}")
+            ))
+            .contains("make the two agree")
+        );
+        assert!(denied(&volumes(&catalog, &claim("us-east-ssd", "{}"))).contains("us-east-ssd"));
+        assert_eq!(
+            volumes(&catalog, &claim("eu-dublin-ssd", "{}")).outcome,
+            Outcome::Allow
         );
     }
 

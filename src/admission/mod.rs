@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod decide;
+pub mod doors;
 pub mod native;
 pub mod probe;
 pub mod readback;

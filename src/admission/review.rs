@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, PodSpec};
+use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, PodSpec, Volume};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json, value::RawValue};
 
@@ -214,7 +214,8 @@ struct Meta {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-/// The placement fields of a pod spec; the rest (containers, volumes, …) is skipped.
+/// The fields of a pod spec decisions read: placement, and the side doors (host network,
+/// volumes); the rest (containers, …) is skipped.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct PlacementSpec {
@@ -224,6 +225,10 @@ struct PlacementSpec {
     node_selector: Option<BTreeMap<String, String>>,
     #[serde(default)]
     affinity: Option<Affinity>,
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default)]
+    volumes: Option<Vec<Volume>>,
 }
 
 impl PlacementSpec {
@@ -232,6 +237,8 @@ impl PlacementSpec {
             node_name: self.node_name,
             node_selector: self.node_selector,
             affinity: self.affinity,
+            host_network: self.host_network,
+            volumes: self.volumes,
             ..PodSpec::default()
         }
     }
@@ -673,7 +680,14 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
             let claims = match request.kind.kind.as_str() {
                 "PersistentVolumeClaim" => {
                     match serde_json::from_value(Value::Object(parsed.spec)) {
-                        Ok(spec) => vec![(name.clone(), spec)],
+                        Ok(spec) => vec![decide::Claim {
+                            name: name.clone(),
+                            annotations: parsed
+                                .metadata
+                                .and_then(|m| m.annotations)
+                                .unwrap_or_default(),
+                            spec,
+                        }],
                         Err(e) => return refuse(request, format!("the claim does not parse: {e}")),
                     }
                 }
@@ -694,7 +708,14 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
                     };
                     templates
                         .into_iter()
-                        .map(|t| (t.metadata.and_then(|m| m.name).unwrap_or_default(), t.spec))
+                        .map(|t| {
+                            let meta = t.metadata.unwrap_or_default();
+                            decide::Claim {
+                                name: meta.name.unwrap_or_default(),
+                                annotations: meta.annotations.unwrap_or_default(),
+                                spec: t.spec,
+                            }
+                        })
                         .collect()
                 }
                 _ => return allow(request),

@@ -832,17 +832,20 @@ impl<C: Catalog> PolicyScene<'_, C> {
         let spec = claim.spec.clone().unwrap_or_default();
         let bound = spec.volume_name.clone().filter(|v| !v.is_empty());
         let volume = bound.as_deref().and_then(|v| self.catalog.volume(v));
+        let annotations = claim.metadata.annotations.clone().unwrap_or_default();
         let storage_class = match &volume {
             Some(pv) => pv.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
-            None => spec
-                .storage_class_name
-                .clone()
-                .or_else(|| storage.default_class.map(str::to_string)),
+            // The class that provisions it: the beta annotation before the field.
+            None => match crate::volumes::claim_class(&annotations, &spec) {
+                Ok(Some((class, _))) => Some(class.to_string()),
+                Ok(None) => storage.default_class.map(str::to_string),
+                Err(_) => None,
+            },
         };
         let outside = match &volume {
             Some(pv) => storage.volume_outside(pv),
             None => storage
-                .claim_outside(&spec, &|n| self.catalog.volume(n))
+                .claim_outside(&annotations, &spec, &|n| self.catalog.volume(n))
                 .map(|why| format!("claim {why}")),
         };
         PodVolume {

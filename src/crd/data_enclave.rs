@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 
 use super::Selector;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The label prefix a kubelet may not set on its own Node while the NodeRestriction
@@ -56,6 +57,169 @@ pub struct DataEnclaveSpec {
     /// Who may exec, attach or port-forward into in-scope pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Access>,
+
+    /// What in-scope pods may use although it lets data past the enclave's fence or
+    /// storage rules. By default in-scope pods may not use `spec.hostNetwork`, nor inline
+    /// volumes that reach storage or servers by themselves (nfs, iscsi, hostPath, inline
+    /// CSI, ...): the kubelet mounts those on the node's network, to wherever the pod
+    /// names, and no NetworkPolicy or storage class applies. List here only what the
+    /// enclave really needs; everything listed applies to every pod of every policy of
+    /// this enclave.
+    #[serde(default, skip_serializing_if = "PodSecurity::is_empty")]
+    pub pod_security: PodSecurity,
+}
+
+/// Exceptions to the side-door rules for the pods of an enclave, in the spirit of a
+/// PodSecurityPolicy's `hostNetwork`, `volumes` and `allowedCSIDrivers`. These rules are
+/// the enclave's own and independent of Pod Security Admission.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurity {
+    /// Admit in-scope pods with `spec.hostNetwork: true`. Such pods share their node's
+    /// network and are outside every NetworkPolicy, so the enclave's fence does not hold
+    /// them. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_network: bool,
+
+    /// Inline volume types in-scope pods may use, by their field name in a pod's
+    /// `spec.volumes[]` (e.g. `nfs`, `hostPath`). configMap, secret, emptyDir,
+    /// downwardAPI, projected, persistentVolumeClaim, image and ephemeral (judged by its
+    /// claim template's storage class) are always allowed; inline CSI volumes are
+    /// allowed per driver with `allowedCSIDrivers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("spec.podSecurity.allowedVolumeTypes must be unique"))]
+    pub allowed_volume_types: Vec<InlineVolumeType>,
+
+    /// CSI drivers whose inline volumes (`spec.volumes[].csi`) in-scope pods may use,
+    /// e.g. `secrets-store.csi.k8s.io`. Claims provisioned by CSI drivers are judged by
+    /// their storage class instead and need no entry here.
+    #[serde(
+        default,
+        rename = "allowedCSIDrivers",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("spec.podSecurity.allowedCSIDrivers must be unique"))]
+    pub allowed_csi_drivers: Vec<String>,
+}
+
+impl PodSecurity {
+    fn is_empty(&self) -> bool {
+        !self.allow_host_network
+            && self.allowed_volume_types.is_empty()
+            && self.allowed_csi_drivers.is_empty()
+    }
+}
+
+/// An inline volume type that reaches storage or a server by itself, named as its field
+/// in a pod's `spec.volumes[]`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum InlineVolumeType {
+    #[serde(rename = "awsElasticBlockStore")]
+    AwsElasticBlockStore,
+    #[serde(rename = "azureDisk")]
+    AzureDisk,
+    #[serde(rename = "azureFile")]
+    AzureFile,
+    #[serde(rename = "cephfs")]
+    Cephfs,
+    #[serde(rename = "cinder")]
+    Cinder,
+    #[serde(rename = "fc")]
+    Fc,
+    #[serde(rename = "flexVolume")]
+    FlexVolume,
+    #[serde(rename = "flocker")]
+    Flocker,
+    #[serde(rename = "gcePersistentDisk")]
+    GcePersistentDisk,
+    #[serde(rename = "gitRepo")]
+    GitRepo,
+    #[serde(rename = "glusterfs")]
+    Glusterfs,
+    #[serde(rename = "hostPath")]
+    HostPath,
+    #[serde(rename = "iscsi")]
+    Iscsi,
+    #[serde(rename = "nfs")]
+    Nfs,
+    #[serde(rename = "photonPersistentDisk")]
+    PhotonPersistentDisk,
+    #[serde(rename = "portworxVolume")]
+    PortworxVolume,
+    #[serde(rename = "quobyte")]
+    Quobyte,
+    #[serde(rename = "rbd")]
+    Rbd,
+    #[serde(rename = "scaleIO")]
+    ScaleIo,
+    #[serde(rename = "storageos")]
+    Storageos,
+    #[serde(rename = "vsphereVolume")]
+    VsphereVolume,
+}
+
+impl InlineVolumeType {
+    /// Every type, in the order admission looks for them.
+    pub const ALL: [InlineVolumeType; 21] = [
+        Self::AwsElasticBlockStore,
+        Self::AzureDisk,
+        Self::AzureFile,
+        Self::Cephfs,
+        Self::Cinder,
+        Self::Fc,
+        Self::FlexVolume,
+        Self::Flocker,
+        Self::GcePersistentDisk,
+        Self::GitRepo,
+        Self::Glusterfs,
+        Self::HostPath,
+        Self::Iscsi,
+        Self::Nfs,
+        Self::PhotonPersistentDisk,
+        Self::PortworxVolume,
+        Self::Quobyte,
+        Self::Rbd,
+        Self::ScaleIo,
+        Self::Storageos,
+        Self::VsphereVolume,
+    ];
+
+    /// The field name in `spec.volumes[]`, as the API and the CRD spell it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::AwsElasticBlockStore => "awsElasticBlockStore",
+            Self::AzureDisk => "azureDisk",
+            Self::AzureFile => "azureFile",
+            Self::Cephfs => "cephfs",
+            Self::Cinder => "cinder",
+            Self::Fc => "fc",
+            Self::FlexVolume => "flexVolume",
+            Self::Flocker => "flocker",
+            Self::GcePersistentDisk => "gcePersistentDisk",
+            Self::GitRepo => "gitRepo",
+            Self::Glusterfs => "glusterfs",
+            Self::HostPath => "hostPath",
+            Self::Iscsi => "iscsi",
+            Self::Nfs => "nfs",
+            Self::PhotonPersistentDisk => "photonPersistentDisk",
+            Self::PortworxVolume => "portworxVolume",
+            Self::Quobyte => "quobyte",
+            Self::Rbd => "rbd",
+            Self::ScaleIo => "scaleIO",
+            Self::Storageos => "storageos",
+            Self::VsphereVolume => "vsphereVolume",
+        }
+    }
 }
 
 /// One data centre of the enclave.

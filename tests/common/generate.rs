@@ -160,3 +160,54 @@ pub fn pod(name: &str, placement: &Value) -> Value {
     spec["terminationGracePeriodSeconds"] = json!(0);
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 }
+
+/// Side doors for the differential test (issue 21): `spec.hostNetwork` and up to three
+/// volumes, each contained, a door, an inline CSI volume or a generic ephemeral volume
+/// of some class (by field, beta annotation, both, or neither). The enclave of the test
+/// allows `hostPath` and the CSI driver `allowed.csi.example.com`.
+pub fn side_doors(rng: &mut Rng, spec: &mut Value) {
+    if rng.chance(20) {
+        spec["hostNetwork"] = json!(true);
+    }
+    let ephemeral = |annotation: Option<&str>, class: Option<&str>| {
+        let mut template = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        if let Some(class) = class {
+            template["spec"]["storageClassName"] = json!(class);
+        }
+        if let Some(annotation) = annotation {
+            template["metadata"] =
+                json!({"annotations": {"volume.beta.kubernetes.io/storage-class": annotation}});
+        }
+        json!({"ephemeral": {"volumeClaimTemplate": template}})
+    };
+    let pool = [
+        json!({"configMap": {"name": "c"}}),
+        json!({"secret": {"secretName": "s"}}),
+        json!({"emptyDir": {}}),
+        json!({"persistentVolumeClaim": {"claimName": "data"}}),
+        json!({"nfs": {"server": "198.51.100.7", "path": "/export"}}),
+        json!({"iscsi": {"targetPortal": "198.51.100.7:3260", "iqn": "iqn.2001-04.com.example:storage", "lun": 0}}),
+        json!({"rbd": {"monitors": ["198.51.100.7:6789"], "image": "data"}}),
+        json!({"hostPath": {"path": "/var/lib/data"}}),
+        json!({"csi": {"driver": "allowed.csi.example.com"}}),
+        json!({"csi": {"driver": "nfs.csi.k8s.io"}}),
+        ephemeral(None, Some("eu-dublin-ssd")),
+        ephemeral(None, Some("us-east-ssd")),
+        ephemeral(Some("us-east-ssd"), Some("eu-dublin-ssd")),
+        ephemeral(Some("eu-norway-ssd"), None),
+        ephemeral(Some("us-east-ssd"), None),
+        ephemeral(None, None),
+    ];
+    let count = rng.below(4);
+    if count == 0 {
+        return;
+    }
+    let volumes: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut volume = rng.pick(&pool).clone();
+            volume["name"] = json!(format!("v{i}"));
+            volume
+        })
+        .collect();
+    spec["volumes"] = json!(volumes);
+}

@@ -806,3 +806,5 @@ async fn admission_objects_deleted_by_hand_are_put_back_at_once() {
         "a pod pinned to Virginia is refused again"
     );
 }
+
+mod doors;

@@ -62,10 +62,12 @@ pub fn assess<C: Catalog>(
                 // Bound to a volume not (yet) in the cache: nothing to judge yet.
                 None => continue,
             },
-            None => match storage.claim_outside(spec, &|n| catalog.volume(n)) {
-                Some(why) => ("ClaimOutsideEnclave", format!("claim {why}")),
-                None => continue,
-            },
+            None => {
+                match storage.claim_outside(claim.annotations(), spec, &|n| catalog.volume(n)) {
+                    Some(why) => ("ClaimOutsideEnclave", format!("claim {why}")),
+                    None => continue,
+                }
+            }
         };
         assessment.violations.push(Violation {
             kind: "PersistentVolumeClaim".into(),
