@@ -5,7 +5,6 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 
 use super::Selector;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The label prefix a kubelet may not set on its own Node while the NodeRestriction
