@@ -75,6 +75,8 @@ pub struct Context {
     /// Where every decision is recorded.
     pub sink: Sink,
     pub admission: AdmissionSetup,
+    /// What the leader's last authorizer probe saw (`None` before the first).
+    pub authorizer: watch::Sender<Option<crate::authz::probe::Probed>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -102,6 +104,7 @@ impl Context {
             caches,
             sink,
             admission,
+            authorizer: watch::Sender::new(None),
             failures: Mutex::new(HashMap::new()),
         }
     }
