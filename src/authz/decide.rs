@@ -74,9 +74,14 @@ impl Door {
         if a.user == PROBE_USER {
             return Some(Door::Probe);
         }
-        if a.verb == "impersonate" {
+        // Legacy impersonation asks `impersonate` on core users, groups and service
+        // accounts; constrained impersonation (Kubernetes 1.35+) asks
+        // `impersonate:<mode>` on them in authentication.k8s.io first.
+        if a.verb == "impersonate" || a.verb.starts_with("impersonate:") {
             return match (a.group, a.resource) {
-                ("", "users" | "groups" | "serviceaccounts") => Some(Door::Impersonate),
+                ("" | "authentication.k8s.io", "users" | "groups" | "serviceaccounts") => {
+                    Some(Door::Impersonate)
+                }
                 _ => None,
             };
         }
@@ -758,6 +763,27 @@ mod tests {
             )
             .covered()
         );
+    }
+
+    #[test]
+    fn constrained_impersonation_is_judged_like_legacy_impersonation() {
+        let catalog = catalog();
+        let verdict = decide(
+            &catalog,
+            &NodePods::default(),
+            &Attributes {
+                user: "mallory",
+                groups: NONE,
+                verb: "impersonate:serviceaccount",
+                group: "authentication.k8s.io",
+                resource: "serviceaccounts",
+                subresource: "",
+                namespace: "ops",
+                name: "backup",
+            },
+        );
+        assert_eq!(verdict.door, Some(Door::Impersonate));
+        assert!(verdict.deny.is_some(), "{verdict:?}");
     }
 
     #[test]

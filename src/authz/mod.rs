@@ -37,7 +37,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// the namespaces are not known to the API server's configuration, so every namespace's
 /// requests of these kinds are sent (and answered with no opinion where no policy
 /// covers them).
-const DATA_DOORS: &str = "request.resourceAttributes.verb == 'impersonate' && request.resourceAttributes.group == '' && request.resourceAttributes.resource in ['users', 'groups', 'serviceaccounts'] || request.resourceAttributes.group == '' && (request.resourceAttributes.resource == 'pods' && request.resourceAttributes.subresource in ['log', 'proxy'] || request.resourceAttributes.resource in ['services', 'nodes'] && request.resourceAttributes.subresource == 'proxy' || request.resourceAttributes.resource == 'serviceaccounts' && request.resourceAttributes.subresource == 'token' && request.resourceAttributes.verb == 'create')";
+const DATA_DOORS: &str = "(request.resourceAttributes.verb == 'impersonate' || request.resourceAttributes.verb.startsWith('impersonate:')) && request.resourceAttributes.group in ['', 'authentication.k8s.io'] && request.resourceAttributes.resource in ['users', 'groups', 'serviceaccounts'] || request.resourceAttributes.group == '' && (request.resourceAttributes.resource == 'pods' && request.resourceAttributes.subresource in ['log', 'proxy'] || request.resourceAttributes.resource in ['services', 'nodes'] && request.resourceAttributes.subresource == 'proxy' || request.resourceAttributes.resource == 'serviceaccounts' && request.resourceAttributes.subresource == 'token' && request.resourceAttributes.verb == 'create')";
 
 /// The requests the API server sends to the `enclave-secrets` webhook (Secrets are
 /// gated only where an enclave opts in, see `spec.access.gatedReads`).

@@ -445,16 +445,28 @@ async fn an_approved_service_account_cannot_be_impersonated_or_minted_by_others(
                 IDENTITY_NS,
                 "--request-timeout=10s",
             ]);
-            if refused_by_authorizer(
-                &logs,
-                &format!("may not impersonate service account {IDENTITY_NS}/backup"),
-            ) && refused_by_authorizer(
-                &token,
-                &format!("may not mint a token for service account {IDENTITY_NS}/backup"),
-            ) {
+            // The API server reports the last impersonation mode it tried (constrained
+            // impersonation's `impersonate-on:...`, which nobody holds here); the
+            // authorizer's refusal of the legacy `impersonate` check, which `edit`
+            // grants, is in the decision log.
+            let recorded = authorizer_records("AuthorizerDenied", Some(IDENTITY_NS), "backup")
+                .iter()
+                .any(|r| {
+                    r["fields"]["door"] == "impersonate"
+                        && r["fields"]["user"]
+                            == format!("system:serviceaccount:{IDENTITY_NS}:intern")
+                });
+            if logs.contains("forbidden")
+                && logs.contains("impersonate")
+                && recorded
+                && refused_by_authorizer(
+                    &token,
+                    &format!("may not mint a token for service account {IDENTITY_NS}/backup"),
+                )
+            {
                 Ok(())
             } else {
-                Err(format!("{logs}\n{token}"))
+                Err(format!("{logs}\n{token}\nrecorded: {recorded}"))
             }
         },
     )
