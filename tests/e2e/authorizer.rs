@@ -140,6 +140,17 @@ async fn the_enclave_reports_the_authorizer_in_force() {
     if reported_absent().await {
         return;
     }
+    // A condition left by an earlier run proves nothing: clear the status, so that what
+    // comes back is this operator's probe.
+    kubectl_ok(&[
+        "patch",
+        "dataenclave",
+        ENCLAVE,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[]}}"#,
+    ]);
     eventually(TIMEOUT, "AuthorizerInForce=True", || async {
         match in_force(ENCLAVE) {
             (status, reason) if status == "True" && reason == "Answering" => Ok(()),
