@@ -270,7 +270,7 @@ EOF
 sed -e "s|@OPERATOR_NAMESPACE@|enclave-system|" -e "s|@KUBECONFIG@|$state/authorizer.kubeconfig|" \
 	"$here/authorization.yaml" >"$state/authorization.yaml"
 if [[ ${ENCLAVE_AUTHORIZER:-on} == off ]]; then
-	authorization=(--authorization-mode=Node,RBAC)
+	authorization=("--authorization-mode=Node,RBAC")
 else
 	authorization=(--authorization-config="$state/authorization.yaml")
 fi
