@@ -56,10 +56,16 @@ fn authz(c: &mut Criterion) {
     let logs = r#"{"namespace":"shop","verb":"get","group":"","version":"v1","resource":"pods","subresource":"log","name":"app-17"}"#;
     let node = r#"{"namespace":"","verb":"get","group":"","version":"v1","resource":"nodes","subresource":"proxy","name":"node-17"}"#;
     let denied = body("mallory", r#"["system:authenticated"]"#, logs);
-    let approved = body("alice", r#"["eu-data-stewards","system:authenticated"]"#, logs);
+    let approved = body(
+        "alice",
+        r#"["eu-data-stewards","system:authenticated"]"#,
+        logs,
+    );
     let kubelet = body("prom", r#"["system:authenticated"]"#, node);
     assert!(String::from_utf8_lossy(&once(&catalog, &state, &denied)).contains("\"denied\":true"));
-    assert!(String::from_utf8_lossy(&once(&catalog, &state, &approved)).contains("\"denied\":false"));
+    assert!(
+        String::from_utf8_lossy(&once(&catalog, &state, &approved)).contains("\"denied\":false")
+    );
     assert!(String::from_utf8_lossy(&once(&catalog, &state, &kubelet)).contains("\"denied\":true"));
 
     c.bench_function("authorize_logs_denied", |b| {

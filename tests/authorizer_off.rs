@@ -17,15 +17,19 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const ENCLAVE: &str = "authz-off-eu";
 
 fn condition() -> (String, String, String) {
-    let path = |field: &str| {
-        format!("{{.status.conditions[?(@.type==\"AuthorizerInForce\")].{field}}}")
-    };
+    let path =
+        |field: &str| format!("{{.status.conditions[?(@.type==\"AuthorizerInForce\")].{field}}}");
     let out = kubectl_ok(&[
         "get",
         "dataenclave",
         ENCLAVE,
         "-o",
-        &format!("jsonpath={}|{}|{}", path("status"), path("reason"), path("message")),
+        &format!(
+            "jsonpath={}|{}|{}",
+            path("status"),
+            path("reason"),
+            path("message")
+        ),
     ]);
     let mut parts = out.splitn(3, '|').map(str::to_string);
     (
@@ -56,14 +60,18 @@ async fn without_the_authorizer_the_enclave_says_so_and_covered_requests_are_not
     } else {
         "NotConfigured"
     };
-    let (_, _, message) = eventually(TIMEOUT, &format!("AuthorizerInForce=False ({expected})"), || async {
-        match condition() {
-            (status, reason, message) if status == "False" && reason == expected => {
-                Ok((status, reason, message))
+    let (_, _, message) = eventually(
+        TIMEOUT,
+        &format!("AuthorizerInForce=False ({expected})"),
+        || async {
+            match condition() {
+                (status, reason, message) if status == "False" && reason == expected => {
+                    Ok((status, reason, message))
+                }
+                other => Err(other),
             }
-            other => Err(other),
-        }
-    })
+        },
+    )
     .await;
     eprintln!("AuthorizerInForce=False {expected}: {message}");
 
@@ -84,7 +92,15 @@ async fn without_the_authorizer_the_enclave_says_so_and_covered_requests_are_not
             "--restart=Never",
         ]);
         let out = kubectl(
-            &["logs", "-n", &ns.name, "web", "--as", "viewer", "--request-timeout=20s"],
+            &[
+                "logs",
+                "-n",
+                &ns.name,
+                "web",
+                "--as",
+                "viewer",
+                "--request-timeout=20s",
+            ],
             None,
         );
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
