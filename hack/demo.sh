@@ -54,7 +54,10 @@ if [[ -z $(kubectl get configmap enclave-operator-checkpoints -n enclave-system 
 	rm -f "$decisions"
 fi
 webhook_port=${ENCLAVE_DEMO_WEBHOOK_PORT:-18443}
+# The API server asks the authorizer at a fixed address (tools/cluster/up.sh).
+authorizer_port=$(sed -n 's/^AUTHORIZER_PORT=//p' "$cluster_dir/ports.env")
 KUBECONFIG=$cluster_dir/operator.kubeconfig target/debug/enclave-operator run \
+	--authorizer-addr "127.0.0.1:$authorizer_port" --authorizer-tls-dir "$cluster_dir/authorizer" \
 	--metrics-addr "127.0.0.1:${ENCLAVE_DEMO_METRICS_PORT:-18080}" \
 	--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
 	--owner-cluster-role enclave-operator --chain-id "$chain" --decision-log "$decisions" \
@@ -176,6 +179,47 @@ kubectl exec -n shop "$pod" --as alice --as-group eu-data-stewards --request-tim
 echo "(admitted by the gate; kwok nodes run no kubelet, so the API server cannot connect further)"
 echo
 kubectl get events -n shop --field-selector "involvedObject.name=$pod" -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null | grep Access || true
+
+step "The authorizer: logs and the kubelet API, which admission never sees"
+# RBAC lets both users read logs in shop and reach every kubelet through nodes/proxy
+# (as the built-in view role and many monitoring roles do); the API server asks the
+# operator before RBAC, and it refuses everyone but the approved staff.
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: shop-view, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}
+- {kind: Group, name: eu-data-stewards, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: demo-kubelet-api}
+rules:
+- {apiGroups: [""], resources: [nodes/proxy], verbs: [get, create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo-kubelet-api}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: demo-kubelet-api}
+subjects:
+- {kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}
+- {kind: Group, name: eu-data-stewards, apiGroup: rbac.authorization.k8s.io}
+YAML
+kubectl get dataenclave eu -o jsonpath='AuthorizerInForce={.status.conditions[?(@.type=="AuthorizerInForce")].status} ({.status.conditions[?(@.type=="AuthorizerInForce")].reason}){"\n"}'
+node=$(kubectl get pod -n shop "$pod" -o jsonpath='{.spec.nodeName}')
+echo "\$ kubectl logs -n shop $pod --as mallory"
+kubectl logs -n shop "$pod" --as mallory --request-timeout=10s 2>&1 || true
+echo
+echo "\$ kubectl get --raw /api/v1/nodes/$node/proxy/exec/shop/$pod/checkout?command=cat&command=/etc/hostname --as mallory"
+kubectl get --raw "/api/v1/nodes/$node/proxy/exec/shop/$pod/checkout?command=cat&command=/etc/hostname" --as mallory --request-timeout=10s 2>&1 || true
+echo
+echo "\$ kubectl logs -n shop $pod --as alice --as-group eu-data-stewards"
+kubectl logs -n shop "$pod" --as alice --as-group eu-data-stewards --request-timeout=10s 2>&1 || true
+echo "\$ kubectl get --raw /api/v1/nodes/$node/proxy/exec/... --as alice --as-group eu-data-stewards"
+kubectl get --raw "/api/v1/nodes/$node/proxy/exec/shop/$pod/checkout?command=cat&command=/etc/hostname" --as alice --as-group eu-data-stewards --request-timeout=10s 2>&1 || true
+echo "(both authorized for the approved staff; kwok nodes run no kubelet, so the API server cannot connect further)"
 
 step "The access exposure report: RBAC that reaches enclave data outside the approved staff"
 exposed() { kubectl get dataenclave eu -o jsonpath='{.status.exposures[*].subject}' | grep -q mallory; }

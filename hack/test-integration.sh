@@ -18,6 +18,13 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 	export KUBECONFIG=$cluster_dir/kubeconfig
 	# The chaos tests restart this control plane's API server.
 	export ENCLAVE_CLUSTER_DIR=$cluster_dir
+	# The API server asks the authorizer at a fixed address (tools/cluster/up.sh); the
+	# shared operator of the e2e suite answers there.
+	authorizer_port=$(sed -n 's/^AUTHORIZER_PORT=//p' "$cluster_dir/ports.env" 2>/dev/null || true)
+	if [[ -n $authorizer_port && -d $cluster_dir/authorizer ]]; then
+		export ENCLAVE_TEST_AUTHORIZER_ADDR=127.0.0.1:$authorizer_port
+		export ENCLAVE_TEST_AUTHORIZER_TLS_DIR=$cluster_dir/authorizer
+	fi
 fi
 cleanup() {
 	if [[ -n "$started" ]]; then "$root/tools/cluster/down.sh" "$cluster_dir"; fi

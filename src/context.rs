@@ -77,6 +77,8 @@ pub struct Context {
     pub admission: AdmissionSetup,
     /// Whether this process's decision log checkpoints are stored.
     pub checkpoints: crate::evidence::health::Health,
+    /// What the leader's last authorizer probe saw (`None` before the first).
+    pub authorizer: watch::Sender<Option<crate::authz::probe::Probed>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -105,6 +107,7 @@ impl Context {
             sink,
             admission,
             checkpoints: crate::evidence::health::Health::default(),
+            authorizer: watch::Sender::new(None),
             failures: Mutex::new(HashMap::new()),
         }
     }

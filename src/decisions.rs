@@ -37,6 +37,11 @@ pub enum Kind {
     AccessAllowed,
     /// … or denied.
     AccessDenied,
+    /// The authorizer refused a read, proxy, kubelet request, impersonation or token
+    /// request that reaches enclave data.
+    AuthorizerDenied,
+    /// … or left it to RBAC: approved staff, or an auditing policy that would refuse.
+    AuthorizerNoOpinion,
     /// A managed NetworkPolicy was recreated or restored after a change.
     NetworkPolicyHealed,
     /// Someone outside the approved staff holds access to enclave data.
@@ -86,6 +91,8 @@ impl Kind {
             Kind::PodBlocked => "PodBlocked",
             Kind::AccessAllowed => "AccessAllowed",
             Kind::AccessDenied => "AccessDenied",
+            Kind::AuthorizerDenied => "AuthorizerDenied",
+            Kind::AuthorizerNoOpinion => "AuthorizerNoOpinion",
             Kind::NetworkPolicyHealed => "NetworkPolicyHealed",
             Kind::ExposureFound => "ExposureFound",
             Kind::NetworkLeakFound => "NetworkLeakFound",

@@ -16,6 +16,7 @@
 pub mod access;
 pub mod admission;
 pub mod audit;
+pub mod authz;
 pub mod cache;
 pub mod catalog;
 pub mod conditions;

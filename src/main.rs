@@ -5,7 +5,8 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use enclave_operator::{
-    admission::{self, Engine, WebhookOptions, native, server, webhooks::Endpoint},
+    admission::{self, Engine, WebhookOptions, certs, native, server, webhooks::Endpoint},
+    authz,
     cache::{self, Caches},
     context::{AdmissionSetup, Context},
     controller, crd, decisions, evidence, http, leader,
@@ -36,6 +37,27 @@ enum Command {
     /// Report, read-only, whether every policy holds: Markdown and/or JSON; exit 0 all
     /// green, 1 findings, 2 no report.
     Audit(enclave_operator::audit::AuditArgs),
+    /// Print the API server's AuthorizationConfiguration (`--authorization-config`) that
+    /// puts the operator's authorizer between Node and RBAC, and with `--url` the
+    /// kubeconfig it names. See README, "The authorizer".
+    AuthorizationConfig(AuthorizationConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct AuthorizationConfigArgs {
+    /// The operator's namespace (its requests never wait on the operator).
+    #[arg(long, default_value = "enclave-system")]
+    namespace: String,
+    /// Where the API server reads the kubeconfig of the webhook.
+    #[arg(long, default_value = "/etc/kubernetes/enclave-authorizer.kubeconfig")]
+    kubeconfig: String,
+    /// Print the kubeconfig instead, for the operator at this base URL (e.g.
+    /// https://10.96.0.20:443 or https://127.0.0.1:16444).
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the CA file the API server verifies the operator's certificate with.
+    #[arg(long, default_value = "/etc/kubernetes/enclave-authorizer-ca.crt")]
+    ca_file: String,
 }
 
 /// Which admission engine to use.
@@ -86,6 +108,14 @@ struct RunArgs {
     /// Seconds from a request's first byte to its response.
     #[arg(long, default_value_t = server::Limits::default().request_timeout.as_secs_f64())]
     webhook_request_timeout: f64,
+    /// Also answer the API server's SubjectAccessReviews (and admission) on this address,
+    /// for an authorization configuration that names a fixed address (the local control
+    /// plane). The webhook server answers them at /authorize in any case.
+    #[arg(long, env = "ENCLAVE_AUTHORIZER_ADDR")]
+    authorizer_addr: Option<SocketAddr>,
+    /// tls.crt, tls.key and ca.crt for --authorizer-addr (default: the webhook's).
+    #[arg(long, env = "ENCLAVE_AUTHORIZER_TLS_DIR", requires = "authorizer_addr")]
+    authorizer_tls_dir: Option<std::path::PathBuf>,
     /// The operator's namespace: never in scope; holds its Secret, checkpoints and Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
     namespace: String,
@@ -211,6 +241,16 @@ async fn run_command() -> ExitCode {
         },
         Command::VerifyLog(args) => evidence::cli::verify(args),
         Command::Audit(args) => enclave_operator::audit::run(args).await,
+        Command::AuthorizationConfig(args) => {
+            match &args.url {
+                Some(url) => print!("{}", authz::kubeconfig(url, &args.ca_file)),
+                None => print!(
+                    "{}",
+                    authz::configuration(&args.namespace, &args.kubeconfig)
+                ),
+            }
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             // The steady state stops within 5 s of a signal by itself; this bounds the
             // phases before it (connecting, the first lists of a large cluster, taking
@@ -306,6 +346,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let webhook_listener = server::bind(args.webhook_addr)
         .await
         .map_err(|e| e.to_string())?;
+    let authorizer_listener = match args.authorizer_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot answer SubjectAccessReviews on --authorizer-addr {addr}: {e}")
+        })?),
+        None => None,
+    };
 
     let config = kube::Config::infer()
         .await
@@ -441,6 +487,27 @@ async fn run(args: RunArgs) -> Result<(), String> {
         Some(sink),
         limits.clone(),
     ));
+    let authorizer = match authorizer_listener {
+        Some(listener) => {
+            let cert = match &args.authorizer_tls_dir {
+                Some(dir) => Arc::new(
+                    certs::read_dir(dir)
+                        .and_then(|bundle| server::SwappableCert::new(&bundle))
+                        .map_err(|e| format!("--authorizer-tls-dir {}: {e}", dir.display()))?,
+                ),
+                None => tls.cert.clone(),
+            };
+            Some(tokio::spawn(server::serve(
+                listener,
+                cert,
+                server::router(state.clone()),
+                limits.clone(),
+                metrics.admission.clone(),
+                shutdown::signalled(),
+            )))
+        }
+        None => None,
+    };
     let webhooks = tokio::spawn(server::serve(
         webhook_listener,
         tls.cert.clone(),
@@ -465,7 +532,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
     // chain from this process's last checkpoint, and takes over at once rather than
     // when the lease expires.
     let _ = tokio::time::timeout(Duration::from_millis(2500), async {
-        let _ = tokio::join!(controllers, webhooks);
+        let _ = tokio::join!(controllers, webhooks, async {
+            if let Some(authorizer) = authorizer {
+                let _ = authorizer.await;
+            }
+        });
     })
     .await;
     if tokio::time::timeout(Duration::from_millis(1500), writer.close())

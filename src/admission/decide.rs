@@ -674,15 +674,7 @@ pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
             Err(_) => continue,
         };
         let approved = enclave.enclave.spec.access.clone().unwrap_or_default();
-        let admitted_as = if approved.approved_users.iter().any(|u| u == view.user) {
-            Some(format!("approved user {}", view.user))
-        } else {
-            view.groups
-                .iter()
-                .find(|g| approved.approved_groups.contains(g))
-                .map(|group| format!("{} as a member of approved group {group}", view.user))
-        };
-        if let Some(how) = admitted_as {
+        if let Some(how) = approved.admits(view.user, view.groups) {
             decision.findings.push(Finding {
                 policy: name,
                 kind: FindingKind::Admitted,
@@ -944,6 +936,7 @@ mod tests {
         enclave.spec.access = Some(crate::crd::Access {
             approved_groups: vec!["eu-data-stewards".into()],
             approved_users: vec!["system:serviceaccount:ops:backup".into()],
+            ..Default::default()
         });
         catalog
             .enclaves

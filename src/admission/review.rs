@@ -20,10 +20,26 @@ use super::{
 };
 use crate::{names::POLICY_ANNOTATION, scope::Catalog};
 
-/// The group every node identity is in. With the NodeRestriction admission plugin a
-/// kubelet can create only mirror pods, and only a kubelet is in this group: who made
-/// the request is what identifies a mirror pod, never an annotation a tenant can write.
+/// The group every node identity is in.
 pub const NODES_GROUP: &str = "system:nodes";
+
+/// The user name prefix of node identities: `system:node:<node name>`.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+
+/// Is this request a kubelet creating the mirror pod of a static pod on its own node?
+/// Only what a kubelet alone can be counts: the user `system:node:<name>` in the group
+/// `system:nodes` (the identity NodeRestriction recognises and holds to mirror pods
+/// bound to that node), with the pod bound to `<name>`. The group alone is not enough:
+/// anyone allowed to impersonate groups can claim `system:nodes` under another user
+/// name, and NodeRestriction then holds them to nothing. Never an annotation a tenant
+/// can write.
+pub fn is_own_mirror_pod(user: &UserInfo, node_name: Option<&str>) -> bool {
+    user.groups.iter().any(|g| g == NODES_GROUP)
+        && user
+            .username
+            .strip_prefix(NODE_USER_PREFIX)
+            .is_some_and(|node| !node.is_empty() && Some(node) == node_name)
+}
 
 /// An incoming AdmissionReview.
 #[derive(Deserialize)]
@@ -582,9 +598,8 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
     };
     match handler {
         Handler::MutatePod | Handler::ValidatePod => {
-            // Placement is immutable once a pod exists: only creation is decided. A
-            // kubelet creating its mirror pod is not a tenant's request.
-            if !creating || request.user_info.groups.iter().any(|g| g == NODES_GROUP) {
+            // Placement is immutable once a pod exists: only creation is decided.
+            if !creating {
                 return allow(request);
             }
             let pod: PodLike = match serde_json::from_str(object.get()) {
@@ -598,6 +613,10 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
                 request.dry_run,
                 pod.metadata.as_ref().and_then(|m| m.annotations.as_ref()),
             ) {
+                return allow(request);
+            }
+            // A kubelet creating its own mirror pod is not a tenant's request.
+            if is_own_mirror_pod(&request.user_info, pod.spec.node_name.as_deref()) {
                 return allow(request);
             }
             let decider = if handler == Handler::MutatePod {

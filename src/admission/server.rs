@@ -86,6 +86,8 @@ pub struct AdmissionState<C> {
     pub metrics: AdmissionMetrics,
     /// Where placements, denials and Audit findings are recorded.
     pub sink: Option<Sink>,
+    /// The authorizer's state (its node index).
+    pub authz: crate::authz::review::AuthzState,
     /// Bytes of request bodies being read or decided at once.
     body_budget: Arc<Semaphore>,
     limits: Limits,
@@ -97,6 +99,7 @@ impl<C> AdmissionState<C> {
             catalog,
             metrics,
             sink,
+            authz: crate::authz::review::AuthzState::default(),
             body_budget: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
             limits,
         }
@@ -114,6 +117,9 @@ pub fn router<C: Catalog + Send + Sync + 'static>(state: Arc<AdmissionState<C>>)
             }),
         );
     }
+    // The SubjectAccessReview webhook the API server's authorization configuration
+    // points at (see crate::authz).
+    router = router.route(crate::authz::PATH, post(crate::authz::review::handle::<C>));
     let max_body = state.limits.max_body;
     router
         .layer(middleware::from_fn_with_state(state.clone(), budget::<C>))
@@ -745,6 +751,27 @@ mod tests {
             out["response"]["allowed"], true,
             "a kubelet's mirror pod is not ours to refuse"
         );
+        // The group alone is what impersonating `--as-group=system:nodes` gives anyone.
+        review["request"]["userInfo"] =
+            serde_json::json!({"username": "mallory", "groups": ["system:nodes"]});
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(
+            out["response"]["allowed"], false,
+            "the system:nodes group without a node's user name is no kubelet"
+        );
+        // A node's identity creating a pod bound to another node is no mirror pod of its own.
+        review["request"]["userInfo"] =
+            serde_json::json!({"username": "system:node:dublin-a", "groups": ["system:nodes"]});
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(
+            out["response"]["allowed"], false,
+            "a node's mirror pod is bound to that node"
+        );
+        // A node's user name without the group is no node either.
+        review["request"]["userInfo"] =
+            serde_json::json!({"username": "system:node:virginia-a", "groups": []});
+        let (_, out) = call("/mutate/pods", review.to_string()).await;
+        assert_eq!(out["response"]["allowed"], false);
     }
 
     #[tokio::test]

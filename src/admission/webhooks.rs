@@ -28,7 +28,10 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 
-use super::{ENTRIES, Entry, Failure, Phase, Rule, review::NODES_GROUP};
+use super::{
+    ENTRIES, Entry, Failure, Phase, Rule,
+    review::{NODE_USER_PREFIX, NODES_GROUP},
+};
 use crate::{
     crd::{Enforcement, ResidencyPolicy, Selector},
     names::{self, FIELD_MANAGER, MANAGED_BY_LABEL, POLICY_LABEL},
@@ -127,12 +130,17 @@ pub fn namespace_selector(policy: &ResidencyPolicy, operator_namespace: &str) ->
     selector
 }
 
-/// Requests made by a node (a kubelet creating its mirror pod) never reach the webhook:
-/// recognised by who makes them, which a tenant cannot forge.
+/// A kubelet creating the mirror pod of a static pod on its own node never reaches the
+/// webhook: recognised as [`super::review::is_own_mirror_pod`] does, by what only a
+/// kubelet can be (the user `system:node:<name>` in `system:nodes`, the pod bound to
+/// `<name>`), which a tenant cannot forge by impersonating the group alone.
 pub fn not_from_a_node() -> MatchCondition {
+    let prefix_len = NODE_USER_PREFIX.len();
     MatchCondition {
         name: "not-from-a-node".into(),
-        expression: format!("!('{NODES_GROUP}' in request.userInfo.groups)"),
+        expression: format!(
+            "!('{NODES_GROUP}' in request.userInfo.groups && request.userInfo.username.startsWith('{NODE_USER_PREFIX}') && object != null && has(object.spec) && has(object.spec.nodeName) && size(request.userInfo.username) > {prefix_len} && object.spec.nodeName == request.userInfo.username.substring({prefix_len}))"
+        ),
     }
 }
 
@@ -500,7 +508,7 @@ mod tests {
         );
         assert_eq!(
             pods.match_conditions.as_ref().expect("conditions")[0].expression,
-            "!('system:nodes' in request.userInfo.groups)"
+            "!('system:nodes' in request.userInfo.groups && request.userInfo.username.startsWith('system:node:') && object != null && has(object.spec) && has(object.spec.nodeName) && size(request.userInfo.username) > 12 && object.spec.nodeName == request.userInfo.username.substring(12))"
         );
         let excluded = &pods
             .namespace_selector

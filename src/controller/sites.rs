@@ -326,7 +326,11 @@ async fn reconcile(guard: Arc<DeserializeGuard<DataEnclave>>, ctx: Arc<Context>)
 async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     let nodes = ctx.caches.nodes.store.state();
     let findings = exposures(&ctx.caches, enclave, &ctx.admission.operator_namespace);
-    let status = desired_status(enclave, &nodes, &findings, &conditions::now());
+    let mut status = desired_status(enclave, &nodes, &findings, &conditions::now());
+    let probed = ctx.authorizer.borrow().clone();
+    if let Some(probed) = probed {
+        crate::authz::probe::add_condition(&mut status, enclave, &probed, &conditions::now());
+    }
     if status_changed(enclave.status.as_ref(), &status) {
         record_new_exposures(ctx, enclave, &findings, &status).await;
         for condition in new_warnings(enclave.status.as_ref(), &status) {
@@ -451,6 +455,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, term: super::Term) {
                 ctx.caches.cluster_roles.changes().boxed(),
                 ctx.caches.role_bindings.changes().boxed(),
                 ctx.caches.cluster_role_bindings.changes().boxed(),
+                crate::authz::probe::changes(&ctx).boxed(),
             ]),
             std::time::Duration::from_millis(200),
         ))
@@ -515,6 +520,7 @@ subjects: [{kind: Group, name: analysts}]
         enclave.spec.access = Some(crate::crd::Access {
             approved_users: vec!["bob".into()],
             approved_groups: vec![],
+            ..Default::default()
         });
         enclave
     }
@@ -579,6 +585,7 @@ subjects: [{kind: Group, name: analysts}]
         approved.spec.access = Some(crate::crd::Access {
             approved_users: vec!["bob".into(), "mallory".into()],
             approved_groups: vec!["analysts".into()],
+            ..Default::default()
         });
         let findings = exposures(&catalog, &approved, OPERATOR);
         let status = desired_status(&approved, &nodes, &findings, &conditions::now());

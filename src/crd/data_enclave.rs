@@ -275,7 +275,7 @@ pub struct Gateway {
 }
 
 /// The staff approved to reach into in-scope pods.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Access {
     /// Groups (as authenticated by the API server) approved for exec, attach and port-forward.
@@ -286,6 +286,63 @@ pub struct Access {
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub approved_users: Vec<String>,
+    /// Which reads of the enclave's data the authorizer keeps to the approved staff, on
+    /// top of the proxies, the kubelet's API, and impersonating or minting tokens for
+    /// approved subjects (always gated where the API server asks the authorizer; exec,
+    /// attach and port-forward are the admission gate's). `Logs`: container logs of in-scope
+    /// pods (`kubectl logs`). `Secrets`: get, list and watch of Secrets in the enclave's
+    /// namespaces, and cluster-wide lists of Secrets. Default `[Logs]`; `[]` leaves
+    /// reads to RBAC alone.
+    #[serde(default = "default_gated_reads")]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s == r))").message("spec.access.gatedReads must be unique"))]
+    #[schemars(length(max = 2))]
+    pub gated_reads: Vec<GatedRead>,
+}
+
+/// A read the authorizer can keep to the approved staff.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum GatedRead {
+    /// Container logs (`pods/log`) of in-scope pods.
+    Logs,
+    /// Secrets of the enclave's namespaces (get, list, watch), and cluster-wide lists.
+    Secrets,
+}
+
+fn default_gated_reads() -> Vec<GatedRead> {
+    vec![GatedRead::Logs]
+}
+
+impl Default for Access {
+    /// Nobody approved, logs gated: an enclave is closed by default.
+    fn default() -> Self {
+        Self {
+            approved_groups: Vec::new(),
+            approved_users: Vec::new(),
+            gated_reads: default_gated_reads(),
+        }
+    }
+}
+
+impl Access {
+    /// Why a subject, as the API server authenticated it, is approved: a user named in
+    /// `approvedUsers`, or a member of a group in `approvedGroups`; `None` when it is
+    /// not. Service accounts are users named `system:serviceaccount:<ns>:<name>` and
+    /// members of `system:serviceaccounts[:<ns>]`. The one rule the admission gate and
+    /// the authorizer share.
+    pub fn admits(&self, user: &str, groups: &[String]) -> Option<String> {
+        if self.approved_users.iter().any(|u| u == user) {
+            return Some(format!("approved user {user}"));
+        }
+        groups
+            .iter()
+            .find(|g| self.approved_groups.contains(g))
+            .map(|group| format!("{user} as a member of approved group {group}"))
+    }
+
+    /// Does the enclave gate this read?
+    pub fn gates(&self, read: GatedRead) -> bool {
+        self.gated_reads.contains(&read)
+    }
 }
 
 /// Observed state of a DataEnclave, written by the operator.
@@ -319,7 +376,9 @@ pub struct DataEnclaveStatus {
     /// Of those, how many are to node credentials (`system:nodes`, `system:node:*`).
     #[serde(default)]
     pub node_exposure_count: i32,
-    /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted` and `AccessRestricted`.
+    /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted`, `AccessRestricted` and
+    /// `AuthorizerInForce` (whether the API server asks the operator's authorizer before
+    /// RBAC, so that logs, proxies and the kubelet API are kept to the approved staff).
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -405,7 +405,9 @@ pub fn shared_operator(_name: &'static str) {
     STARTED.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let operator = Operator::start(name, &[]);
+            let args = authorizer_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let operator = Operator::start(name, &args);
             let _ = SHARED_METRICS_PORT.set(operator.metrics_port);
             tx.send(()).expect("report start");
             // Park forever: the operator dies with this thread, i.e. with the process.
@@ -434,6 +436,30 @@ pub async fn shared_metric(sample: &str) -> f64 {
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
         .map(|value| value.trim().parse().expect("a sample's value is a number"))
         .unwrap_or(0.0)
+}
+
+/// The arguments that make an operator answer the local control plane's authorizer
+/// address (`hack/test-integration.sh` exports them from the cluster's state): only the
+/// shared operator and the authorizer's own tests pass them, since one process at a
+/// time can listen there.
+pub fn authorizer_args() -> Vec<String> {
+    match (
+        std::env::var("ENCLAVE_TEST_AUTHORIZER_ADDR"),
+        std::env::var("ENCLAVE_TEST_AUTHORIZER_TLS_DIR"),
+    ) {
+        (Ok(addr), Ok(dir)) if !addr.is_empty() => vec![
+            "--authorizer-addr".into(),
+            addr,
+            "--authorizer-tls-dir".into(),
+            dir,
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Is the cluster under test configured with the authorizer and the tests told where?
+pub fn authorizer_configured() -> bool {
+    !authorizer_args().is_empty()
 }
 
 /// A namespace of one test, labelled so that only that test's policy selects it, and

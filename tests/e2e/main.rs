@@ -9,6 +9,7 @@ mod common;
 mod access;
 mod admission;
 mod audit;
+mod authorizer;
 mod hardening;
 mod migration;
 mod native;
