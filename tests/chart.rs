@@ -218,6 +218,18 @@ async fn life_of_an_installation(engine: &str) {
         RELEASE_NAMESPACE,
         "--wait",
     ]);
+    // An earlier life (the other engine's test) deletes the namespace without waiting.
+    let _ = kubectl(
+        &[
+            "delete",
+            "namespace",
+            RELEASE_NAMESPACE,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+        ],
+        None,
+    );
     helm(&[
         "install",
         RELEASE,
