@@ -223,11 +223,9 @@ impl Memory {
     }
 
     /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
-    /// seen terminating or gone, and no replacement from its owner is seen. Forgets the
-    /// rest.
+    /// seen terminating or gone, and no newer pod of its owner is seen. Forgets the rest.
     pub fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
         lock(&self.evicted_pods).retain(|_, at| at.elapsed() < UNSEEN_HORIZON);
-        let owners = lock(&self.owners);
         let mut policies = lock(&self.policies);
         let Some(memory) = policies.get_mut(policy) else {
             return 0;
@@ -236,20 +234,15 @@ impl Memory {
             let still_running = pods.iter().any(|p| {
                 p.uid().as_deref() == Some(&e.pod_uid) && p.metadata.deletion_timestamp.is_none()
             });
+            // Judged per eviction, by creation second: a replacement of an earlier
+            // eviction of the same owner (which the loop window's rule would count) must
+            // not make this one look done, or the budget lets one more go.
             let replaced = e.owner_uid.as_ref().is_some_and(|owner| {
-                let window = owners.get(owner);
                 pods.iter().any(|p| {
                     p.uid().as_deref() != Some(&e.pod_uid)
                         && p.owner_references().iter().any(|o| &o.uid == owner)
-                        && match window {
-                            Some(window) => window.replaced_by(p),
-                            // Creation timestamps have second precision.
-                            None => p
-                                .metadata
-                                .creation_timestamp
-                                .as_ref()
-                                .is_some_and(|t| t.0.as_second() >= e.at.as_second()),
-                        }
+                        // Creation timestamps have second precision.
+                        && p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() >= e.at.as_second())
                 })
             });
             still_running && !replaced && e.when.elapsed() < UNSEEN_HORIZON
