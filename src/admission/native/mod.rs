@@ -776,6 +776,31 @@ pub fn facts(
     })
 }
 
+/// Writes an optional validating policy and its binding, or removes both when the
+/// policy no longer compiles one (the volumes and scope checks come and go with the
+/// ResidencyPolicy's spec).
+async fn put_or_remove(
+    client: &Client,
+    name: String,
+    pair: Option<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)>,
+    t: &mut Vec<super::readback::Tampered>,
+) -> Result<(), Error> {
+    match pair {
+        Some((vap, binding)) => {
+            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
+            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await
+        }
+        None => delete_named::<ValidatingAdmissionPolicyBinding>(client, &name)
+            .await
+            .and(delete_named::<ValidatingAdmissionPolicy>(client, &name).await)
+            .map_err(|source| Error::Write {
+                kind: "ValidatingAdmissionPolicy",
+                name,
+                source,
+            }),
+    }
+}
+
 /// Applies one object, then compares what the API server holds with it in full
 /// ([`super::readback`]): the hash annotation only says the operator's own fields are
 /// as written, not that nobody added any.
@@ -883,40 +908,20 @@ pub async fn apply(
         t,
     )
     .await?;
-    let volumes_name = object_name("volumes", &policy.name_any());
-    match compiled.volumes {
-        Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await?;
-        }
-        None => {
-            let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &volumes_name)
-                .await
-                .and(delete_named::<ValidatingAdmissionPolicy>(client, &volumes_name).await);
-            gone.map_err(|source| Error::Write {
-                kind: "ValidatingAdmissionPolicy",
-                name: volumes_name,
-                source,
-            })?;
-        }
-    }
-    let scope_name = object_name("scope", &policy.name_any());
-    match compiled.scope {
-        Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap, t).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding, t).await?;
-        }
-        None => {
-            let gone = delete_named::<ValidatingAdmissionPolicyBinding>(client, &scope_name)
-                .await
-                .and(delete_named::<ValidatingAdmissionPolicy>(client, &scope_name).await);
-            gone.map_err(|source| Error::Write {
-                kind: "ValidatingAdmissionPolicy",
-                name: scope_name,
-                source,
-            })?;
-        }
-    }
+    put_or_remove(
+        client,
+        object_name("volumes", &policy.name_any()),
+        compiled.volumes,
+        t,
+    )
+    .await?;
+    put_or_remove(
+        client,
+        object_name("scope", &policy.name_any()),
+        compiled.scope,
+        t,
+    )
+    .await?;
     match compiled.mutating {
         Some((map, binding)) => {
             put(client, "MutatingAdmissionPolicy", map, t).await?;
