@@ -26,7 +26,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::{
+    api::core::v1::{
+        Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodSpec,
+        VolumeResourceRequirements,
+    },
+    apimachinery::pkg::api::resource::Quantity,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{ObjectMeta, PostParams},
@@ -46,6 +52,10 @@ pub const PROBE_ANNOTATION: &str = "enclave.dev/probe";
 /// The node probes are pinned to: `.invalid` is reserved (RFC 2606), so no node of any
 /// enclave is ever called so, and every engine refuses a pod pinned to it.
 pub const PROBE_NODE: &str = "enclave-probe.invalid";
+
+/// The StorageClass probe claims ask for: reserved as [`PROBE_NODE`] is, so no enclave
+/// lists it and every enforcing engine refuses the claim.
+pub const PROBE_CLASS: &str = "enclave-probe.invalid";
 
 /// What a probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,11 +151,81 @@ pub fn pod(policy: &ResidencyPolicy, engine: Engine) -> Option<Pod> {
     })
 }
 
-/// Judges the API server's answer to a probe. Pure. `shared`: the namespace is also
-/// covered by other policies, whose objects of the same engine may answer first (the
-/// webhooks judge every policy covering a pod, and there the other policies' objects
-/// are as much in force as this one's).
+/// A part of a policy's enforcement that the API server loads on its own (each native
+/// admission policy, each webhook configuration), probed on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A pod pinned outside the enclave is refused (the native `enclave-check`, the
+    /// `pods` webhooks). The other validating policies of the native engine are written
+    /// before it, so its refusal also shows them loaded (see [`in_force`]).
+    Check,
+    /// A pod in scope is placed: it comes back with the policy's annotation.
+    Placement,
+    /// A claim on storage outside the enclave is refused (`enclave-volumes`, the
+    /// `volumes` webhook), when the policy enforces storage classes.
+    Claims,
+}
+
+impl Part {
+    fn what(self) -> &'static str {
+        match self {
+            Part::Check => "a dry-run pod pinned outside the enclave",
+            Part::Placement => "a dry-run pod in scope",
+            Part::Claims => "a dry-run claim on storage outside the enclave",
+        }
+    }
+
+    /// The object that refuses the probe for `policy` under `engine`, as the API server
+    /// names it in the refusal; and the prefix any policy's object of that kind has.
+    fn refuser(self, engine: Engine, policy: &str) -> (String, &'static str) {
+        let (native_kind, entry) = match self {
+            Part::Check | Part::Placement => ("check", "pods"),
+            Part::Claims => ("volumes", "volumes"),
+        };
+        match engine {
+            Engine::Native => (
+                format!(
+                    "ValidatingAdmissionPolicy '{}'",
+                    native::object_name(native_kind, policy)
+                ),
+                match self {
+                    Part::Claims => "ValidatingAdmissionPolicy 'enclave-volumes.",
+                    _ => "ValidatingAdmissionPolicy 'enclave-check.",
+                },
+            ),
+            Engine::Webhook => {
+                let entry = super::ENTRIES
+                    .iter()
+                    .find(|e| e.name == entry)
+                    .unwrap_or(&super::ENTRIES[0]);
+                (
+                    format!(
+                        "admission webhook \"{}\"",
+                        webhooks::webhook_name(entry, policy)
+                    ),
+                    ".policies.enclave.dev\" denied the request",
+                )
+            }
+        }
+    }
+}
+
+/// Judges the API server's answer to a probe of the pod check. Pure.
+/// `shared`: the namespace is also covered by other policies, whose objects of the same
+/// engine may answer first (the webhooks judge every policy covering a pod, and there
+/// the other policies' objects are as much in force as this one's).
 pub fn judge(
+    engine: Engine,
+    policy: &str,
+    shared: bool,
+    answer: Result<(), (u16, String)>,
+) -> Verdict {
+    judge_refusal(Part::Check, engine, policy, shared, answer)
+}
+
+/// Judges the answer to a probe that must be refused ([`Part::Check`], [`Part::Claims`]). Pure.
+pub fn judge_refusal(
+    part: Part,
     engine: Engine,
     policy: &str,
     shared: bool,
@@ -154,68 +234,195 @@ pub fn judge(
     let (code, message) = match answer {
         Ok(()) => {
             return Verdict::NotYet(format!(
-                "a dry-run pod pinned outside the enclave was admitted: the {} engine is not in force in the API server yet",
+                "{} was admitted: the {} engine is not in force in the API server yet",
+                part.what(),
                 engine.as_str()
             ));
         }
         Err(refusal) => refusal,
     };
-    let ours = match engine {
-        Engine::Native => format!(
-            "ValidatingAdmissionPolicy '{}'",
-            native::object_name("check", policy)
-        ),
-        Engine::Webhook => format!(
-            "admission webhook \"{}\"",
-            webhooks::webhook_name(&super::ENTRIES[0], policy)
-        ),
-    };
-    let any = match engine {
-        Engine::Native => "ValidatingAdmissionPolicy 'enclave-check.",
-        Engine::Webhook => ".policies.enclave.dev\" denied the request",
-    };
+    let (ours, any) = part.refuser(engine, policy);
     if code == 403 && (message.contains(&ours) || (shared && message.contains(any))) {
         Verdict::InForce
     } else {
         Verdict::NotYet(format!(
-            "a dry-run pod pinned outside the enclave was refused, but not by the {} engine's {ours} ({code}: {})",
+            "{} was refused, but not by the {} engine's {ours} ({code}: {})",
+            part.what(),
             engine.as_str(),
             names::truncate(message, 300)
         ))
     }
 }
 
-/// Probes whether `engine` is in force for `policy` in the API server.
+/// Judges the answer to a probe of the placement: the pod came back (`Ok`, with its
+/// annotations) or was refused. Pure. A pod refused for another reason than a missing
+/// placement (an enclave without nodes, another policy's check) shows nothing of the
+/// placement, but nothing is admitted unplaced either: nothing to wait for.
+pub fn judge_placement(
+    engine: Engine,
+    policy: &str,
+    answer: Result<Option<BTreeMap<String, String>>, (u16, String)>,
+) -> Verdict {
+    match answer {
+        Ok(annotations) => {
+            let placed = annotations
+                .as_ref()
+                .and_then(|a| a.get(names::POLICY_ANNOTATION))
+                .is_some_and(|held| held.split(',').any(|p| p == policy));
+            if placed {
+                Verdict::InForce
+            } else {
+                Verdict::NotYet(format!(
+                    "{} was admitted without the placement of policy {policy}: the {} engine's placement is not in force in the API server yet",
+                    Part::Placement.what(),
+                    engine.as_str()
+                ))
+            }
+        }
+        Err((_, message)) if message.contains("placement mutation was bypassed") => {
+            Verdict::NotYet(format!(
+                "{} was refused unplaced: the {} engine's placement is not in force in the API server yet",
+                Part::Placement.what(),
+                engine.as_str()
+            ))
+        }
+        Err((code, message)) => Verdict::Nothing(format!(
+            "the placement cannot be observed: {} was refused ({code}: {})",
+            Part::Placement.what(),
+            names::truncate(message, 300)
+        )),
+    }
+}
+
+/// A server-side dry-run create: never stored, whatever admission says.
+fn dry_run() -> PostParams {
+    PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    }
+}
+
+/// The API server's answer to a dry run: what it returned, or its refusal; `Err` with
+/// why when it could not be asked.
+async fn ask<K>(api: &Api<K>, object: &K) -> Result<Result<K, (u16, String)>, String>
+where
+    K: Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    match api.create(&dry_run(), object).await {
+        Ok(created) => Ok(Ok(created)),
+        Err(kube::Error::Api(status)) => Ok(Err((status.code, status.message))),
+        Err(error) => Err(format!("could not probe admission: {error}")),
+    }
+}
+
+/// Where and with what a policy is probed, or why it cannot be.
+fn target(
+    policy: &ResidencyPolicy,
+    catalog: &impl Catalog,
+    engine: Engine,
+) -> Result<(String, bool, Pod), Verdict> {
+    if policy.spec.enforcement != Enforcement::Enforce {
+        return Err(Verdict::Nothing("an Audit policy refuses nothing".into()));
+    }
+    let Some((namespace, shared)) = namespace(policy, catalog) else {
+        return Err(Verdict::Nothing("the policy covers no namespace".into()));
+    };
+    let Some(pod) = pod(policy, engine) else {
+        return Err(Verdict::Nothing(
+            "no pod can match the policy's pod selector".into(),
+        ));
+    };
+    Ok((namespace, shared, pod))
+}
+
+/// Probes whether `engine` refuses pods pinned outside the enclave for `policy` (an
+/// engine switch waits for this before it removes the old engine).
 pub async fn probe(
     client: &Client,
     catalog: &impl Catalog,
     policy: &ResidencyPolicy,
     engine: Engine,
 ) -> Verdict {
-    if policy.spec.enforcement != Enforcement::Enforce {
-        return Verdict::Nothing("an Audit policy refuses nothing".into());
+    let (namespace, shared, pod) = match target(policy, catalog, engine) {
+        Ok(target) => target,
+        Err(verdict) => return verdict,
+    };
+    let api = Api::<Pod>::namespaced(client.clone(), &namespace);
+    match ask(&api, &pod).await {
+        Ok(answer) => judge(engine, &policy.name_any(), shared, answer.map(|_| ())),
+        Err(why) => Verdict::NotYet(why),
     }
-    let Some((namespace, shared)) = namespace(policy, catalog) else {
-        return Verdict::Nothing("the policy covers no namespace".into());
+}
+
+/// The dry-run claim of [`Part::Claims`]: on a StorageClass no enclave has.
+pub fn claim(policy: &ResidencyPolicy) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(names::bounded("enclave-probe-", &policy.name_any(), "", 63)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            storage_class_name: Some(PROBE_CLASS.into()),
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity("1Mi".into()))].into()),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Is every part of `policy`'s enforcement under `engine` in force in the API server,
+/// observed by dry runs: the check refuses a pod pinned outside, the placement places a
+/// pod, and (when the policy enforces storage classes) a claim outside is refused?
+///
+/// The native engine's other validating policies (workload warnings, the scope guard)
+/// are written before `enclave-check` (`native::apply`), and the API server reads each
+/// kind through one watch, in the order of writes, and loads the policies it has read
+/// together: the check in force shows them loaded too.
+pub async fn in_force(
+    client: &Client,
+    catalog: &impl Catalog,
+    policy: &ResidencyPolicy,
+    engine: Engine,
+) -> Verdict {
+    let (namespace, shared, pinned) = match target(policy, catalog, engine) {
+        Ok(target) => target,
+        Err(verdict) => return verdict,
     };
-    let Some(pod) = pod(policy, engine) else {
-        return Verdict::Nothing("no pod can match the policy's pod selector".into());
+    let name = policy.name_any();
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+    let check = match ask(&pods, &pinned).await {
+        Ok(answer) => judge(engine, &name, shared, answer.map(|_| ())),
+        Err(why) => return Verdict::NotYet(why),
     };
-    let params = PostParams {
-        dry_run: true,
-        field_manager: Some(FIELD_MANAGER.into()),
+    if check != Verdict::InForce {
+        return check;
+    }
+    let mut in_scope = pinned;
+    if let Some(spec) = in_scope.spec.as_mut() {
+        spec.node_name = None;
+    }
+    let placement = match ask(&pods, &in_scope).await {
+        Ok(answer) => judge_placement(engine, &name, answer.map(|pod| pod.metadata.annotations)),
+        Err(why) => return Verdict::NotYet(why),
     };
-    let answer = match Api::<Pod>::namespaced(client.clone(), &namespace)
-        .create(&params, &pod)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) => Err((status.code, status.message)),
-        Err(error) => {
-            return Verdict::NotYet(format!("could not probe admission: {error}"));
+    if matches!(placement, Verdict::NotYet(_)) {
+        return placement;
+    }
+    if policy.spec.volumes.enforce_storage_classes {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace);
+        let refused = match ask(&claims, &claim(policy)).await {
+            Ok(answer) => judge_refusal(Part::Claims, engine, &name, shared, answer.map(|_| ())),
+            Err(why) => return Verdict::NotYet(why),
+        };
+        if refused != Verdict::InForce {
+            return refused;
         }
-    };
-    judge(engine, &policy.name_any(), shared, answer)
+    }
+    Verdict::InForce
 }
 
 #[cfg(test)]
@@ -299,6 +506,74 @@ mod tests {
         assert!(matches!(
             judge(Engine::Webhook, "p", false, Err((500, hook.into()))),
             Verdict::NotYet(_)
+        ));
+    }
+
+    #[test]
+    fn claims_are_in_force_only_when_the_volumes_check_refuses_them() {
+        let vap = "persistentvolumeclaims \"enclave-probe-p\" is forbidden: ValidatingAdmissionPolicy 'enclave-volumes.p' with binding 'enclave-volumes.p' denied request: policy p: claim";
+        let hook =
+            "admission webhook \"volumes.p.policies.enclave.dev\" denied the request: policy p";
+        let check = "ValidatingAdmissionPolicy 'enclave-check.p' with binding 'enclave-check.p' denied request";
+        let judge = |engine, message: &str| {
+            judge_refusal(Part::Claims, engine, "p", false, Err((403, message.into())))
+        };
+        assert_eq!(judge(Engine::Native, vap), Verdict::InForce);
+        assert_eq!(judge(Engine::Webhook, hook), Verdict::InForce);
+        assert!(matches!(judge(Engine::Native, check), Verdict::NotYet(_)));
+        assert!(matches!(judge(Engine::Native, hook), Verdict::NotYet(_)));
+        assert!(matches!(
+            judge_refusal(Part::Claims, Engine::Native, "p", false, Ok(())),
+            Verdict::NotYet(why) if why.contains("claim")
+        ));
+        assert_eq!(
+            claim(&policy("p", "a", ""))
+                .spec
+                .and_then(|s| s.storage_class_name)
+                .as_deref(),
+            Some(PROBE_CLASS)
+        );
+    }
+
+    #[test]
+    fn placement_is_in_force_only_when_the_pod_comes_back_placed_by_this_policy() {
+        let annotated = |value: &str| {
+            Ok(Some(
+                [(names::POLICY_ANNOTATION.to_string(), value.to_string())].into(),
+            ))
+        };
+        assert_eq!(
+            judge_placement(Engine::Native, "p", annotated("q,p")),
+            Verdict::InForce
+        );
+        assert!(matches!(
+            judge_placement(Engine::Native, "p", annotated("q,pp")),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge_placement(Engine::Native, "p", Ok(None)),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge_placement(
+                Engine::Native,
+                "p",
+                Err((403, "policy p: the pod's node affinity does not keep it inside the enclave (the placement mutation was bypassed, or is still coming into force: retry in a moment)".into()))
+            ),
+            Verdict::NotYet(_)
+        ));
+        // Refused for another reason: nothing is admitted unplaced, nothing to wait for.
+        assert!(matches!(
+            judge_placement(
+                Engine::Native,
+                "p",
+                Err((
+                    403,
+                    "policy p: Pod ns/x asks for nodes that no node of the enclave can satisfy"
+                        .into()
+                ))
+            ),
+            Verdict::Nothing(_)
         ));
     }
 

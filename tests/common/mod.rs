@@ -575,10 +575,11 @@ pub fn is_running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-/// Waits until admission in `namespace` applies the (enforcing) policy of the same
-/// name, whichever the engine: a server-side dry-run pod comes back placed by it.
+/// Waits until the (enforcing) policy named after `namespace` says Ready for its
+/// current generation, which the operator reports only once the API server enforces
+/// every part of it (checked by its own dry-run probes), whichever the engine.
 pub async fn wait_for_admission(namespace: &str) {
-    wait_for_webhook(namespace).await
+    wait_for(namespace, namespace).await
 }
 
 /// [`wait_for_admission`] for a policy not named after its namespace.
@@ -586,72 +587,35 @@ pub async fn wait_for_admission_by(namespace: &str, policy: &str) {
     wait_for(namespace, policy).await
 }
 
-/// See [`wait_for_admission`]: a dry-run pod comes back placed by the policy, and one
-/// pinned to a node that does not exist is refused (the native engine's validating
-/// policy can come into force a moment after its mutating one).
+/// See [`wait_for_admission`].
 pub async fn wait_for_webhook(namespace: &str) {
     wait_for(namespace, namespace).await
 }
 
 async fn wait_for(namespace: &str, policy: &str) {
     eventually(
-        Duration::from_secs(30),
-        &format!("admission to place and refuse pods in {namespace}"),
-        || async {
-            let placed = kubectl(
-                &[
-                    "run",
-                    "admission-probe",
-                    "-n",
-                    namespace,
-                    "--image=registry.k8s.io/pause:3.10",
-                    "--dry-run=server",
-                    "-o",
-                    "jsonpath={.metadata.annotations}",
-                ],
-                None,
-            );
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&placed.stdout),
-                String::from_utf8_lossy(&placed.stderr)
-            );
-            if !(placed.status.success() && text.contains(policy)) {
-                return Err(text);
-            }
-            let pinned = kubectl(
-                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
-                Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
-            );
-            if pinned.status.success() {
-                Err("a pod pinned to an unknown node was admitted".to_string())
-            } else {
-                Ok(())
-            }
-        },
+        Duration::from_secs(60),
+        &format!("policy {policy} to be Ready (in force) for namespace {namespace}"),
+        || async { policy_ready(policy) },
     )
     .await;
 }
 
-/// Waits until the API server refuses `yaml` (a server-side dry run) in `namespace`:
-/// for a test that relies on one admission rule, this waits for that rule, where
-/// [`wait_for_admission`] waits only for placement (the native engine's policies come
-/// into force one by one).
-pub async fn wait_until_refused(namespace: &str, what: &str, yaml: &str) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{what} to be refused in {namespace}"),
-        || async {
-            let out = kubectl(
-                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
-                Some(yaml),
-            );
-            if out.status.success() {
-                Err(format!("{what} was admitted"))
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
+/// `Ok` when `policy` says Ready for its current generation, else what it says.
+pub fn policy_ready(policy: &str) -> Result<(), String> {
+    let out = kubectl(&["get", "residencypolicy", policy, "-o", "json"], None);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|_| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let generation = json.pointer("/metadata/generation").cloned();
+    let ready = json
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    if ready["status"] == "True" && ready.get("observedGeneration").cloned() == generation {
+        Ok(())
+    } else {
+        Err(format!("Ready: {ready}"))
+    }
 }

@@ -5,6 +5,7 @@
 // The scope guard's tests live beside these so that they run under both engines
 // (`ENCLAVE_TEST_ADMISSION=webhook` runs `admission::` again).
 mod labels;
+mod ready;
 
 use std::time::Duration;
 
@@ -585,11 +586,9 @@ fn claim(name: &str, spec: &str) -> String {
 async fn claims_must_use_the_enclaves_storage() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("adm-volumes", "");
+    // Ready means every part in force, the volumes rule included: no retry needed.
     wait_for_admission(&ns.name).await;
-    // What this test uses is the volumes rule, which can come into force after the
-    // placement that wait_for_admission waits for.
     let us_claim = claim("us", "  storageClassName: us-east-ssd\n");
-    wait_until_refused(&ns.name, "a claim on us-east-ssd", &us_claim).await;
     let out = in_namespace(&ns.name, &us_claim);
     assert!(!out.status.success(), "a claim on us-east-ssd is refused");
     let error = String::from_utf8_lossy(&out.stderr);

@@ -892,14 +892,6 @@ pub async fn apply(
 ) -> Result<Vec<super::readback::Tampered>, Error> {
     let mut tampered = Vec::new();
     let t = &mut tampered;
-    put(client, "ValidatingAdmissionPolicy", compiled.check.0, t).await?;
-    put(
-        client,
-        "ValidatingAdmissionPolicyBinding",
-        compiled.check.1,
-        t,
-    )
-    .await?;
     put(client, "ValidatingAdmissionPolicy", compiled.warn.0, t).await?;
     put(
         client,
@@ -919,6 +911,17 @@ pub async fn apply(
         client,
         object_name("scope", &policy.name_any()),
         compiled.scope,
+        t,
+    )
+    .await?;
+    // The pod check last of the validating policies: the API server reads policies and
+    // bindings each through one watch, in the order they were written, so the check in
+    // force shows the ones before it loaded too (`probe::in_force`).
+    put(client, "ValidatingAdmissionPolicy", compiled.check.0, t).await?;
+    put(
+        client,
+        "ValidatingAdmissionPolicyBinding",
+        compiled.check.1,
         t,
     )
     .await?;

@@ -144,6 +144,12 @@ pub async fn ensure(
     }
     let (readiness, tampered) = write(ctx, policy, engine, desired, compiled).await;
     record_tampered(ctx, policy, &tampered).await;
+    let readiness = match readiness {
+        AdmissionReadiness::InPlace { engine: in_place } => {
+            in_force(ctx, policy, engine, in_place).await
+        }
+        not => not,
+    };
     match (&readiness, digest) {
         (AdmissionReadiness::InPlace { engine }, Some(digest)) => {
             writes.remember(uid, digest, epoch, engine);
@@ -267,6 +273,47 @@ async fn write(
                 tracing::debug!(%error, policy = %name, "could not remove native admission objects");
             }
             (webhooks_ready, tampered)
+        }
+    }
+}
+
+/// How long one pass waits for what it wrote to come into force in the API server
+/// before it reports the policy not Ready (the next pass, soon after, probes again).
+const IN_FORCE_WAIT: Duration = Duration::from_secs(5);
+
+/// The reason a policy is not Ready while the API server has not loaded what was written.
+pub const NOT_YET_IN_FORCE: &str = "NotYetInForce";
+
+/// Written and read back is not enforced: the API server loads admission objects
+/// through its own informers a moment later. Waits (up to [`IN_FORCE_WAIT`]) until every
+/// part of the policy is observed in force ([`probe::in_force`]), so that `Ready` means
+/// what a user creating a pod or a claim next will meet.
+async fn in_force(
+    ctx: &Context,
+    policy: &ResidencyPolicy,
+    engine: Engine,
+    in_place: &'static str,
+) -> AdmissionReadiness {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        match probe::in_force(&ctx.client, &ctx.caches, policy, engine).await {
+            Verdict::InForce | Verdict::Nothing(_) => {
+                tracing::debug!(waited = ?started.elapsed(), last, "admission in force");
+                return AdmissionReadiness::InPlace { engine: in_place };
+            }
+            Verdict::NotYet(why) if started.elapsed() >= IN_FORCE_WAIT => {
+                return AdmissionReadiness::NotInPlace {
+                    reason: NOT_YET_IN_FORCE,
+                    message: format!(
+                        "the admission objects are written, but not yet in force in the API server: {why}"
+                    ),
+                };
+            }
+            Verdict::NotYet(why) => {
+                last = why;
+                tokio::time::sleep(PROBE_EVERY).await
+            }
         }
     }
 }

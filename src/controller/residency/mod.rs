@@ -292,10 +292,12 @@ async fn enforce(policy: &ResidencyPolicy, state: &Residency) -> Result<Action> 
     // without it could land outside again.
     let (Ok(enclave), AdmissionReadiness::InPlace { engine }) = (&enclave, &readiness) else {
         state.admission_in_place.reset(policy);
-        // An engine switch under way is probed again soon: the old engine holds until then.
+        // An engine switch under way, or objects written but not yet loaded by the API
+        // server, are probed again soon (the old engine, or the refusal, holds until then).
         let switching = matches!(
             &readiness,
-            AdmissionReadiness::NotInPlace { reason, .. } if *reason == admission::ENGINE_SWITCHING
+            AdmissionReadiness::NotInPlace { reason, .. }
+                if *reason == admission::ENGINE_SWITCHING || *reason == admission::NOT_YET_IN_FORCE
         );
         return Ok(Action::requeue(if switching {
             Duration::from_secs(1)

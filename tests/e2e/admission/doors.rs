@@ -230,14 +230,6 @@ async fn claims_are_judged_by_the_class_that_provisions_them() {
     let ns = setup("adm-beta-class", "");
     wait_for_admission(&ns.name).await;
     let n = ns.name.as_str();
-    // Claims are judged by the volumes rule, which can come into force after the
-    // placement wait_for_admission waits for: wait for it on a claim refused by its field.
-    wait_until_refused(
-        n,
-        "a claim on us-east-ssd",
-        &claim("us", "  storageClassName: us-east-ssd\n"),
-    )
-    .await;
     // The annotation says US, the field EU: Kubernetes provisions by the annotation.
     refused(
         n,
