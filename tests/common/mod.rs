@@ -482,13 +482,18 @@ impl TestNamespace {
     fn create(name: &str, scope: Option<&str>) -> Self {
         // A run kept with ENCLAVE_TEST_KEEP leaves the policy named after the namespace,
         // which would otherwise place the pods this test means to start outside.
+        // In the foreground: its admission objects are gone too, before this test's
+        // policy of the same name writes its own (the garbage collector, late, would
+        // delete those).
         let _ = kubectl(
             &[
                 "delete",
                 "residencypolicy",
                 name,
                 "--ignore-not-found",
+                "--cascade=foreground",
                 "--wait=true",
+                "--timeout=60s",
             ],
             None,
         );
@@ -597,6 +602,49 @@ async fn wait_for(namespace: &str, policy: &str) {
         Duration::from_secs(60),
         &format!("policy {policy} to be Ready (in force) for namespace {namespace}"),
         || async { policy_ready(policy) },
+    )
+    .await;
+}
+
+/// For admission objects a test writes itself (no ResidencyPolicy says Ready for them):
+/// waits until a server-side dry-run pod in `namespace` comes back placed by `policy`
+/// and one pinned to a node that does not exist is refused.
+pub async fn wait_until_enforced(namespace: &str, policy: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("admission to place and refuse pods in {namespace}"),
+        || async {
+            let placed = kubectl(
+                &[
+                    "run",
+                    "admission-probe",
+                    "-n",
+                    namespace,
+                    "--image=registry.k8s.io/pause:3.10",
+                    "--dry-run=server",
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                ],
+                None,
+            );
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&placed.stdout),
+                String::from_utf8_lossy(&placed.stderr)
+            );
+            if !(placed.status.success() && text.contains(policy)) {
+                return Err(text);
+            }
+            let pinned = kubectl(
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
+            );
+            if pinned.status.success() {
+                Err("a pod pinned to an unknown node was admitted".to_string())
+            } else {
+                Ok(())
+            }
+        },
     )
     .await;
 }

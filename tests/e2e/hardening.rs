@@ -221,3 +221,37 @@ async fn pods_whose_replacements_would_be_refused_are_reported_not_evicted() {
     let evictions = event_names(&ns.name, "reason=EvictedIntoEnclave");
     assert!(evictions.trim().is_empty(), "no eviction: {evictions}");
 }
+
+/// The operator's ServiceAccount may create pods and claims (its admission probes), but
+/// the chart's `dry-run-only` policy refuses any it would store: RBAC alone cannot tell
+/// a dry run from a real request. (Under `make kind-e2e` the chart is the one installed
+/// in the cluster, with the same policy.)
+#[tokio::test]
+async fn the_operators_account_creates_pods_and_claims_only_as_dry_runs() {
+    let _cluster = cluster_lock().read().await;
+    let ns = TestNamespace::new("hardening-dry-run-only", false);
+    let account = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:enclave-operator");
+    let objects = [
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probe}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n",
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: probe}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    ];
+    for yaml in objects {
+        let create = |extra: &[&str]| {
+            let mut args = vec!["create", "-n", &ns.name, "--as", &account, "-f", "-"];
+            args.extend_from_slice(extra);
+            kubectl(&args, Some(yaml))
+        };
+        let dry = create(&["--dry-run=server"]);
+        assert!(
+            dry.status.success(),
+            "a dry run is allowed: {}",
+            String::from_utf8_lossy(&dry.stderr)
+        );
+        let real = create(&[]);
+        let error = String::from_utf8_lossy(&real.stderr);
+        assert!(
+            !real.status.success() && error.contains("only as") && error.contains("dry runs"),
+            "a stored create is refused by the dry-run-only policy: {error}"
+        );
+    }
+}

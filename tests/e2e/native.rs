@@ -560,7 +560,7 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
     ];
     // The policies reach the API server's admission within a moment: wait until a plain
     // pod comes back placed.
-    wait_for_admission(&ns.name).await;
+    wait_until_enforced(&ns.name, &ns.name).await;
     let status = kubectl_ok(&[
         "get",
         "validatingadmissionpolicy",
