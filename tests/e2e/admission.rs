@@ -416,6 +416,78 @@ async fn a_forged_mirror_pod_annotation_skips_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a node of the enclave"));
 }
 
+/// Two enforcing policies of overlapping enclaves (Dublin and Norway; Dublin alone) on
+/// one namespace: every pod is placed by both and lands in Dublin, whichever policy runs
+/// first (the API server runs admission policies in a Go map's order, a new one per
+/// request), each evaluated once (`reinvocationPolicy: Never`).
+#[tokio::test]
+async fn overlapping_policies_both_place_every_pod_in_any_order() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("admission");
+    apply(&eu_enclave(ENCLAVE));
+    apply(&format!(
+        "apiVersion: enclave.dev/v1alpha1\nkind: DataEnclave\nmetadata:\n  name: admission-dublin\nspec:\n  jurisdiction: EU\n  sites:\n  - name: dublin\n    nodeSelector: {{matchLabels: {{{SITE_LABEL}: dublin}}}}\n"
+    ));
+    let ns = TestNamespace::new("adm-overlap", true);
+    let policies = ["adm-overlap-dublin", "adm-overlap-eu"];
+    for (name, enclave) in policies.iter().zip(["admission-dublin", ENCLAVE]) {
+        apply(&format!(
+            "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata:\n  name: {name}\nspec:\n  enclave: {enclave}\n  match:\n    namespaceSelector: {{matchLabels: {{enclave.dev/test-scope: adm-overlap}}}}\n"
+        ));
+    }
+    struct Delete([&'static str; 2]);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let mut args = vec!["delete", "residencypolicy", "--wait=false"];
+            args.extend(self.0);
+            let _ = kubectl(&args, None);
+        }
+    }
+    let _delete = Delete(policies);
+    for policy in policies {
+        wait_for_admission_by(&ns.name, policy).await;
+    }
+    let client = client().await;
+    let api: kube::Api<Pod> = kube::Api::namespaced(client, &ns.name);
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for i in 0..16 {
+        let pod: Pod = serde_yaml::from_str(&pod(&format!("p{i}"), "")).expect("fixture");
+        let placed = api.create(&dry_run, &pod).await.expect("admitted");
+        let annotation = placed
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("enclave.dev/policy"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(annotation, policies.join(","), "pod {i}: placed by both");
+        let terms = placed
+            .spec
+            .and_then(|s| s.affinity)
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .map(|r| r.node_selector_terms)
+            .unwrap_or_default();
+        assert!(!terms.is_empty(), "pod {i}: placed");
+        for term in &terms {
+            let sites: Vec<&Vec<String>> = term
+                .match_expressions
+                .iter()
+                .flatten()
+                .filter(|e| e.key == SITE_LABEL && e.operator == "In")
+                .filter_map(|e| e.values.as_ref())
+                .collect();
+            assert!(
+                sites.iter().any(|v| v.as_slice() == ["dublin"]),
+                "pod {i}: every term keeps it in Dublin: {terms:?}"
+            );
+        }
+    }
+}
+
 /// Row 5: two enforcing policies whose enclaves share no node, on one namespace: both
 /// report the conflict, new pods are refused naming both, nothing is evicted.
 #[tokio::test]

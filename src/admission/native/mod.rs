@@ -673,7 +673,11 @@ fn mutating(
         metadata: meta(place_name.clone(), policy),
         spec: Some(MutatingAdmissionPolicySpec {
             failure_policy: Some("Fail".into()),
-            reinvocation_policy: Some("IfNeeded".into()),
+            // Evaluated once per pod: the placements of several enclave policies commute
+            // (each crosses its enclave into what it finds), so none needs to see the
+            // others' output again; a later mutation that drops the enclave is refused
+            // by the check (docs/design.md, "Order independence").
+            reinvocation_policy: Some("Never".into()),
             match_constraints: Some(constraints(vec![
                 rule(&[""], &["pods"], &["CREATE"]),
                 rule(&["apps"], &["daemonsets"], &["CREATE", "UPDATE"]),
