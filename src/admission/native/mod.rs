@@ -1057,54 +1057,42 @@ pub async fn served(client: &Client) -> Result<bool, kube::Error> {
     }
 }
 
-/// A stream that yields whenever a native admission object the operator owns changes.
-pub fn changes(client: &Client, served: bool) -> BoxStream<'static, ()> {
+/// A stream of the native admission objects the operator owns as they change (written,
+/// edited, deleted, or listed again after a watch restart): their name and annotations.
+pub fn changes(client: &Client, served: bool) -> BoxStream<'static, Touched> {
     if !served {
         return futures::stream::pending().boxed();
     }
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
-    let touched = |stream: BoxStream<'static, ()>| stream;
     futures::stream::select_all([
-        touched(
-            watcher(
-                Api::<MutatingAdmissionPolicy>::all(client.clone()),
-                owned.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-        ),
-        touched(
-            watcher(
-                Api::<ValidatingAdmissionPolicy>::all(client.clone()),
-                owned.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-        ),
-        touched(
-            watcher(
-                Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
-                owned.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-        ),
-        touched(
-            watcher(
-                Api::<MutatingAdmissionPolicyBinding>::all(client.clone()),
-                owned,
-            )
-            .default_backoff()
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-        ),
+        touched::<MutatingAdmissionPolicy>(client),
+        touched::<ValidatingAdmissionPolicy>(client),
+        touched::<ValidatingAdmissionPolicyBinding>(client),
+        touched::<MutatingAdmissionPolicyBinding>(client),
     ])
     .boxed()
+}
+
+/// An admission object the operator owns that changed: its name and annotations.
+pub type Touched = (String, Option<BTreeMap<String, String>>);
+
+/// The objects of one kind the operator owns, as they change.
+pub fn touched<K>(client: &Client) -> BoxStream<'static, Touched>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    watcher(Api::<K>::all(client.clone()), owned)
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|object| async move {
+            object
+                .ok()
+                .map(|o| (o.name_any(), o.meta().annotations.clone()))
+        })
+        .boxed()
 }

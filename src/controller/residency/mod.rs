@@ -35,7 +35,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, watcher},
+    runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use serde_json::json;
 
@@ -46,7 +46,7 @@ use crate::{
     context::Context,
     crd::{Enforcement, ResidencyPolicy},
     decisions::{Kind, Record, Subject},
-    names::{FIELD_MANAGER, MANAGED_BY_LABEL},
+    names::FIELD_MANAGER,
     scope,
 };
 
@@ -555,30 +555,15 @@ async fn reconcile(
     instrumented(CONTROLLER, policy, &state.ctx, enforce(policy, &state)).await
 }
 
-/// A stream that yields whenever an admission object the operator owns changes: a
-/// configuration edited or deleted by hand is repaired at once.
+/// The admission objects the operator owns as they change: a configuration edited or
+/// deleted by hand is repaired at once.
 fn admission_changes(
     client: &Client,
     native_served: bool,
-) -> futures::stream::BoxStream<'static, ()> {
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
-    let mutating = watcher(
-        Api::<MutatingWebhookConfiguration>::all(client.clone()),
-        owned.clone(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
-    let validating = watcher(
-        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
-        owned,
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
+) -> futures::stream::BoxStream<'static, native::Touched> {
     futures::stream::select_all([
-        mutating.boxed(),
-        validating.boxed(),
+        native::touched::<MutatingWebhookConfiguration>(client),
+        native::touched::<ValidatingWebhookConfiguration>(client),
         native::changes(client, native_served),
     ])
     .boxed()
@@ -591,7 +576,9 @@ fn admission_changes(
 async fn sweep(ctx: Arc<Context>) {
     let mut changes = futures::stream::select(
         ctx.caches.policies.changes().boxed(),
-        admission_changes(&ctx.client, ctx.admission.native_served),
+        admission_changes(&ctx.client, ctx.admission.native_served)
+            .map(|_| ())
+            .boxed(),
     )
     .boxed();
     ctx.caches.wait_until_ready().await;
@@ -656,9 +643,12 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
             rx.changed().await.ok().map(|()| ((), rx))
         });
     // A touched admission object is written again by the pass it triggers.
-    let admission_touched = admission_changes(&ctx.client, ctx.admission.native_served).inspect({
+    let admission_touched = admission_changes(&ctx.client, ctx.admission.native_served).map({
         let state = state.clone();
-        move |()| state.admission_writes.touched()
+        move |(name, annotations)| {
+            let policy = admission::touched_policy(&name, annotations.as_ref());
+            state.admission_writes.touched(policy);
+        }
     });
     let triggers = futures::stream::select_all([
         caches.pods.changes().boxed(),
