@@ -106,6 +106,36 @@ impl Tampered {
     }
 }
 
+/// The resourceVersion of each admission object last found exactly as the operator
+/// writes it. While an object still has that version nothing changed it since, and the
+/// comparison is skipped: its dry-run replace makes the API server compile a policy's
+/// CEL again (with thousands of node names, most of a pass on a busy API server).
+#[derive(Default)]
+pub struct Verified(std::sync::Mutex<std::collections::HashMap<(&'static str, String), String>>);
+
+impl Verified {
+    /// Was `kind`/`name` found exact at `version`?
+    pub fn holds(&self, kind: &'static str, name: &str, version: Option<&str>) -> bool {
+        let Some(version) = version else {
+            return false;
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kind, name.to_string()))
+            .is_some_and(|held| held == version)
+    }
+
+    /// `kind`/`name` was found exact at `version` (`None`: forget it).
+    pub fn record(&self, kind: &'static str, name: &str, version: Option<String>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match version {
+            Some(version) => held.insert((kind, name.to_string()), version),
+            None => held.remove(&(kind, name.to_string())),
+        };
+    }
+}
+
 /// How an object was found after the apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Held {
@@ -281,6 +311,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_is_trusted_exact_only_at_the_version_it_was_found_exact() {
+        let verified = Verified::default();
+        let kind = "ValidatingAdmissionPolicy";
+        assert!(
+            !verified.holds(kind, "enclave-check.p", Some("7")),
+            "never compared"
+        );
+        verified.record(kind, "enclave-check.p", Some("7".into()));
+        assert!(verified.holds(kind, "enclave-check.p", Some("7")));
+        assert!(
+            !verified.holds(kind, "enclave-check.p", Some("8")),
+            "changed since (an edit, or the type checker's status)"
+        );
+        assert!(!verified.holds(kind, "enclave-check.q", Some("7")));
+        assert!(!verified.holds(
+            "ValidatingAdmissionPolicyBinding",
+            "enclave-check.p",
+            Some("7")
+        ));
+        assert!(!verified.holds(kind, "enclave-check.p", None));
+        verified.record(kind, "enclave-check.p", None);
+        assert!(
+            !verified.holds(kind, "enclave-check.p", Some("7")),
+            "repaired: compare again"
+        );
+    }
     use serde_json::json;
 
     #[test]

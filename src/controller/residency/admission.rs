@@ -57,6 +57,8 @@ pub struct Writes {
     /// policies).
     touched_policy: Mutex<HashMap<String, u64>>,
     written: Mutex<HashMap<String, Written>>,
+    /// The native objects last found exactly as written ([`readback::Verified`]).
+    verified: readback::Verified,
 }
 
 struct Written {
@@ -189,7 +191,7 @@ pub async fn ensure(
     {
         return AdmissionReadiness::InPlace { engine };
     }
-    let (readiness, tampered) = write(ctx, policy, engine, desired, compiled).await;
+    let (readiness, tampered) = write(ctx, writes, policy, engine, desired, compiled).await;
     record_tampered(ctx, policy, &tampered).await;
     let readiness = match readiness {
         AdmissionReadiness::InPlace { engine: in_place } => {
@@ -233,6 +235,7 @@ pub const ENGINE_SWITCHING: &str = "EngineSwitching";
 /// without enforcement. Returns the readiness and the objects found edited (repaired).
 async fn write(
     ctx: &Context,
+    writes: &Writes,
     policy: &ResidencyPolicy,
     engine: Engine,
     desired: (
@@ -247,9 +250,11 @@ async fn write(
         Engine::Native => {
             // 1. The native objects, while the webhooks (if any) still enforce.
             let native_ready = match compiled {
-                Ok(Some(compiled)) => native::apply(&ctx.client, policy, compiled)
-                    .await
-                    .map(|found| tampered.extend(found)),
+                Ok(Some(compiled)) => {
+                    native::apply(&ctx.client, policy, compiled, &writes.verified)
+                        .await
+                        .map(|found| tampered.extend(found))
+                }
                 Ok(None) => Ok(()),
                 Err(error) => Err(error),
             };
