@@ -552,6 +552,15 @@ async fn reconcile(
     state: Arc<Residency>,
 ) -> Result<Action> {
     let policy = unguard(&guard, &state.ctx).await?;
+    // A policy being deleted writes nothing: the garbage collector is deleting the
+    // admission objects it owns, and writing them again would race it — objects written
+    // for the dying policy are collected later, possibly after a new policy of the same
+    // name took them over (its placement then vanished under it, in tests that
+    // recreate a policy at once).
+    if policy.metadata.deletion_timestamp.is_some() {
+        tracing::debug!(policy = %policy.name_any(), "being deleted: nothing to write");
+        return Ok(Action::await_change());
+    }
     instrumented(CONTROLLER, policy, &state.ctx, enforce(policy, &state)).await
 }
 
