@@ -511,9 +511,22 @@ pub async fn serve(
     metrics: AdmissionMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut config = ServerConfig::builder()
+    let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(cert);
+    serve_with(listener, config, router, limits, metrics, shutdown).await;
+}
+
+/// [`serve`] with a TLS configuration of the caller's (the audit sink requires client
+/// certificates), with the same limits and timeouts.
+pub async fn serve_with(
+    listener: TcpListener,
+    mut config: ServerConfig,
+    router: Router,
+    limits: Limits,
+    metrics: AdmissionMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
