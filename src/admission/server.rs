@@ -333,6 +333,7 @@ fn record(
                 subject.clone(),
                 finding.message.clone(),
             )
+            .with("engine", "webhook")
             .with("webhook", entry.name)
             .with("user", request.user_info.username.clone()),
         );
@@ -342,6 +343,7 @@ fn record(
     {
         sink.record(
             Record::new(Kind::PodDenied, None, subject, message.clone())
+                .with("engine", "webhook")
                 .with("webhook", entry.name)
                 .with("user", request.user_info.username.clone()),
         );
