@@ -144,11 +144,19 @@ struct RunArgs {
     /// Receive the API server's audit events (its audit webhook backend) on this
     /// address, so that the native engine's decisions reach the decision log. Requires
     /// --audit-sink-client-ca.
-    #[arg(long, env = "ENCLAVE_AUDIT_SINK_ADDR", requires = "audit_sink_client_ca")]
+    #[arg(
+        long,
+        env = "ENCLAVE_AUDIT_SINK_ADDR",
+        requires = "audit_sink_client_ca"
+    )]
     audit_sink_addr: Option<SocketAddr>,
     /// The CA (PEM) that signed the API server's client certificate for the audit
     /// webhook: a client without a certificate it signed is refused at the handshake.
-    #[arg(long, env = "ENCLAVE_AUDIT_SINK_CLIENT_CA", requires = "audit_sink_addr")]
+    #[arg(
+        long,
+        env = "ENCLAVE_AUDIT_SINK_CLIENT_CA",
+        requires = "audit_sink_addr"
+    )]
     audit_sink_client_ca: Option<std::path::PathBuf>,
     /// tls.crt and tls.key the audit sink presents (default: the webhook's).
     #[arg(long, env = "ENCLAVE_AUDIT_SINK_TLS_DIR", requires = "audit_sink_addr")]
@@ -576,8 +584,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 ),
                 None => tls.cert.clone(),
             };
-            let config = auditsink::server::tls_config_from(cert, client_ca)
-                .map_err(|e| e.to_string())?;
+            let config =
+                auditsink::server::tls_config_from(cert, client_ca).map_err(|e| e.to_string())?;
             metrics.auditsink.configured.set(1);
             tracing::info!(addr = ?args.audit_sink_addr, "receiving the API server's audit events");
             let state = Arc::new(auditsink::server::SinkState::new(
@@ -619,15 +627,20 @@ async fn run(args: RunArgs) -> Result<(), String> {
     // chain from this process's last checkpoint, and takes over at once rather than
     // when the lease expires.
     let _ = tokio::time::timeout(Duration::from_millis(2500), async {
-        let _ = tokio::join!(controllers, webhooks, async {
-            if let Some(authorizer) = authorizer {
-                let _ = authorizer.await;
+        let _ = tokio::join!(
+            controllers,
+            webhooks,
+            async {
+                if let Some(authorizer) = authorizer {
+                    let _ = authorizer.await;
+                }
+            },
+            async {
+                if let Some(audit_sink) = audit_sink {
+                    let _ = audit_sink.await;
+                }
             }
-        }, async {
-            if let Some(audit_sink) = audit_sink {
-                let _ = audit_sink.await;
-            }
-        });
+        );
     })
     .await;
     if tokio::time::timeout(Duration::from_millis(1500), writer.close())

@@ -53,7 +53,12 @@ fn text(value: Option<&Value>) -> Option<String> {
 
 impl Refusals {
     /// Takes in one log's lines; `policies` (when not empty) keeps those policies' only.
-    pub fn read(&mut self, name: &str, reader: impl BufRead, policies: &[String]) -> std::io::Result<()> {
+    pub fn read(
+        &mut self,
+        name: &str,
+        reader: impl BufRead,
+        policies: &[String],
+    ) -> std::io::Result<()> {
         self.files.push(name.to_string());
         for line in reader.lines() {
             let line = line?;
@@ -79,7 +84,12 @@ impl Refusals {
             }
             let engine = text(fields.get("engine")).unwrap_or_else(|| {
                 // Webhook records name their webhook; older lines have no engine.
-                if fields.get("webhook").is_some() { "webhook" } else { "unknown" }.into()
+                if fields.get("webhook").is_some() {
+                    "webhook"
+                } else {
+                    "unknown"
+                }
+                .into()
             });
             *self.by_engine.entry(engine.clone()).or_default() += 1;
             if self.refused.len() == MAX_LISTED {

@@ -226,9 +226,12 @@ pub fn markdown(report: &Report) -> String {
 
 /// The refusals of the decision logs given, by engine, then one line each.
 fn refusals_section(out: &mut String, refusals: &super::refusals::Refusals) {
-    let _ = writeln!(out, "
+    let _ = writeln!(
+        out,
+        "
 ## Refusals in the decision log
-");
+"
+    );
     let files: Vec<String> = refusals.files.iter().map(|f| format!("`{f}`")).collect();
     let _ = writeln!(
         out,
@@ -241,8 +244,11 @@ fn refusals_section(out: &mut String, refusals: &super::refusals::Refusals) {
         let _ = writeln!(out, "No refusal.");
         return;
     }
-    let _ = writeln!(out, "| engine | refusals |
-| --- | --- |");
+    let _ = writeln!(
+        out,
+        "| engine | refusals |
+| --- | --- |"
+    );
     for (engine, count) in &refusals.by_engine {
         let _ = writeln!(out, "| {engine} | {count} |");
     }

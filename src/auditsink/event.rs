@@ -207,8 +207,14 @@ fn annotated(pod: &Value) -> BTreeSet<String> {
 /// the client sent and what was stored, and these names were added to the annotation.
 fn placed_by(resource: &str, event: &Event) -> BTreeSet<String> {
     let (Some(sent), Some(stored)) = (
-        event.request_object.as_ref().and_then(|o| pod_of(resource, o)),
-        event.response_object.as_ref().and_then(|o| pod_of(resource, o)),
+        event
+            .request_object
+            .as_ref()
+            .and_then(|o| pod_of(resource, o)),
+        event
+            .response_object
+            .as_ref()
+            .and_then(|o| pod_of(resource, o)),
     ) else {
         return BTreeSet::new();
     };

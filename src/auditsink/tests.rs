@@ -22,8 +22,10 @@ fn denied_event() -> Value {
 }
 
 fn list(items: Vec<Value>) -> EventList {
-    serde_json::from_value(json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
-        .expect("an EventList")
+    serde_json::from_value(
+        json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}),
+    )
+    .expect("an EventList")
 }
 
 fn all(items: Vec<Value>) -> Vec<crate::decisions::Record> {
@@ -45,22 +47,34 @@ fn a_native_refusal_is_a_pod_denied_record_naming_the_engine_policy_and_user() {
         "policy eu-user-data: Pod shop/db-0 is pinned to node virginia-a, outside enclave eu"
     );
     assert_eq!(record.details["engine"], "native");
-    assert_eq!(record.details["admissionPolicy"], "enclave-check.eu-user-data");
+    assert_eq!(
+        record.details["admissionPolicy"],
+        "enclave-check.eu-user-data"
+    );
     assert_eq!(record.details["user"], "alice");
-    assert_eq!(record.details["auditID"], "5d6c9a1e-0000-4000-8000-000000000001");
+    assert_eq!(
+        record.details["auditID"],
+        "5d6c9a1e-0000-4000-8000-000000000001"
+    );
 }
 
 #[test]
 fn refusals_by_other_policies_webhooks_or_rbac_are_not_recorded() {
     let mut other = denied_event();
-    other["responseStatus"]["message"] = json!("pods \"db-0\" is forbidden: ValidatingAdmissionPolicy 'company-rules' with binding 'x' denied request: no");
+    other["responseStatus"]["message"] = json!(
+        "pods \"db-0\" is forbidden: ValidatingAdmissionPolicy 'company-rules' with binding 'x' denied request: no"
+    );
     let mut webhook = denied_event();
-    webhook["responseStatus"]["message"] = json!("admission webhook \"pods.eu.policies.enclave.dev\" denied the request: policy eu: no");
+    webhook["responseStatus"]["message"] = json!(
+        "admission webhook \"pods.eu.policies.enclave.dev\" denied the request: policy eu: no"
+    );
     let mut rbac = denied_event();
-    rbac["responseStatus"]["message"] = json!("pods is forbidden: User \"bob\" cannot create resource \"pods\"");
+    rbac["responseStatus"]["message"] =
+        json!("pods is forbidden: User \"bob\" cannot create resource \"pods\"");
     // A tenant's own policy named like ours but for webhooks' configurations.
     let mut lookalike = denied_event();
-    lookalike["responseStatus"]["message"] = json!("ValidatingAdmissionPolicy 'enclave-operator-x' with binding 'x' denied request: no");
+    lookalike["responseStatus"]["message"] =
+        json!("ValidatingAdmissionPolicy 'enclave-operator-x' with binding 'x' denied request: no");
     assert!(all(vec![other, webhook, rbac, lookalike]).is_empty());
 }
 
@@ -97,10 +111,16 @@ fn placed_event(request_annotations: Value) -> Value {
 #[test]
 fn a_placement_is_what_the_stored_pod_gained_over_the_sent_one() {
     let out = all(vec![placed_event(json!({}))]);
-    let policies: Vec<_> = out.iter().map(|r| r.policy.clone().unwrap_or_default()).collect();
+    let policies: Vec<_> = out
+        .iter()
+        .map(|r| r.policy.clone().unwrap_or_default())
+        .collect();
     assert_eq!(policies, ["eu-user-data", "other"]);
     assert!(out.iter().all(|r| r.kind == Kind::PodPlaced));
-    assert_eq!(out[0].details["admissionPolicy"], "enclave-place.eu-user-data");
+    assert_eq!(
+        out[0].details["admissionPolicy"],
+        "enclave-place.eu-user-data"
+    );
     // A name the client wrote itself was not added by admission: not a placement.
     let out = all(vec![placed_event(json!({"enclave.dev/policy": "other"}))]);
     assert_eq!(out.len(), 1);
@@ -114,7 +134,8 @@ fn a_placement_is_what_the_stored_pod_gained_over_the_sent_one() {
 #[test]
 fn daemonset_templates_are_placed_too() {
     let mut event = placed_event(json!({}));
-    event["objectRef"] = json!({"resource": "daemonsets", "apiGroup": "apps", "namespace": "shop", "name": "agent"});
+    event["objectRef"] =
+        json!({"resource": "daemonsets", "apiGroup": "apps", "namespace": "shop", "name": "agent"});
     let sent = event["requestObject"].clone();
     let stored = event["responseObject"].clone();
     event["requestObject"] = json!({"spec": {"template": sent}});
@@ -134,7 +155,8 @@ fn audit_mode_findings_come_from_the_validation_failure_annotation() {
         {"message": "someone else's", "policy": "company-rules", "binding": "b", "expressionIndex": 0, "validationActions": ["Audit"]}]);
     let mut event = denied_event();
     event["responseStatus"] = json!({"code": 201});
-    event["annotations"] = json!({"validation.policy.admission.k8s.io/validation_failure": failure.to_string()});
+    event["annotations"] =
+        json!({"validation.policy.admission.k8s.io/validation_failure": failure.to_string()});
     let out = all(vec![event]);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].kind, Kind::AuditFinding);
@@ -150,7 +172,9 @@ fn what_an_enclave_webhook_also_decided_is_recorded_once_by_the_webhook() {
     placed["annotations"] = json!({"mutation.webhook.admission.k8s.io/round_0_index_0": webhook});
     assert!(all(vec![placed.clone()]).is_empty());
     // Someone else's webhook does not hide the native placement.
-    let theirs = json!({"configuration": "istio-sidecar-injector", "webhook": "x", "mutated": true}).to_string();
+    let theirs =
+        json!({"configuration": "istio-sidecar-injector", "webhook": "x", "mutated": true})
+            .to_string();
     placed["annotations"] = json!({"mutation.webhook.admission.k8s.io/round_0_index_0": theirs});
     assert_eq!(all(vec![placed]).len(), 2);
 }

@@ -19,7 +19,9 @@ const ENCLAVE: &str = "auditsink-eu";
 
 fn configured(test: &str) -> bool {
     if audit_sink_args().is_empty() || external_operator() {
-        eprintln!("{test}: the cluster under test sends no audit events to the operator; nothing to check");
+        eprintln!(
+            "{test}: the cluster under test sends no audit events to the operator; nothing to check"
+        );
         return false;
     }
     true
@@ -69,37 +71,55 @@ async fn a_pod_refused_by_the_native_engine_is_in_the_decision_log_and_the_audit
         ns.name
     ));
 
-    let (denied, placement) = eventually(TIMEOUT, "the native decisions in the decision log", || async {
-        let denied = records_about(&ns.name, pinned);
-        let placement = records_about(&ns.name, placed);
-        let denied_native = denied
-            .iter()
-            .any(|r| r["kind"] == "PodDenied" && r["fields"]["engine"] == "native");
-        let placed_native = placement
-            .iter()
-            .any(|r| r["kind"] == "PodPlaced" && r["fields"]["engine"] == "native");
-        if denied_native && placed_native {
-            Ok((denied, placement))
-        } else {
-            Err(format!("refusal: {denied:?}; placement: {placement:?}"))
-        }
-    })
+    let (denied, placement) = eventually(
+        TIMEOUT,
+        "the native decisions in the decision log",
+        || async {
+            let denied = records_about(&ns.name, pinned);
+            let placement = records_about(&ns.name, placed);
+            let denied_native = denied
+                .iter()
+                .any(|r| r["kind"] == "PodDenied" && r["fields"]["engine"] == "native");
+            let placed_native = placement
+                .iter()
+                .any(|r| r["kind"] == "PodPlaced" && r["fields"]["engine"] == "native");
+            if denied_native && placed_native {
+                Ok((denied, placement))
+            } else {
+                Err(format!("refusal: {denied:?}; placement: {placement:?}"))
+            }
+        },
+    )
     .await;
     // Once each, with the policy, the user and the API server's audit ID.
     assert_eq!(denied.len(), 1, "one line for one refusal: {denied:?}");
     let record = &denied[0];
     assert_eq!(record["fields"]["policy"], ns.name.as_str());
-    assert_eq!(record["fields"]["admissionPolicy"], format!("enclave-check.{}", ns.name));
+    assert_eq!(
+        record["fields"]["admissionPolicy"],
+        format!("enclave-check.{}", ns.name)
+    );
     assert_eq!(record["fields"]["user"], "kubernetes-admin");
-    assert!(record["fields"]["auditID"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        record["fields"]["auditID"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
     assert!(
         record["fields"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("virginia-a")),
         "{record}"
     );
-    let placements: Vec<&Value> = placement.iter().filter(|r| r["kind"] == "PodPlaced").collect();
-    assert_eq!(placements.len(), 1, "one line for one placement: {placement:?}");
+    let placements: Vec<&Value> = placement
+        .iter()
+        .filter(|r| r["kind"] == "PodPlaced")
+        .collect();
+    assert_eq!(
+        placements.len(),
+        1,
+        "one line for one placement: {placement:?}"
+    );
 
     // The audit report lists the refusal under the native engine.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -121,10 +141,16 @@ async fn a_pod_refused_by_the_native_engine_is_in_the_decision_log_and_the_audit
         "a report is written: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report"))
-        .expect("JSON");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON report"))
+            .expect("JSON");
     let refusals = &report["refusals"];
-    assert!(refusals["byEngine"]["native"].as_u64().is_some_and(|n| n >= 1), "{refusals}");
+    assert!(
+        refusals["byEngine"]["native"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{refusals}"
+    );
     let listed = refusals["refused"]
         .as_array()
         .into_iter()
@@ -143,8 +169,15 @@ async fn a_pod_refused_by_the_native_engine_is_in_the_decision_log_and_the_audit
 
 /// `kubectl create -f -` of `pod` in `namespace`, expected to fail: its stderr.
 fn kubectl_stdin_err(namespace: &str, pod: &Value) -> String {
-    let out = kubectl(&["create", "-n", namespace, "-f", "-"], Some(&pod.to_string()));
-    assert!(!out.status.success(), "refused: {}", String::from_utf8_lossy(&out.stdout));
+    let out = kubectl(
+        &["create", "-n", namespace, "-f", "-"],
+        Some(&pod.to_string()),
+    );
+    assert!(
+        !out.status.success(),
+        "refused: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -168,7 +201,15 @@ fn post(body: &str, cert: Option<&str>) -> bool {
     let addr = std::env::var("ENCLAVE_TEST_AUDIT_SINK_ADDR").expect("the sink's address");
     let mut command = Command::new("curl");
     command
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
         .arg("--cacert")
         .arg(pki.join("ca.crt"));
     if let Some(cert) = cert {
@@ -179,7 +220,14 @@ fn post(body: &str, cert: Option<&str>) -> bool {
             .arg(pki.join(format!("{cert}.key")));
     }
     let out = command
-        .args(["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body])
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
         .arg(format!("https://{addr}/audit-events"))
         .output()
         .expect("curl runs");
@@ -196,23 +244,40 @@ async fn an_event_without_the_api_servers_client_certificate_is_refused() {
     let namespace = "auditsink-forged";
     // Nobody but the API server: no certificate, and not a certificate of the cluster's
     // own CA either (the admin's is valid for the API server, not for the sink).
-    assert!(!post(&forged(namespace, "no-certificate"), None), "a post without a client certificate is refused");
-    assert!(!post(&forged(namespace, "cluster-admin"), Some("admin")), "a certificate the audit CA did not sign is refused");
+    assert!(
+        !post(&forged(namespace, "no-certificate"), None),
+        "a post without a client certificate is refused"
+    );
+    assert!(
+        !post(&forged(namespace, "cluster-admin"), Some("admin")),
+        "a certificate the audit CA did not sign is refused"
+    );
     // The API server's own certificate is accepted: once its line is in the log, the
     // refused posts would be too had they been taken.
-    assert!(post(&forged(namespace, "api-server"), Some("audit-client")), "the API server's certificate is accepted");
-    eventually(TIMEOUT, "the accepted event in the decision log", || async {
-        if records_about(namespace, "api-server").is_empty() {
-            Err("not yet")
-        } else {
-            Ok(())
-        }
-    })
+    assert!(
+        post(&forged(namespace, "api-server"), Some("audit-client")),
+        "the API server's certificate is accepted"
+    );
+    eventually(
+        TIMEOUT,
+        "the accepted event in the decision log",
+        || async {
+            if records_about(namespace, "api-server").is_empty() {
+                Err("not yet")
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     // A batch the API server sends again is recorded once.
     assert!(post(&forged(namespace, "api-server"), Some("audit-client")));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(records_about(namespace, "api-server").len(), 1, "an event sent twice is one line");
+    assert_eq!(
+        records_about(namespace, "api-server").len(),
+        1,
+        "an event sent twice is one line"
+    );
     for refused in ["no-certificate", "cluster-admin"] {
         assert!(
             records_about(namespace, refused).is_empty(),
