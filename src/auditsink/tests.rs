@@ -142,9 +142,13 @@ fn daemonset_templates_are_placed_too() {
     event["responseObject"] = json!({"spec": {"template": stored}});
     event["verb"] = json!("update");
     event["responseStatus"] = json!({"code": 200});
-    let out = all(vec![event]);
+    let out = all(vec![event.clone()]);
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[0].subject.kind, "DaemonSet");
+    // A patch's requestObject is the patch: a template it does not name is no placement.
+    event["verb"] = json!("patch");
+    event["requestObject"] = json!({"spec": {"template": {"spec": {"containers": []}}}});
+    assert!(all(vec![event]).is_empty());
 }
 
 #[test]
