@@ -121,10 +121,22 @@ async fn a_pod_refused_by_the_native_engine_is_in_the_decision_log_and_the_audit
         "one line for one placement: {placement:?}"
     );
 
+    // (verify-log needs no test of its own here: these are records of the operator's
+    // own chain, counted by kind like every other; the shared chain resumes from
+    // checkpoints a long suite prunes, so this file alone is not verifiable.)
+    // The operator says it receives the events.
+    assert_eq!(
+        shared_metric("enclave_operator_auditsink_configured").await,
+        1.0
+    );
+    assert!(
+        shared_metric("enclave_operator_auditsink_events_total{result=\"recorded\"}").await >= 2.0
+    );
+    assert!(shared_metric("enclave_operator_auditsink_last_event_timestamp_seconds").await > 0.0);
+
     // The audit report lists the refusal under the native engine.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let json_path = dir.join("auditsink-report.json");
-    let markdown_path = dir.join("auditsink-report.md");
+    let json_path = dir().join("auditsink-report.json");
+    let markdown_path = dir().join("auditsink-report.md");
     let out = Command::new(env!("CARGO_BIN_EXE_enclave-operator"))
         .arg("audit")
         .args(["--namespace", OPERATOR_NAMESPACE, "--policy", &ns.name])
@@ -165,6 +177,10 @@ async fn a_pod_refused_by_the_native_engine_is_in_the_decision_log_and_the_audit
             && markdown.contains(&format!("`Pod {}/{pinned}`", ns.name)),
         "{markdown}"
     );
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// `kubectl create -f -` of `pod` in `namespace`, expected to fail: its stderr.
