@@ -412,11 +412,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         })?),
         None => None,
     };
-    let audit_sink_listener = match args.audit_sink_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            format!("cannot receive audit events on --audit-sink-addr {addr}: {e}")
-        })?),
-        None => None,
+    let audit_sink_listener = match (args.audit_sink_addr, &args.audit_sink_client_ca) {
+        (Some(addr), Some(client_ca)) => {
+            let roots = auditsink::server::read_client_ca(client_ca).map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot receive audit events on --audit-sink-addr {addr}: {e}")
+            })?;
+            Some((listener, roots))
+        }
+        _ => None,
     };
 
     let config = kube::Config::infer()
@@ -574,8 +578,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let audit_sink = match (audit_sink_listener, &args.audit_sink_client_ca) {
-        (Some(listener), Some(client_ca)) => {
+    let audit_sink = match audit_sink_listener {
+        Some((listener, roots)) => {
             let cert = match &args.audit_sink_tls_dir {
                 Some(dir) => Arc::new(
                     certs::read_dir(dir)
@@ -584,8 +588,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 ),
                 None => tls.cert.clone(),
             };
-            let config =
-                auditsink::server::tls_config_from(cert, client_ca).map_err(|e| e.to_string())?;
+            let config = auditsink::server::tls_config(cert, roots)
+                .map_err(|e| format!("the audit sink's TLS: {e}"))?;
             metrics.auditsink.configured.set(1);
             tracing::info!(addr = ?args.audit_sink_addr, "receiving the API server's audit events");
             let state = Arc::new(auditsink::server::SinkState::new(
@@ -601,7 +605,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 shutdown::signalled(),
             )))
         }
-        _ => None,
+        None => None,
     };
     let webhooks = tokio::spawn(server::serve(
         webhook_listener,

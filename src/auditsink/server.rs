@@ -162,11 +162,10 @@ async fn handle(State(state): State<Arc<SinkState>>, body: Bytes) -> (StatusCode
     (StatusCode::OK, String::new())
 }
 
-/// TLS that presents `cert` and accepts only clients with a certificate signed by one
-/// of the CAs in `client_ca` (PEM).
-pub fn tls_config(cert: Arc<SwappableCert>, client_ca: &[u8]) -> Result<ServerConfig, String> {
+/// The CAs in `pem` whose client certificates the sink accepts.
+pub fn client_roots(pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(client_ca) {
+    for der in CertificateDer::pem_slice_iter(pem) {
         let der = der.map_err(|e| format!("not PEM: {e}"))?;
         roots
             .add(der)
@@ -175,20 +174,27 @@ pub fn tls_config(cert: Arc<SwappableCert>, client_ca: &[u8]) -> Result<ServerCo
     if roots.is_empty() {
         return Err("no certificate in it".into());
     }
+    Ok(roots)
+}
+
+/// [`client_roots`] from a file: read at start, before anything else, so that a wrong
+/// file is a clear error at once.
+pub fn read_client_ca(path: &Path) -> Result<RootCertStore, Error> {
+    let error = |reason: String| Error::ClientCa {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    client_roots(&pem).map_err(error)
+}
+
+/// TLS that presents `cert` and accepts only clients with a certificate signed by one
+/// of `roots`: the handshake fails for any other client, before a byte is read.
+pub fn tls_config(cert: Arc<SwappableCert>, roots: RootCertStore) -> Result<ServerConfig, String> {
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
         .build()
         .map_err(|e| e.to_string())?;
     Ok(ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert))
-}
-
-/// [`tls_config`] with the CA read from a file.
-pub fn tls_config_from(cert: Arc<SwappableCert>, client_ca: &Path) -> Result<ServerConfig, Error> {
-    let error = |reason: String| Error::ClientCa {
-        path: client_ca.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(client_ca).map_err(|e| error(e.to_string()))?;
-    tls_config(cert, &pem).map_err(error)
 }

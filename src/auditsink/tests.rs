@@ -213,3 +213,19 @@ fn the_local_control_plane_uses_the_generated_audit_policy() {
         super::policy("enclave-system")
     );
 }
+
+#[test]
+fn a_client_ca_without_a_certificate_is_a_clear_error() {
+    use super::server::client_roots;
+    assert_eq!(
+        client_roots(b"not a certificate").err().as_deref(),
+        Some("no certificate in it")
+    );
+    let broken = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+    assert!(client_roots(broken).is_err());
+    let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).expect("a certificate");
+    assert_eq!(
+        client_roots(ca.cert.pem().as_bytes()).map(|r| r.len()),
+        Ok(1)
+    );
+}
