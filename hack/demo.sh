@@ -56,8 +56,17 @@ fi
 webhook_port=${ENCLAVE_DEMO_WEBHOOK_PORT:-18443}
 # The API server asks the authorizer at a fixed address (tools/cluster/up.sh).
 authorizer_port=$(sed -n 's/^AUTHORIZER_PORT=//p' "$cluster_dir/ports.env")
+# ...and sends the native engine's decisions, as audit events, to the audit sink.
+# (A cluster made before the audit sink has no such port: then the operator runs without it.)
+audit_sink_port=$(sed -n 's/^AUDIT_SINK_PORT=//p' "$cluster_dir/ports.env")
+audit_sink=()
+if [[ -n $audit_sink_port && -s $cluster_dir/authorizer/audit-client-ca.crt ]]; then
+	audit_sink=(--audit-sink-addr "127.0.0.1:$audit_sink_port" --audit-sink-tls-dir "$cluster_dir/authorizer"
+		--audit-sink-client-ca "$cluster_dir/authorizer/audit-client-ca.crt")
+fi
 KUBECONFIG=$cluster_dir/operator.kubeconfig target/debug/enclave-operator run \
 	--authorizer-addr "127.0.0.1:$authorizer_port" --authorizer-tls-dir "$cluster_dir/authorizer" \
+	"${audit_sink[@]}" \
 	--metrics-addr "127.0.0.1:${ENCLAVE_DEMO_METRICS_PORT:-18080}" \
 	--webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port" \
 	--owner-cluster-role enclave-operator --chain-id "$chain" --decision-log "$decisions" \

@@ -25,6 +25,12 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 		export ENCLAVE_TEST_AUTHORIZER_ADDR=127.0.0.1:$authorizer_port
 		export ENCLAVE_TEST_AUTHORIZER_TLS_DIR=$cluster_dir/authorizer
 	fi
+	# ...and receives the API server's audit events there (the native engine's decisions).
+	audit_sink_port=$(sed -n 's/^AUDIT_SINK_PORT=//p' "$cluster_dir/ports.env" 2>/dev/null || true)
+	if [[ -n $audit_sink_port && -s $cluster_dir/authorizer/audit-client-ca.crt ]]; then
+		export ENCLAVE_TEST_AUDIT_SINK_ADDR=127.0.0.1:$audit_sink_port
+		export ENCLAVE_TEST_AUDIT_SINK_CLIENT_CA=$cluster_dir/authorizer/audit-client-ca.crt
+	fi
 fi
 cleanup() {
 	if [[ -n "$started" ]]; then "$root/tools/cluster/down.sh" "$cluster_dir"; fi

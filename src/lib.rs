@@ -9,13 +9,15 @@
 //! - [`controller`]: reconcilers, one per concern (sites, residency).
 //! - [`catalog`]: the one index of cluster state every decision reads; [`cache`]: the
 //!   watches behind it.
-//! - [`decisions`] and [`evidence`]: every decision recorded, hash-chained, checkpointed.
+//! - [`decisions`] and [`evidence`]: every decision recorded, hash-chained, checkpointed;
+//!   [`auditsink`]: the native engine's decisions, from the API server's audit events.
 //! - [`network`] and [`access`]: the network fence and the access exposure (pure).
 //! - [`names`], [`selector`], [`conditions`]: leaves shared by all.
 
 pub mod access;
 pub mod admission;
 pub mod audit;
+pub mod auditsink;
 pub mod authz;
 pub mod cache;
 pub mod catalog;

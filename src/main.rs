@@ -6,7 +6,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 use enclave_operator::{
     admission::{self, Engine, WebhookOptions, certs, native, server, webhooks::Endpoint},
-    authz,
+    auditsink, authz,
     cache::{self, Caches},
     context::{AdmissionSetup, Context},
     controller, crd, decisions, evidence, http, leader,
@@ -41,6 +41,31 @@ enum Command {
     /// puts the operator's authorizer between Node and RBAC, and with `--url` the
     /// kubeconfig it names. See README, "The authorizer".
     AuthorizationConfig(AuthorizationConfigArgs),
+    /// Print the API server's audit policy (`--audit-policy-file`) that sends the
+    /// operator the requests its native admission policies decide, and with `--url` the
+    /// audit webhook's kubeconfig (`--audit-webhook-config-file`). See README, "Native
+    /// decisions in the decision log".
+    AuditSinkConfig(AuditSinkConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditSinkConfigArgs {
+    /// The operator's namespace (never in scope: its requests are not sent).
+    #[arg(long, default_value = "enclave-system")]
+    namespace: String,
+    /// Print the kubeconfig instead, for the operator's audit sink at this base URL
+    /// (e.g. https://10.96.0.21:443 or https://127.0.0.1:16445).
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the CA file the API server verifies the sink's certificate with.
+    #[arg(long, default_value = "/etc/kubernetes/enclave-audit-sink-ca.crt")]
+    ca_file: String,
+    /// With --url: the API server's client certificate for the sink.
+    #[arg(long, default_value = "/etc/kubernetes/pki/enclave-audit-client.crt")]
+    client_cert: String,
+    /// With --url: its key.
+    #[arg(long, default_value = "/etc/kubernetes/pki/enclave-audit-client.key")]
+    client_key: String,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +141,26 @@ struct RunArgs {
     /// tls.crt, tls.key and ca.crt for --authorizer-addr (default: the webhook's).
     #[arg(long, env = "ENCLAVE_AUTHORIZER_TLS_DIR", requires = "authorizer_addr")]
     authorizer_tls_dir: Option<std::path::PathBuf>,
+    /// Receive the API server's audit events (its audit webhook backend) on this
+    /// address, so that the native engine's decisions reach the decision log. Requires
+    /// --audit-sink-client-ca.
+    #[arg(
+        long,
+        env = "ENCLAVE_AUDIT_SINK_ADDR",
+        requires = "audit_sink_client_ca"
+    )]
+    audit_sink_addr: Option<SocketAddr>,
+    /// The CA (PEM) that signed the API server's client certificate for the audit
+    /// webhook: a client without a certificate it signed is refused at the handshake.
+    #[arg(
+        long,
+        env = "ENCLAVE_AUDIT_SINK_CLIENT_CA",
+        requires = "audit_sink_addr"
+    )]
+    audit_sink_client_ca: Option<std::path::PathBuf>,
+    /// tls.crt and tls.key the audit sink presents (default: the webhook's).
+    #[arg(long, env = "ENCLAVE_AUDIT_SINK_TLS_DIR", requires = "audit_sink_addr")]
+    audit_sink_tls_dir: Option<std::path::PathBuf>,
     /// The operator's namespace: never in scope; holds its Secret, checkpoints and Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
     namespace: String,
@@ -251,6 +296,21 @@ async fn run_command() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::AuditSinkConfig(args) => {
+            match &args.url {
+                Some(url) => print!(
+                    "{}",
+                    enclave_operator::auditsink::kubeconfig(
+                        url,
+                        &args.ca_file,
+                        &args.client_cert,
+                        &args.client_key
+                    )
+                ),
+                None => print!("{}", enclave_operator::auditsink::policy(&args.namespace)),
+            }
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             // The steady state stops within 5 s of a signal by itself; this bounds the
             // phases before it (connecting, the first lists of a large cluster, taking
@@ -351,6 +411,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
             format!("cannot answer SubjectAccessReviews on --authorizer-addr {addr}: {e}")
         })?),
         None => None,
+    };
+    let audit_sink_listener = match (args.audit_sink_addr, &args.audit_sink_client_ca) {
+        (Some(addr), Some(client_ca)) => {
+            let roots = auditsink::server::read_client_ca(client_ca).map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot receive audit events on --audit-sink-addr {addr}: {e}")
+            })?;
+            Some((listener, roots))
+        }
+        _ => None,
     };
 
     let config = kube::Config::infer()
@@ -508,6 +578,35 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let audit_sink = match audit_sink_listener {
+        Some((listener, roots)) => {
+            let cert = match &args.audit_sink_tls_dir {
+                Some(dir) => Arc::new(
+                    certs::read_dir(dir)
+                        .and_then(|bundle| server::SwappableCert::new(&bundle))
+                        .map_err(|e| format!("--audit-sink-tls-dir {}: {e}", dir.display()))?,
+                ),
+                None => tls.cert.clone(),
+            };
+            let config = auditsink::server::tls_config(cert, roots)
+                .map_err(|e| format!("the audit sink's TLS: {e}"))?;
+            metrics.auditsink.configured.set(1);
+            tracing::info!(addr = ?args.audit_sink_addr, "receiving the API server's audit events");
+            let state = Arc::new(auditsink::server::SinkState::new(
+                ctx.sink.clone(),
+                metrics.auditsink.clone(),
+            ));
+            Some(tokio::spawn(server::serve_with(
+                listener,
+                config,
+                auditsink::server::router(state),
+                limits.clone(),
+                metrics.admission.clone(),
+                shutdown::signalled(),
+            )))
+        }
+        None => None,
+    };
     let webhooks = tokio::spawn(server::serve(
         webhook_listener,
         tls.cert.clone(),
@@ -532,11 +631,20 @@ async fn run(args: RunArgs) -> Result<(), String> {
     // chain from this process's last checkpoint, and takes over at once rather than
     // when the lease expires.
     let _ = tokio::time::timeout(Duration::from_millis(2500), async {
-        let _ = tokio::join!(controllers, webhooks, async {
-            if let Some(authorizer) = authorizer {
-                let _ = authorizer.await;
+        let _ = tokio::join!(
+            controllers,
+            webhooks,
+            async {
+                if let Some(authorizer) = authorizer {
+                    let _ = authorizer.await;
+                }
+            },
+            async {
+                if let Some(audit_sink) = audit_sink {
+                    let _ = audit_sink.await;
+                }
             }
-        });
+        );
     })
     .await;
     if tokio::time::timeout(Duration::from_millis(1500), writer.close())

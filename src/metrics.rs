@@ -198,6 +198,7 @@ pub struct Metrics {
     pub reconcile: ReconcileMetrics,
     pub admission: AdmissionMetrics,
     pub evidence: EvidenceMetrics,
+    pub auditsink: crate::auditsink::server::Metrics,
 }
 
 impl Default for Metrics {
@@ -206,6 +207,9 @@ impl Default for Metrics {
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("controller"));
         let admission = AdmissionMetrics::register(registry.sub_registry_with_prefix("admission"));
         let evidence = EvidenceMetrics::register(registry.sub_registry_with_prefix("evidence"));
+        let auditsink = crate::auditsink::server::Metrics::register(
+            registry.sub_registry_with_prefix("auditsink"),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -218,6 +222,7 @@ impl Default for Metrics {
             reconcile,
             admission,
             evidence,
+            auditsink,
         }
     }
 }

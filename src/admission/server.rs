@@ -333,6 +333,7 @@ fn record(
                 subject.clone(),
                 finding.message.clone(),
             )
+            .with("engine", "webhook")
             .with("webhook", entry.name)
             .with("user", request.user_info.username.clone()),
         );
@@ -342,6 +343,7 @@ fn record(
     {
         sink.record(
             Record::new(Kind::PodDenied, None, subject, message.clone())
+                .with("engine", "webhook")
                 .with("webhook", entry.name)
                 .with("user", request.user_info.username.clone()),
         );
@@ -511,9 +513,22 @@ pub async fn serve(
     metrics: AdmissionMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut config = ServerConfig::builder()
+    let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(cert);
+    serve_with(listener, config, router, limits, metrics, shutdown).await;
+}
+
+/// [`serve`] with a TLS configuration of the caller's (the audit sink requires client
+/// certificates), with the same limits and timeouts.
+pub async fn serve_with(
+    listener: TcpListener,
+    mut config: ServerConfig,
+    router: Router,
+    limits: Limits,
+    metrics: AdmissionMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(limits.max_connections));

@@ -32,6 +32,7 @@
 //! finding: the chain is evidence about the past, not a property of the enclave now.
 
 pub mod collect;
+pub mod refusals;
 pub mod render;
 pub mod report;
 
@@ -62,6 +63,11 @@ pub struct AuditArgs {
     /// Objects per list request: memory grows with the page, not with the cluster.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
+    /// A stored decision log to list refusals from (repeat for more files): every
+    /// `PodDenied` line, by engine (native and webhook). Verify the files with
+    /// `enclave-operator verify-log` first; the audit reads them as given.
+    #[arg(long = "decision-log", value_name = "FILE")]
+    pub decision_logs: Vec<PathBuf>,
 }
 
 /// Exit code 1: the report has findings.
@@ -115,7 +121,23 @@ async fn audit(args: &AuditArgs) -> Result<Report, String> {
         unreadable: collected.unreadable,
         only_policies: args.policies.clone(),
     };
-    Ok(build(&collected.catalog, &observation))
+    let mut report = build(&collected.catalog, &observation);
+    if !args.decision_logs.is_empty() {
+        let mut refusals = refusals::Refusals::default();
+        for path in &args.decision_logs {
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("--decision-log {}: {e}", path.display()))?;
+            refusals
+                .read(
+                    &path.display().to_string(),
+                    std::io::BufReader::new(file),
+                    &args.policies,
+                )
+                .map_err(|e| format!("--decision-log {}: {e}", path.display()))?;
+        }
+        report.refusals = Some(refusals);
+    }
+    Ok(report)
 }
 
 /// Runs the audit; see the module docs for the exit code.

@@ -215,10 +215,65 @@ pub fn markdown(report: &Report) -> String {
         }
     }
 
+    if let Some(refusals) = &report.refusals {
+        refusals_section(&mut out, refusals);
+    }
     for policy in &report.policies {
         policy_section(&mut out, policy);
     }
     out
+}
+
+/// The refusals of the decision logs given, by engine, then one line each.
+fn refusals_section(out: &mut String, refusals: &super::refusals::Refusals) {
+    let _ = writeln!(
+        out,
+        "
+## Refusals in the decision log
+"
+    );
+    let files: Vec<String> = refusals.files.iter().map(|f| format!("`{f}`")).collect();
+    let _ = writeln!(
+        out,
+        "From {} ({} records), read as given: `enclave-operator verify-log` proves them complete against the checkpoints above.
+",
+        files.join(", "),
+        refusals.records
+    );
+    if refusals.by_engine.is_empty() {
+        let _ = writeln!(out, "No refusal.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| engine | refusals |
+| --- | --- |"
+    );
+    for (engine, count) in &refusals.by_engine {
+        let _ = writeln!(out, "| {engine} | {count} |");
+    }
+    let _ = writeln!(out);
+    for r in &refusals.refused {
+        let user = r
+            .user
+            .as_deref()
+            .map(|u| format!(" by `{u}`"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "- {} `{}`{user} ({}, policy `{}`, {} #{}): {}",
+            r.time,
+            r.object,
+            r.engine,
+            r.policy.as_deref().unwrap_or("-"),
+            r.chain,
+            r.seq,
+            line(&r.message)
+        );
+    }
+    if refusals.not_listed > 0 {
+        let _ = writeln!(out, "- … and {} more, not listed", refusals.not_listed);
+    }
 }
 
 fn policy_section(out: &mut String, policy: &PolicyReport) {

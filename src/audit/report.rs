@@ -224,6 +224,10 @@ pub struct Report {
     /// Cluster-scoped objects that could not be read (each a finding): any verdict may
     /// depend on them. Namespaced ones are listed under the policies whose scope holds them.
     pub unreadable: Vec<Unreadable>,
+    /// The refusals of the decision logs given with `--decision-log` (not findings:
+    /// a refusal is the enclave holding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<super::refusals::Refusals>,
 }
 
 /// The report in numbers.
@@ -525,6 +529,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         policies: reports,
         missing_policies,
         unreadable,
+        refusals: None,
     }
 }
 

@@ -405,7 +405,8 @@ pub fn shared_operator(_name: &'static str) {
     STARTED.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let args = authorizer_args();
+            let mut args = authorizer_args();
+            args.extend(audit_sink_args());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let operator = Operator::start(name, &args);
             let _ = SHARED_METRICS_PORT.set(operator.metrics_port);
@@ -451,6 +452,27 @@ pub fn authorizer_args() -> Vec<String> {
             "--authorizer-addr".into(),
             addr,
             "--authorizer-tls-dir".into(),
+            dir,
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The arguments that make an operator receive the local control plane's audit events
+/// (`hack/test-integration.sh` exports them): only the shared operator listens there.
+/// The sink presents the authorizer's certificate (127.0.0.1, signed by the cluster CA).
+pub fn audit_sink_args() -> Vec<String> {
+    match (
+        std::env::var("ENCLAVE_TEST_AUDIT_SINK_ADDR"),
+        std::env::var("ENCLAVE_TEST_AUDIT_SINK_CLIENT_CA"),
+        std::env::var("ENCLAVE_TEST_AUTHORIZER_TLS_DIR"),
+    ) {
+        (Ok(addr), Ok(ca), Ok(dir)) if !addr.is_empty() => vec![
+            "--audit-sink-addr".into(),
+            addr,
+            "--audit-sink-client-ca".into(),
+            ca,
+            "--audit-sink-tls-dir".into(),
             dir,
         ],
         _ => Vec::new(),

@@ -9,6 +9,7 @@ mod common;
 mod access;
 mod admission;
 mod audit;
+mod auditsink;
 mod authorizer;
 mod hardening;
 mod migration;
