@@ -10,9 +10,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::common::*;
+use crate::common::{workloads::running_pause_pod, *};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "access-eu";
@@ -55,59 +53,6 @@ subjects:
     ));
 }
 
-async fn running_pod(namespace: &str, name: &str) {
-    kubectl_ok(&[
-        "run",
-        name,
-        "-n",
-        namespace,
-        "--image=registry.k8s.io/pause:3.10",
-        "--restart=Never",
-    ]);
-    eventually(
-        TIMEOUT,
-        &format!("pod {namespace}/{name} running"),
-        || async {
-            let phase = kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.status.phase}",
-            ]);
-            if phase == "Running" {
-                Ok(())
-            } else {
-                Err(phase)
-            }
-        },
-    )
-    .await;
-}
-
-/// kubectl's combined output; the command may fail.
-fn attempt(args: &[&str]) -> String {
-    let out = kubectl(args, None);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The decision records of the shared operator about one pod.
-fn records_about(namespace: &str, pod: &str) -> Vec<Value> {
-    shared_decisions()
-        .into_iter()
-        .filter(|record| {
-            let object = &record["fields"]["object"];
-            object["namespace"] == namespace && object["name"] == pod
-        })
-        .collect()
-}
-
 fn is_denial(output: &str) -> bool {
     output.contains("denied the request")
 }
@@ -121,7 +66,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     apply(&policy(&ns.name, ENCLAVE, ""));
     grant_shells(&ns.name, "shells");
     wait_for_admission(&ns.name).await;
-    running_pod(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
 
     // mallory, bound to exec by RBAC but not approved: every way in is refused, with
     // the enclave and its approved staff named.
@@ -235,7 +180,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
 
     // Every attempt is in the decision log: who, how, which command.
     eventually(TIMEOUT, "every attempt recorded", || async {
-        let records = records_about(&ns.name, "db");
+        let records = decisions_about(Some(&ns.name), "db");
         let kinds: Vec<(String, String, String)> = records
             .iter()
             .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("Access")))
@@ -270,7 +215,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
         }
     })
     .await;
-    let records = records_about(&ns.name, "db");
+    let records = decisions_about(Some(&ns.name), "db");
     let bob_exec = records
         .iter()
         .find(|r| r["kind"] == "AccessAllowed" && r["fields"]["user"] == "bob")
@@ -410,7 +355,7 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     apply(&enclave());
     let ns = TestNamespace::new("access-outside", false);
     grant_shells(&ns.name, "shells");
-    running_pod(&ns.name, "web").await;
+    running_pause_pod(&ns.name, "web").await;
     let out = attempt(&[
         "exec",
         "-n",
@@ -428,7 +373,7 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     apply(&policy(&inside.name, ENCLAVE, ""));
     grant_shells(&inside.name, "shells");
     wait_for_admission(&inside.name).await;
-    running_pod(&inside.name, "db").await;
+    running_pause_pod(&inside.name, "db").await;
     let denied = attempt(&[
         "exec",
         "-n",
@@ -442,7 +387,7 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     ]);
     assert!(is_denial(&denied), "{denied}");
     eventually(TIMEOUT, "the in-scope attempt recorded", || async {
-        if records_about(&inside.name, "db")
+        if decisions_about(Some(&inside.name), "db")
             .iter()
             .any(|r| r["kind"] == "AccessDenied")
         {
@@ -452,7 +397,7 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
         }
     })
     .await;
-    let outside = records_about(&ns.name, "web");
+    let outside = decisions_about(Some(&ns.name), "web");
     assert!(
         outside.is_empty(),
         "out-of-scope access reached the operator: {outside:?}"
@@ -469,7 +414,7 @@ async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
     let ns = TestNamespace::new("access-audit", true);
     apply(&policy(&ns.name, ENCLAVE, "  enforcement: Audit\n"));
     grant_shells(&ns.name, "shells");
-    running_pod(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
     let exec = || {
         attempt(&[
             "exec",
@@ -484,7 +429,7 @@ async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
         ])
     };
     let audited = || {
-        records_about(&ns.name, "db")
+        decisions_about(Some(&ns.name), "db")
             .into_iter()
             .filter(|r| {
                 r["kind"] == "AccessAllowed"
