@@ -71,16 +71,11 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     // mallory, bound to exec by RBAC but not approved: every way in is refused, with
     // the enclave and its approved staff named.
     let exec = |who: &[&str]| {
-        let mut args = vec![
-            "exec",
-            "-n",
-            ns.name.as_str(),
-            "db",
-            "--request-timeout=10s",
-        ];
-        args.extend_from_slice(who);
-        args.extend_from_slice(&["--", "cat", "/etc/hostname"]);
-        attempt(&args)
+        attempt_as(
+            who,
+            &["exec", "-n", &ns.name, "db"],
+            &["cat", "/etc/hostname"],
+        )
     };
     let denied = exec(&["--as", "mallory"]);
     assert!(is_denial(&denied), "{denied}");
@@ -89,43 +84,31 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
             && denied.contains("DataEnclave access-eu admits only its approved staff (groups: enclave-sre; users: bob)"),
         "{denied}"
     );
-    let attach = attempt(&[
-        "attach",
-        "-n",
-        &ns.name,
-        "db",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let attach = attempt_as(&["--as", "mallory"], &["attach", "-n", &ns.name, "db"], &[]);
     assert!(
         is_denial(&attach) && attach.contains("may not attach to"),
         "{attach}"
     );
-    let forward = attempt(&[
-        "port-forward",
-        "-n",
-        &ns.name,
-        "pod/db",
-        "18080:80",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let forward = attempt_as(
+        &["--as", "mallory"],
+        &["port-forward", "-n", &ns.name, "pod/db", "18080:80"],
+        &[],
+    );
     assert!(
         is_denial(&forward) && forward.contains("may not port-forward to"),
         "{forward}"
     );
-    let debug = attempt(&[
-        "debug",
-        "-n",
-        &ns.name,
-        "db",
-        "--image=registry.k8s.io/pause:3.10",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let debug = attempt_as(
+        &["--as", "mallory"],
+        &[
+            "debug",
+            "-n",
+            &ns.name,
+            "db",
+            "--image=registry.k8s.io/pause:3.10",
+        ],
+        &[],
+    );
     assert!(
         is_denial(&debug) && debug.contains("may not add a debug container to"),
         "{debug}"
@@ -155,17 +138,18 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     let pretender = exec(&["--as", "enclave-sre"]);
     assert!(is_denial(&pretender), "{pretender}");
     // An approved steward's `kubectl debug` passes the gate: the container is added.
-    let debug = attempt(&[
-        "debug",
-        "-n",
-        &ns.name,
-        "db",
-        "--image=registry.k8s.io/pause:3.10",
-        "--container=bob-debug",
-        "--as",
-        "bob",
-        "--request-timeout=10s",
-    ]);
+    let debug = attempt_as(
+        &["--as", "bob"],
+        &[
+            "debug",
+            "-n",
+            &ns.name,
+            "db",
+            "--image=registry.k8s.io/pause:3.10",
+            "--container=bob-debug",
+        ],
+        &[],
+    );
     assert!(!is_denial(&debug), "{debug}");
     let containers = kubectl_ok(&[
         "get",
@@ -356,17 +340,11 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     let ns = TestNamespace::new("access-outside", false);
     grant_shells(&ns.name, "shells");
     running_pause_pod(&ns.name, "web").await;
-    let out = attempt(&[
-        "exec",
-        "-n",
-        &ns.name,
-        "web",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-        "--",
-        "true",
-    ]);
+    let out = attempt_as(
+        &["--as", "mallory"],
+        &["exec", "-n", &ns.name, "web"],
+        &["true"],
+    );
     assert!(!is_denial(&out), "{out}");
     // An in-scope attempt made after it is recorded, so the log has caught up with it.
     let inside = TestNamespace::new("access-outside-probe", true);
@@ -374,17 +352,11 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     grant_shells(&inside.name, "shells");
     wait_for_admission(&inside.name).await;
     running_pause_pod(&inside.name, "db").await;
-    let denied = attempt(&[
-        "exec",
-        "-n",
-        &inside.name,
-        "db",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-        "--",
-        "true",
-    ]);
+    let denied = attempt_as(
+        &["--as", "mallory"],
+        &["exec", "-n", &inside.name, "db"],
+        &["true"],
+    );
     assert!(is_denial(&denied), "{denied}");
     eventually(TIMEOUT, "the in-scope attempt recorded", || async {
         if decisions_about(Some(&inside.name), "db")
@@ -416,17 +388,11 @@ async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
     grant_shells(&ns.name, "shells");
     running_pause_pod(&ns.name, "db").await;
     let exec = || {
-        attempt(&[
-            "exec",
-            "-n",
-            &ns.name,
-            "db",
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-            "--",
-            "true",
-        ])
+        attempt_as(
+            &["--as", "mallory"],
+            &["exec", "-n", &ns.name, "db"],
+            &["true"],
+        )
     };
     let audited = || {
         decisions_about(Some(&ns.name), "db")

@@ -122,15 +122,7 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
     running_pause_pod(&ns.name, "db").await;
 
     let refused = eventually(TIMEOUT, "the viewer's logs refused", || async {
-        let out = attempt(&[
-            "logs",
-            "-n",
-            &ns.name,
-            "db",
-            "--as",
-            "viewer",
-            "--request-timeout=10s",
-        ]);
+        let out = attempt_as(&["--as", "viewer"], &["logs", "-n", &ns.name, "db"], &[]);
         if refused_by_authorizer(&out, "viewer may not read the logs of pod authz-logs/db") {
             Ok(out)
         } else {
@@ -142,15 +134,7 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         refused.contains("DataEnclave authz-eu admits only its approved staff"),
         "{refused}"
     );
-    let approved = attempt(&[
-        "logs",
-        "-n",
-        &ns.name,
-        "db",
-        "--as",
-        "bob",
-        "--request-timeout=10s",
-    ]);
+    let approved = attempt_as(&["--as", "bob"], &["logs", "-n", &ns.name, "db"], &[]);
     assert!(
         !approved.contains("forbidden") && !approved.contains("enclave-operator"),
         "approved staff pass authorization: {approved}"
@@ -183,15 +167,11 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         "--image=registry.k8s.io/pause:3.10",
         "--restart=Never",
     ]);
-    let out = attempt(&[
-        "logs",
-        "-n",
-        &outside.name,
-        "web",
-        "--as",
-        "viewer",
-        "--request-timeout=10s",
-    ]);
+    let out = attempt_as(
+        &["--as", "viewer"],
+        &["logs", "-n", &outside.name, "web"],
+        &[],
+    );
     assert!(!out.contains("enclave-operator"), "{out}");
 }
 
@@ -235,24 +215,12 @@ subjects:
         TIMEOUT,
         "prom's exec through the kubelet refused",
         || async {
-            let out = attempt(&[
-                "create",
-                "--raw",
-                &path,
-                "-f",
-                "/dev/null",
-                "--as",
-                "prom",
-                "--request-timeout=10s",
-            ]);
-            let get = attempt(&[
-                "get",
-                "--raw",
-                &path,
-                "--as",
-                "prom",
-                "--request-timeout=10s",
-            ]);
+            let out = attempt_as(
+                &["--as", "prom"],
+                &["create", "--raw", &path, "-f", "/dev/null"],
+                &[],
+            );
+            let get = attempt_as(&["--as", "prom"], &["get", "--raw", &path], &[]);
             let phrase = format!("prom may not reach the kubelet API of node {node}");
             if refused_by_authorizer(&out, &phrase) && refused_by_authorizer(&get, &phrase) {
                 Ok(out)
@@ -272,14 +240,7 @@ subjects:
     // still being deleted, may refuse him until it is gone (and its refusal is cached
     // for the authorizer's TTL): wait for that, never for an answer of ours.
     eventually(TIMEOUT, "approved staff pass authorization", || async {
-        let approved = attempt(&[
-            "get",
-            "--raw",
-            &path,
-            "--as",
-            "bob",
-            "--request-timeout=10s",
-        ]);
+        let approved = attempt_as(&["--as", "bob"], &["get", "--raw", &path], &[]);
         if approved.contains("DataEnclave authz-eu") {
             panic!("this test's own enclave refused its approved staff: {approved}");
         }
@@ -334,22 +295,8 @@ async fn pod_and_service_proxies_are_refused_to_unapproved_users() {
     let pod_path = format!("/api/v1/namespaces/{}/pods/db:80/proxy/", ns.name);
     let service_path = format!("/api/v1/namespaces/{}/services/db:80/proxy/", ns.name);
     eventually(TIMEOUT, "both proxies refused", || async {
-        let pod = attempt(&[
-            "get",
-            "--raw",
-            &pod_path,
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-        ]);
-        let service = attempt(&[
-            "get",
-            "--raw",
-            &service_path,
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-        ]);
+        let pod = attempt_as(&["--as", "mallory"], &["get", "--raw", &pod_path], &[]);
+        let service = attempt_as(&["--as", "mallory"], &["get", "--raw", &service_path], &[]);
         if refused_by_authorizer(&pod, "mallory may not proxy to pod authz-proxy/db")
             && refused_by_authorizer(&service, "mallory may not proxy to service authz-proxy/db")
         {

@@ -114,16 +114,7 @@ async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
     )
     .await;
     assert_eq!(compliant(&status).0, "True");
-    let reasons = kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "reason=EvictedIntoEnclave",
-        "-o",
-        "name",
-    ]);
+    let reasons = event_names(&ns.name, "reason=EvictedIntoEnclave");
     assert_eq!(
         reasons.lines().count(),
         started_outside,
