@@ -16,15 +16,9 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use enclave_operator::{
     access::rbac::RbacObjects,
-    audit::{
-        render,
-        report::{ChainObservation, Observation, build},
-    },
-    catalog::{Catalog, StaticCatalog},
-    controller::residency::network,
-    scope,
+    audit::{fixtures, render, report::build},
+    catalog::StaticCatalog,
 };
-use jiff::Timestamp;
 use serde_json::{Value, json};
 
 const IN_SCOPE_NAMESPACES: usize = 100;
@@ -225,36 +219,13 @@ storageClasses:
     catalog.rbac = RbacObjects::from_yaml(&rbac).expect("the benchmark's RBAC parses");
 
     // The operator's fence in every namespace in scope.
-    let fence: Vec<_> = catalog
-        .policies()
-        .iter()
-        .flat_map(|policy| {
-            let enclave = scope::resolve_enclave(&catalog, policy).expect("enclave");
-            let inside = network::namespaces(policy, &catalog, OPERATOR_NAMESPACE);
-            network::desired(policy, &enclave, &inside).expect("fence")
-        })
-        .collect();
+    fixtures::add_operator_fence(&mut catalog, OPERATOR_NAMESPACE);
     catalog
-        .network_policies
-        .extend(fence.into_iter().map(Arc::new));
-    catalog
-}
-
-fn observation() -> Observation {
-    Observation {
-        generated_at: Timestamp::from_second(1_800_000_000).expect("time"),
-        operator_namespace: OPERATOR_NAMESPACE.into(),
-        chain: ChainObservation::Absent {
-            config_map: "enclave-operator-checkpoints".into(),
-        },
-        unreadable: Vec::new(),
-        only_policies: Vec::new(),
-    }
 }
 
 fn audit(c: &mut Criterion) {
     let catalog = world();
-    let observation = observation();
+    let observation = fixtures::observation(OPERATOR_NAMESPACE);
 
     // Once, with the figures a reader wants besides criterion's.
     let start = Instant::now();

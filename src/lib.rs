@@ -8,7 +8,9 @@
 //!   native admission policies.
 //! - [`controller`]: reconcilers, one per concern (sites, residency).
 //! - [`catalog`]: the one index of cluster state every decision reads; [`cache`]: the
-//!   watches behind it.
+//!   watches behind it; [`scope`]: the policies covering an object, resolved from it;
+//!   [`coverage`]: the pure predicates under both (what a policy covers), so that the
+//!   caches need not import the catalog built on them.
 //! - [`decisions`] and [`evidence`]: every decision recorded, hash-chained, checkpointed;
 //!   [`auditsink`]: the native engine's decisions, from the API server's audit events.
 //! - [`network`] and [`access`]: the network fence and the access exposure (pure).
@@ -24,6 +26,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod coverage;
 pub mod crd;
 pub mod decisions;
 pub mod evidence;

@@ -122,6 +122,15 @@ pub fn default_class(classes: &[Arc<StorageClass>]) -> Option<String> {
         .map(|c| c.name_any())
 }
 
+/// Why a PersistentVolume's data lives outside the enclave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeOutside<'v> {
+    /// Its storage class (empty when it names none) is not one of the enclave's.
+    Class(&'v str),
+    /// Its node affinity admits no node of the enclave.
+    Unreachable,
+}
+
 /// The enclave's side of the rules.
 pub struct Storage<'a> {
     /// The enclave's storage classes.
@@ -137,18 +146,19 @@ impl Storage<'_> {
         allowed_classes(self.classes)
     }
 
-    /// Why the volume lives outside the enclave, if it does.
-    pub fn volume_outside(&self, volume: &PersistentVolume) -> Option<String> {
-        let name = volume.name_any();
+    /// Why the volume's data lives outside the enclave, if it does, as facts: the one
+    /// rule the volume report ([`Storage::volume_outside`]) and migration's check of a
+    /// pod's claims share; each words it for its reader.
+    pub fn volume_outside_reason<'v>(
+        &self,
+        volume: &'v PersistentVolume,
+    ) -> Option<VolumeOutside<'v>> {
         let spec = volume.spec.as_ref();
         let class = spec
             .and_then(|s| s.storage_class_name.as_deref())
             .unwrap_or_default();
         if !self.classes.iter().any(|c| c == class) {
-            return Some(format!(
-                "PersistentVolume {name} is of storage class {class:?}, not one of the enclave's ({})",
-                self.allowed()
-            ));
+            return Some(VolumeOutside::Class(class));
         }
         let terms = spec
             .and_then(|s| s.node_affinity.as_ref())
@@ -161,11 +171,23 @@ impl Storage<'_> {
                     .any(|t| placement::term_matches_node(t, &n.name_any(), n.labels()))
             })
         {
-            return Some(format!(
-                "PersistentVolume {name} can only be reached from nodes outside the enclave (its node affinity)"
-            ));
+            return Some(VolumeOutside::Unreachable);
         }
         None
+    }
+
+    /// Why the volume lives outside the enclave, if it does.
+    pub fn volume_outside(&self, volume: &PersistentVolume) -> Option<String> {
+        let name = volume.name_any();
+        Some(match self.volume_outside_reason(volume)? {
+            VolumeOutside::Class(class) => format!(
+                "PersistentVolume {name} is of storage class {class:?}, not one of the enclave's ({})",
+                self.allowed()
+            ),
+            VolumeOutside::Unreachable => format!(
+                "PersistentVolume {name} can only be reached from nodes outside the enclave (its node affinity)"
+            ),
+        })
     }
 
     /// Why a claim with these annotations and this spec would keep its data outside the

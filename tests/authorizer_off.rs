@@ -46,15 +46,7 @@ async fn without_the_authorizer_the_enclave_says_so_and_covered_requests_are_not
     operator.ready().await;
     apply(&eu_enclave(ENCLAVE));
     // Whatever an earlier run left in the status proves nothing.
-    kubectl_ok(&[
-        "patch",
-        "dataenclave",
-        ENCLAVE,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"conditions":[]}}"#,
-    ]);
+    clear_enclave_conditions(ENCLAVE);
     let expected = if authorizer_configured() {
         "NotAnswering"
     } else {

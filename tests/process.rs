@@ -24,7 +24,7 @@ fn pod(name: &str) -> String {
 
 /// A dry-run pod in `namespace` comes back placed by `policy`.
 fn placed(namespace: &str, policy: &str) -> Result<(), String> {
-    let out = kubectl(
+    let (ok, text) = kubectl_outcome(
         &[
             "apply",
             "--dry-run=server",
@@ -37,12 +37,7 @@ fn placed(namespace: &str, policy: &str) -> Result<(), String> {
         ],
         Some(&pod("probe")),
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() && text.contains(policy) {
+    if ok && text.contains(policy) {
         Ok(())
     } else {
         Err(text)

@@ -1818,6 +1818,11 @@ mod tests {
         finding.permissions().collect()
     }
 
+    /// What the one finding of a binding grants.
+    fn granted(findings: &[Finding], binding: &str) -> Vec<Permission> {
+        permissions(only(findings, binding))
+    }
+
     fn user(name: &str) -> SubjectRef {
         SubjectRef {
             kind: SubjectKind::User,
@@ -1880,36 +1885,48 @@ mod tests {
         );
     }
 
-    #[test]
-    fn direct_attach_port_forward_and_proxy() {
-        let findings = report(DIRECT);
-        assert_eq!(
-            permissions(only(&findings, "attach-and-forward")),
-            [Attach, PortForward, PodProxy]
-        );
-    }
+    /// What single bindings of the fixtures grant, one case a row: (case, fixture,
+    /// binding, grants); no grants: the binding is not reported at all.
+    #[rustfmt::skip] // a table: one row a line reads better than rustfmt's tuples
+    const GRANTS: &[(&str, &str, &str, &[Permission])] = &[
+        ("direct attach, port-forward and proxy", DIRECT, "attach-and-forward", &[Attach, PortForward, PodProxy]),
+        ("ephemeral containers need update or patch", DIRECT, "debug-containers", &[EphemeralContainers]),
+        ("reading ephemeral containers adds none", DIRECT, "debug-containers-read", &[]),
+        ("listing secrets exposes them", DIRECT, "secret-lister", &[ReadSecrets]),
+        ("creating secrets alone does not", DIRECT, "secret-creator", &[]),
+        ("persistent volume claims written", DIRECT, "claims-deleter", &[Volumes]),
+        // create reaches exec, attach, port-forward and the proxy; patch the ephemeral
+        // containers. Not the logs (get) nor the pods themselves.
+        ("pods/* covers the pod subresources", WILDCARDS, "pod-subresources", &[Exec, Attach, PortForward, EphemeralContainers, PodProxy, Wildcard]),
+        ("pods/* covers exec", WILDCARDS, "any-exec", &[Exec, Wildcard]),
+        ("a wildcard in apps grants workloads", WILDCARDS, "apps-everything", &[Workloads, Wildcard]),
+        ("a wildcard on URLs grants nothing", WILDCARDS, "urls-everything", &[]),
+        ("Wildcard marks only what a wildcard adds", WILDCARDS, "exact-and-wildcard", &[Exec, ReadSecrets, Wildcard]),
+        ("an aggregation cycle ends with the union", AGGREGATION, "loop-a", &[Attach, ReadSecrets]),
+        ("an aggregation cycle ends with the union", AGGREGATION, "loop-b", &[Attach, ReadSecrets]),
+        ("a role aggregating itself keeps its rules", AGGREGATION, "self-loop", &[Volumes]),
+        ("aggregation is transitive and keeps stored rules", AGGREGATION, "chain-top", &[PortForward, EphemeralContainers]),
+        // exp-data (In, DoesNotExist) and exp-owned (Exists, NotIn on a missing label);
+        // not the retired, web or frontend roles, nor the malformed selector.
+        ("aggregation by match expressions", AGGREGATION, "expressions", &[Exec, Volumes]),
+        ("logs are their own category", PATHS, "logs-reader", &[PodLogs]),
+        ("the pod proxy is its own category", PATHS, "pod-proxy", &[PodProxy]),
+        ("the service proxy is its own category", PATHS, "service-proxy", &[ServiceProxy]),
+        ("listing pods reads no logs", PATHS, "logs-list", &[]),
+        ("reading services proxies nothing", PATHS, "service-reader", &[]),
+    ];
 
     #[test]
-    fn ephemeral_containers_need_update_or_patch() {
-        let findings = report(DIRECT);
-        assert_eq!(
-            permissions(only(&findings, "debug-containers")),
-            [EphemeralContainers]
-        );
-        assert!(named(&findings, "debug-containers-read").is_empty());
-    }
-
-    #[test]
-    fn secrets_list_is_exposed_but_create_only_is_not() {
-        let findings = report(DIRECT);
-        assert_eq!(permissions(only(&findings, "secret-lister")), [ReadSecrets]);
-        assert!(named(&findings, "secret-creator").is_empty());
-    }
-
-    #[test]
-    fn persistent_volume_claims_written() {
-        let findings = report(DIRECT);
-        assert_eq!(permissions(only(&findings, "claims-deleter")), [Volumes]);
+    fn each_binding_grants_what_its_rules_reach() {
+        for (case, fixture, binding, grants) in GRANTS {
+            let findings = report(fixture);
+            if grants.is_empty() {
+                let found = named(&findings, binding);
+                assert!(found.is_empty(), "{case}: {binding} reported: {found:#?}");
+            } else {
+                assert_eq!(granted(&findings, binding), *grants, "{case}");
+            }
+        }
     }
 
     #[test]
@@ -1972,7 +1989,7 @@ mod tests {
         // Only "get" on every resource: reading claims does not count, and in a
         // RoleBinding neither does anything cluster-scoped (nodes/proxy).
         assert_eq!(
-            permissions(only(&findings, "all-resources")),
+            granted(&findings, "all-resources"),
             [
                 Exec,
                 Attach,
@@ -1984,49 +2001,8 @@ mod tests {
                 Wildcard
             ]
         );
-        assert_eq!(
-            permissions(only(&findings, "all-verbs")),
-            [ReadSecrets, Wildcard]
-        );
-        assert_eq!(permissions(only(&findings, "all-groups")), [Exec, Wildcard]);
-    }
-
-    #[test]
-    fn pods_star_covers_pod_subresources() {
-        let findings = report(WILDCARDS);
-        // create reaches exec, attach, port-forward and the proxy; patch the
-        // ephemeral containers. Not the logs (get) nor the pods themselves.
-        assert_eq!(
-            permissions(only(&findings, "pod-subresources")),
-            [
-                Exec,
-                Attach,
-                PortForward,
-                EphemeralContainers,
-                PodProxy,
-                Wildcard
-            ]
-        );
-        assert_eq!(permissions(only(&findings, "any-exec")), [Exec, Wildcard]);
-    }
-
-    #[test]
-    fn wildcards_in_apps_grant_workloads_and_on_urls_nothing() {
-        let findings = report(WILDCARDS);
-        assert_eq!(
-            permissions(only(&findings, "apps-everything")),
-            [Workloads, Wildcard]
-        );
-        assert!(named(&findings, "urls-everything").is_empty());
-    }
-
-    #[test]
-    fn wildcard_marks_only_what_a_wildcard_adds() {
-        let findings = report(WILDCARDS);
-        assert_eq!(
-            permissions(only(&findings, "exact-and-wildcard")),
-            [Exec, ReadSecrets, Wildcard]
-        );
+        assert_eq!(granted(&findings, "all-verbs"), [ReadSecrets, Wildcard]);
+        assert_eq!(granted(&findings, "all-groups"), [Exec, Wildcard]);
     }
 
     #[test]
@@ -2035,37 +2011,6 @@ mod tests {
         let finding = only(&findings, "admin");
         assert_eq!(finding.role.name, "admin");
         assert_eq!(permissions(finding), [Exec]);
-    }
-
-    #[test]
-    fn aggregation_cycle_ends_with_the_union() {
-        let findings = report(AGGREGATION);
-        assert_eq!(
-            permissions(only(&findings, "loop-a")),
-            [Attach, ReadSecrets]
-        );
-        assert_eq!(
-            permissions(only(&findings, "loop-b")),
-            [Attach, ReadSecrets]
-        );
-        assert_eq!(permissions(only(&findings, "self-loop")), [Volumes]);
-    }
-
-    #[test]
-    fn aggregation_is_transitive_and_keeps_stored_rules() {
-        let findings = report(AGGREGATION);
-        assert_eq!(
-            permissions(only(&findings, "chain-top")),
-            [PortForward, EphemeralContainers]
-        );
-    }
-
-    #[test]
-    fn aggregation_match_expressions() {
-        let findings = report(AGGREGATION);
-        // exp-data (In, DoesNotExist) and exp-owned (Exists, NotIn on a missing
-        // label); not the retired, web or frontend roles, nor the malformed selector.
-        assert_eq!(permissions(only(&findings, "expressions")), [Exec, Volumes]);
     }
 
     #[test]
@@ -2196,19 +2141,6 @@ mod tests {
     }
 
     #[test]
-    fn logs_and_proxies_are_each_their_own_category() {
-        let findings = report(PATHS);
-        assert_eq!(permissions(only(&findings, "logs-reader")), [PodLogs]);
-        assert_eq!(permissions(only(&findings, "pod-proxy")), [PodProxy]);
-        assert_eq!(
-            permissions(only(&findings, "service-proxy")),
-            [ServiceProxy]
-        );
-        assert!(named(&findings, "logs-list").is_empty());
-        assert!(named(&findings, "service-reader").is_empty());
-    }
-
-    #[test]
     fn cluster_wide_kubelet_access_is_reported() {
         let findings = report(PATHS);
         let prom = only(&findings, "prom-kubelet");
@@ -2218,7 +2150,7 @@ mod tests {
         // nodes/stats and nodes/metrics add nothing.
         assert_eq!(permissions(prom), [NodeProxy]);
         assert_eq!(prom.holder, Holder::Unapproved);
-        assert_eq!(permissions(only(&findings, "node-logs")), [NodeLogs]);
+        assert_eq!(granted(&findings, "node-logs"), [NodeLogs]);
     }
 
     #[test]
@@ -2371,7 +2303,7 @@ mod tests {
         );
         // A cluster-wide binding keeps all it gives.
         assert_eq!(
-            permissions(only(&findings, "sa-impersonator")),
+            granted(&findings, "sa-impersonator"),
             [Exec, ImpersonateServiceAccounts, ServiceAccountTokens]
         );
     }
@@ -2478,7 +2410,7 @@ mod tests {
         let findings = report(DEFAULTS);
 
         // view reaches no shell, no secret, and only reads claims; but it reads logs.
-        assert_eq!(permissions(only(&findings, "auditors-view")), [PodLogs]);
+        assert_eq!(granted(&findings, "auditors-view"), [PodLogs]);
 
         let edit = only(&findings, "developers-edit");
         assert_eq!(

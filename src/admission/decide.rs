@@ -113,6 +113,16 @@ impl Decision {
         });
     }
 
+    /// What an Enforce policy would have refused, under Audit: a warning and a finding,
+    /// and the request goes on.
+    fn would_deny(&mut self, policy: &str, message: String) {
+        self.audit(
+            policy,
+            FindingKind::WouldDeny,
+            format!("(Audit) would deny: {message}"),
+        );
+    }
+
     /// Did an Audit policy find something?
     pub fn audited(&self) -> bool {
         self.findings.iter().any(|f| f.kind.is_audit())
@@ -363,11 +373,7 @@ pub fn mutate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
                 };
                 return decision.deny(&name, format!("{message}{note}"));
             }
-            decision.audit(
-                &name,
-                FindingKind::WouldDeny,
-                format!("(Audit) would deny: {message}"),
-            );
+            decision.would_deny(&name, message);
             continue;
         }
         if let Some(message) = side_door(catalog, applicable, enclave, view) {
@@ -375,11 +381,7 @@ pub fn mutate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
                 return decision.deny(&name, message);
             }
             // Audit goes on to say what placement would do as well.
-            decision.audit(
-                &name,
-                FindingKind::WouldDeny,
-                format!("(Audit) would deny: {message}"),
-            );
+            decision.would_deny(&name, message);
         }
         let implied = placement::implies_enclave(&spec, &enclave.site_terms);
         if !implied && let Err(why) = placement::within_bounds(&spec, &enclave.site_terms) {
@@ -396,11 +398,7 @@ pub fn mutate<C: Catalog>(catalog: &C, view: &PodView) -> Decision {
             if enforced {
                 return decision.deny(&name, message);
             }
-            decision.audit(
-                &name,
-                FindingKind::WouldDeny,
-                format!("(Audit) would deny: {message}"),
-            );
+            decision.would_deny(&name, message);
             continue;
         }
         let placed = placement::constrain(
@@ -606,11 +604,7 @@ pub fn volumes<C: Catalog>(catalog: &C, view: &ClaimsView) -> Decision {
             if enforced {
                 return decision.deny(&name, message);
             }
-            decision.audit(
-                &name,
-                FindingKind::WouldDeny,
-                format!("(Audit) would deny: {message}"),
-            );
+            decision.would_deny(&name, message);
             break;
         }
     }
@@ -688,31 +682,19 @@ pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
             });
             continue;
         }
-        let list = |items: &[String]| {
-            if items.is_empty() {
-                "none".to_string()
-            } else {
-                items.join(", ")
-            }
-        };
         let message = format!(
-            "policy {name}: {} may not {} pod {}/{}: DataEnclave {} admits only its approved staff (groups: {}; users: {})",
+            "policy {name}: {} may not {} pod {}/{}: DataEnclave {} admits only its approved staff ({})",
             view.user,
             verb(view.subresource),
             view.namespace,
             view.pod,
             enclave.name(),
-            list(&approved.approved_groups),
-            list(&approved.approved_users),
+            approved.staff(),
         );
         if enforced {
             return decision.deny(&name, message);
         }
-        decision.audit(
-            &name,
-            FindingKind::WouldDeny,
-            format!("(Audit) would deny: {message}"),
-        );
+        decision.would_deny(&name, message);
     }
     decision
 }

@@ -230,6 +230,20 @@ struct Meta {
     annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Meta {
+    /// The pods of a workload's template as decisions see them: named after the
+    /// workload, with the template's labels and annotations.
+    fn of_template(workload: Option<Meta>, template: Option<Meta>) -> Self {
+        let template = template.unwrap_or_default();
+        Self {
+            name: workload.and_then(|m| m.name),
+            generate_name: None,
+            labels: template.labels,
+            annotations: template.annotations,
+        }
+    }
+}
+
 /// The fields of a pod spec decisions read: placement, and the side doors (host network,
 /// volumes); the rest (containers, …) is skipped.
 #[derive(Deserialize, Default)]
@@ -646,13 +660,7 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
             // The template changes on CREATE and UPDATE: the DaemonSet controller creates
             // pods from it, and a template that targets outside nodes leaves them pending.
             let had_metadata = template.metadata.is_some();
-            let template_meta = template.metadata.unwrap_or_default();
-            let meta = Meta {
-                name: daemonset.metadata.and_then(|m| m.name),
-                generate_name: None,
-                labels: template_meta.labels,
-                annotations: template_meta.annotations,
-            };
+            let meta = Meta::of_template(daemonset.metadata, template.metadata);
             decide_pod_like(
                 request,
                 catalog,
@@ -767,13 +775,7 @@ pub fn decide<C: Catalog>(handler: Handler, catalog: &C, request: &Request) -> A
             let Some(template) = template else {
                 return allow(request);
             };
-            let template_meta = template.metadata.unwrap_or_default();
-            let meta = Meta {
-                name: workload.metadata.and_then(|m| m.name),
-                generate_name: None,
-                labels: template_meta.labels,
-                annotations: template_meta.annotations,
-            };
+            let meta = Meta::of_template(workload.metadata, template.metadata);
             decide_pod_like(
                 request,
                 catalog,

@@ -209,19 +209,25 @@ async fn handle<C: Catalog>(
             "invalid",
         ),
     };
-    state
-        .metrics
-        .duration
-        .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
+    answer(&state.metrics, entry.name, verdict, started, &out)
+}
+
+/// The HTTP answer to a review, admission's or the authorizer's: the review counted by
+/// webhook and verdict, its duration observed, and the body as JSON (a 500 only if
+/// it cannot be serialized, which the types never allow).
+pub(crate) fn answer(
+    metrics: &AdmissionMetrics,
+    webhook: &'static str,
+    verdict: &'static str,
+    started: Instant,
+    out: &impl serde::Serialize,
+) -> Response {
+    metrics.duration.observe(started.elapsed().as_secs_f64());
+    metrics
         .reviews
-        .get_or_create(&ReviewLabels {
-            webhook: entry.name,
-            verdict,
-        })
+        .get_or_create(&ReviewLabels { webhook, verdict })
         .inc();
-    match serde_json::to_vec(&out) {
+    match serde_json::to_vec(out) {
         Ok(bytes) => (
             [(header::CONTENT_TYPE, "application/json")],
             Body::from(bytes),

@@ -32,6 +32,8 @@
 //! finding: the chain is evidence about the past, not a property of the enclave now.
 
 pub mod collect;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod refusals;
 pub mod render;
 pub mod report;

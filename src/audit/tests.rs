@@ -7,18 +7,12 @@ use std::{collections::BTreeMap, sync::Arc};
 use jiff::Timestamp;
 
 use super::{
-    render,
+    fixtures, render,
     report::{
         ChainHead, ChainObservation, Observation, Report, Unreadable, Verdict, build, chain_heads,
     },
 };
-use crate::{
-    access::rbac::RbacObjects,
-    cache::CachedPod,
-    catalog::{Catalog, StaticCatalog},
-    controller::residency::network,
-    scope,
-};
+use crate::{access::rbac::RbacObjects, cache::CachedPod, catalog::StaticCatalog};
 
 const OPERATOR_NAMESPACE: &str = "enclave-system";
 
@@ -27,31 +21,12 @@ fn compliant() -> StaticCatalog {
     let mut catalog =
         StaticCatalog::from_yaml(include_str!("testdata/compliant.yaml")).expect("fixture");
     catalog.rbac = RbacObjects::from_yaml(include_str!("testdata/rbac.yaml")).expect("rbac");
-    let fence: Vec<_> = catalog
-        .policies()
-        .iter()
-        .flat_map(|policy| {
-            let enclave = scope::resolve_enclave(&catalog, policy).expect("enclave");
-            let inside = network::namespaces(policy, &catalog, OPERATOR_NAMESPACE);
-            network::desired(policy, &enclave, &inside).expect("fence")
-        })
-        .collect();
-    catalog
-        .network_policies
-        .extend(fence.into_iter().map(Arc::new));
+    fixtures::add_operator_fence(&mut catalog, OPERATOR_NAMESPACE);
     catalog
 }
 
 fn observation() -> Observation {
-    Observation {
-        generated_at: Timestamp::from_second(1_800_000_000).expect("time"),
-        operator_namespace: OPERATOR_NAMESPACE.into(),
-        chain: ChainObservation::Absent {
-            config_map: "enclave-operator-checkpoints".into(),
-        },
-        unreadable: Vec::new(),
-        only_policies: Vec::new(),
-    }
+    fixtures::observation(OPERATOR_NAMESPACE)
 }
 
 fn report(catalog: &StaticCatalog) -> Report {

@@ -409,19 +409,11 @@ fn judge<C: Catalog>(
             });
             continue;
         }
-        let list = |items: &[String]| {
-            if items.is_empty() {
-                "none".to_string()
-            } else {
-                items.join(", ")
-            }
-        };
         let message = format!(
-            "enclave-operator: policy {name}: {} may not {}: DataEnclave {enclave_name} admits only its approved staff (groups: {}; users: {})",
+            "enclave-operator: policy {name}: {} may not {}: DataEnclave {enclave_name} admits only its approved staff ({})",
             a.user,
             door.phrase(a),
-            list(&access.approved_groups),
-            list(&access.approved_users),
+            access.staff(),
         );
         if enforced {
             return verdict.deny(Finding {

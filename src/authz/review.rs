@@ -6,20 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    body::{Body, Bytes},
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-};
+use axum::{body::Bytes, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::decide::{self, Attributes, Door, Judgement, NodePods, Verdict};
 use crate::{
-    admission::server::AdmissionState,
+    admission::server::{AdmissionState, answer},
     decisions::{Kind, Record},
-    metrics::ReviewLabels,
     scope::Catalog,
 };
 
@@ -266,26 +260,7 @@ pub async fn handle<C: Catalog + Send + Sync + 'static>(
             "invalid",
         ),
     };
-    state
-        .metrics
-        .duration
-        .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
-        .reviews
-        .get_or_create(&ReviewLabels {
-            webhook: "authorize",
-            verdict: verdict_label,
-        })
-        .inc();
-    match serde_json::to_vec(&out) {
-        Ok(bytes) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from(bytes),
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    answer(&state.metrics, "authorize", verdict_label, started, &out)
 }
 
 #[cfg(test)]
@@ -320,7 +295,7 @@ mod tests {
             .body(Body::from(body.to_string()))
             .expect("request");
         let response = router(state).oneshot(request).await.expect("served");
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");

@@ -30,7 +30,7 @@ use kube::{
 use tokio::sync::{broadcast, watch};
 
 use super::{CachedPod, NamedPort, Watched, strip_pod};
-use crate::{crd::ResidencyPolicy, scope};
+use crate::{coverage, crd::ResidencyPolicy};
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -339,7 +339,7 @@ fn covered_namespaces(
             let name = namespace.name_any();
             policies
                 .iter()
-                .any(|p| scope::covers_namespace(p, &name, namespace.labels()))
+                .any(|p| coverage::covers_namespace(p, &name, namespace.labels()))
                 .then_some(name)
         })
         .collect()

@@ -339,6 +339,23 @@ impl Access {
             .map(|group| format!("{user} as a member of approved group {group}"))
     }
 
+    /// The approved staff as a refusal names them, `groups: a, b; users: c` (`none`
+    /// for an empty list): the admission gate and the authorizer say it the same way.
+    pub fn staff(&self) -> String {
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        format!(
+            "groups: {}; users: {}",
+            list(&self.approved_groups),
+            list(&self.approved_users)
+        )
+    }
+
     /// Does the enclave gate this read?
     pub fn gates(&self, read: GatedRead) -> bool {
         self.gated_reads.contains(&read)

@@ -719,6 +719,14 @@ mod tests {
     use std::io::Cursor;
     use std::path::PathBuf;
 
+    /// Where and why a log was found malformed; any other break fails the test.
+    fn malformed(broken: Broken) -> (Position, String) {
+        match broken {
+            Broken::Malformed { at, reason } => (at, reason),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
     const ID: &str = "eu-west/enclave-operator";
 
     fn time(second: u64) -> Timestamp {
@@ -1004,14 +1012,10 @@ mod tests {
             hash: Digest::of(log.lines[249].as_bytes()),
             time: anchor.time,
         };
-        match verify(&[&b, &a], &[anchor]).unwrap_err() {
-            Broken::Malformed { at, reason } => {
-                assert!(at.file.ends_with("decisions.log.1"));
-                assert_eq!(at.line, 1);
-                assert!(reason.contains("wrong order"), "{reason}");
-            }
-            other => panic!("unexpected {other}"),
-        }
+        let (at, reason) = malformed(verify(&[&b, &a], &[anchor]).unwrap_err());
+        assert!(at.file.ends_with("decisions.log.1"));
+        assert_eq!(at.line, 1);
+        assert!(reason.contains("wrong order"), "{reason}");
     }
 
     /// Damaged or hostile bytes at line 11: each must give an error naming that line,
@@ -1125,13 +1129,9 @@ mod tests {
         let (_, genesis) = Chain::start(ID, time(100)).unwrap();
         lines.push(genesis);
         let path = write(&dir, "decisions.log", &lines);
-        match verify(&[&path], &[]).unwrap_err() {
-            Broken::Malformed { at, reason } => {
-                assert_eq!(at.line, 32);
-                assert!(reason.contains("second chain"), "{reason}");
-            }
-            other => panic!("unexpected {other}"),
-        }
+        let (at, reason) = malformed(verify(&[&path], &[]).unwrap_err());
+        assert_eq!(at.line, 32);
+        assert!(reason.contains("second chain"), "{reason}");
     }
 
     #[test]
@@ -1170,16 +1170,13 @@ mod tests {
         );
         assert_ne!(lying, resumed);
         let text = [first, second, lying].join("\n");
-        match verify_readers([("log", Cursor::new(text))], &[]).unwrap_err() {
-            Broken::Malformed { at, reason } => {
-                assert_eq!(at.line, 3);
-                assert!(
-                    reason.contains("ChainResumed names checkpoint seq 0"),
-                    "{reason}"
-                );
-            }
-            other => panic!("unexpected {other}"),
-        }
+        let (at, reason) =
+            malformed(verify_readers([("log", Cursor::new(text))], &[]).unwrap_err());
+        assert_eq!(at.line, 3);
+        assert!(
+            reason.contains("ChainResumed names checkpoint seq 0"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! names, kubectl, the operator under test as a host process, and polling.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod attempts;
 pub mod generate;
 mod observe;
 pub mod workloads;
 
+#[allow(unused_imports)] // as dead_code above: not every binary reads them
+pub use attempts::*;
 #[allow(unused_imports)] // as dead_code above: not every binary reads them
 pub use observe::*;
 

@@ -32,6 +32,38 @@ pub fn in_namespace(namespace: &str, yaml: &str) {
     );
 }
 
+/// Runs a bare pause pod `name` and waits until it is Running: the node it runs on.
+pub async fn running_pause_pod(namespace: &str, name: &str) -> String {
+    kubectl_ok(&[
+        "run",
+        name,
+        "-n",
+        namespace,
+        "--image=registry.k8s.io/pause:3.10",
+        "--restart=Never",
+    ]);
+    eventually(
+        Duration::from_secs(60),
+        &format!("pod {namespace}/{name} running"),
+        || async {
+            let out = kubectl_ok(&[
+                "get",
+                "pod",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.phase}/{.spec.nodeName}",
+            ]);
+            match out.split_once('/') {
+                Some(("Running", node)) if !node.is_empty() => Ok(node.to_string()),
+                _ => Err(out),
+            }
+        },
+    )
+    .await
+}
+
 pub fn outside(pod: &Pod) -> bool {
     node_of(pod).is_some_and(|n| !ENCLAVE_NODES.contains(&n))
 }

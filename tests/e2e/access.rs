@@ -10,9 +10,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::common::*;
+use crate::common::{workloads::running_pause_pod, *};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "access-eu";
@@ -55,59 +53,6 @@ subjects:
     ));
 }
 
-async fn running_pod(namespace: &str, name: &str) {
-    kubectl_ok(&[
-        "run",
-        name,
-        "-n",
-        namespace,
-        "--image=registry.k8s.io/pause:3.10",
-        "--restart=Never",
-    ]);
-    eventually(
-        TIMEOUT,
-        &format!("pod {namespace}/{name} running"),
-        || async {
-            let phase = kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.status.phase}",
-            ]);
-            if phase == "Running" {
-                Ok(())
-            } else {
-                Err(phase)
-            }
-        },
-    )
-    .await;
-}
-
-/// kubectl's combined output; the command may fail.
-fn attempt(args: &[&str]) -> String {
-    let out = kubectl(args, None);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The decision records of the shared operator about one pod.
-fn records_about(namespace: &str, pod: &str) -> Vec<Value> {
-    shared_decisions()
-        .into_iter()
-        .filter(|record| {
-            let object = &record["fields"]["object"];
-            object["namespace"] == namespace && object["name"] == pod
-        })
-        .collect()
-}
-
 fn is_denial(output: &str) -> bool {
     output.contains("denied the request")
 }
@@ -121,21 +66,16 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     apply(&policy(&ns.name, ENCLAVE, ""));
     grant_shells(&ns.name, "shells");
     wait_for_admission(&ns.name).await;
-    running_pod(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
 
     // mallory, bound to exec by RBAC but not approved: every way in is refused, with
     // the enclave and its approved staff named.
     let exec = |who: &[&str]| {
-        let mut args = vec![
-            "exec",
-            "-n",
-            ns.name.as_str(),
-            "db",
-            "--request-timeout=10s",
-        ];
-        args.extend_from_slice(who);
-        args.extend_from_slice(&["--", "cat", "/etc/hostname"]);
-        attempt(&args)
+        attempt_as(
+            who,
+            &["exec", "-n", &ns.name, "db"],
+            &["cat", "/etc/hostname"],
+        )
     };
     let denied = exec(&["--as", "mallory"]);
     assert!(is_denial(&denied), "{denied}");
@@ -144,43 +84,31 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
             && denied.contains("DataEnclave access-eu admits only its approved staff (groups: enclave-sre; users: bob)"),
         "{denied}"
     );
-    let attach = attempt(&[
-        "attach",
-        "-n",
-        &ns.name,
-        "db",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let attach = attempt_as(&["--as", "mallory"], &["attach", "-n", &ns.name, "db"], &[]);
     assert!(
         is_denial(&attach) && attach.contains("may not attach to"),
         "{attach}"
     );
-    let forward = attempt(&[
-        "port-forward",
-        "-n",
-        &ns.name,
-        "pod/db",
-        "18080:80",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let forward = attempt_as(
+        &["--as", "mallory"],
+        &["port-forward", "-n", &ns.name, "pod/db", "18080:80"],
+        &[],
+    );
     assert!(
         is_denial(&forward) && forward.contains("may not port-forward to"),
         "{forward}"
     );
-    let debug = attempt(&[
-        "debug",
-        "-n",
-        &ns.name,
-        "db",
-        "--image=registry.k8s.io/pause:3.10",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-    ]);
+    let debug = attempt_as(
+        &["--as", "mallory"],
+        &[
+            "debug",
+            "-n",
+            &ns.name,
+            "db",
+            "--image=registry.k8s.io/pause:3.10",
+        ],
+        &[],
+    );
     assert!(
         is_denial(&debug) && debug.contains("may not add a debug container to"),
         "{debug}"
@@ -210,17 +138,18 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
     let pretender = exec(&["--as", "enclave-sre"]);
     assert!(is_denial(&pretender), "{pretender}");
     // An approved steward's `kubectl debug` passes the gate: the container is added.
-    let debug = attempt(&[
-        "debug",
-        "-n",
-        &ns.name,
-        "db",
-        "--image=registry.k8s.io/pause:3.10",
-        "--container=bob-debug",
-        "--as",
-        "bob",
-        "--request-timeout=10s",
-    ]);
+    let debug = attempt_as(
+        &["--as", "bob"],
+        &[
+            "debug",
+            "-n",
+            &ns.name,
+            "db",
+            "--image=registry.k8s.io/pause:3.10",
+            "--container=bob-debug",
+        ],
+        &[],
+    );
     assert!(!is_denial(&debug), "{debug}");
     let containers = kubectl_ok(&[
         "get",
@@ -235,7 +164,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
 
     // Every attempt is in the decision log: who, how, which command.
     eventually(TIMEOUT, "every attempt recorded", || async {
-        let records = records_about(&ns.name, "db");
+        let records = decisions_about(Some(&ns.name), "db");
         let kinds: Vec<(String, String, String)> = records
             .iter()
             .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("Access")))
@@ -270,7 +199,7 @@ async fn only_approved_staff_reach_into_enclave_pods_and_every_attempt_is_record
         }
     })
     .await;
-    let records = records_about(&ns.name, "db");
+    let records = decisions_about(Some(&ns.name), "db");
     let bob_exec = records
         .iter()
         .find(|r| r["kind"] == "AccessAllowed" && r["fields"]["user"] == "bob")
@@ -410,39 +339,27 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
     apply(&enclave());
     let ns = TestNamespace::new("access-outside", false);
     grant_shells(&ns.name, "shells");
-    running_pod(&ns.name, "web").await;
-    let out = attempt(&[
-        "exec",
-        "-n",
-        &ns.name,
-        "web",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-        "--",
-        "true",
-    ]);
+    running_pause_pod(&ns.name, "web").await;
+    let out = attempt_as(
+        &["--as", "mallory"],
+        &["exec", "-n", &ns.name, "web"],
+        &["true"],
+    );
     assert!(!is_denial(&out), "{out}");
     // An in-scope attempt made after it is recorded, so the log has caught up with it.
     let inside = TestNamespace::new("access-outside-probe", true);
     apply(&policy(&inside.name, ENCLAVE, ""));
     grant_shells(&inside.name, "shells");
     wait_for_admission(&inside.name).await;
-    running_pod(&inside.name, "db").await;
-    let denied = attempt(&[
-        "exec",
-        "-n",
-        &inside.name,
-        "db",
-        "--as",
-        "mallory",
-        "--request-timeout=10s",
-        "--",
-        "true",
-    ]);
+    running_pause_pod(&inside.name, "db").await;
+    let denied = attempt_as(
+        &["--as", "mallory"],
+        &["exec", "-n", &inside.name, "db"],
+        &["true"],
+    );
     assert!(is_denial(&denied), "{denied}");
     eventually(TIMEOUT, "the in-scope attempt recorded", || async {
-        if records_about(&inside.name, "db")
+        if decisions_about(Some(&inside.name), "db")
             .iter()
             .any(|r| r["kind"] == "AccessDenied")
         {
@@ -452,7 +369,7 @@ async fn access_to_a_pod_outside_every_policy_never_reaches_the_operator() {
         }
     })
     .await;
-    let outside = records_about(&ns.name, "web");
+    let outside = decisions_about(Some(&ns.name), "web");
     assert!(
         outside.is_empty(),
         "out-of-scope access reached the operator: {outside:?}"
@@ -469,22 +386,16 @@ async fn the_gate_in_audit_mode_lets_through_records_and_counts_each_attempt() {
     let ns = TestNamespace::new("access-audit", true);
     apply(&policy(&ns.name, ENCLAVE, "  enforcement: Audit\n"));
     grant_shells(&ns.name, "shells");
-    running_pod(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
     let exec = || {
-        attempt(&[
-            "exec",
-            "-n",
-            &ns.name,
-            "db",
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-            "--",
-            "true",
-        ])
+        attempt_as(
+            &["--as", "mallory"],
+            &["exec", "-n", &ns.name, "db"],
+            &["true"],
+        )
     };
     let audited = || {
-        records_about(&ns.name, "db")
+        decisions_about(Some(&ns.name), "db")
             .into_iter()
             .filter(|r| {
                 r["kind"] == "AccessAllowed"

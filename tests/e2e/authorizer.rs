@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::common::{workloads::running_pause_pod, *};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "authz-eu";
@@ -23,16 +23,6 @@ fn enclave() -> String {
     format!(
         "{}  access: {{approvedUsers: [bob, \"system:serviceaccount:{IDENTITY_NS}:backup\"], approvedGroups: [enclave-sre]}}\n",
         eu_enclave(ENCLAVE)
-    )
-}
-
-/// kubectl's combined output; the command may fail.
-fn attempt(args: &[&str]) -> String {
-    let out = kubectl(args, None);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 
@@ -50,37 +40,6 @@ fn bind(namespace: &str, role: &str, users: &[&str]) {
     apply(&format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {role}-users, namespace: {namespace}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects:\n{subjects}"
     ));
-}
-
-async fn pod_on_node(namespace: &str, name: &str) -> String {
-    kubectl_ok(&[
-        "run",
-        name,
-        "-n",
-        namespace,
-        "--image=registry.k8s.io/pause:3.10",
-        "--restart=Never",
-    ]);
-    eventually(
-        TIMEOUT,
-        &format!("pod {namespace}/{name} running"),
-        || async {
-            let out = kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.status.phase}/{.spec.nodeName}",
-            ]);
-            match out.split_once('/') {
-                Some(("Running", node)) if !node.is_empty() => Ok(node.to_string()),
-                _ => Err(out),
-            }
-        },
-    )
-    .await
 }
 
 /// The enclave's `AuthorizerInForce` condition as (status, reason).
@@ -121,14 +80,11 @@ async fn enclave_namespace(name: &str) -> TestNamespace {
     ns
 }
 
-fn authorizer_records(kind: &str, namespace: Option<&str>, name: &str) -> Vec<Value> {
-    shared_decisions()
+/// The shared operator's decision records of `kind` about an object.
+fn records_of(kind: &str, namespace: Option<&str>, name: &str) -> Vec<Value> {
+    decisions_about(namespace, name)
         .into_iter()
         .filter(|r| r["kind"] == kind)
-        .filter(|r| {
-            let object = &r["fields"]["object"];
-            object["name"] == name && namespace.is_none_or(|ns| object["namespace"] == ns)
-        })
         .collect()
 }
 
@@ -142,15 +98,7 @@ async fn the_enclave_reports_the_authorizer_in_force() {
     }
     // A condition left by an earlier run proves nothing: clear the status, so that what
     // comes back is this operator's probe.
-    kubectl_ok(&[
-        "patch",
-        "dataenclave",
-        ENCLAVE,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"conditions":[]}}"#,
-    ]);
+    clear_enclave_conditions(ENCLAVE);
     eventually(TIMEOUT, "AuthorizerInForce=True", || async {
         match in_force(ENCLAVE) {
             (status, reason) if status == "True" && reason == "Answering" => Ok(()),
@@ -171,18 +119,10 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         return;
     }
     bind(&ns.name, "view", &["viewer", "bob"]);
-    pod_on_node(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
 
     let refused = eventually(TIMEOUT, "the viewer's logs refused", || async {
-        let out = attempt(&[
-            "logs",
-            "-n",
-            &ns.name,
-            "db",
-            "--as",
-            "viewer",
-            "--request-timeout=10s",
-        ]);
+        let out = attempt_as(&["--as", "viewer"], &["logs", "-n", &ns.name, "db"], &[]);
         if refused_by_authorizer(&out, "viewer may not read the logs of pod authz-logs/db") {
             Ok(out)
         } else {
@@ -194,15 +134,7 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         refused.contains("DataEnclave authz-eu admits only its approved staff"),
         "{refused}"
     );
-    let approved = attempt(&[
-        "logs",
-        "-n",
-        &ns.name,
-        "db",
-        "--as",
-        "bob",
-        "--request-timeout=10s",
-    ]);
+    let approved = attempt_as(&["--as", "bob"], &["logs", "-n", &ns.name, "db"], &[]);
     assert!(
         !approved.contains("forbidden") && !approved.contains("enclave-operator"),
         "approved staff pass authorization: {approved}"
@@ -211,8 +143,8 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         TIMEOUT,
         "the refusal and the approved read in the decision log",
         || async {
-            let denied = authorizer_records("AuthorizerDenied", Some(&ns.name), "db");
-            let passed = authorizer_records("AuthorizerNoOpinion", Some(&ns.name), "db");
+            let denied = records_of("AuthorizerDenied", Some(&ns.name), "db");
+            let passed = records_of("AuthorizerNoOpinion", Some(&ns.name), "db");
             match (
                 denied.iter().find(|r| r["fields"]["user"] == "viewer"),
                 passed.iter().find(|r| r["fields"]["user"] == "bob"),
@@ -235,15 +167,11 @@ async fn logs_of_enclave_pods_are_refused_to_a_viewer() {
         "--image=registry.k8s.io/pause:3.10",
         "--restart=Never",
     ]);
-    let out = attempt(&[
-        "logs",
-        "-n",
-        &outside.name,
-        "web",
-        "--as",
-        "viewer",
-        "--request-timeout=10s",
-    ]);
+    let out = attempt_as(
+        &["--as", "viewer"],
+        &["logs", "-n", &outside.name, "web"],
+        &[],
+    );
     assert!(!out.contains("enclave-operator"), "{out}");
 }
 
@@ -278,7 +206,7 @@ subjects:
 - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}
 "#,
     );
-    let node = pod_on_node(&ns.name, "db").await;
+    let node = running_pause_pod(&ns.name, "db").await;
     let path = format!(
         "/api/v1/nodes/{node}/proxy/exec/{}/db/db?command=cat&command=/etc/hostname&output=1",
         ns.name
@@ -287,24 +215,12 @@ subjects:
         TIMEOUT,
         "prom's exec through the kubelet refused",
         || async {
-            let out = attempt(&[
-                "create",
-                "--raw",
-                &path,
-                "-f",
-                "/dev/null",
-                "--as",
-                "prom",
-                "--request-timeout=10s",
-            ]);
-            let get = attempt(&[
-                "get",
-                "--raw",
-                &path,
-                "--as",
-                "prom",
-                "--request-timeout=10s",
-            ]);
+            let out = attempt_as(
+                &["--as", "prom"],
+                &["create", "--raw", &path, "-f", "/dev/null"],
+                &[],
+            );
+            let get = attempt_as(&["--as", "prom"], &["get", "--raw", &path], &[]);
             let phrase = format!("prom may not reach the kubelet API of node {node}");
             if refused_by_authorizer(&out, &phrase) && refused_by_authorizer(&get, &phrase) {
                 Ok(out)
@@ -324,14 +240,7 @@ subjects:
     // still being deleted, may refuse him until it is gone (and its refusal is cached
     // for the authorizer's TTL): wait for that, never for an answer of ours.
     eventually(TIMEOUT, "approved staff pass authorization", || async {
-        let approved = attempt(&[
-            "get",
-            "--raw",
-            &path,
-            "--as",
-            "bob",
-            "--request-timeout=10s",
-        ]);
+        let approved = attempt_as(&["--as", "bob"], &["get", "--raw", &path], &[]);
         if approved.contains("DataEnclave authz-eu") {
             panic!("this test's own enclave refused its approved staff: {approved}");
         }
@@ -343,7 +252,7 @@ subjects:
     })
     .await;
     eventually(TIMEOUT, "the refusal in the decision log", || async {
-        let records = authorizer_records("AuthorizerDenied", None, &node);
+        let records = records_of("AuthorizerDenied", None, &node);
         records
             .iter()
             .find(|r| r["fields"]["user"] == "prom" && r["fields"]["door"] == "nodes/proxy")
@@ -373,7 +282,7 @@ async fn pod_and_service_proxies_are_refused_to_unapproved_users() {
         return;
     }
     bind(&ns.name, "edit", &["mallory"]);
-    pod_on_node(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
     kubectl_ok(&[
         "create",
         "service",
@@ -386,22 +295,8 @@ async fn pod_and_service_proxies_are_refused_to_unapproved_users() {
     let pod_path = format!("/api/v1/namespaces/{}/pods/db:80/proxy/", ns.name);
     let service_path = format!("/api/v1/namespaces/{}/services/db:80/proxy/", ns.name);
     eventually(TIMEOUT, "both proxies refused", || async {
-        let pod = attempt(&[
-            "get",
-            "--raw",
-            &pod_path,
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-        ]);
-        let service = attempt(&[
-            "get",
-            "--raw",
-            &service_path,
-            "--as",
-            "mallory",
-            "--request-timeout=10s",
-        ]);
+        let pod = attempt_as(&["--as", "mallory"], &["get", "--raw", &pod_path], &[]);
+        let service = attempt_as(&["--as", "mallory"], &["get", "--raw", &service_path], &[]);
         if refused_by_authorizer(&pod, "mallory may not proxy to pod authz-proxy/db")
             && refused_by_authorizer(&service, "mallory may not proxy to service authz-proxy/db")
         {
@@ -429,7 +324,7 @@ async fn an_approved_service_account_cannot_be_impersonated_or_minted_by_others(
         "view",
         &[&format!("system:serviceaccount:{IDENTITY_NS}:backup")],
     );
-    pod_on_node(&ns.name, "db").await;
+    running_pause_pod(&ns.name, "db").await;
     // The identity's namespace, with the approved account and an `edit` holder.
     let identity = TestNamespace::new(IDENTITY_NS, false);
     kubectl_ok(&["create", "serviceaccount", "backup", "-n", &identity.name]);
@@ -477,7 +372,7 @@ async fn an_approved_service_account_cannot_be_impersonated_or_minted_by_others(
             // impersonation's `impersonate-on:...`, which nobody holds here); the
             // authorizer's refusal of the legacy `impersonate` check, which `edit`
             // grants, is in the decision log.
-            let recorded = authorizer_records("AuthorizerDenied", Some(IDENTITY_NS), "backup")
+            let recorded = records_of("AuthorizerDenied", Some(IDENTITY_NS), "backup")
                 .iter()
                 .any(|r| {
                     r["fields"]["door"] == "impersonate"
@@ -525,7 +420,7 @@ async fn a_pod_spoofed_as_a_mirror_pod_by_impersonating_system_nodes_is_refused(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: spoofed\n  namespace: {}\n  annotations: {{kubernetes.io/config.mirror: forged}}\nspec:\n  nodeName: virginia-a\n  containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n",
         ns.name
     );
-    let out = kubectl(
+    let (created, text) = kubectl_outcome(
         &[
             "create",
             "-f",
@@ -539,13 +434,8 @@ async fn a_pod_spoofed_as_a_mirror_pod_by_impersonating_system_nodes_is_refused(
         ],
         Some(&pod),
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
-        !out.status.success(),
+        !created,
         "a forged mirror pod was admitted on virginia-a: {text}"
     );
     assert!(text.contains("virginia-a"), "{text}");

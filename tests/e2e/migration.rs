@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::{workloads::*, *};
-use enclave_operator::crd::ResidencyPolicy;
+use enclave_operator::crd::ResidencyPolicyStatus;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tokio::sync::Mutex;
@@ -16,17 +16,8 @@ const ENCLAVE: &str = "migration-eu";
 /// Serialises the tests of this binary: they relabel shared nodes.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-async fn policy_status(name: &str) -> enclave_operator::crd::ResidencyPolicyStatus {
-    let api: Api<ResidencyPolicy> = Api::all(client().await);
-    api.get_status(name)
-        .await
-        .ok()
-        .and_then(|p| p.status)
-        .unwrap_or_default()
-}
-
 /// The Compliant condition's status and reason.
-fn compliant(status: &enclave_operator::crd::ResidencyPolicyStatus) -> (&str, &str) {
+fn compliant(status: &ResidencyPolicyStatus) -> (&str, &str) {
     let condition = status
         .conditions
         .iter()
@@ -115,30 +106,15 @@ async fn pods_outside_move_in_with_pdb_and_concurrency_respected() {
         "the PDB allows one db pod down at a time; saw {db}"
     );
 
-    let status = eventually(
+    let status = status_becomes(
+        &ns.name,
         Duration::from_secs(30),
         "policy status compliant",
-        || async {
-            let status = policy_status(&ns.name).await;
-            if status.matched_pods == 10 && status.compliant_pods == 10 {
-                Ok(status)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        },
+        |status| status.matched_pods == 10 && status.compliant_pods == 10,
     )
     .await;
     assert_eq!(compliant(&status).0, "True");
-    let reasons = kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "reason=EvictedIntoEnclave",
-        "-o",
-        "name",
-    ]);
+    let reasons = event_names(&ns.name, "reason=EvictedIntoEnclave");
     assert_eq!(
         reasons.lines().count(),
         started_outside,
@@ -215,14 +191,12 @@ async fn audit_counts_everything_and_moves_nothing() {
     let outside_before = before.iter().filter(|p| outside(p)).count();
     assert!(outside_before > 0);
     apply(&policy(&ns.name, ENCLAVE, "  enforcement: Audit\n"));
-    let status = eventually(Duration::from_secs(30), "audit status", || async {
-        let status = policy_status(&ns.name).await;
-        if status.matched_pods == 4 && status.non_compliant_pods as usize == outside_before {
-            Ok(status)
-        } else {
-            Err(format!("{status:?}"))
-        }
-    })
+    let status = status_becomes(
+        &ns.name,
+        Duration::from_secs(30),
+        "audit status",
+        |status| status.matched_pods == 4 && status.non_compliant_pods as usize == outside_before,
+    )
     .await;
     assert_eq!(status.compliant_pods as usize, 4 - outside_before);
     assert_eq!(status.migrating_pods, 0);
@@ -274,17 +248,11 @@ async fn unmanaged_and_volume_pinned_pods_are_reported_not_evicted() {
     .await;
 
     apply(&policy(&ns.name, ENCLAVE, ""));
-    let status = eventually(
+    let status = status_becomes(
+        &ns.name,
         Duration::from_secs(30),
         "both pods reported blocked",
-        || async {
-            let status = policy_status(&ns.name).await;
-            if status.blocked_pods == 2 {
-                Ok(status)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        },
+        |status| status.blocked_pods == 2,
     )
     .await;
     let mut reasons: Vec<(&str, &str)> = status
@@ -335,13 +303,12 @@ async fn a_rollout_labelled_into_scope_the_second_it_completes_moves_in_whole() 
         ENCLAVE,
         "  migration: {maxConcurrent: 2, maxEvictionsPerMinute: 600}\n",
     ));
-    eventually(Duration::from_secs(60), "the policy Ready", || async {
-        let status = policy_status(POLICY).await;
-        match status.conditions.iter().find(|c| c.type_ == "Ready") {
-            Some(c) if c.status == "True" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    status_becomes(
+        POLICY,
+        Duration::from_secs(60),
+        "the policy Ready",
+        |status| condition(status, "Ready").0 == "True",
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut same_second = 0;
@@ -505,19 +472,16 @@ async fn a_single_replica_held_by_min_available_one_is_reported_never_forced() {
         ENCLAVE,
         "  migration: {maxConcurrent: 5, maxEvictionsPerMinute: 600}\n",
     ));
-    let status = eventually(
+    let status = status_becomes(
+        &ns.name,
         Duration::from_secs(60),
         "the pod reported as held by its budget, refused at least twice",
-        || async {
-            let status = policy_status(&ns.name).await;
-            let held = status
+        |status| {
+            status
                 .violations
                 .iter()
-                .find(|v| v.reason == "DisruptionBudget");
-            match held {
-                Some(v) if !v.message.contains("refused 1 time") => Ok(status),
-                _ => Err(format!("{status:?}")),
-            }
+                .find(|v| v.reason == "DisruptionBudget")
+                .is_some_and(|v| !v.message.contains("refused 1 time"))
         },
     )
     .await;

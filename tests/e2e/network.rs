@@ -56,36 +56,6 @@ fn fence_is_whole(names: &str) -> bool {
     names.split_whitespace().count() == 2
 }
 
-/// Waits until the status of `policy` satisfies `done`, and returns it.
-async fn status_becomes(
-    policy: &str,
-    what: &str,
-    done: impl Fn(&enclave_operator::crd::ResidencyPolicyStatus) -> bool,
-) -> enclave_operator::crd::ResidencyPolicyStatus {
-    let done = &done;
-    eventually(TIMEOUT, what, || async move {
-        let status = policy_status(policy).await;
-        if done(&status) {
-            Ok(status)
-        } else {
-            Err(status)
-        }
-    })
-    .await
-}
-
-fn condition(
-    status: &enclave_operator::crd::ResidencyPolicyStatus,
-    type_: &str,
-) -> (String, String) {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn the_fence_is_kept_healed_and_removed_where_it_no_longer_belongs() {
     let _cluster = cluster_lock().read().await;
@@ -194,9 +164,12 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
     let ns = setup("net-leak", "").await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app, labels: {app: web}}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
     kubectl_ok_stdin(&["apply", "-n", &ns.name, "-f", "-"], pod);
-    status_becomes(&ns.name, "the fenced namespace reported clean", |status| {
-        condition(status, "NetworkFenced").0 == "True" && status.network_leaks == 0
-    })
+    status_becomes(
+        &ns.name,
+        TIMEOUT,
+        "the fenced namespace reported clean",
+        |status| condition(status, "NetworkFenced").0 == "True" && status.network_leaks == 0,
+    )
     .await;
     // A tenant policy opening traffic only inside the enclave (its own namespace): fine.
     kubectl_ok_stdin(
@@ -217,7 +190,7 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
         &["apply", "-n", &ns.name, "-f", "-"],
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all-egress}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{}]\n",
     );
-    let status = status_becomes(&ns.name, "the leak reported", |status| {
+    let status = status_becomes(&ns.name, TIMEOUT, "the leak reported", |status| {
         status.network_leaks > 0
     })
     .await;
@@ -243,7 +216,7 @@ async fn a_tenants_policy_opening_a_path_out_is_reported_by_name() {
         "-n",
         &ns.name,
     ]);
-    status_becomes(&ns.name, "the leak gone", |status| {
+    status_becomes(&ns.name, TIMEOUT, "the leak gone", |status| {
         status.network_leaks == 0
     })
     .await;
@@ -264,7 +237,7 @@ async fn a_volume_in_virginia_bound_to_a_claim_in_scope_is_reported() {
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: us-east-ssd\n  volumeName: net-volume-us\n  resources: {requests: {storage: 1Gi}}\n",
     );
     apply(&policy(&ns.name, ENCLAVE, ""));
-    let status = status_becomes(&ns.name, "the volume reported", |status| {
+    let status = status_becomes(&ns.name, TIMEOUT, "the volume reported", |status| {
         status.non_compliant_volumes > 0
     })
     .await;

@@ -263,25 +263,13 @@ async fn write(
                 return (native_ready, tampered);
             }
             // 2. Coming from webhooks: they stay until the native policies refuse.
-            match webhooks::pods_held(&ctx.client, &name).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    if let Err(switching) = switched(ctx, policy, Engine::Native).await {
-                        return (switching, tampered);
-                    }
-                }
-                Err(error) => {
-                    return (
-                        AdmissionReadiness::NotInPlace {
-                            reason: "AdmissionWriteFailed",
-                            message: format!(
-                                "could not read the webhook configurations {}: {error}",
-                                webhooks::configuration_name(&name)
-                            ),
-                        },
-                        tampered,
-                    );
-                }
+            let held = webhooks::pods_held(&ctx.client, &name).await;
+            let old = format!(
+                "the webhook configurations {}",
+                webhooks::configuration_name(&name)
+            );
+            if let Err(switching) = leave_old_engine(ctx, policy, Engine::Native, held, old).await {
+                return (switching, tampered);
             }
             // 3. The webhooks this engine keeps (access), which drops the pod webhooks.
             let webhooks_ready = write_webhooks(ctx, &name, engine, desired, &mut tampered).await;
@@ -301,25 +289,14 @@ async fn write(
                 return (webhooks_ready, tampered);
             }
             // Coming from the native engine: its policies stay until the webhooks refuse.
-            match native::held(&ctx.client, &name).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    if let Err(switching) = switched(ctx, policy, Engine::Webhook).await {
-                        return (switching, tampered);
-                    }
-                }
-                Err(error) => {
-                    return (
-                        AdmissionReadiness::NotInPlace {
-                            reason: "AdmissionWriteFailed",
-                            message: format!(
-                                "could not read the native admission policy {}: {error}",
-                                native::object_name("check", &name)
-                            ),
-                        },
-                        tampered,
-                    );
-                }
+            let held = native::held(&ctx.client, &name).await;
+            let old = format!(
+                "the native admission policy {}",
+                native::object_name("check", &name)
+            );
+            if let Err(switching) = leave_old_engine(ctx, policy, Engine::Webhook, held, old).await
+            {
+                return (switching, tampered);
             }
             if let Err(error) = native::delete(&ctx.client, &name).await {
                 tracing::debug!(%error, policy = %name, "could not remove native admission objects");
@@ -367,6 +344,26 @@ async fn in_force(
                 tokio::time::sleep(PROBE_EVERY).await
             }
         }
+    }
+}
+
+/// Coming from the other engine, whose objects (`old`, for the message) still hold the
+/// pods (`held`, as read): they may go only once `engine` is in force ([`switched`]).
+/// Not held: nothing to wait for. Unreadable: not in place, as a failed write is.
+async fn leave_old_engine(
+    ctx: &Context,
+    policy: &ResidencyPolicy,
+    engine: Engine,
+    held: Result<bool, kube::Error>,
+    old: String,
+) -> Result<(), AdmissionReadiness> {
+    match held {
+        Ok(false) => Ok(()),
+        Ok(true) => switched(ctx, policy, engine).await,
+        Err(error) => Err(AdmissionReadiness::NotInPlace {
+            reason: "AdmissionWriteFailed",
+            message: format!("could not read {old}: {error}"),
+        }),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::{
     crd::{Enforcement, ResidencyPolicy, Violation},
     placement,
     scope::{self, ResolvedEnclave},
+    volumes::{Storage, VolumeOutside},
 };
 
 /// At most this many violations are listed in status; the counts cover the rest.
@@ -190,6 +191,11 @@ impl<C: Catalog> Scene<'_, C> {
     /// that is not the enclave's, or node affinity no enclave node satisfies.
     fn volume_outside(&self, pod: &CachedPod, namespace: &str) -> Option<String> {
         let classes = &self.enclave.enclave.spec.storage.storage_class_names;
+        let storage = Storage {
+            classes,
+            default_class: None,
+            enclave_nodes: self.enclave_nodes,
+        };
         for claim_name in &pod.spec.claims {
             let Some(claim) = self.catalog.claim(namespace, claim_name) else {
                 continue;
@@ -200,30 +206,19 @@ impl<C: Catalog> Scene<'_, C> {
             let Some(volume) = self.catalog.volume(volume_name) else {
                 continue;
             };
-            let spec = volume.spec.as_ref();
-            let class = spec
-                .and_then(|s| s.storage_class_name.as_deref())
-                .unwrap_or_default();
-            if !classes.iter().any(|c| c == class) {
-                return Some(format!(
-                    "PVC {claim_name} is bound to PersistentVolume {volume_name} of storage class {class:?}, not one of the enclave's ({})",
-                    classes.join(", ")
-                ));
-            }
-            let terms = spec
-                .and_then(|s| s.node_affinity.as_ref())
-                .and_then(|a| a.required.as_ref())
-                .map(|r| r.node_selector_terms.as_slice());
-            if let Some(terms) = terms
-                && !self.enclave_nodes.iter().any(|n| {
-                    terms
-                        .iter()
-                        .any(|t| placement::term_matches_node(t, &n.name_any(), n.labels()))
-                })
-            {
-                return Some(format!(
-                    "PVC {claim_name} is bound to PersistentVolume {volume_name}, which only nodes outside the enclave can reach"
-                ));
+            match storage.volume_outside_reason(&volume) {
+                Some(VolumeOutside::Class(class)) => {
+                    return Some(format!(
+                        "PVC {claim_name} is bound to PersistentVolume {volume_name} of storage class {class:?}, not one of the enclave's ({})",
+                        classes.join(", ")
+                    ));
+                }
+                Some(VolumeOutside::Unreachable) => {
+                    return Some(format!(
+                        "PVC {claim_name} is bound to PersistentVolume {volume_name}, which only nodes outside the enclave can reach"
+                    ));
+                }
+                None => {}
             }
         }
         None

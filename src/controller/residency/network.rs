@@ -67,16 +67,10 @@ pub fn namespaces<C: Catalog>(
         .collect()
 }
 
-/// The fence NetworkPolicies the policy should own. Pure.
-pub fn desired(
-    policy: &ResidencyPolicy,
-    enclave: &ResolvedEnclave,
-    namespaces: &[String],
-) -> std::result::Result<Vec<NetworkPolicy>, fence::FenceError> {
-    if policy.spec.network.isolation == NetworkIsolation::None {
-        return Ok(Vec::new());
-    }
-    let gateway = enclave
+/// The enclave's gateway as the fence and reachability take it: the pods outside
+/// that may talk to the enclave's.
+fn gateway(enclave: &ResolvedEnclave) -> Option<EnclaveGateway> {
+    enclave
         .enclave
         .spec
         .gateway
@@ -87,7 +81,19 @@ pub fn desired(
                 .pod_selector
                 .as_ref()
                 .map(crate::crd::Selector::to_label_selector),
-        });
+        })
+}
+
+/// The fence NetworkPolicies the policy should own. Pure.
+pub fn desired(
+    policy: &ResidencyPolicy,
+    enclave: &ResolvedEnclave,
+    namespaces: &[String],
+) -> std::result::Result<Vec<NetworkPolicy>, fence::FenceError> {
+    if policy.spec.network.isolation == NetworkIsolation::None {
+        return Ok(Vec::new());
+    }
+    let gateway = gateway(enclave);
     let input = FenceInput {
         policy_name: policy.name_any(),
         namespace_selector: policy.spec.match_.namespace_selector.to_label_selector(),
@@ -356,18 +362,7 @@ pub fn reachability_report<C: Catalog>(
                 .pod_selector
                 .as_ref()
                 .map(crate::crd::Selector::to_label_selector),
-            gateway: enclave
-                .enclave
-                .spec
-                .gateway
-                .as_ref()
-                .map(|g| EnclaveGateway {
-                    namespace_selector: g.namespace_selector.to_label_selector(),
-                    pod_selector: g
-                        .pod_selector
-                        .as_ref()
-                        .map(crate::crd::Selector::to_label_selector),
-                }),
+            gateway: gateway(enclave),
             dns: DnsPeer::default(),
             allowed_cidrs: policy
                 .spec

@@ -17,19 +17,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const ENCLAVE: &str = "labels-eu";
 const SELECTOR: &str = "    podSelector: {matchLabels: {tier: data}}\n";
 
-/// kubectl's combined output and whether it succeeded.
-fn run(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let out = kubectl(args, stdin);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// The namespace with its policy (pods labelled `tier: data` in scope), a Secret, and a
 /// claim on the enclave's storage.
 fn setup(namespace: &str, extra: &str) -> TestNamespace {
@@ -37,7 +24,7 @@ fn setup(namespace: &str, extra: &str) -> TestNamespace {
     apply(&eu_enclave(ENCLAVE));
     let ns = TestNamespace::new(namespace, true);
     apply(&policy(namespace, ENCLAVE, &format!("{SELECTOR}{extra}")));
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", namespace, "-f", "-"],
         Some(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: s3cret}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data-db-0}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: eu-dublin-ssd\n  resources: {requests: {storage: 1Gi}}\n",
@@ -66,7 +53,7 @@ async fn wait_for_placement(namespace: &str) {
         Duration::from_secs(30),
         &format!("admission to place labelled pods in {namespace}"),
         || async {
-            let (ok, placed) = run(
+            let (ok, placed) = kubectl_outcome(
                 &[
                     "apply",
                     "--dry-run=server",
@@ -103,7 +90,7 @@ async fn wait_until_guarded(
         Duration::from_secs(30),
         &format!("the scope guard to catch {what}"),
         || async {
-            let (ok, out) = run(attempt, stdin);
+            let (ok, out) = kubectl_outcome(attempt, stdin);
             let caught = out.contains(expected) && ok != enforced;
             if caught {
                 Ok(())
@@ -168,7 +155,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-relabel", "");
     wait_for_placement(&ns.name).await;
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&pod("db-0", "{tier: data, app: db}", true, "")),
     );
@@ -191,7 +178,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
     .await;
 
     // The attack of the issue: the label that holds the pod in scope removed.
-    let (ok, out) = run(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
+    let (ok, out) = kubectl_outcome(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
     assert!(!ok, "the label was removed: {out}");
     assert!(
         out.contains(&format!(
@@ -201,7 +188,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
         "{out}"
     );
     // Changed to another value: the same.
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &[
             "label",
             "pod",
@@ -227,7 +214,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
     recorded_denial(&ns.name, "db-0").await;
 
     // Relabelling into scope: only a pod already held inside may enter.
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&format!(
             "{}---\n{}",
@@ -241,7 +228,7 @@ async fn relabelling_a_data_pod_out_of_scope_is_refused() {
         )),
     );
     assert!(ok, "{out}");
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["label", "pod", "loose", "-n", &ns.name, "tier=data"],
         None,
     );
@@ -259,14 +246,14 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
     let ns = setup("lbl-debug", "");
     wait_for_placement(&ns.name).await;
     wait_for_guard(&ns.name, true).await;
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&pod("db-0", "{tier: data, app: db}", true, "")),
     );
     assert!(ok, "{out}");
 
     // kubectl debug --copy-to drops the labels by default and keeps the volumes.
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &[
             "debug",
             "db-0",
@@ -286,12 +273,12 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
         )),
         "{out}"
     );
-    let (exists, _) = run(&["get", "pod", "db-copy", "-n", &ns.name], None);
+    let (exists, _) = kubectl_outcome(&["get", "pod", "db-copy", "-n", &ns.name], None);
     assert!(!exists, "the refused copy exists");
     recorded_denial(&ns.name, "db-copy").await;
 
     // The same copy keeping the labels is in scope: placed (and fenced and gated).
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &[
             "debug",
             "db-0",
@@ -321,7 +308,7 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
     );
 
     // A workload whose template drops the label: its pods are refused the same way.
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: exporter}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: exporter}}\n  template:\n    metadata: {labels: {app: exporter}}\n    spec:\n      containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n      volumes: [{name: data, persistentVolumeClaim: {claimName: data-db-0}}]\n",
@@ -329,7 +316,7 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
     );
     assert!(ok, "{out}");
     eventually(TIMEOUT, "the ReplicaSet refused its pods", || async {
-        let (_, conditions) = run(
+        let (_, conditions) = kubectl_outcome(
             &[
                 "get",
                 "replicasets",
@@ -349,7 +336,7 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
         }
     })
     .await;
-    let (_, pods) = run(
+    let (_, pods) = kubectl_outcome(
         &[
             "get",
             "pods",
@@ -369,7 +356,7 @@ async fn a_debug_copy_that_drops_the_labels_is_refused() {
 async fn audit_warns_about_labels_and_copies_and_blocks_nothing() {
     let _cluster = cluster_lock().read().await;
     let ns = setup("lbl-audit", "  enforcement: Audit\n");
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&pod("db-0", "{tier: data}", true, "")),
     );
@@ -390,13 +377,13 @@ async fn audit_warns_about_labels_and_copies_and_blocks_nothing() {
         None,
     )
     .await;
-    let (ok, out) = run(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
+    let (ok, out) = kubectl_outcome(&["label", "pod", "db-0", "-n", &ns.name, "tier-"], None);
     assert!(ok, "{out}");
     assert!(
         out.contains("(Audit) would deny: policy lbl-audit: Pod lbl-audit/db-0 would leave the policy's scope"),
         "{out}"
     );
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &[
             "debug",
             "db-0",
@@ -422,7 +409,7 @@ async fn an_unlabelled_pod_is_no_peer_of_the_fenced_pods() {
     wait_for_placement(&ns.name).await;
     let allow = "enclave-fence-allow-lbl-fence";
     let peers = eventually(TIMEOUT, "the fence in place", || async {
-        let (ok, out) = run(
+        let (ok, out) = kubectl_outcome(
             &["get", "networkpolicy", allow, "-n", &ns.name, "-o", "json"],
             None,
         );
@@ -438,7 +425,7 @@ async fn an_unlabelled_pod_is_no_peer_of_the_fenced_pods() {
         "the fence's own peer must be the in-scope pods only: {peers}"
     );
     for (name, egress_peer) in [("ingress", "from"), ("egress", "to")] {
-        let (_, out) = run(
+        let (_, out) = kubectl_outcome(
             &[
                 "get",
                 "networkpolicy",
@@ -455,7 +442,7 @@ async fn an_unlabelled_pod_is_no_peer_of_the_fenced_pods() {
         assert_eq!(out, "data", "{name}");
     }
 
-    let (ok, out) = run(
+    let (ok, out) = kubectl_outcome(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(&format!(
             "{}---\n{}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: same-namespace}}\nspec:\n  podSelector: {{matchLabels: {{tier: data}}}}\n  policyTypes: [Ingress]\n  ingress: [{{from: [{{podSelector: {{}}}}]}}]\n",
@@ -565,7 +552,7 @@ async fn both_engines_guard_labels_and_copies_alike() {
     for (case, yaml) in &creates {
         let answer = |namespace: &str| {
             verdict(
-                run(
+                kubectl_outcome(
                     &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
                     Some(yaml),
                 ),
@@ -586,7 +573,7 @@ async fn both_engines_guard_labels_and_copies_alike() {
     ];
     for namespace in [&native.name, &webhook.name] {
         for (name, labels, data, extra) in existing {
-            let (ok, out) = run(
+            let (ok, out) = kubectl_outcome(
                 &["apply", "-n", namespace, "-f", "-"],
                 Some(&pod(name, labels, data, extra)),
             );
@@ -607,7 +594,7 @@ async fn both_engines_guard_labels_and_copies_alike() {
         let answer = |namespace: &str| {
             let mut args = vec!["label", "pod", name, "-n", namespace, "--dry-run=server"];
             args.extend_from_slice(change);
-            verdict(run(&args, None), namespace)
+            verdict(kubectl_outcome(&args, None), namespace)
         };
         let (a, b) = (answer(&native.name), answer(&webhook.name));
         assert_eq!(a, b, "label {name} {change:?}: native vs webhook");
