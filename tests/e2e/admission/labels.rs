@@ -46,9 +46,13 @@ fn pod(name: &str, labels: &str, data: bool, spec_extra: &str) -> String {
     )
 }
 
-/// Waits until admission places labelled pods (a server-side dry run), whichever the
-/// engine: pods in scope can be created from then on.
+/// Waits until the policy of `namespace` says Ready (in force) and admission places
+/// labelled pods (a server-side dry run), whichever the engine: pods in scope can be
+/// created from then on. Ready first: a policy of the same name from an earlier run may
+/// have left objects the garbage collector has not removed yet, which place the probe
+/// until they go.
 async fn wait_for_placement(namespace: &str) {
+    wait_for_admission(namespace).await;
     eventually(
         Duration::from_secs(30),
         &format!("admission to place labelled pods in {namespace}"),
