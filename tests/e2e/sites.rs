@@ -161,10 +161,14 @@ fn extra_node(name: &str, site: &str) -> String {
     )
 }
 
+/// Sets the node's Ready condition, with a heartbeat of now: no kubelet renews this
+/// node, and the node lifecycle controller marks a node without a heartbeat for its
+/// grace period (50 s) Unknown, which on a busy machine came before the test's last step.
 fn set_ready(name: &str, ready: bool) {
     let status = if ready { "True" } else { "False" };
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
     let patch = format!(
-        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":null,"lastTransitionTime":null}}]}}}}"#
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"{now}","lastTransitionTime":"{now}"}}]}}}}"#
     );
     kubectl_ok(&[
         "patch",
@@ -183,10 +187,19 @@ async fn status_follows_node_labels_readiness_and_deletion() {
     let _cluster = cluster_lock().write().await;
     shared_operator("sites");
     let api: Api<DataEnclave> = Api::all(client().await);
-    let _ = kubectl(
-        &["delete", "node", "sites-extra-1", "--ignore-not-found"],
-        None,
-    );
+    // The extra node goes whatever happens: left behind (a failed run), labelled into
+    // Dublin and never Ready, it misled the next run's site and placement tests.
+    struct ExtraNode;
+    impl Drop for ExtraNode {
+        fn drop(&mut self) {
+            let _ = kubectl(
+                &["delete", "node", "sites-extra-1", "--ignore-not-found"],
+                None,
+            );
+        }
+    }
+    drop(ExtraNode);
+    let _extra = ExtraNode;
     apply(&enclave_yaml(
         "sites-follow",
         &[("dublin", SITE, "dublin"), ("lisbon", SITE, "lisbon")],
