@@ -1096,8 +1096,9 @@ pub fn changes(client: &Client, served: bool) -> BoxStream<'static, Touched> {
     .boxed()
 }
 
-/// An admission object the operator owns that changed: its name and annotations.
-pub type Touched = (String, Option<BTreeMap<String, String>>);
+/// An admission object the operator owns that changed: its name, its annotations, and
+/// whether it was deleted.
+pub type Touched = (String, Option<BTreeMap<String, String>>, bool);
 
 /// The objects of one kind the operator owns, as they change.
 pub fn touched<K>(client: &Client) -> BoxStream<'static, Touched>
@@ -1110,13 +1111,15 @@ where
         + 'static,
 {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    let touched = |o: K, deleted: bool| (o.name_any(), o.meta().annotations.clone(), deleted);
     watcher(Api::<K>::all(client.clone()), owned)
         .default_backoff()
-        .touched_objects()
-        .filter_map(|object| async move {
-            object
-                .ok()
-                .map(|o| (o.name_any(), o.meta().annotations.clone()))
+        .filter_map(move |event| async move {
+            match event.ok()? {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Some(touched(o, false)),
+                watcher::Event::Delete(o) => Some(touched(o, true)),
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            }
         })
         .boxed()
 }

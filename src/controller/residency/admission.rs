@@ -56,6 +56,10 @@ pub struct Writes {
     /// trigger a write of every other one (2–9 s of admission per pass with twenty
     /// policies).
     touched_policy: Mutex<HashMap<String, u64>>,
+    /// Deletions of admission objects, per policy as touches are: a policy waiting for
+    /// what it wrote to come into force stops waiting when one of its objects is
+    /// deleted, and writes again at once (a deletion is never its own write).
+    deleted: Mutex<HashMap<Option<String>, u64>>,
     written: Mutex<HashMap<String, Written>>,
     /// The native objects last found exactly as written ([`readback::Verified`]).
     verified: readback::Verified,
@@ -72,7 +76,15 @@ impl Writes {
     /// An admission object the operator owns changed (written, edited or deleted, by
     /// anyone): `Some(policy)`, the policy it belongs to ([`touched_policy`]), writes
     /// its objects again on its next pass; `None`, every policy.
-    pub fn touched(&self, policy: Option<String>) {
+    pub fn touched(&self, policy: Option<String>, deleted: bool) {
+        if deleted {
+            *self
+                .deleted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(policy.clone())
+                .or_default() += 1;
+        }
         match policy {
             Some(policy) => {
                 *self
@@ -86,6 +98,17 @@ impl Writes {
                 self.touched.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// The count of deletions that concern `policy` (its own objects' and those nobody
+    /// can be sure of).
+    fn deletions(&self, policy: &str) -> u64 {
+        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        deleted.get(&None).copied().unwrap_or_default()
+            + deleted
+                .get(&Some(policy.to_string()))
+                .copied()
+                .unwrap_or_default()
     }
 
     /// The count of touches that concern `policy`: any change of it means a write.
@@ -191,11 +214,13 @@ pub async fn ensure(
     {
         return AdmissionReadiness::InPlace { engine };
     }
+    let deletions = writes.deletions(&name);
     let (readiness, tampered) = write(ctx, writes, policy, engine, desired, compiled).await;
     record_tampered(ctx, policy, &tampered).await;
     let readiness = match readiness {
         AdmissionReadiness::InPlace { engine: in_place } => {
-            in_force(ctx, policy, engine, in_place).await
+            let deleted_since = || writes.deletions(&name) != deletions;
+            in_force(ctx, policy, engine, in_place, deleted_since).await
         }
         not => not,
     };
@@ -322,10 +347,19 @@ async fn in_force(
     policy: &ResidencyPolicy,
     engine: Engine,
     in_place: &'static str,
+    deleted_since: impl Fn() -> bool,
 ) -> AdmissionReadiness {
     let started = Instant::now();
     let mut last = String::new();
     loop {
+        // An admission object deleted since the write: the next pass writes it again
+        // (its deletion touched the policies); waiting here would only hold that back.
+        if deleted_since() {
+            return AdmissionReadiness::NotInPlace {
+                reason: NOT_YET_IN_FORCE,
+                message: "an admission object was deleted while the ones written came into force: writing again".into(),
+            };
+        }
         match probe::in_force(&ctx.client, &ctx.caches, policy, engine).await {
             Verdict::InForce | Verdict::Nothing(_) => {
                 tracing::debug!(waited = ?started.elapsed(), last, "admission in force");
@@ -576,7 +610,7 @@ mod tests {
 
         // A touch while a write is on its way: the epoch read before it is remembered.
         let before = writes.epoch("p");
-        writes.touched(None);
+        writes.touched(None, false);
         writes.remember("uid".into(), "a".into(), before, "native");
         assert_eq!(in_place("a"), None, "touched during the write");
         writes.remember("uid".into(), "a".into(), writes.epoch("p"), "native");
@@ -597,19 +631,32 @@ mod tests {
         let writes = Writes::default();
         writes.remember("uid-p".into(), "a".into(), writes.epoch("p"), "native");
         writes.remember("uid-q".into(), "a".into(), writes.epoch("q"), "native");
-        writes.touched(Some("q".into()));
+        writes.touched(Some("q".into()), false);
         assert_eq!(writes.in_place("uid-p", "p", "a"), Some("native"));
         assert_eq!(
             writes.in_place("uid-q", "q", "a"),
             None,
             "q's object changed"
         );
-        writes.touched(None);
+        writes.touched(None, false);
         assert_eq!(
             writes.in_place("uid-p", "p", "a"),
             None,
             "an object nobody can be sure of: everyone writes"
         );
+    }
+
+    #[test]
+    fn only_deletions_of_a_policys_objects_or_unknown_ones_concern_it() {
+        let writes = Writes::default();
+        let before = writes.deletions("p");
+        writes.touched(Some("p".into()), false);
+        writes.touched(Some("q".into()), true);
+        assert_eq!(writes.deletions("p"), before, "an edit, and q's deletion");
+        writes.touched(Some("p".into()), true);
+        assert_eq!(writes.deletions("p"), before + 1);
+        writes.touched(None, true);
+        assert_eq!(writes.deletions("p"), before + 2, "nobody's: everyone's");
     }
 
     #[test]

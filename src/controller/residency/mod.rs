@@ -654,9 +654,9 @@ pub async fn run(ctx: Arc<Context>, term: super::Term) {
     // A touched admission object is written again by the pass it triggers.
     let admission_touched = admission_changes(&ctx.client, ctx.admission.native_served).map({
         let state = state.clone();
-        move |(name, annotations)| {
+        move |(name, annotations, deleted)| {
             let policy = admission::touched_policy(&name, annotations.as_ref());
-            state.admission_writes.touched(policy);
+            state.admission_writes.touched(policy, deleted);
         }
     });
     let triggers = futures::stream::select_all([
