@@ -374,6 +374,13 @@ pub fn claim(policy: &ResidencyPolicy) -> PersistentVolumeClaim {
     }
 }
 
+/// Was a probe refused because its namespace is being deleted (the API server's
+/// NamespaceLifecycle plugin)? Nothing can be created there, so the probe shows nothing.
+/// Pure.
+pub fn namespace_terminating<T>(answer: &Result<T, (u16, String)>) -> bool {
+    matches!(answer, Err((403, message)) if message.contains("because it is being terminated"))
+}
+
 /// Is every part of `policy`'s enforcement under `engine` in force in the API server,
 /// observed by dry runs: the check refuses a pod pinned outside, the placement places a
 /// pod, and (when the policy enforces storage classes) a claim outside is refused?
@@ -395,6 +402,12 @@ pub async fn in_force(
     let name = policy.name_any();
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     let check = match ask(&pods, &pinned).await {
+        // A namespace being deleted takes nothing new, and it is the only one the probe
+        // could pick (it prefers one no other policy covers): Ready is not held back by a
+        // namespace stuck in deletion. (An engine switch, [`probe`], waits instead.)
+        Ok(answer) if namespace_terminating(&answer) => {
+            return Verdict::Nothing(format!("namespace {namespace} is being deleted"));
+        }
         Ok(answer) => judge(engine, &name, shared, answer.map(|_| ())),
         Err(why) => return Verdict::NotYet(why),
     };
@@ -575,6 +588,21 @@ mod tests {
             ),
             Verdict::Nothing(_)
         ));
+    }
+
+    #[test]
+    fn a_probe_refused_by_a_namespace_being_deleted_is_recognised() {
+        let terminating: Result<(), _> = Err((
+            403,
+            "pods \"enclave-probe-p\" is forbidden: unable to create new content in namespace shop because it is being terminated".to_string(),
+        ));
+        assert!(namespace_terminating(&terminating));
+        let refused: Result<(), _> = Err((
+            403,
+            "ValidatingAdmissionPolicy 'enclave-check.p' with binding 'enclave-check.p' denied request".to_string(),
+        ));
+        assert!(!namespace_terminating(&refused));
+        assert!(!namespace_terminating(&Ok::<(), (u16, String)>(())));
     }
 
     #[test]

@@ -98,3 +98,50 @@ async fn nothing_is_admitted_once_a_new_policy_says_ready() {
         ready_at.map(|at| at - started)
     );
 }
+
+/// A namespace stuck in deletion (a finalizer holds it) takes nothing new, so the
+/// probes can observe nothing there: the policy covering only it still says Ready for
+/// a new generation instead of waiting forever.
+#[tokio::test]
+async fn a_namespace_stuck_in_deletion_does_not_hold_ready_back() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("admission");
+    apply(&eu_enclave(ENCLAVE));
+    let ns = TestNamespace::new("adm-ready-stuck", true);
+    kubectl_ok(&[
+        "patch",
+        "namespace",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["enclave.dev/test-hold"]}}"#,
+    ]);
+    struct Release(String);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = kubectl(
+                &[
+                    "patch",
+                    "namespace",
+                    &self.0,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+        }
+    }
+    let _release = Release(ns.name.clone());
+    apply(&policy(&ns.name, ENCLAVE, ""));
+    wait_for_admission(&ns.name).await;
+    kubectl_ok(&["delete", "namespace", &ns.name, "--wait=false"]);
+    // A new generation: its objects are written again and probed, in the only
+    // namespace it covers, which takes nothing new now.
+    apply(&policy(
+        &ns.name,
+        ENCLAVE,
+        "  placement: {preferredSites: [{site: dublin, weight: 10}]}\n",
+    ));
+    wait_for_admission(&ns.name).await;
+}
