@@ -144,10 +144,14 @@ async fn isolation_none_removes_the_fence_and_a_deleted_policy_leaves_none() {
     fence_becomes(&ns.name, "the fence in place", fence_is_whole).await;
     apply(&policy(&ns.name, ENCLAVE, "  network: {isolation: None}\n"));
     fence_becomes(&ns.name, "no fence with isolation None", fence_is_empty).await;
-    assert_eq!(
-        condition(&policy_status(&ns.name).await, "NetworkFenced").1,
-        "IsolationNone"
-    );
+    // The status is written at the end of the pass that removed the fence: wait for it.
+    status_becomes(
+        &ns.name,
+        TIMEOUT,
+        "NetworkFenced with reason IsolationNone",
+        |status| condition(status, "NetworkFenced").1 == "IsolationNone",
+    )
+    .await;
     apply(&policy(
         &ns.name,
         ENCLAVE,
