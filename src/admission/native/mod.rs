@@ -780,6 +780,16 @@ pub fn facts(
     })
 }
 
+/// Writes a validating policy, then its binding.
+async fn put_validating(
+    client: &Client,
+    (vap, binding): (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
+    (t, v): Found<'_>,
+) -> Result<(), Error> {
+    put(client, "ValidatingAdmissionPolicy", vap, (t, v)).await?;
+    put(client, "ValidatingAdmissionPolicyBinding", binding, (t, v)).await
+}
+
 /// Writes an optional validating policy and its binding, or removes both when the
 /// policy no longer compiles one (the volumes and scope checks come and go with the
 /// ResidencyPolicy's spec).
@@ -790,10 +800,7 @@ async fn put_or_remove(
     (t, v): Found<'_>,
 ) -> Result<(), Error> {
     match pair {
-        Some((vap, binding)) => {
-            put(client, "ValidatingAdmissionPolicy", vap, (t, v)).await?;
-            put(client, "ValidatingAdmissionPolicyBinding", binding, (t, v)).await
-        }
+        Some(pair) => put_validating(client, pair, (t, v)).await,
         None => delete_named::<ValidatingAdmissionPolicyBinding>(client, &name)
             .await
             .and(delete_named::<ValidatingAdmissionPolicy>(client, &name).await)
@@ -914,14 +921,7 @@ pub async fn apply(
 ) -> Result<Vec<super::readback::Tampered>, Error> {
     let mut tampered = Vec::new();
     let t = &mut tampered;
-    put(client, "ValidatingAdmissionPolicy", compiled.warn.0, (t, v)).await?;
-    put(
-        client,
-        "ValidatingAdmissionPolicyBinding",
-        compiled.warn.1,
-        (t, v),
-    )
-    .await?;
+    put_validating(client, compiled.warn, (t, v)).await?;
     put_or_remove(
         client,
         object_name("volumes", &policy.name_any()),
@@ -939,20 +939,7 @@ pub async fn apply(
     // The pod check last of the validating policies: the API server reads policies and
     // bindings each through one watch, in the order they were written, so the check in
     // force shows the ones before it loaded too (`probe::in_force`).
-    put(
-        client,
-        "ValidatingAdmissionPolicy",
-        compiled.check.0,
-        (t, v),
-    )
-    .await?;
-    put(
-        client,
-        "ValidatingAdmissionPolicyBinding",
-        compiled.check.1,
-        (t, v),
-    )
-    .await?;
+    put_validating(client, compiled.check, (t, v)).await?;
     match compiled.mutating {
         Some((map, binding)) => {
             put(client, "MutatingAdmissionPolicy", map, (t, v)).await?;
