@@ -37,8 +37,6 @@ const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// One eviction, until the cache shows its effect.
 struct Unseen {
     pod_uid: String,
-    owner_uid: Option<String>,
-    at: Timestamp,
     when: Instant,
 }
 
@@ -176,8 +174,6 @@ impl Memory {
             memory.recent.push_back(Instant::now());
             memory.unseen.push(Unseen {
                 pod_uid: pod.uid().unwrap_or_default(),
-                owner_uid: owner_uid.clone(),
-                at: now,
                 when: Instant::now(),
             });
         }
@@ -222,8 +218,13 @@ impl Memory {
         })
     }
 
-    /// Evictions whose effect the cached pods do not show yet: the evicted pod is not
-    /// seen terminating or gone, and no newer pod of its owner is seen. Forgets the rest.
+    /// Evictions whose effect the cached pods do not show yet: the evicted pod is still
+    /// seen running, not terminating. Forgets the rest. Only the pod itself says so: a
+    /// replacement of its owner seen first proves nothing for it (two pods of one owner
+    /// evicted in the same second, the watch showing the first one's replacement before
+    /// the second one's deletion, would otherwise count the second as done while the
+    /// owner's count still holds it as running: one move counted by neither, and one
+    /// pod more than `maxConcurrent` let go).
     pub fn unseen(&self, policy: &str, pods: &[Arc<CachedPod>]) -> usize {
         lock(&self.evicted_pods).retain(|_, at| at.elapsed() < UNSEEN_HORIZON);
         let mut policies = lock(&self.policies);
@@ -234,18 +235,7 @@ impl Memory {
             let still_running = pods.iter().any(|p| {
                 p.uid().as_deref() == Some(&e.pod_uid) && p.metadata.deletion_timestamp.is_none()
             });
-            // Judged per eviction, by creation second: a replacement of an earlier
-            // eviction of the same owner (which the loop window's rule would count) must
-            // not make this one look done, or the budget lets one more go.
-            let replaced = e.owner_uid.as_ref().is_some_and(|owner| {
-                pods.iter().any(|p| {
-                    p.uid().as_deref() != Some(&e.pod_uid)
-                        && p.owner_references().iter().any(|o| &o.uid == owner)
-                        // Creation timestamps have second precision.
-                        && p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() >= e.at.as_second())
-                })
-            });
-            still_running && !replaced && e.when.elapsed() < UNSEEN_HORIZON
+            still_running && e.when.elapsed() < UNSEEN_HORIZON
         });
         memory.unseen.len()
     }
@@ -388,6 +378,32 @@ mod tests {
             !window.replaced_by(&older),
             "created in an earlier second: it predates the eviction, even if shown late"
         );
+    }
+
+    #[test]
+    fn an_eviction_counts_until_its_own_pod_is_seen_going_whatever_its_siblings_show() {
+        // Two pods of one owner evicted in the same second; the watch shows the first
+        // one terminating and its replacement before the second one's deletion.
+        let now = Timestamp::now().to_string();
+        let memory = Memory::default();
+        let (a, b) = (owned("web-a", "uid-a", &now), owned("web-b", "uid-b", &now));
+        memory.evicted("p", &a, KnownPods::default);
+        memory.evicted("p", &b, KnownPods::default);
+        let mut a_going = a.clone();
+        a_going.metadata.deletion_timestamp = a.metadata.creation_timestamp.clone();
+        let replacement = owned("web-c", "uid-c", &now);
+        let cache = [
+            Arc::new(a_going),
+            Arc::new(b.clone()),
+            Arc::new(replacement),
+        ];
+        assert_eq!(
+            memory.unseen("p", &cache),
+            1,
+            "web-b is still seen running: its eviction is on its way, not done"
+        );
+        let cache = [Arc::new(owned("web-c", "uid-c", &now))];
+        assert_eq!(memory.unseen("p", &cache), 0, "both seen gone");
     }
 
     #[test]
