@@ -80,6 +80,10 @@ bench-migration: tools ## Time to compliance for 1,000 pods on the local control
 bench-audit: tools ## `enclave-operator audit` with 10,000 pods in scope on the local control plane: wall time and max RSS (in memory: cargo bench --bench audit)
 	hack/bench-audit.sh $(CLUSTER_DIR)
 
+.PHONY: bench-native-profile
+bench-native-profile: tools ## What one in-scope pod CREATE allocates in the API server's policy plugins, from its heap profile (see docs/benchmarks.md)
+	hack/bench-native-profile.sh $(CLUSTER_DIR)
+
 .PHONY: bench-audit-sink
 bench-audit-sink: tools ## What the audit sink costs the API server: dry-run pod CREATE latency with the audit webhook off, batch and blocking (see docs/benchmarks.md)
 	hack/bench-audit-sink.sh $(CLUSTER_DIR)

@@ -135,13 +135,18 @@ pub fn namespace_selector(policy: &ResidencyPolicy, operator_namespace: &str) ->
 /// kubelet can be (the user `system:node:<name>` in `system:nodes`, the pod bound to
 /// `<name>`), which a tenant cannot forge by impersonating the group alone.
 pub fn not_from_a_node() -> MatchCondition {
-    let prefix_len = NODE_USER_PREFIX.len();
     MatchCondition {
         name: "not-from-a-node".into(),
-        expression: format!(
-            "!('{NODES_GROUP}' in request.userInfo.groups && request.userInfo.username.startsWith('{NODE_USER_PREFIX}') && object != null && has(object.spec) && has(object.spec.nodeName) && size(request.userInfo.username) > {prefix_len} && object.spec.nodeName == request.userInfo.username.substring({prefix_len}))"
-        ),
+        expression: format!("!({})", from_its_node()),
     }
+}
+
+/// The CEL that is true for a pod a node creates bound to itself (a mirror pod).
+pub fn from_its_node() -> String {
+    let prefix_len = NODE_USER_PREFIX.len();
+    format!(
+        "'{NODES_GROUP}' in request.userInfo.groups && request.userInfo.username.startsWith('{NODE_USER_PREFIX}') && object != null && has(object.spec) && has(object.spec.nodeName) && size(request.userInfo.username) > {prefix_len} && object.spec.nodeName == request.userInfo.username.substring({prefix_len})"
+    )
 }
 
 fn failure_policy(entry: &Entry, policy: &ResidencyPolicy) -> String {

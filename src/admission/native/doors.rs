@@ -77,6 +77,10 @@ fn kind_of(v: &str) -> String {
     expression
 }
 
+/// The variable saying every volume of the pod is of a contained type (no door, no
+/// CSI, no ephemeral claim): what the checks of volumes look at first.
+pub const DOORS_CONTAINED: &str = "doorsContained";
+
 /// The variables and validations refusing a pod's side doors: host network, and
 /// inline volumes the enclave's `spec.podSecurity` does not allow. `subject` is the CEL
 /// naming the pod as the webhook does; `tail` ends every message.
@@ -98,6 +102,21 @@ pub fn pod_doors(
         Variable {
             name: "doorVolumes".into(),
             expression: "has(object.spec.volumes) ? object.spec.volumes : []".into(),
+        },
+        // Every volume of a type that reaches nothing by itself: the common case, and
+        // nothing else to look at. A validating policy sees the pod after the API
+        // server's own validation, which allows one type per volume, so a volume with
+        // a contained type has no other.
+        Variable {
+            name: DOORS_CONTAINED.into(),
+            expression: format!(
+                "variables.doorVolumes.all(v, {})",
+                doors::CONTAINED
+                    .iter()
+                    .map(|field| format!("has(v.{field})"))
+                    .collect::<Vec<_>>()
+                    .join(" || ")
+            ),
         },
         Variable {
             name: "doorKinds".into(),
@@ -147,7 +166,7 @@ pub fn pod_doors(
         ),
     );
     checks.push((
-        "size(variables.doorRefused) == 0".to_string(),
+        format!("variables.{DOORS_CONTAINED} || size(variables.doorRefused) == 0"),
         format!("{head} + ({why}) + {tail}"),
     ));
     (variables, checks)

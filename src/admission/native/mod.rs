@@ -25,6 +25,7 @@
 
 pub mod cel;
 pub mod doors;
+mod inline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-use super::webhooks::{self, POLICY_NAME_ANNOTATION, not_from_a_node};
+use super::webhooks::{self, POLICY_NAME_ANNOTATION, from_its_node};
 use crate::{
     context::AdmissionSetup,
     crd::{Enforcement, ResidencyPolicy},
@@ -105,6 +106,17 @@ fn condition(name: &str, expression: String) -> MatchCondition {
     MatchCondition {
         name: name.into(),
         expression,
+    }
+}
+
+/// The variable saying a node creates the pod bound to itself (a mirror pod), which
+/// the native policies leave alone as the webhooks' match condition does.
+const FROM_ITS_NODE: &str = "fromItsNode";
+
+fn from_its_node_variable() -> Variable {
+    Variable {
+        name: FROM_ITS_NODE.into(),
+        expression: format!("request.kind.kind == 'Pod' && {}", from_its_node()),
     }
 }
 
@@ -205,7 +217,11 @@ fn side_doors(
             facts.default_storage_class.as_deref(),
             volume_vars.len(),
         );
-        let condition = format!("size(variables.{}) == 0", outside.name);
+        let condition = format!(
+            "variables.{} || size(variables.{}) == 0",
+            doors::DOORS_CONTAINED,
+            outside.name
+        );
         let first = format!("variables.{}[0].name", outside.name);
         variables.extend(volume_vars);
         variables.push(Variable {
@@ -449,6 +465,20 @@ pub fn compile(
             (vars, validations)
         }
     };
+    // A mirror pod a node creates for itself is exempt. Not as a match condition: the
+    // API server converts the whole pod for each set of expressions it evaluates, and a
+    // condition is a set of its own (a fifth of the engine's cost per pod, measured);
+    // every validation asks a variable instead, evaluated once.
+    let check_vars: Vec<Variable> = std::iter::once(from_its_node_variable())
+        .chain(check_vars)
+        .collect();
+    let check_validations: Vec<Validation> = check_validations
+        .into_iter()
+        .map(|v| Validation {
+            expression: format!("variables.{FROM_ITS_NODE} || ({})", v.expression),
+            ..v
+        })
+        .collect();
     let check_name = object_name("check", &name);
     let check = ValidatingAdmissionPolicy {
         metadata: meta(check_name.clone(), policy),
@@ -456,7 +486,6 @@ pub fn compile(
             failure_policy: Some(if enforced { "Fail" } else { "Ignore" }.into()),
             param_kind: None,
             match_constraints: Some(constraints(vec![rule(&[""], &["pods"], &["CREATE"])])),
-            match_conditions: Some(vec![not_from_a_node()]),
             variables: Some(check_vars),
             validations: Some(check_validations),
             ..ValidatingAdmissionPolicySpec::default()
@@ -529,14 +558,18 @@ pub fn compile(
                 ),
                 rule(&["batch"], &["jobs", "cronjobs"], &["CREATE", "UPDATE"]),
             ])),
-            match_conditions: Some(vec![condition(
-                "in-scope",
-                format!(
-                    "request.kind.kind == 'CronJob' ? {} : {}",
-                    scope_on(CRONJOB_LABELS),
-                    scope_on(TEMPLATE_LABELS)
-                ),
-            )]),
+            // Only with a pod selector: without one every workload of the namespaces is
+            // in scope, and a condition that is always true still costs a conversion.
+            match_conditions: pod_selector.map(|_| {
+                vec![condition(
+                    "in-scope",
+                    format!(
+                        "request.kind.kind == 'CronJob' ? {} : {}",
+                        scope_on(CRONJOB_LABELS),
+                        scope_on(TEMPLATE_LABELS)
+                    ),
+                )]
+            }),
             variables: Some(warn_vars),
             validations: Some(warn_validations),
             ..ValidatingAdmissionPolicySpec::default()
@@ -559,14 +592,20 @@ pub fn compile(
         _ => None,
     };
     Compiled {
-        mutating,
-        check: (check, check_binding),
-        warn: (warn, warn_binding),
+        mutating: mutating.map(|(mut map, binding)| {
+            if let Some(spec) = map.spec.as_mut() {
+                inline::mutating(spec);
+            }
+            (map, binding)
+        }),
+        check: (optimized(check), check_binding),
+        warn: (optimized(warn), warn_binding),
         volumes: policy
             .spec
             .volumes
             .enforce_storage_classes
-            .then(|| volumes_policy(policy, enclave, facts, operator_namespace)),
+            .then(|| volumes_policy(policy, enclave, facts, operator_namespace))
+            .map(|(vap, binding)| (optimized(vap), binding)),
         // Namespace-wide, like the webhook: a copy without the labels must be seen.
         scope: super::scope_guard::native_policy(
             policy,
@@ -574,8 +613,17 @@ pub fn compile(
             object_name("scope", &name),
             |object| meta(object, policy),
             binding_resources(policy, operator_namespace, false),
-        ),
+        )
+        .map(|(vap, binding)| (optimized(vap), binding)),
     }
+}
+
+/// A validating policy after [`inline`]'s pass.
+fn optimized(mut vap: ValidatingAdmissionPolicy) -> ValidatingAdmissionPolicy {
+    if let Some(spec) = vap.spec.as_mut() {
+        inline::validating(spec);
+    }
+    vap
 }
 
 fn mutating(
@@ -590,7 +638,22 @@ fn mutating(
             .map(|s| cel::selector_condition(s, labels))
             .unwrap_or_else(|| "true".into())
     };
+    // Whether the policy acts on the object: not a node's mirror pod, and in scope of
+    // the pod selector. Variables rather than match conditions (see the check).
+    let acts = match pod_selector {
+        Some(_) => format!(
+            "!variables.{FROM_ITS_NODE} && (request.kind.kind == 'Pod' ? {} : {})",
+            scope_on(POD_LABELS),
+            scope_on(TEMPLATE_LABELS)
+        ),
+        None => format!("!variables.{FROM_ITS_NODE}"),
+    };
     let mut variables = vec![
+        from_its_node_variable(),
+        Variable {
+            name: "acts".into(),
+            expression: acts,
+        },
         Variable {
             name: "isPod".into(),
             expression: "request.kind.kind == 'Pod'".into(),
@@ -638,15 +701,15 @@ fn mutating(
         },
         Variable {
             name: "place".into(),
-            expression: "variables.judgeable && (variables.implied || variables.withinBounds) && !variables.implied".into(),
+            expression: "variables.acts && variables.judgeable && (variables.implied || variables.withinBounds) && !variables.implied".into(),
         },
         Variable {
             name: "prefer".into(),
-            expression: "variables.judgeable && (variables.implied || variables.withinBounds) && size(variables.missing) > 0".into(),
+            expression: "variables.acts && variables.judgeable && (variables.implied || variables.withinBounds) && size(variables.missing) > 0".into(),
         },
         Variable {
             name: "annotate".into(),
-            expression: format!("variables.judgeable && (variables.implied || variables.withinBounds) && (variables.place || variables.prefer || (variables.annotated && !({me} in variables.holders)))"),
+            expression: format!("variables.acts && variables.judgeable && (variables.implied || variables.withinBounds) && (variables.place || variables.prefer || (variables.annotated && !({me} in variables.holders)))"),
         },
     ]);
     let affinity = "variables.spec.affinity";
@@ -682,17 +745,7 @@ fn mutating(
                 rule(&[""], &["pods"], &["CREATE"]),
                 rule(&["apps"], &["daemonsets"], &["CREATE", "UPDATE"]),
             ])),
-            match_conditions: Some(vec![
-                not_from_a_node(),
-                condition(
-                    "in-scope",
-                    format!(
-                        "request.kind.kind == 'Pod' ? {} : {}",
-                        scope_on(POD_LABELS),
-                        scope_on(TEMPLATE_LABELS)
-                    ),
-                ),
-            ]),
+            match_conditions: None,
             variables: Some(variables),
             mutations: Some(vec![Mutation {
                 patch_type: "JSONPatch".into(),
