@@ -19,6 +19,12 @@ use k8s_openapi::api::admissionregistration::v1::{
 /// Variables at most this long are inlined wherever they are used.
 const SHORT: usize = 80;
 
+/// No expression grows beyond this by inlining: the API server refuses expressions over
+/// 100,000 code points and bounds each one's estimated cost, and the compiler splits
+/// what grows with the enclave (per-site variables, chunks of node names) into
+/// variables precisely to stay under both at 32 sites and 5,000 nodes.
+const MAX_INLINED: usize = 6_000;
+
 const PREFIX: &str = "variables.";
 
 /// Calls `found(start, end, name)` for each `variables.<name>` outside string literals,
@@ -99,9 +105,17 @@ fn inline(mut variables: Vec<Variable>, users: &mut [&mut String]) -> Vec<Variab
                 .chain(users.iter().map(|u| count(u, name)))
                 .sum()
         };
+        let fits = |name: &str, len: usize, variables: &[Variable], users: &[&mut String]| {
+            variables
+                .iter()
+                .map(|v| (count(&v.expression, name), v.expression.len()))
+                .chain(users.iter().map(|u| (count(u, name), u.len())))
+                .all(|(n, user)| n == 0 || user + n * (len + 2) <= MAX_INLINED)
+        };
         let Some(at) = (0..variables.len()).find(|&i| {
             let v = &variables[i];
-            v.expression.len() <= SHORT || uses(&v.name, &variables, users) <= 1
+            (v.expression.len() <= SHORT || uses(&v.name, &variables, users) <= 1)
+                && fits(&v.name, v.expression.len(), &variables, users)
         }) else {
             return variables;
         };
@@ -198,6 +212,18 @@ mod tests {
             patch,
             "variables.long || variables.long ? [((1 + 2) * 3)] : []"
         );
+    }
+
+    #[test]
+    fn nothing_grows_past_the_cap() {
+        let chunk = format!(
+            "{{{}}}",
+            "'ip-10-0-0-1.eu-west-1.compute.internal': 'dublin', ".repeat(200)
+        );
+        let mut check = "object.spec.nodeName in variables.nodes".to_string();
+        let kept = inline(vec![var("nodes", &chunk)], &mut [&mut check]);
+        assert_eq!(kept.len(), 1, "a chunk of node names stays a variable");
+        assert_eq!(check, "object.spec.nodeName in variables.nodes");
     }
 
     #[test]
