@@ -260,11 +260,16 @@ async fn admission_objects_edited_by_hand_are_compared_in_full_and_repaired() {
         let mut edited = Vec::new();
         for (kind, name, conditions, selector) in targets(&ns.name) {
             let patch = match what {
-                "matchCondition" if !conditions.is_empty() => json!([{
-                    "op": "add",
-                    "path": format!("{conditions}/-"),
-                    "value": {"name": "tampered", "expression": "false"},
-                }]),
+                // Appended to the list, or the list added where the object has none
+                // (the native policies carry none).
+                "matchCondition" if !conditions.is_empty() => {
+                    let tampered = json!({"name": "tampered", "expression": "false"});
+                    if json_of(kind, &name).pointer(conditions).is_some() {
+                        json!([{"op": "add", "path": format!("{conditions}/-"), "value": tampered}])
+                    } else {
+                        json!([{"op": "add", "path": conditions, "value": [tampered]}])
+                    }
+                }
                 "objectSelector" if !selector.is_empty() => json!([{
                     "op": "add",
                     "path": selector,
