@@ -39,6 +39,8 @@ pub struct Attributes<'a> {
     pub subresource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// The moment of the request: grants are judged at it.
+    pub now: jiff::Timestamp,
 }
 
 /// A way to enclave data the authorizer covers. `pods/exec`, `pods/attach` and
@@ -168,6 +170,8 @@ pub struct Verdict {
     pub deny: Option<String>,
     /// Every policy that judged it, in policy order, up to the one that denied.
     pub findings: Vec<Finding>,
+    /// The AccessGrants the request went through, for the record.
+    pub grants: Vec<String>,
 }
 
 impl Verdict {
@@ -328,6 +332,7 @@ fn judge<C: Catalog>(
         _ => None,
     };
     let identity = matches!(scope, Scope::Identity).then(|| target(a));
+    let grants = catalog.grants();
     for policy in catalog.policies() {
         // Which policies judge the request.
         let name = policy.name_any();
@@ -400,20 +405,41 @@ fn judge<C: Catalog>(
             continue;
         }
         let enclave_name = enclave.name();
-        if let Some(how) = access.admits(a.user, a.groups) {
-            verdict.findings.push(Finding {
-                policy: name,
-                message: format!("{how} may {} (DataEnclave {enclave_name})", door.phrase(a)),
-                enclave: enclave_name,
-                judgement: Judgement::Approved,
-            });
-            continue;
-        }
+        // Grants open a pod's logs and proxy only; the other doors (a node's kubelet,
+        // a Service's pods, Secrets, identities) reach more than one pod's data.
+        let verb = match door {
+            Door::Logs => Some(crate::crd::GrantVerb::Logs),
+            Door::PodProxy => Some(crate::crd::GrantVerb::Proxy),
+            _ => None,
+        };
+        let judged = crate::grants::gate(
+            grants.as_ref(),
+            &enclave.enclave,
+            &access,
+            a.user,
+            a.groups,
+            verb,
+            a.namespace,
+            a.name,
+            a.now,
+        );
+        let refusal = match judged {
+            crate::grants::Gate::Admitted { how, grant } => {
+                verdict.grants.extend(grant);
+                verdict.findings.push(Finding {
+                    policy: name,
+                    message: format!("{how} may {} (DataEnclave {enclave_name})", door.phrase(a)),
+                    enclave: enclave_name,
+                    judgement: Judgement::Approved,
+                });
+                continue;
+            }
+            crate::grants::Gate::Refused(why) => why,
+        };
         let message = format!(
-            "enclave-operator: policy {name}: {} may not {}: DataEnclave {enclave_name} admits only its approved staff ({})",
+            "enclave-operator: policy {name}: {} may not {}: {refusal}",
             a.user,
             door.phrase(a),
-            access.staff(),
         );
         if enforced {
             return verdict.deny(Finding {
@@ -473,6 +499,7 @@ mod tests {
                 subresource,
                 namespace,
                 name,
+                now: jiff::Timestamp::UNIX_EPOCH,
             },
         )
     }
@@ -772,6 +799,7 @@ mod tests {
                 subresource: "",
                 namespace: "ops",
                 name: "backup",
+                now: jiff::Timestamp::UNIX_EPOCH,
             },
         );
         assert_eq!(verdict.door, Some(Door::Impersonate));
@@ -792,7 +820,8 @@ mod tests {
                     resource: "pods",
                     subresource: sub,
                     namespace: "shop",
-                    name: "db-0"
+                    name: "db-0",
+                    now: jiff::Timestamp::UNIX_EPOCH,
                 }),
                 None
             );
@@ -815,7 +844,8 @@ mod tests {
                 resource: "pods",
                 subresource: "log",
                 namespace: "shop",
-                name: "x"
+                name: "x",
+                now: jiff::Timestamp::UNIX_EPOCH,
             }),
             None
         );

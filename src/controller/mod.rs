@@ -43,7 +43,8 @@ pub async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
         tokio::join!(
             term.bounded(sites::run(ctx.client.clone(), ctx.clone(), term.clone())),
             term.bounded(residency::run(ctx.clone(), term.clone())),
-            term.bounded(crate::authz::probe::run(ctx.clone(), term.clone()))
+            term.bounded(crate::authz::probe::run(ctx.clone(), term.clone())),
+            term.bounded(crate::grants::controller::run(ctx.clone(), term.clone()))
         );
         ctx.metrics.leader.set(0);
         tracing::info!("controllers stopped");
