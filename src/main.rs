@@ -558,9 +558,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         limits.clone(),
     );
     // Every replica counts the denials it answers and raises its own alarms.
-    let (observer, alarms) = enclave_operator::grants::controller::Observer::new();
+    let (observer, alarms) = enclave_operator::controller::grants::Observer::new();
     state.observer = Arc::new(observer);
-    tokio::spawn(enclave_operator::grants::controller::raise_alarms(
+    tokio::spawn(enclave_operator::controller::grants::raise_alarms(
         ctx.clone(),
         alarms,
     ));

@@ -89,7 +89,7 @@ pub struct AdmissionState<C> {
     /// The authorizer's state (its node index).
     pub authz: crate::authz::review::AuthzState,
     /// Counts denied access attempts per subject (anomalies, lockouts).
-    pub observer: Arc<crate::grants::controller::Observer>,
+    pub observer: Arc<crate::controller::grants::Observer>,
     /// Bytes of request bodies being read or decided at once.
     body_budget: Arc<Semaphore>,
     limits: Limits,

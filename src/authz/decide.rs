@@ -332,7 +332,9 @@ fn judge<C: Catalog>(
         _ => None,
     };
     let identity = matches!(scope, Scope::Identity).then(|| target(a));
-    let grants = catalog.grants();
+    // Read once, and only when some policy judges the request: cluster-wide Secret
+    // lists by controllers reach here often and concern no grant.
+    let mut grants: Option<Option<crate::grants::Grants>> = None;
     for policy in catalog.policies() {
         // Which policies judge the request.
         let name = policy.name_any();
@@ -413,7 +415,7 @@ fn judge<C: Catalog>(
             _ => None,
         };
         let judged = crate::grants::gate(
-            grants.as_ref(),
+            grants.get_or_insert_with(|| catalog.grants()).as_ref(),
             &enclave.enclave,
             &access,
             a.user,
@@ -513,6 +515,97 @@ mod tests {
     }
 
     use std::sync::Arc;
+
+    /// An active grant opens the logs and the proxy of its pods to its requester, and
+    /// nothing else (not Secrets, not the kubelet's API), for its time only; a lockout
+    /// closes even the standing staff's way; unsynced grants close every covered door.
+    #[test]
+    fn grants_open_logs_and_proxy_for_their_pods_and_time_only() {
+        let mut catalog = catalog();
+        with_access(&mut catalog, |access| {
+            access.approver_users = vec!["carol".into()];
+            access.gated_reads = vec![GatedRead::Logs, GatedRead::Secrets];
+        });
+        catalog.grants.grants = vec![Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: inc-7, uid: u7, creationTimestamp: '2027-01-01T00:00:00Z'}\n\
+                 spec: {enclave: eu, requester: alice, verbs: [Logs, Proxy], namespaces: [shop], pods: [db-0], reason: INC-7, durationMinutes: 10}",
+            )
+            .expect("grant"),
+        )];
+        catalog.grants.approvals = vec![Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: inc-7-ok, creationTimestamp: '2027-01-01T00:00:10Z'}\n\
+                 spec: {grant: {name: inc-7, uid: u7}, decision: Approve, approver: carol}",
+            )
+            .expect("approval"),
+        )];
+        let at = |user: &str, request: [&str; 5], t: &str| {
+            let [verb, resource, subresource, namespace, name] = request;
+            decide(
+                &catalog,
+                &NodePods::build(&catalog),
+                &Attributes {
+                    user,
+                    groups: NONE,
+                    verb,
+                    group: "",
+                    resource,
+                    subresource,
+                    namespace,
+                    name,
+                    now: t.parse().expect("time"),
+                },
+            )
+        };
+        const DURING: &str = "2027-01-01T00:05:00Z";
+        let logs = at("alice", ["get", "pods", "log", "shop", "db-0"], DURING);
+        assert_eq!(logs.deny, None, "{logs:?}");
+        assert_eq!(logs.grants, ["inc-7"]);
+        let proxy = at("alice", ["get", "pods", "proxy", "shop", "db-0"], DURING);
+        assert_eq!(proxy.deny, None, "{proxy:?}");
+        for (user, request, t, why) in [
+            (
+                "alice",
+                ["get", "pods", "log", "shop", "db-0"],
+                "2027-01-01T00:10:10Z",
+                "expired",
+            ),
+            (
+                "alice",
+                ["get", "pods", "log", "shop", "db-1"],
+                DURING,
+                "another pod",
+            ),
+            (
+                "alice",
+                ["get", "secrets", "", "shop", "db-password"],
+                DURING,
+                "Secrets",
+            ),
+            (
+                "bob-not",
+                ["get", "pods", "log", "shop", "db-0"],
+                DURING,
+                "another user",
+            ),
+        ] {
+            assert!(at(user, request, t).deny.is_some(), "{why}");
+        }
+        catalog.grants_unsynced = true;
+        let unsynced = ask(
+            &catalog,
+            "bob",
+            NONE,
+            ["get", "pods", "log", "shop", "db-0"],
+        );
+        assert!(
+            unsynced
+                .deny
+                .is_some_and(|d| d.contains("has not yet synced the AccessGrants")),
+            "standing staff too, while grants are unknown"
+        );
+    }
 
     #[test]
     fn logs_of_enclave_pods_are_kept_to_the_approved_staff() {

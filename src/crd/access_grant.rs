@@ -80,7 +80,7 @@ pub struct AccessGrantSpec {
     /// For how long, from approval, in minutes. At most the enclave's
     /// `spec.access.maxGrantMinutes` (a longer grant is never approved).
     #[schemars(range(min = 1, max = 10080))]
-    pub duration_minutes: u32,
+    pub duration_minutes: i32,
 
     /// An emergency: a requester the enclave names as an approver gets access at once,
     /// without a second person, for at most the enclave's `spec.access.breakGlassMinutes`;
@@ -294,8 +294,8 @@ pub struct AccessAnomalySpec {
     #[schemars(length(max = 4))]
     pub reasons: Vec<String>,
     /// Denied attempts counted within the window.
-    pub denied_attempts: u32,
-    pub window_seconds: u32,
+    pub denied_attempts: i32,
+    pub window_seconds: i32,
     /// The pods reached for (up to 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]

@@ -310,11 +310,11 @@ pub struct Access {
     /// The longest AccessGrant this enclave approves, in minutes. Default 480 (8 h).
     #[serde(default = "default_max_grant_minutes")]
     #[schemars(range(min = 1, max = 10080))]
-    pub max_grant_minutes: u32,
+    pub max_grant_minutes: i32,
     /// How long a break-glass grant lasts at most, in minutes. Default 60.
     #[serde(default = "default_break_glass_minutes")]
     #[schemars(range(min = 1, max = 1440))]
-    pub break_glass_minutes: u32,
+    pub break_glass_minutes: i32,
     /// What counts as suspicious, and what is done about it. Unset: 5 denied attempts
     /// by one subject in 300 seconds raise the alarm, without lockout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,11 +331,11 @@ pub struct AnomalyRules {
     /// Denied attempts by one subject within `windowSeconds` that raise the alarm.
     #[serde(default = "default_denied_attempts")]
     #[schemars(range(min = 1, max = 1000))]
-    pub denied_attempts: u32,
+    pub denied_attempts: i32,
     /// The window, in seconds.
     #[serde(default = "default_window_seconds")]
     #[schemars(range(min = 1, max = 86400))]
-    pub window_seconds: u32,
+    pub window_seconds: i32,
     /// Lock the subject out once the alarm is raised: every attempt on the enclave's
     /// pods is refused, even with a standing approval or an active grant, until an
     /// approver clears it (an AccessApproval with `decision: ClearLockout`).
@@ -353,19 +353,19 @@ impl Default for AnomalyRules {
     }
 }
 
-fn default_denied_attempts() -> u32 {
+fn default_denied_attempts() -> i32 {
     5
 }
 
-fn default_window_seconds() -> u32 {
+fn default_window_seconds() -> i32 {
     300
 }
 
-fn default_max_grant_minutes() -> u32 {
+fn default_max_grant_minutes() -> i32 {
     480
 }
 
-fn default_break_glass_minutes() -> u32 {
+fn default_break_glass_minutes() -> i32 {
     60
 }
 

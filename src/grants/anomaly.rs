@@ -67,8 +67,8 @@ pub struct Alarm {
     pub enclave: String,
     pub user: String,
     pub reasons: Vec<Reason>,
-    pub attempts: u32,
-    pub window_seconds: u32,
+    pub attempts: i32,
+    pub window_seconds: i32,
     pub pods: Vec<String>,
     pub lockout: bool,
     pub at: Timestamp,
@@ -158,7 +158,7 @@ impl Tracker {
             }
         }
         let window = SignedDuration::from_secs(i64::from(rules.window_seconds));
-        let threshold = rules.denied_attempts.max(1) as usize;
+        let threshold = usize::try_from(rules.denied_attempts.max(1)).unwrap_or(1);
         let subject = self.subjects.entry(key).or_insert_with(|| Subject {
             denials: VecDeque::new(),
             quiet_until: None,
@@ -198,7 +198,7 @@ impl Tracker {
             enclave: enclave.to_string(),
             user: user.to_string(),
             reasons,
-            attempts: u32::try_from(subject.denials.len()).unwrap_or(u32::MAX),
+            attempts: i32::try_from(subject.denials.len()).unwrap_or(i32::MAX),
             window_seconds: rules.window_seconds,
             pods,
             lockout: rules.lockout,
@@ -254,7 +254,7 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + seconds).expect("valid")
     }
 
-    fn rules(attempts: u32, window: u32, lockout: bool) -> AnomalyRules {
+    fn rules(attempts: i32, window: i32, lockout: bool) -> AnomalyRules {
         AnomalyRules {
             denied_attempts: attempts,
             window_seconds: window,

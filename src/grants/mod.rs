@@ -7,8 +7,8 @@
 //! chart's ValidatingAdmissionPolicy `enclave-operator-access-identity` refuses any
 //! other value) and both specs are immutable (CRD rules), so a state is recomputed
 //! from trusted inputs at every decision instead of being read back from a status a
-//! tenant could forge. The I/O (status, Events, decision-log records) is in
-//! [`controller`].
+//! tenant could forge. The I/O (status, Events, decision-log records, alarms) is in
+//! [`crate::controller::grants`].
 //!
 //! The state machine: `Pending` until a counted approval (`Active` from its time for
 //! the grant's duration) or a counted denial (`Denied`); `Active` until its expiry
@@ -20,7 +20,6 @@
 //! non-approver, the enclave missing) is `Invalid`.
 
 pub mod anomaly;
-pub mod controller;
 
 use std::sync::Arc;
 
@@ -258,7 +257,7 @@ pub fn evaluate(
     eval
 }
 
-fn minutes_(minutes: u32) -> SignedDuration {
+fn minutes_(minutes: i32) -> SignedDuration {
     SignedDuration::from_mins(i64::from(minutes))
 }
 

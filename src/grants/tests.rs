@@ -31,7 +31,7 @@ spec:
     .expect("enclave parses")
 }
 
-fn grant(requester: &str, minutes: u32) -> AccessGrant {
+fn grant(requester: &str, minutes: i32) -> AccessGrant {
     let mut grant = AccessGrant::new(
         "g",
         AccessGrantSpec {
@@ -304,4 +304,55 @@ fn a_grant_covers_only_its_user_verbs_namespaces_and_pods_while_active() {
     );
     assert!(grants.holds_any(&enclave, "alice", at(10)));
     assert!(!grants.holds_any(&enclave, "alice", at(4000)));
+}
+
+#[test]
+fn the_gate_refuses_a_locked_out_subject_whatever_approves_them() {
+    let mut enclave = enclave();
+    if let Some(access) = enclave.spec.access.as_mut() {
+        access.approved_users = vec!["bob".into()];
+    }
+    let mut anomaly = crate::crd::AccessAnomaly::new(
+        "eu-bob",
+        crate::crd::AccessAnomalySpec {
+            enclave: "eu".into(),
+            user: "bob".into(),
+            reasons: vec!["RepeatedDenials".into()],
+            denied_attempts: 5,
+            window_seconds: 300,
+            pods: vec![],
+            lockout: true,
+        },
+    );
+    anomaly.metadata.creation_timestamp = Some(Time(at(0)));
+    let grants = Grants {
+        anomalies: vec![Arc::new(anomaly)],
+        ..Grants::default()
+    };
+    let access = enclave.spec.access.clone().unwrap_or_default();
+    let ask = |grants: Option<&Grants>, user: &str| {
+        gate(
+            grants,
+            &enclave,
+            &access,
+            user,
+            &[],
+            Some(GrantVerb::Exec),
+            "shop",
+            "db-0",
+            at(10),
+        )
+    };
+    match ask(Some(&grants), "bob") {
+        Gate::Refused(why) => assert!(why.contains("bob is locked out of DataEnclave eu"), "{why}"),
+        other => panic!("bob is locked out: {other:?}"),
+    }
+    assert!(matches!(
+        ask(Some(&Grants::default()), "bob"),
+        Gate::Admitted { grant: None, .. }
+    ));
+    match ask(None, "bob") {
+        Gate::Refused(why) => assert!(why.contains("has not yet synced"), "{why}"),
+        other => panic!("unsynced grants fail closed: {other:?}"),
+    }
 }

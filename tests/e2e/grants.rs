@@ -593,3 +593,179 @@ async fn a_lockout_after_repeated_denials_blocks_even_an_approved_grant_until_cl
     .await;
     forget("accessapproval", &["lock-carol-clear", "lock-eve-clear"]);
 }
+
+/// The audit report, as an administrator, in JSON: (exit code, report).
+fn audit_report() -> (i32, Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave-operator"))
+        .args(["audit", "--namespace", "enclave-system", "--json", "-"])
+        .output()
+        .expect("run enclave-operator audit");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the audit prints JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn audited_grant(report: &Value, name: &str) -> Value {
+    report["access"]["grants"]
+        .as_array()
+        .and_then(|grants| grants.iter().find(|g| g["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn break_glass_opens_at_once_and_stays_a_finding_until_another_approver_acknowledges_it() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("grants");
+    forget("accessapproval", &["glass-1-ack", "glass-1-own-ack"]);
+    forget("accessgrant", &["glass-1", "glass-mallory"]);
+    let ns = enclave_namespace(
+        &enclave("grants-glass", ""),
+        "grants-glass",
+        &["carol", "dave", "mallory"],
+    )
+    .await;
+    running_pause_pod(&ns.name, "db").await;
+
+    // Someone who is not an approver gets nothing from break-glass.
+    let (ok, out) = create_as(
+        &["--as", "mallory"],
+        &grant(
+            "glass-mallory",
+            "grants-glass",
+            "mallory",
+            &format!(
+                "verbs: [Exec], namespaces: [{}], durationMinutes: 5, breakGlass: true",
+                ns.name
+            ),
+        ),
+    );
+    assert!(ok, "{out}");
+    state_becomes("glass-mallory", "Invalid").await;
+    let refused = exec("mallory", &ns.name, "db");
+    assert!(is_denial(&refused), "{refused}");
+
+    // carol, an approver, breaks the glass: in at once, without a second person.
+    let (ok, out) = create_as(
+        &["--as", "carol"],
+        &grant(
+            "glass-1",
+            "grants-glass",
+            "carol",
+            &format!(
+                "verbs: [Exec], namespaces: [{}], durationMinutes: 30, breakGlass: true",
+                ns.name
+            ),
+        ),
+    );
+    assert!(ok, "{out}");
+    eventually(TIMEOUT, "carol in through break-glass", || async {
+        let out = exec("carol", &ns.name, "db");
+        if is_denial(&out) { Err(out) } else { Ok(()) }
+    })
+    .await;
+    // Bounded by the enclave's breakGlassMinutes (5), not the 30 asked for.
+    state_becomes("glass-1", "Active").await;
+    let created: jiff::Timestamp = kubectl_ok(&[
+        "get",
+        "accessgrant",
+        "glass-1",
+        "-o",
+        "jsonpath={.metadata.creationTimestamp}",
+    ])
+    .parse()
+    .expect("a timestamp");
+    let expires: jiff::Timestamp = kubectl_ok(&[
+        "get",
+        "accessgrant",
+        "glass-1",
+        "-o",
+        "jsonpath={.status.expiresAt}",
+    ])
+    .parse()
+    .expect("a timestamp");
+    assert_eq!(expires.duration_since(created).as_secs(), 300);
+    eventually(TIMEOUT, "BreakGlassActive on the enclave", || async {
+        let c = kubectl_ok(&[
+            "get",
+            "dataenclave",
+            "grants-glass",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"BreakGlassActive\")].message}",
+        ]);
+        if c.contains("glass-1 by carol") {
+            Ok(())
+        } else {
+            Err(c)
+        }
+    })
+    .await;
+    eventually(TIMEOUT, "a Warning Event for the break-glass", || async {
+        let events = kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=BreakGlass,type=Warning",
+            "-o",
+            "name",
+        ]);
+        if events.is_empty() {
+            Err("none")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    // The audit lists it as unreviewed: a finding.
+    let (code, report) = audit_report();
+    let listed = audited_grant(&report, "glass-1");
+    assert_eq!(listed["breakGlass"], true, "{listed}");
+    assert!(
+        listed["finding"]
+            .as_str()
+            .is_some_and(|f| f.contains("not acknowledged")),
+        "{listed}"
+    );
+    assert_eq!(code, 1, "findings make the exit code 1");
+
+    // carol cannot acknowledge her own; dave (an approver by group) can.
+    let (ok, out) = decide(
+        &["--as", "carol"],
+        "glass-1-own-ack",
+        "glass-1",
+        "Acknowledge",
+        "carol",
+        "",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = decide(
+        &["--as", "dave", "--as-group", "grant-approvers"],
+        "glass-1-ack",
+        "glass-1",
+        "Acknowledge",
+        "dave",
+        "grant-approvers",
+    );
+    assert!(ok, "{out}");
+    eventually(TIMEOUT, "acknowledged by dave", || async {
+        let by = kubectl_ok(&[
+            "get",
+            "accessgrant",
+            "glass-1",
+            "-o",
+            "jsonpath={.status.reviewedBy}",
+        ]);
+        if by == "dave" { Ok(()) } else { Err(by) }
+    })
+    .await;
+    let (_, report) = audit_report();
+    let listed = audited_grant(&report, "glass-1");
+    assert_eq!(listed["reviewedBy"], "dave", "{listed}");
+    assert!(listed["finding"].is_null(), "{listed}");
+}

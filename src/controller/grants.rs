@@ -20,17 +20,17 @@ use kube::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{
-    Evaluation, State,
-    anomaly::{Alarm, Standing, Tracker},
-    evaluate,
-};
+use super::{Term, publish};
 use crate::{
     catalog::Catalog,
     context::Context,
-    controller::{Term, publish},
     crd::{AccessAnomaly, AccessAnomalySpec, AccessGrant, ApprovalDecision},
     decisions::{Kind, Record, Subject},
+    grants::{
+        Evaluation, State,
+        anomaly::{Alarm, Standing, Tracker},
+        evaluate,
+    },
     metrics::{AdmissionMetrics, SuspiciousLabels},
 };
 
