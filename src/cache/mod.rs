@@ -572,8 +572,6 @@ pub struct Caches {
     pub access_grants: Watched<DeserializeGuard<AccessGrant>>,
     pub access_approvals: Watched<DeserializeGuard<AccessApproval>>,
     pub access_anomalies: Watched<DeserializeGuard<AccessAnomaly>>,
-    /// Both grant stores have completed their first list.
-    grants_synced: tokio::sync::watch::Receiver<bool>,
     synced: tokio::sync::watch::Receiver<bool>,
     /// Every store but the pods' (see [`Caches::admission_ready`]).
     admission_synced: tokio::sync::watch::Receiver<bool>,
@@ -686,16 +684,6 @@ impl Caches {
             strip_managed_fields,
             any_change,
         );
-        let (grants_tx, grants_synced) = tokio::sync::watch::channel(false);
-        let grant_waits = [
-            ready_future(&access_grants.store),
-            ready_future(&access_approvals.store),
-            ready_future(&access_anomalies.store),
-        ];
-        tokio::spawn(async move {
-            futures::future::join_all(grant_waits).await;
-            let _ = grants_tx.send(true);
-        });
 
         // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
         // waker), so one task waits for all of them and publishes the result for any
@@ -756,15 +744,16 @@ impl Caches {
             access_grants,
             access_approvals,
             access_anomalies,
-            grants_synced,
             synced,
             admission_synced: stores_synced,
         }
     }
 
-    /// Have the grant stores completed their first list?
+    /// Have the grant stores (grants, approvals, anomalies) completed their first list?
+    /// They are among the stores admission waits for; a second waiter on a store
+    /// would never be woken (see above), so their readiness is admission's.
     pub fn grants_ready(&self) -> bool {
-        *self.grants_synced.borrow()
+        self.admission_ready()
     }
 
     /// Has every store completed its first list?

@@ -28,7 +28,8 @@ fn enclave(name: &str, extra: &str) -> String {
 }
 
 /// exec and logs on pods in `namespace`, and the requester and approver roles
-/// cluster-wide, for `users`.
+/// cluster-wide, for `users`; and the right to update grants, so that what refuses a
+/// widened grant is the grant's immutability, not RBAC.
 fn rbac(namespace: &str, users: &[&str]) {
     let subjects: String = users
         .iter()
@@ -56,6 +57,20 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: {namespace}-requesters}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {REQUESTER_ROLE}}}
+subjects:
+{subjects}---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: grants-e2e-grant-editor}}
+rules:
+- apiGroups: [enclave.dev]
+  resources: [accessgrants]
+  verbs: [update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {namespace}-grant-editors}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: grants-e2e-grant-editor}}
 subjects:
 {subjects}---
 apiVersion: rbac.authorization.k8s.io/v1
