@@ -183,8 +183,9 @@ fn revocation_ends_an_active_grant_and_a_denial_ends_a_pending_one() {
     assert_eq!(e.ended_by.as_deref(), Some("dave"));
     // Before the revocation, it was active.
     assert_eq!(eval(&g, &[approve.clone()], 19).state, State::Active);
-    // A revocation and an approval in the same second: never in favour of access.
-    let same = decision("a3", "dave", &["eu-approvers"], ApprovalDecision::Revoke, 5);
+    // A revocation and an approval in the same second: never in favour of access
+    // (whatever their names: this one sorts before the approval's).
+    let same = decision("a00", "dave", &["eu-approvers"], ApprovalDecision::Revoke, 5);
     assert_eq!(eval(&g, &[same, approve.clone()], 6).state, State::Revoked);
     // Denied before approval: an approval after it does not reopen it.
     let deny = decision("a0", "dave", &["eu-approvers"], ApprovalDecision::Deny, 2);
