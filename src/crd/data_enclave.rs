@@ -322,7 +322,7 @@ pub struct Access {
 }
 
 /// When repeated denied attempts by one subject raise an alarm (a Warning Event, the
-/// `enclave_operator_suspicious_access_total` metric, the DataEnclave's
+/// `enclave_operator_admission_suspicious_access_total` metric, the DataEnclave's
 /// `SuspiciousAccess` condition naming the subject, a decision-log record) and whether
 /// the subject is then locked out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

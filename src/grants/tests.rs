@@ -182,10 +182,19 @@ fn revocation_ends_an_active_grant_and_a_denial_ends_a_pending_one() {
     assert_eq!(e.state, State::Revoked);
     assert_eq!(e.ended_by.as_deref(), Some("dave"));
     // Before the revocation, it was active.
-    assert_eq!(eval(&g, &[approve.clone()], 19).state, State::Active);
+    assert_eq!(
+        eval(&g, std::slice::from_ref(&approve), 19).state,
+        State::Active
+    );
     // A revocation and an approval in the same second: never in favour of access
     // (whatever their names: this one sorts before the approval's).
-    let same = decision("a00", "dave", &["eu-approvers"], ApprovalDecision::Revoke, 5);
+    let same = decision(
+        "a00",
+        "dave",
+        &["eu-approvers"],
+        ApprovalDecision::Revoke,
+        5,
+    );
     assert_eq!(eval(&g, &[same, approve.clone()], 6).state, State::Revoked);
     // Denied before approval: an approval after it does not reopen it.
     let deny = decision("a0", "dave", &["eu-approvers"], ApprovalDecision::Deny, 2);
@@ -228,7 +237,7 @@ fn break_glass_is_active_at_once_bounded_and_unreviewed_until_acknowledged() {
     );
     // carol cannot acknowledge her own; dave can.
     let own = decision("a1", "carol", &[], ApprovalDecision::Acknowledge, 60);
-    assert!(eval(&g, &[own.clone()], 61).unreviewed_break_glass());
+    assert!(eval(&g, std::slice::from_ref(&own), 61).unreviewed_break_glass());
     let ack = decision(
         "a2",
         "dave",
