@@ -230,6 +230,78 @@ echo "\$ kubectl get --raw /api/v1/nodes/$node/proxy/exec/... --as alice --as-gr
 kubectl get --raw "/api/v1/nodes/$node/proxy/exec/shop/$pod/checkout?command=cat&command=/etc/hostname" --as alice --as-group eu-data-stewards --request-timeout=10s 2>&1 || true
 echo "(both authorized for the approved staff; kwok nodes run no kubelet, so the API server cannot connect further)"
 
+step "Access grants: asked for, approved by someone else, time-bound"
+# dora is not among the approved staff: she may exec in shop as far as RBAC goes, and
+# may ask for access; carol is named by the enclave as an approver.
+kubectl patch dataenclave eu --type merge -p '{"spec":{"access":{"approverUsers":["carol"]}}}' >/dev/null
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: shop-debug-dora, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: shop-debug}
+subjects:
+- {kind: User, name: dora, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo-access-requesters}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: enclave-operator-access-requester}
+subjects:
+- {kind: User, name: dora, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo-access-approvers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: enclave-operator-access-approver}
+subjects:
+- {kind: User, name: carol, apiGroup: rbac.authorization.k8s.io}
+YAML
+echo "\$ kubectl exec -n shop $pod --as dora -- cat /etc/hostname"
+kubectl exec -n shop "$pod" --as dora --request-timeout=10s -- cat /etc/hostname 2>&1 || true
+echo
+echo "\$ kubectl create --as dora -f grant.yaml   # dora asks: exec on $pod for 30 minutes"
+kubectl delete accessgrant demo-dora --ignore-not-found >/dev/null
+kubectl create --as dora -f - <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: AccessGrant
+metadata: {name: demo-dora}
+spec:
+  enclave: eu
+  requester: dora
+  verbs: [Exec]
+  namespaces: [shop]
+  pods: [$pod]
+  reason: "checkout stuck: read the order queue"
+  ticket: INC-4711
+  durationMinutes: 30
+YAML
+until_true 30 "the grant's status" bash -c "[[ -n \$(kubectl get accessgrant demo-dora -o jsonpath='{.status.state}') ]]"
+kubectl get accessgrant demo-dora
+echo
+echo "\$ kubectl create --as dora -f approval.yaml   # dora approves her own grant (not counted)"
+uid=$(kubectl get accessgrant demo-dora -o jsonpath='{.metadata.uid}')
+approve() {
+	kubectl create --as "$1" -f - <<YAML 2>&1 || true
+apiVersion: enclave.dev/v1alpha1
+kind: AccessApproval
+metadata: {name: demo-dora-$1}
+spec: {grant: {name: demo-dora, uid: "$uid"}, decision: Approve, approver: $1}
+YAML
+}
+kubectl delete accessapproval demo-dora-dora demo-dora-carol --ignore-not-found >/dev/null
+approve dora
+sleep 2
+kubectl get accessgrant demo-dora -o jsonpath='{.status.state}: {.status.message}{"\n"}'
+echo
+echo "\$ kubectl create --as carol -f approval.yaml   # carol approves"
+approve carol
+until_true 30 "the grant active" bash -c "[[ \$(kubectl get accessgrant demo-dora -o jsonpath='{.status.state}') == Active ]]"
+kubectl get accessgrant demo-dora
+echo
+echo "\$ kubectl exec -n shop $pod --as dora -- cat /etc/hostname"
+kubectl exec -n shop "$pod" --as dora --request-timeout=10s -- cat /etc/hostname 2>&1 || true
+echo "(admitted by the gate under grant demo-dora; kwok nodes run no kubelet, so the API server cannot connect further)"
+
 step "The access exposure report: RBAC that reaches enclave data outside the approved staff"
 exposed() { kubectl get dataenclave eu -o jsonpath='{.status.exposures[*].subject}' | grep -q mallory; }
 until_true 60 "the exposure report" exposed

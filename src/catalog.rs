@@ -49,6 +49,9 @@ pub trait Catalog {
     fn network_policies(&self) -> Vec<Arc<NetworkPolicy>>;
     /// Roles, ClusterRoles and their bindings, for the access exposure report.
     fn rbac(&self) -> crate::access::rbac::RbacObjects;
+    /// AccessGrants and AccessApprovals (those that parse), or `None` while their
+    /// watches have not completed their first list: access decisions then fail closed.
+    fn grants(&self) -> Option<crate::grants::Grants>;
 }
 
 /// The live catalog: the watches' stores, read in place.
@@ -134,6 +137,22 @@ impl Catalog for Caches {
             cluster_role_bindings: own(self.cluster_role_bindings.store.state()),
         }
     }
+    fn grants(&self) -> Option<crate::grants::Grants> {
+        if !self.grants_ready() {
+            return None;
+        }
+        fn parsed<K: Clone>(items: Vec<Arc<kube::core::DeserializeGuard<K>>>) -> Vec<Arc<K>> {
+            items
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+                .collect()
+        }
+        Some(crate::grants::Grants {
+            grants: parsed(self.access_grants.store.state()),
+            approvals: parsed(self.access_approvals.store.state()),
+            anomalies: parsed(self.access_anomalies.store.state()),
+        })
+    }
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
         let sets = self.replica_sets.store.state();
         let stateful = self.stateful_sets.store.state();
@@ -159,6 +178,9 @@ pub struct StaticCatalog {
     pub storage_classes: Vec<Arc<StorageClass>>,
     pub network_policies: Vec<Arc<NetworkPolicy>>,
     pub rbac: crate::access::rbac::RbacObjects,
+    pub grants: crate::grants::Grants,
+    /// Pretend the grants' watches have not synced yet.
+    pub grants_unsynced: bool,
 }
 
 impl Catalog for StaticCatalog {
@@ -220,6 +242,9 @@ impl Catalog for StaticCatalog {
     }
     fn rbac(&self) -> crate::access::rbac::RbacObjects {
         self.rbac.clone()
+    }
+    fn grants(&self) -> Option<crate::grants::Grants> {
+        (!self.grants_unsynced).then(|| self.grants.clone())
     }
 }
 
@@ -322,6 +347,8 @@ impl StaticCatalog {
             storage_classes: fixture.storage_classes.into_iter().map(Arc::new).collect(),
             network_policies: fixture.network_policies.into_iter().map(Arc::new).collect(),
             rbac: crate::access::rbac::RbacObjects::default(),
+            grants: crate::grants::Grants::default(),
+            grants_unsynced: false,
         })
     }
 }

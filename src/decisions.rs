@@ -60,6 +60,25 @@ pub enum Kind {
     /// One of the operator's admission objects differed from what it writes (edited by
     /// hand: a match condition or selector added, a field changed) and was repaired.
     AdmissionTampered,
+    /// An AccessGrant was asked for (who, what, why, for how long).
+    GrantRequested,
+    /// … approved by an approver of its enclave (or, break-glass, invoked).
+    GrantApproved,
+    /// … denied before it took effect.
+    GrantDenied,
+    /// … reached its expiry.
+    GrantExpired,
+    /// … revoked while it was active.
+    GrantRevoked,
+    /// … (break-glass) acknowledged by another approver.
+    GrantReviewed,
+    /// … could never be approved (too long, break-glass by a non-approver, no enclave).
+    GrantInvalid,
+    /// Repeated or unusual denied attempts by one subject: an alarm, and a lockout where
+    /// the enclave asks for one.
+    SuspiciousAccess,
+    /// An approver cleared a lockout.
+    LockoutCleared,
 }
 
 impl Kind {
@@ -79,6 +98,14 @@ impl Kind {
                 | Kind::FenceRemoved
                 | Kind::ChainRetired
                 | Kind::AdmissionTampered
+                | Kind::GrantRequested
+                | Kind::GrantApproved
+                | Kind::GrantDenied
+                | Kind::GrantExpired
+                | Kind::GrantRevoked
+                | Kind::GrantReviewed
+                | Kind::GrantInvalid
+                | Kind::LockoutCleared
         )
     }
 
@@ -101,6 +128,15 @@ impl Kind {
             Kind::FenceRemoved => "FenceRemoved",
             Kind::ChainRetired => "ChainRetired",
             Kind::AdmissionTampered => "AdmissionTampered",
+            Kind::GrantRequested => "GrantRequested",
+            Kind::GrantApproved => "GrantApproved",
+            Kind::GrantDenied => "GrantDenied",
+            Kind::GrantExpired => "GrantExpired",
+            Kind::GrantRevoked => "GrantRevoked",
+            Kind::GrantReviewed => "GrantReviewed",
+            Kind::GrantInvalid => "GrantInvalid",
+            Kind::SuspiciousAccess => "SuspiciousAccess",
+            Kind::LockoutCleared => "LockoutCleared",
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod coverage;
 pub mod crd;
 pub mod decisions;
 pub mod evidence;
+pub mod grants;
 pub mod http;
 pub mod leader;
 pub mod memory;

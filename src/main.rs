@@ -551,12 +551,20 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics.clone(),
         ctx.caches.clone(),
     ));
-    let state = Arc::new(server::AdmissionState::new(
+    let mut state = server::AdmissionState::new(
         ctx.caches.clone(),
         metrics.admission.clone(),
         Some(sink),
         limits.clone(),
+    );
+    // Every replica counts the denials it answers and raises its own alarms.
+    let (observer, alarms) = enclave_operator::controller::grants::Observer::new();
+    state.observer = Arc::new(observer);
+    tokio::spawn(enclave_operator::controller::grants::raise_alarms(
+        ctx.clone(),
+        alarms,
     ));
+    let state = Arc::new(state);
     let authorizer = match authorizer_listener {
         Some(listener) => {
             let cert = match &args.authorizer_tls_dir {

@@ -96,6 +96,14 @@ pub struct AdmissionMetrics {
     pub connections: Gauge,
     pub closed: Family<ClosedLabels, Counter>,
     pub access: Family<AccessLabels, Counter>,
+    /// Alarms raised on suspicious access, by reason (see [`crate::grants::anomaly`]).
+    pub suspicious: Family<SuspiciousLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuspiciousLabels {
+    pub reason: &'static str,
+    pub lockout: &'static str,
 }
 
 impl AdmissionMetrics {
@@ -106,7 +114,13 @@ impl AdmissionMetrics {
             connections: Gauge::default(),
             closed: Family::default(),
             access: Family::default(),
+            suspicious: Family::default(),
         };
+        registry.register(
+            "suspicious_access",
+            "Alarms raised on repeated denied attempts by one subject, by reason (RepeatedDenials, ManyPods, OutsideGrant, NeverApproved) and lockout (true, false)",
+            metrics.suspicious.clone(),
+        );
         registry.register(
             "reviews",
             "Admission reviews by webhook and verdict (allowed, patched, denied, audited, invalid)",

@@ -104,7 +104,8 @@ pub enum Permission {
     /// off the operator's placement and access gate. Cluster-scoped.
     AdmissionWrite,
     /// Writes to DataEnclave or ResidencyPolicy (`enclave.dev`): approve oneself, or
-    /// take a namespace out of scope. Cluster-scoped.
+    /// take a namespace out of scope; or erasing AccessApprovals or AccessAnomalies:
+    /// undo a revocation, lift a lockout. Cluster-scoped.
     EnclaveWrite,
     /// Some of the permissions above are granted only through a `*` in apiGroups,
     /// resources or verbs. Never alone: it marks grants that also cover whatever
@@ -1068,6 +1069,8 @@ const IMPERSONATE: Option<&[&str]> = Some(&["impersonate", "impersonate:"]);
 /// Verbs that change an object (delete too: deleting a webhook configuration or a
 /// policy turns it off).
 const WRITE: Option<&[&str]> = Some(&["create", "update", "patch", "delete", "deletecollection"]);
+/// Verbs that change or remove an existing object.
+const ERASE: Option<&[&str]> = Some(&["update", "patch", "delete", "deletecollection"]);
 /// The verbs a proxy request can have: the API server names them after the HTTP
 /// method, and every method reaches the target.
 const PROXY: Option<&[&str]> = Some(&["get", "create", "update", "patch", "delete"]);
@@ -1081,7 +1084,7 @@ const IDENTITY_PERMISSIONS: [Permission; 2] = [
     Permission::ServiceAccountTokens,
 ];
 
-const CHECKS: [Check; 26] = [
+const CHECKS: [Check; 27] = [
     Check {
         permission: Permission::Exec,
         groups: CORE,
@@ -1303,6 +1306,17 @@ const CHECKS: [Check; 26] = [
         resources: &["dataenclaves", "residencypolicies"],
         subresource: Sub::None,
         verbs: WRITE,
+        reach: Reach::Cluster,
+    },
+    // Erasing a decision on a grant (a revocation, a denial) reopens it; erasing an
+    // AccessAnomaly lifts its lockout. Creating one is an approver's (and counts only
+    // for the approvers the enclave names) or the operator's, and is not reported.
+    Check {
+        permission: Permission::EnclaveWrite,
+        groups: &["enclave.dev"],
+        resources: &["accessapprovals", "accessanomalies"],
+        subresource: Sub::None,
+        verbs: ERASE,
         reach: Reach::Cluster,
     },
 ];
@@ -2197,7 +2211,13 @@ mod tests {
         assert_eq!(found["webhook-editor"], [AdmissionWrite]);
         assert_eq!(found["policy-binder"], [AdmissionWrite]);
         assert_eq!(found["enclave-editor"], [EnclaveWrite]);
-        for harmless in ["namespace-reader", "admission-reader", "enclave-reader"] {
+        assert_eq!(found["decision-eraser"], [EnclaveWrite]);
+        for harmless in [
+            "namespace-reader",
+            "admission-reader",
+            "enclave-reader",
+            "grant-approver",
+        ] {
             assert!(!found.contains_key(harmless), "{harmless}");
         }
         // A RoleBinding can patch its own namespace: the API server gives a namespace

@@ -73,6 +73,11 @@ pub struct Decision {
     pub outcome: Outcome,
     pub warnings: Vec<String>,
     pub findings: Vec<Finding>,
+    /// The AccessGrants an allowed access attempt went through, for the record.
+    pub grants: Vec<String>,
+    /// The DataEnclave whose gate refused an access attempt: the subject's denials
+    /// are counted against it ([`crate::grants::anomaly`]).
+    pub refused_by: Option<String>,
 }
 
 impl Default for Decision {
@@ -81,6 +86,8 @@ impl Default for Decision {
             outcome: Outcome::Allow,
             warnings: Vec::new(),
             findings: Vec::new(),
+            grants: Vec::new(),
+            refused_by: None,
         }
     }
 }
@@ -619,6 +626,8 @@ pub struct AccessView<'a> {
     pub subresource: &'a str,
     pub user: &'a str,
     pub groups: &'a [String],
+    /// The moment of the attempt: grants are judged at it.
+    pub now: jiff::Timestamp,
 }
 
 fn verb(subresource: &str) -> &'static str {
@@ -633,11 +642,15 @@ fn verb(subresource: &str) -> &'static str {
 
 /// The security gate: an attempt on a pod of an enforcing policy is admitted only for
 /// the staff its DataEnclave approves (`spec.access`): a user named there, or a member
-/// of a group named there. Service accounts are users named
-/// `system:serviceaccount:<namespace>:<name>` (or members of the groups
-/// `system:serviceaccounts[:<namespace>]`). A pod the operator has not seen yet is
-/// judged by every policy of its namespace: in-scope requests fail closed.
+/// of a group named there; or for a user with an active AccessGrant of that enclave
+/// covering the attempt's verb, namespace and pod ([`crate::grants`]). Service accounts
+/// are users named `system:serviceaccount:<namespace>:<name>` (or members of the groups
+/// `system:serviceaccounts[:<namespace>]`). A subject the enclave has locked out is
+/// refused whatever approves it. A pod the operator has not seen yet is judged by every
+/// policy of its namespace, and while the grants are not yet synced no in-scope
+/// request passes: in-scope requests fail closed.
 pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
+    let grants = catalog.grants();
     let Some(namespace_labels) = catalog.namespace_labels(view.namespace) else {
         return Decision::refuse(format!(
             "enclave-operator has not yet seen namespace {:?} and cannot decide who may reach its pods; retry in a moment",
@@ -668,30 +681,44 @@ pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
             Err(_) => continue,
         };
         let approved = enclave.enclave.spec.access.clone().unwrap_or_default();
-        if let Some(how) = approved.admits(view.user, view.groups) {
-            decision.findings.push(Finding {
-                policy: name,
-                kind: FindingKind::Admitted,
-                message: format!(
-                    "{how} may {} pod {}/{} of DataEnclave {}",
-                    verb(view.subresource),
-                    view.namespace,
-                    view.pod,
-                    enclave.name()
-                ),
-            });
-            continue;
-        }
+        let judged = crate::grants::gate(
+            grants.as_ref(),
+            &enclave.enclave,
+            &approved,
+            view.user,
+            view.groups,
+            crate::crd::GrantVerb::of_subresource(view.subresource),
+            view.namespace,
+            view.pod,
+            view.now,
+        );
+        let refusal = match judged {
+            crate::grants::Gate::Admitted { how, grant } => {
+                decision.grants.extend(grant);
+                decision.findings.push(Finding {
+                    policy: name,
+                    kind: FindingKind::Admitted,
+                    message: format!(
+                        "{how} may {} pod {}/{} of DataEnclave {}",
+                        verb(view.subresource),
+                        view.namespace,
+                        view.pod,
+                        enclave.name()
+                    ),
+                });
+                continue;
+            }
+            crate::grants::Gate::Refused(why) => why,
+        };
         let message = format!(
-            "policy {name}: {} may not {} pod {}/{}: DataEnclave {} admits only its approved staff ({})",
+            "policy {name}: {} may not {} pod {}/{}: {refusal}",
             view.user,
             verb(view.subresource),
             view.namespace,
             view.pod,
-            enclave.name(),
-            approved.staff(),
         );
         if enforced {
+            decision.refused_by = Some(enclave.name());
             return decision.deny(&name, message);
         }
         decision.would_deny(&name, message);
@@ -929,6 +956,7 @@ mod tests {
             subresource: "exec",
             user,
             groups,
+            now: jiff::Timestamp::UNIX_EPOCH,
         };
         static NONE: Vec<String> = Vec::new();
         let denied_decision = access(&catalog, &attempt("mallory", &NONE));
@@ -984,6 +1012,81 @@ mod tests {
         assert!(audited.audited());
     }
 
+    /// With no standing access, an approved grant is the only way in: for its user,
+    /// verbs, namespaces and pods, from its approval to its expiry; and while the grants
+    /// are not synced nobody passes, approved staff included.
+    #[test]
+    fn an_active_grant_lets_its_requester_through_for_its_scope_and_time_only() {
+        let mut catalog = catalog();
+        let mut enclave = (*catalog.enclaves["eu"]).clone();
+        enclave.spec.access = Some(crate::crd::Access {
+            approved_users: vec!["bob".into()],
+            approver_users: vec!["carol".into()],
+            ..Default::default()
+        });
+        catalog
+            .enclaves
+            .insert("eu".into(), std::sync::Arc::new(enclave));
+        let grant: crate::crd::AccessGrant = serde_yaml::from_str(
+            "metadata: {name: inc-1, uid: u1, creationTimestamp: '2027-01-01T00:00:00Z'}\n\
+             spec: {enclave: eu, requester: alice, verbs: [Exec], namespaces: [shop], pods: [db-0], reason: INC-1, durationMinutes: 30}",
+        )
+        .expect("grant parses");
+        let approval: crate::crd::AccessApproval = serde_yaml::from_str(
+            "metadata: {name: inc-1-ok, creationTimestamp: '2027-01-01T00:01:00Z'}\n\
+             spec: {grant: {name: inc-1, uid: u1}, decision: Approve, approver: carol}",
+        )
+        .expect("approval parses");
+        catalog.grants = crate::grants::Grants {
+            grants: vec![std::sync::Arc::new(grant)],
+            approvals: vec![std::sync::Arc::new(approval)],
+            ..Default::default()
+        };
+        static NONE: Vec<String> = Vec::new();
+        let time = |t: &str| t.parse::<jiff::Timestamp>().expect("time");
+        let attempt = |pod: &'static str, subresource: &'static str, t: &str| AccessView {
+            namespace: "shop",
+            pod,
+            subresource,
+            user: "alice",
+            groups: &NONE,
+            now: time(t),
+        };
+        let during = access(&catalog, &attempt("db-0", "exec", "2027-01-01T00:10:00Z"));
+        assert_eq!(during.outcome, Outcome::Allow, "{during:?}");
+        assert_eq!(during.grants, ["inc-1"]);
+        assert!(
+            during.findings[0]
+                .message
+                .contains("alice under grant inc-1 (approved by carol"),
+            "{:?}",
+            during.findings
+        );
+        for (pod, subresource, t, why) in [
+            ("db-0", "exec", "2027-01-01T00:00:30Z", "before approval"),
+            ("db-0", "exec", "2027-01-01T00:31:00Z", "after expiry"),
+            ("db-1", "exec", "2027-01-01T00:10:00Z", "another pod"),
+            ("db-0", "attach", "2027-01-01T00:10:00Z", "another verb"),
+        ] {
+            let refused = access(&catalog, &attempt(pod, subresource, t));
+            assert!(
+                denied(&refused).contains("holders of an active AccessGrant covering the request"),
+                "{why}: {refused:?}"
+            );
+        }
+        catalog.grants_unsynced = true;
+        let unsynced = access(&catalog, &attempt("db-0", "exec", "2027-01-01T00:10:00Z"));
+        assert!(
+            denied(&unsynced).contains("has not yet synced the AccessGrants"),
+            "{unsynced:?}"
+        );
+        let bob = AccessView {
+            user: "bob",
+            ..attempt("db-0", "exec", "2027-01-01T00:10:00Z")
+        };
+        assert!(matches!(access(&catalog, &bob).outcome, Outcome::Deny(_)));
+    }
+
     /// `/readyz` does not wait for the pod cache: until a pod is cached, the gate must
     /// judge it by every policy of its namespace, pod selectors or not.
     #[test]
@@ -1009,6 +1112,7 @@ mod tests {
             subresource: "exec",
             user: "mallory",
             groups: &NONE,
+            now: jiff::Timestamp::UNIX_EPOCH,
         };
         // Known, and outside the pod selector: not in scope.
         assert_eq!(access(&catalog, &attempt("web-0")).outcome, Outcome::Allow);

@@ -487,6 +487,7 @@ fn decide_access<C: Catalog>(_: Handler, catalog: &C, request: &Request) -> Answ
         subresource: request.sub_resource.as_deref().unwrap_or_default(),
         user: &request.user_info.username,
         groups: &request.user_info.groups,
+        now: jiff::Timestamp::now(),
     };
     answer(request, decide::access(catalog, &view), None)
 }

@@ -88,6 +88,8 @@ pub struct AdmissionState<C> {
     pub sink: Option<Sink>,
     /// The authorizer's state (its node index).
     pub authz: crate::authz::review::AuthzState,
+    /// Counts denied access attempts per subject (anomalies, lockouts).
+    pub observer: Arc<crate::controller::grants::Observer>,
     /// Bytes of request bodies being read or decided at once.
     body_budget: Arc<Semaphore>,
     limits: Limits,
@@ -100,6 +102,7 @@ impl<C> AdmissionState<C> {
             metrics,
             sink,
             authz: crate::authz::review::AuthzState::default(),
+            observer: Arc::default(),
             body_budget: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
             limits,
         }
@@ -175,6 +178,19 @@ async fn handle<C: Catalog>(
             let answer = review::decide(entry.handler, &state.catalog, &request);
             let verdict = answer.decision.label();
             if entry.handler == super::Handler::GateAccess {
+                if let Some(enclave) = &answer.decision.refused_by
+                    && !request.dry_run
+                {
+                    state.observer.denied(
+                        &state.catalog,
+                        &state.metrics,
+                        enclave,
+                        &request.user_info.username,
+                        &request.user_info.groups,
+                        &request.name,
+                        jiff::Timestamp::now(),
+                    );
+                }
                 record_access(
                     &state.metrics,
                     state.sink.as_ref(),
@@ -309,6 +325,10 @@ fn record_access(
     }
     if !policies.is_empty() {
         record = record.with("policies", policies);
+    }
+    if !decision.grants.is_empty() {
+        // What was done under which grant: the audit report joins on it.
+        record = record.with("grants", decision.grants.clone());
     }
     sink.record(record);
 }

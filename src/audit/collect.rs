@@ -231,6 +231,23 @@ pub async fn collect(client: &Client, page_size: u32) -> Result<Collected, Error
     })
     .await?;
 
+    // Access grants, the decisions on them and the anomalies, judged by the report.
+    list_all::<crate::crd::AccessGrant>(client, page_size, &mut unreadable, |mut g| {
+        lean_meta(&mut g.metadata);
+        catalog.grants.grants.push(Arc::new(g));
+    })
+    .await?;
+    list_all::<crate::crd::AccessApproval>(client, page_size, &mut unreadable, |mut a| {
+        lean_meta(&mut a.metadata);
+        catalog.grants.approvals.push(Arc::new(a));
+    })
+    .await?;
+    list_all::<crate::crd::AccessAnomaly>(client, page_size, &mut unreadable, |mut a| {
+        lean_meta(&mut a.metadata);
+        catalog.grants.anomalies.push(Arc::new(a));
+    })
+    .await?;
+
     unreadable.sort();
     Ok(Collected {
         catalog,

@@ -34,6 +34,7 @@
 pub mod collect;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod grants;
 pub mod refusals;
 pub mod render;
 pub mod report;
@@ -70,6 +71,10 @@ pub struct AuditArgs {
     /// `enclave-operator verify-log` first; the audit reads them as given.
     #[arg(long = "decision-log", value_name = "FILE")]
     pub decision_logs: Vec<PathBuf>,
+    /// List only the AccessGrants and AccessAnomalies created at or after this time
+    /// (RFC 3339, e.g. 2027-01-01T00:00:00Z); by default all of them.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<jiff::Timestamp>,
 }
 
 /// Exit code 1: the report has findings.
@@ -122,6 +127,7 @@ async fn audit(args: &AuditArgs) -> Result<Report, String> {
         chain,
         unreadable: collected.unreadable,
         only_policies: args.policies.clone(),
+        since: args.since,
     };
     let mut report = build(&collected.catalog, &observation);
     if !args.decision_logs.is_empty() {
@@ -136,6 +142,10 @@ async fn audit(args: &AuditArgs) -> Result<Report, String> {
                     &args.policies,
                 )
                 .map_err(|e| format!("--decision-log {}: {e}", path.display()))?;
+        }
+        // What was done under each grant: the allowed attempts that name it.
+        for grant in &mut report.access.grants {
+            grant.uses = Some(refusals.grant_uses.get(&grant.name).copied().unwrap_or(0));
         }
         report.refusals = Some(refusals);
     }

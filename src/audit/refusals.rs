@@ -29,6 +29,10 @@ pub struct Refusals {
     pub refused: Vec<Refusal>,
     /// Refusals counted but not listed.
     pub not_listed: usize,
+    /// Allowed access attempts per AccessGrant they went through (shown with the
+    /// grants, not here).
+    #[serde(skip)]
+    pub grant_uses: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,6 +78,9 @@ impl Refusals {
                 continue;
             };
             self.records += 1;
+            if matches!(kind, "AccessAllowed" | "AuthorizerNoOpinion") {
+                super::grants::count_uses(&mut self.grant_uses, &record);
+            }
             if kind != "PodDenied" {
                 continue;
             }

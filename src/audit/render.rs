@@ -218,10 +218,96 @@ pub fn markdown(report: &Report) -> String {
     if let Some(refusals) = &report.refusals {
         refusals_section(&mut out, refusals);
     }
+    if !report.access.is_empty() {
+        access_section(&mut out, &report.access);
+    }
     for policy in &report.policies {
         policy_section(&mut out, policy);
     }
     out
+}
+
+/// The access grants (who asked, who approved, what was done under them) and the
+/// anomalies.
+fn access_section(out: &mut String, access: &super::grants::AccessSection) {
+    let _ = writeln!(out, "\n## Access grants\n");
+    if access.grants.is_empty() {
+        let _ = writeln!(out, "No AccessGrant.");
+    } else {
+        let _ = writeln!(
+            out,
+            "| Grant | Enclave | Requester | Verbs | Where | Reason | State | Approved by | Until | Uses | Finding |"
+        );
+        let _ = writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: | --- |"
+        );
+        for g in &access.grants {
+            let place = if g.pods.is_empty() {
+                g.namespaces.join(", ")
+            } else {
+                format!("{} ({})", g.namespaces.join(", "), g.pods.join(", "))
+            };
+            let approved = match (&g.approved_by, g.break_glass) {
+                (Some(by), true) => format!(
+                    "break-glass by {by}{}",
+                    g.reviewed_by
+                        .as_ref()
+                        .map(|r| format!(", acknowledged by {r}"))
+                        .unwrap_or_default()
+                ),
+                (Some(by), false) => by.clone(),
+                (None, _) => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.name,
+                g.enclave,
+                cell(&g.requester),
+                g.verbs.join(", "),
+                cell(&place),
+                cell(&format!(
+                    "{}{}",
+                    g.reason,
+                    g.ticket
+                        .as_ref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                )),
+                g.state,
+                cell(&approved),
+                g.expires_at.as_deref().unwrap_or("-"),
+                g.uses.map_or("-".to_string(), |u| u.to_string()),
+                g.finding.as_deref().map_or("-".to_string(), cell),
+            );
+        }
+    }
+    if !access.anomalies.is_empty() {
+        let _ = writeln!(out, "\n## Access anomalies\n");
+        let _ = writeln!(
+            out,
+            "| Raised | Enclave | Subject | Reasons | Denied attempts | Lockout |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | ---: | --- |");
+        for a in &access.anomalies {
+            let lockout = match (a.lockout, a.locked_out) {
+                (true, true) => "in force",
+                (true, false) => "cleared",
+                (false, _) => "-",
+            };
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} | {} in {} s | {lockout} |",
+                a.raised_at,
+                a.enclave,
+                cell(&a.user),
+                a.reasons.join(", "),
+                a.denied_attempts,
+                a.window_seconds,
+            );
+        }
+    }
 }
 
 /// The refusals of the decision logs given, by engine, then one line each.

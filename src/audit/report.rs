@@ -206,6 +206,8 @@ pub struct Observation {
     pub unreadable: Vec<Unreadable>,
     /// Report only these policies; empty: every policy.
     pub only_policies: Vec<String>,
+    /// List only grants and anomalies created at or after this time.
+    pub since: Option<Timestamp>,
 }
 
 /// The whole report.
@@ -228,6 +230,9 @@ pub struct Report {
     /// a refusal is the enclave holding).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusals: Option<super::refusals::Refusals>,
+    /// AccessGrants and AccessAnomalies; an unacknowledged break-glass grant is a finding.
+    #[serde(skip_serializing_if = "super::grants::AccessSection::is_empty")]
+    pub access: super::grants::AccessSection,
 }
 
 /// The report in numbers.
@@ -505,10 +510,12 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         *stalled = stalled_chains(heads, writers, observation.generated_at);
         chains_stalled = stalled.len();
     }
+    let access = super::grants::section(catalog, observation.generated_at, observation.since);
     let findings = reports.iter().map(|r| r.findings).sum::<usize>()
         + missing_policies.len()
         + unreadable.len()
-        + chains_stalled;
+        + chains_stalled
+        + access.unreviewed_break_glass;
     Report {
         kind: REPORT_KIND,
         format_version: FORMAT_VERSION,
@@ -530,6 +537,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         missing_policies,
         unreadable,
         refusals: None,
+        access,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Attributes<'a> {
     pub subresource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// The moment of the request: grants are judged at it.
+    pub now: jiff::Timestamp,
 }
 
 /// A way to enclave data the authorizer covers. `pods/exec`, `pods/attach` and
@@ -168,6 +170,8 @@ pub struct Verdict {
     pub deny: Option<String>,
     /// Every policy that judged it, in policy order, up to the one that denied.
     pub findings: Vec<Finding>,
+    /// The AccessGrants the request went through, for the record.
+    pub grants: Vec<String>,
 }
 
 impl Verdict {
@@ -328,6 +332,9 @@ fn judge<C: Catalog>(
         _ => None,
     };
     let identity = matches!(scope, Scope::Identity).then(|| target(a));
+    // Read once, and only when some policy judges the request: cluster-wide Secret
+    // lists by controllers reach here often and concern no grant.
+    let mut grants: Option<Option<crate::grants::Grants>> = None;
     for policy in catalog.policies() {
         // Which policies judge the request.
         let name = policy.name_any();
@@ -400,20 +407,41 @@ fn judge<C: Catalog>(
             continue;
         }
         let enclave_name = enclave.name();
-        if let Some(how) = access.admits(a.user, a.groups) {
-            verdict.findings.push(Finding {
-                policy: name,
-                message: format!("{how} may {} (DataEnclave {enclave_name})", door.phrase(a)),
-                enclave: enclave_name,
-                judgement: Judgement::Approved,
-            });
-            continue;
-        }
+        // Grants open a pod's logs and proxy only; the other doors (a node's kubelet,
+        // a Service's pods, Secrets, identities) reach more than one pod's data.
+        let verb = match door {
+            Door::Logs => Some(crate::crd::GrantVerb::Logs),
+            Door::PodProxy => Some(crate::crd::GrantVerb::Proxy),
+            _ => None,
+        };
+        let judged = crate::grants::gate(
+            grants.get_or_insert_with(|| catalog.grants()).as_ref(),
+            &enclave.enclave,
+            &access,
+            a.user,
+            a.groups,
+            verb,
+            a.namespace,
+            a.name,
+            a.now,
+        );
+        let refusal = match judged {
+            crate::grants::Gate::Admitted { how, grant } => {
+                verdict.grants.extend(grant);
+                verdict.findings.push(Finding {
+                    policy: name,
+                    message: format!("{how} may {} (DataEnclave {enclave_name})", door.phrase(a)),
+                    enclave: enclave_name,
+                    judgement: Judgement::Approved,
+                });
+                continue;
+            }
+            crate::grants::Gate::Refused(why) => why,
+        };
         let message = format!(
-            "enclave-operator: policy {name}: {} may not {}: DataEnclave {enclave_name} admits only its approved staff ({})",
+            "enclave-operator: policy {name}: {} may not {}: {refusal}",
             a.user,
             door.phrase(a),
-            access.staff(),
         );
         if enforced {
             return verdict.deny(Finding {
@@ -473,6 +501,7 @@ mod tests {
                 subresource,
                 namespace,
                 name,
+                now: jiff::Timestamp::UNIX_EPOCH,
             },
         )
     }
@@ -486,6 +515,97 @@ mod tests {
     }
 
     use std::sync::Arc;
+
+    /// An active grant opens the logs and the proxy of its pods to its requester, and
+    /// nothing else (not Secrets, not the kubelet's API), for its time only; a lockout
+    /// closes even the standing staff's way; unsynced grants close every covered door.
+    #[test]
+    fn grants_open_logs_and_proxy_for_their_pods_and_time_only() {
+        let mut catalog = catalog();
+        with_access(&mut catalog, |access| {
+            access.approver_users = vec!["carol".into()];
+            access.gated_reads = vec![GatedRead::Logs, GatedRead::Secrets];
+        });
+        catalog.grants.grants = vec![Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: inc-7, uid: u7, creationTimestamp: '2027-01-01T00:00:00Z'}\n\
+                 spec: {enclave: eu, requester: alice, verbs: [Logs, Proxy], namespaces: [shop], pods: [db-0], reason: INC-7, durationMinutes: 10}",
+            )
+            .expect("grant"),
+        )];
+        catalog.grants.approvals = vec![Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: inc-7-ok, creationTimestamp: '2027-01-01T00:00:10Z'}\n\
+                 spec: {grant: {name: inc-7, uid: u7}, decision: Approve, approver: carol}",
+            )
+            .expect("approval"),
+        )];
+        let at = |user: &str, request: [&str; 5], t: &str| {
+            let [verb, resource, subresource, namespace, name] = request;
+            decide(
+                &catalog,
+                &NodePods::build(&catalog),
+                &Attributes {
+                    user,
+                    groups: NONE,
+                    verb,
+                    group: "",
+                    resource,
+                    subresource,
+                    namespace,
+                    name,
+                    now: t.parse().expect("time"),
+                },
+            )
+        };
+        const DURING: &str = "2027-01-01T00:05:00Z";
+        let logs = at("alice", ["get", "pods", "log", "shop", "db-0"], DURING);
+        assert_eq!(logs.deny, None, "{logs:?}");
+        assert_eq!(logs.grants, ["inc-7"]);
+        let proxy = at("alice", ["get", "pods", "proxy", "shop", "db-0"], DURING);
+        assert_eq!(proxy.deny, None, "{proxy:?}");
+        for (user, request, t, why) in [
+            (
+                "alice",
+                ["get", "pods", "log", "shop", "db-0"],
+                "2027-01-01T00:10:10Z",
+                "expired",
+            ),
+            (
+                "alice",
+                ["get", "pods", "log", "shop", "db-1"],
+                DURING,
+                "another pod",
+            ),
+            (
+                "alice",
+                ["get", "secrets", "", "shop", "db-password"],
+                DURING,
+                "Secrets",
+            ),
+            (
+                "bob-not",
+                ["get", "pods", "log", "shop", "db-0"],
+                DURING,
+                "another user",
+            ),
+        ] {
+            assert!(at(user, request, t).deny.is_some(), "{why}");
+        }
+        catalog.grants_unsynced = true;
+        let unsynced = ask(
+            &catalog,
+            "bob",
+            NONE,
+            ["get", "pods", "log", "shop", "db-0"],
+        );
+        assert!(
+            unsynced
+                .deny
+                .is_some_and(|d| d.contains("has not yet synced the AccessGrants")),
+            "standing staff too, while grants are unknown"
+        );
+    }
 
     #[test]
     fn logs_of_enclave_pods_are_kept_to_the_approved_staff() {
@@ -772,6 +892,7 @@ mod tests {
                 subresource: "",
                 namespace: "ops",
                 name: "backup",
+                now: jiff::Timestamp::UNIX_EPOCH,
             },
         );
         assert_eq!(verdict.door, Some(Door::Impersonate));
@@ -792,7 +913,8 @@ mod tests {
                     resource: "pods",
                     subresource: sub,
                     namespace: "shop",
-                    name: "db-0"
+                    name: "db-0",
+                    now: jiff::Timestamp::UNIX_EPOCH,
                 }),
                 None
             );
@@ -815,7 +937,8 @@ mod tests {
                 resource: "pods",
                 subresource: "log",
                 namespace: "shop",
-                name: "x"
+                name: "x",
+                now: jiff::Timestamp::UNIX_EPOCH,
             }),
             None
         );

@@ -157,6 +157,7 @@ fn attributes<'a>(spec: &'a Spec, resource: &'a ResourceAttributes) -> Attribute
         subresource: &resource.subresource,
         namespace: &resource.namespace,
         name: &resource.name,
+        now: jiff::Timestamp::now(),
     }
 }
 
@@ -201,6 +202,10 @@ pub fn record(review: &ReviewIn, verdict: &Verdict) -> Option<Record> {
     if !attributes.subresource.is_empty() {
         record = record.with("subresource", attributes.subresource);
     }
+    if !verdict.grants.is_empty() {
+        // What was done under which grant: the audit report joins on it.
+        record = record.with("grants", verdict.grants.clone());
+    }
     if verdict
         .findings
         .iter()
@@ -233,6 +238,27 @@ pub async fn handle<C: Catalog + Send + Sync + 'static>(
             let verdict = review(&state.catalog, &state.authz, &review_in);
             if let (Some(sink), Some(record)) = (&state.sink, record(&review_in, &verdict)) {
                 sink.record(record);
+            }
+            if verdict.deny.is_some()
+                && verdict.door != Some(Door::Probe)
+                && let Some(denying) = verdict
+                    .findings
+                    .iter()
+                    .find(|f| f.judgement == decide::Judgement::Denied)
+            {
+                state.observer.denied(
+                    &state.catalog,
+                    &state.metrics,
+                    &denying.enclave,
+                    &review_in.spec.user,
+                    &review_in.spec.groups,
+                    review_in
+                        .spec
+                        .resource_attributes
+                        .as_ref()
+                        .map_or("", |r| r.name.as_str()),
+                    jiff::Timestamp::now(),
+                );
             }
             if let Some(reason) = &verdict.deny
                 && verdict.door != Some(Door::Probe)

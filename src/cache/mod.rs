@@ -40,7 +40,7 @@ use kube::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::broadcast;
 
-use crate::crd::{DataEnclave, ResidencyPolicy};
+use crate::crd::{AccessAnomaly, AccessApproval, AccessGrant, DataEnclave, ResidencyPolicy};
 
 /// A reflector store and a broadcast of relevant changes to it.
 pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
@@ -569,6 +569,9 @@ pub struct Caches {
     /// kept as invalid instead of failing the whole watch, and decisions skip it.
     pub enclaves: Watched<DeserializeGuard<DataEnclave>>,
     pub policies: Watched<DeserializeGuard<ResidencyPolicy>>,
+    pub access_grants: Watched<DeserializeGuard<AccessGrant>>,
+    pub access_approvals: Watched<DeserializeGuard<AccessApproval>>,
+    pub access_anomalies: Watched<DeserializeGuard<AccessAnomaly>>,
     synced: tokio::sync::watch::Receiver<bool>,
     /// Every store but the pods' (see [`Caches::admission_ready`]).
     admission_synced: tokio::sync::watch::Receiver<bool>,
@@ -661,6 +664,26 @@ impl Caches {
             strip_managed_fields,
             generation,
         );
+        // Grants and approvals: every write counts (an approval is a new object; a
+        // grant's status is written by the operator and wakes the grant controller).
+        let access_grants = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let access_approvals = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
+        let access_anomalies = Watched::start(
+            Api::all(client.clone()),
+            config,
+            strip_managed_fields,
+            any_change,
+        );
 
         // A store's readiness wakes only one waiter (kube's DelayedInit keeps a single
         // waker), so one task waits for all of them and publishes the result for any
@@ -681,6 +704,9 @@ impl Caches {
             ready_future(&cluster_role_bindings.store),
             ready_future(&enclaves.store),
             ready_future(&policies.store),
+            ready_future(&access_grants.store),
+            ready_future(&access_approvals.store),
+            ready_future(&access_anomalies.store),
         ];
         // The pod cache starts once the others have synced: which namespaces are
         // covered must be known before the first pod is stored.
@@ -715,9 +741,19 @@ impl Caches {
             cluster_role_bindings,
             enclaves,
             policies,
+            access_grants,
+            access_approvals,
+            access_anomalies,
             synced,
             admission_synced: stores_synced,
         }
+    }
+
+    /// Have the grant stores (grants, approvals, anomalies) completed their first list?
+    /// They are among the stores admission waits for; a second waiter on a store
+    /// would never be woken (see above), so their readiness is admission's.
+    pub fn grants_ready(&self) -> bool {
+        self.admission_ready()
     }
 
     /// Has every store completed its first list?

@@ -1,6 +1,7 @@
 //! Reconcilers, one per concern. Each builds what it wants with pure functions and
 //! then applies it; errors carry a category for metrics and Events.
 
+pub mod grants;
 pub mod residency;
 pub mod sites;
 
@@ -43,7 +44,8 @@ pub async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
         tokio::join!(
             term.bounded(sites::run(ctx.client.clone(), ctx.clone(), term.clone())),
             term.bounded(residency::run(ctx.clone(), term.clone())),
-            term.bounded(crate::authz::probe::run(ctx.clone(), term.clone()))
+            term.bounded(crate::authz::probe::run(ctx.clone(), term.clone())),
+            term.bounded(crate::controller::grants::run(ctx.clone(), term.clone()))
         );
         ctx.metrics.leader.set(0);
         tracing::info!("controllers stopped");

@@ -331,6 +331,19 @@ async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     if let Some(probed) = probed {
         crate::authz::probe::add_condition(&mut status, enclave, &probed, &conditions::now());
     }
+    if let Some(grants) = ctx.caches.grants() {
+        let previous = enclave
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        status.conditions.extend(conditions::settle(
+            previous,
+            crate::grants::observed_conditions(&grants, enclave, jiff::Timestamp::now()),
+            enclave.metadata.generation,
+            &conditions::now(),
+        ));
+    }
     if status_changed(enclave.status.as_ref(), &status) {
         record_new_exposures(ctx, enclave, &findings, &status).await;
         for condition in new_warnings(enclave.status.as_ref(), &status) {
@@ -456,6 +469,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, term: super::Term) {
                 ctx.caches.role_bindings.changes().boxed(),
                 ctx.caches.cluster_role_bindings.changes().boxed(),
                 crate::authz::probe::changes(&ctx).boxed(),
+                ctx.caches.access_grants.changes().boxed(),
+                ctx.caches.access_approvals.changes().boxed(),
+                ctx.caches.access_anomalies.changes().boxed(),
             ]),
             std::time::Duration::from_millis(200),
         ))

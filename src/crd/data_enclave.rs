@@ -297,6 +297,76 @@ pub struct Access {
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s == r))").message("spec.access.gatedReads must be unique"))]
     #[schemars(length(max = 2))]
     pub gated_reads: Vec<GatedRead>,
+    /// Users who may approve AccessGrants to this enclave (never their own), acknowledge
+    /// break-glass grants and clear lockouts. With `approvedUsers` and `approvedGroups`
+    /// empty ("no standing access"), an approved, unexpired grant is the only way in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub approver_users: Vec<String>,
+    /// Groups whose members may approve, as `approverUsers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub approver_groups: Vec<String>,
+    /// The longest AccessGrant this enclave approves, in minutes. Default 480 (8 h).
+    #[serde(default = "default_max_grant_minutes")]
+    #[schemars(range(min = 1, max = 10080))]
+    pub max_grant_minutes: i32,
+    /// How long a break-glass grant lasts at most, in minutes. Default 60.
+    #[serde(default = "default_break_glass_minutes")]
+    #[schemars(range(min = 1, max = 1440))]
+    pub break_glass_minutes: i32,
+    /// What counts as suspicious, and what is done about it. Unset: 5 denied attempts
+    /// by one subject in 300 seconds raise the alarm, without lockout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<AnomalyRules>,
+}
+
+/// When repeated denied attempts by one subject raise an alarm (a Warning Event, the
+/// `enclave_operator_admission_suspicious_access_total` metric, the DataEnclave's
+/// `SuspiciousAccess` condition naming the subject, a decision-log record) and whether
+/// the subject is then locked out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomalyRules {
+    /// Denied attempts by one subject within `windowSeconds` that raise the alarm.
+    #[serde(default = "default_denied_attempts")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub denied_attempts: i32,
+    /// The window, in seconds.
+    #[serde(default = "default_window_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub window_seconds: i32,
+    /// Lock the subject out once the alarm is raised: every attempt on the enclave's
+    /// pods is refused, even with a standing approval or an active grant, until an
+    /// approver clears it (an AccessApproval with `decision: ClearLockout`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lockout: bool,
+}
+
+impl Default for AnomalyRules {
+    fn default() -> Self {
+        Self {
+            denied_attempts: default_denied_attempts(),
+            window_seconds: default_window_seconds(),
+            lockout: false,
+        }
+    }
+}
+
+fn default_denied_attempts() -> i32 {
+    5
+}
+
+fn default_window_seconds() -> i32 {
+    300
+}
+
+fn default_max_grant_minutes() -> i32 {
+    480
+}
+
+fn default_break_glass_minutes() -> i32 {
+    60
 }
 
 /// A read the authorizer can keep to the approved staff.
@@ -319,6 +389,11 @@ impl Default for Access {
             approved_groups: Vec::new(),
             approved_users: Vec::new(),
             gated_reads: default_gated_reads(),
+            approver_users: Vec::new(),
+            approver_groups: Vec::new(),
+            max_grant_minutes: default_max_grant_minutes(),
+            break_glass_minutes: default_break_glass_minutes(),
+            anomalies: None,
         }
     }
 }
@@ -354,6 +429,19 @@ impl Access {
             list(&self.approved_groups),
             list(&self.approved_users)
         )
+    }
+
+    /// Why a subject may approve grants to this enclave: a user named in
+    /// `approverUsers`, or a member of a group in `approverGroups` (the groups checked
+    /// at creation of the approval); `None` when they may not.
+    pub fn approver(&self, user: &str, groups: &[String]) -> Option<String> {
+        if self.approver_users.iter().any(|u| u == user) {
+            return Some(format!("approver {user}"));
+        }
+        groups
+            .iter()
+            .find(|g| self.approver_groups.contains(g))
+            .map(|group| format!("{user} as a member of approver group {group}"))
     }
 
     /// Does the enclave gate this read?

@@ -2,9 +2,11 @@
 //! these types become the CRD schema's descriptions (`kubectl explain`), and the CEL
 //! rules here are enforced by the API server before the operator ever sees an object.
 
+mod access_grant;
 mod data_enclave;
 mod residency_policy;
 
+pub use access_grant::*;
 pub use data_enclave::*;
 pub use residency_policy::*;
 
@@ -26,7 +28,13 @@ pub const GROUP: &str = "enclave.dev";
 pub fn all()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![DataEnclave::crd(), ResidencyPolicy::crd()]
+    vec![
+        DataEnclave::crd(),
+        ResidencyPolicy::crd(),
+        AccessGrant::crd(),
+        AccessApproval::crd(),
+        AccessAnomaly::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream, as committed in `crds/`.

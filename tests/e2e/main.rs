@@ -11,6 +11,7 @@ mod admission;
 mod audit;
 mod auditsink;
 mod authorizer;
+mod grants;
 mod hardening;
 mod migration;
 mod native;
