@@ -1,187 +1,81 @@
 #!/usr/bin/env bash
-# make kind-e2e: the integration suite against the operator running in a real cluster
-# from its container image, on kind (https://kind.sigs.k8s.io/).
+# make kind-e2e: what only real nodes can show, on the kind cluster of make kind-up
+# (docs/kind.md). The operator runs from its image (hack/image.sh, loaded with
+# `kind load image-archive`), installed by the chart with its defaults (two replicas,
+# leader election); pods really start (busybox from Debian's busybox-static, built by
+# tools/kind/build.sh), kube-router really enforces NetworkPolicies.
 #
-# Needs a running Docker engine and kind v0.24 or later (its default CNI, kindnet,
-# enforces NetworkPolicies) on PATH, so it CANNOT run on machines without Docker: those
-# run `make test` against the local control plane instead. kubectl and helm are the
-# pinned ones of tools/cluster (built into ~/.cache/enclave-operator when missing).
+# A script of kubectl calls rather than a Rust test binary: every check is "run this in
+# that pod and look at what came back", which kubectl exec expresses directly, and it
+# needs no second compile of the test crates on the shared two-core machine.
 #
-#  1. creates the kind cluster enclave-e2e from hack/kind.yaml (Kubernetes v1.36): five
-#     workers named and labelled like the local control plane's nodes (README's table);
-#  2. builds the Dockerfile as the chart's default image and loads it into the nodes;
-#  3. applies crds/, installs the chart into enclave-system and waits for the operator;
-#  4. runs the e2e suite against that operator (ENCLAVE_TEST_EXTERNAL_OPERATOR=1);
-#  5. checks that the NetworkPolicies the operator writes are enforced: a pod in a
-#     namespace a ResidencyPolicy covers still reaches a pod of its own namespace but
-#     no longer one in a namespace outside the enclave;
-#  6. deletes the cluster, however the script ends (KEEP_CLUSTER=1 keeps it).
+# Tests, each failing with what did not happen:
+#   fence      an in-scope pod cannot open a TCP connection to a pod outside the enclave,
+#              nor to an address outside allowEgressCIDRs; it still reaches its own
+#              namespace, the enclave's gateway, an address inside allowEgressCIDRs, and
+#              resolves names through cluster DNS; a tenant's allow-all NetworkPolicy
+#              reopens the path and the policy reports it (NetworkFenced=False naming it);
+#              deleting it closes the path again. Every "blocked" is preceded by the same
+#              connection succeeding before the policy, so a block is the fence's doing.
+#   access     an approved steward's kubectl exec runs a command and returns its output,
+#              and kubectl cp copies a file out; an outsider with the same RBAC is
+#              refused by the enclave's access gate (the message names the policy).
+#   storage    a pod writes to a claim on the enclave's storage class (a local volume on
+#              a Dublin node), is deleted and recreated, and reads the data back.
+#   migration  the running pods of a Deployment outside the enclave are moved onto
+#              enclave nodes once a policy with migration covers their namespace.
 #
-# KIND_NODE_IMAGE overrides the node image (the default is the v1.36 image listed in
-# kind v0.33.0's release notes); TEST_THREADS the suite's threads (default 4).
+#   KIND_E2E_TESTS="fence access"   run only these (default: all, in the order above)
+#   IMAGE_PROFILE=release           package the release build (default dev, as make test)
+#   KEEP=1                          keep the test namespaces and the operator
+
+# The checks are small functions called through eventually/not, which shellcheck
+# cannot follow.
+# shellcheck disable=SC2317
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-name=enclave-e2e
-node_image=${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}
-agnhost=registry.k8s.io/e2e-test-images/agnhost:2.53
-threads=${TEST_THREADS:-4}
+name=${KIND_CLUSTER:-enclave-kind}
+dir=${KIND_DIR:-$root/.kind}
+export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
+tests=${KIND_E2E_TESTS:-fence access storage migration}
+start_all=$SECONDS
 
-step() { printf '\n>> %s\n' "$*" >&2; }
 die() {
-	echo "kind-e2e: $*" >&2
+	echo "kind-e2e: FAIL: $*" >&2
 	exit 1
 }
+step() { printf '\n>> %s\n' "$*" >&2; }
+[[ -f $dir/env ]] || die "no kind cluster: run 'make kind-up' first ($dir/env is missing)"
+# shellcheck disable=SC1091
+source "$dir/env"
+kubectl get nodes >/dev/null 2>&1 || die "the kind cluster does not answer: run 'make kind-up'"
+busybox=$(grep '^enclave-kind/busybox:' "$(dirname "$(command -v kind)")/../images") ||
+	die "no busybox image listed by tools/kind/build.sh"
 
-# --- prerequisites ---------------------------------------------------------------
-missing=()
-for tool in docker kind; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-	die "needs Docker and kind on PATH (missing: ${missing[*]}); see https://kind.sigs.k8s.io/docs/user/quick-start/.
-Without Docker, run 'make test': the same suite against a local control plane built from Go modules."
-fi
-docker info >/dev/null 2>&1 ||
-	die "the docker CLI is installed but no Docker engine answers ('docker info' fails); start one, or run 'make test' instead"
-kind_version=$(kind version | awk '{ print $2 }')
-IFS=. read -r kind_major kind_minor _ <<<"${kind_version#v}"
-if ! [[ $kind_major =~ ^[0-9]+$ && $kind_minor =~ ^[0-9]+$ ]] || ((kind_major == 0 && kind_minor < 24)); then
-	die "kind $kind_version is too old: v0.24 or later is needed (NetworkPolicy enforcement by kindnet)"
-fi
-if ! command -v kubectl >/dev/null || ! command -v helm >/dev/null; then
-	step "kubectl and helm from tools/cluster (built once)"
-	PATH=$("$root/tools/cluster/build.sh"):$PATH
-fi
-ref=$("$root/hack/image.sh" --print-reference)
-
-# --- cluster -----------------------------------------------------------------------
-kubeconfig=$(mktemp "${TMPDIR:-/tmp}/kind-e2e-kubeconfig.XXXXXX")
-export KUBECONFIG=$kubeconfig
-cluster=""
 diagnose() {
-	echo "kind-e2e: failed; the cluster's state:" >&2
+	echo "kind-e2e: the cluster's state:" >&2
 	kubectl get nodes -o wide >&2 || true
 	kubectl get pods -A -o wide >&2 || true
 	kubectl get networkpolicies -A >&2 || true
+	kubectl get residencypolicies -o wide >&2 || true
 	echo "--- operator log (last 40 lines)" >&2
 	kubectl logs -n enclave-system deployment/enclave-operator --tail 40 >&2 || true
 }
 cleanup() {
 	local status=$?
-	if [[ -n $cluster ]]; then
-		((status == 0)) || diagnose
-		if [[ ${KEEP_CLUSTER:-} == 1 ]]; then
-			echo "kind-e2e: cluster kept: export KUBECONFIG=$kubeconfig; delete it with: kind delete cluster --name $name" >&2
-			return
-		fi
-		kind delete cluster --name "$name" || true
+	((status == 0)) || diagnose
+	docker rm -f kind-e2e-allowed kind-e2e-denied >/dev/null 2>&1 || true
+	if [[ ${KEEP:-} != 1 ]]; then
+		kubectl delete residencypolicy -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete dataenclave -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete namespace -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete pv -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	fi
-	rm -f "$kubeconfig"
 }
 trap cleanup EXIT
 
-if kind get clusters 2>/dev/null | grep -qxF "$name"; then
-	step "reusing the kind cluster $name (left by KEEP_CLUSTER=1)"
-	cluster=$name
-	kind get kubeconfig --name "$name" >"$kubeconfig"
-else
-	step "creating the kind cluster $name ($node_image)"
-	cluster=$name
-	kind create cluster --name "$name" --config "$root/hack/kind.yaml" --image "$node_image" \
-		--kubeconfig "$kubeconfig" --wait 180s
-fi
-kubectl wait --for condition=Ready nodes --all --timeout 180s >/dev/null
-
-# The kubelets set enclave.dev/e2e-site (hack/kind.yaml); the site label itself is under
-# node-restriction.kubernetes.io/, which only an administrator may set.
-step "labelling the sites"
-labelled=0
-while read -r node site; do
-	[[ -n $node ]] || continue
-	kubectl label node "$node" --overwrite "node-restriction.kubernetes.io/enclave-site=$site" >/dev/null
-	labelled=$((labelled + 1))
-done < <(kubectl get nodes -l enclave.dev/e2e-site \
-	-o jsonpath='{range .items[*]}{.metadata.name}{" "}{.metadata.labels.enclave\.dev/e2e-site}{"\n"}{end}')
-for node in dublin-a dublin-b norway-a virginia-a virginia-b; do
-	kubectl get node "$node" >/dev/null 2>&1 || die "no node $node: hack/kind.yaml names the workers (kubeadm nodeRegistration.name)"
-done
-((labelled == 5)) || die "expected 5 workers labelled enclave.dev/e2e-site, found $labelled"
-kubectl get nodes -L node-restriction.kubernetes.io/enclave-site -L topology.kubernetes.io/region \
-	-L topology.kubernetes.io/zone >&2
-
-# The local control plane's StorageClasses, each restricted to its site's nodes.
-kubectl apply -f "$root/tools/cluster/storage.yaml" >/dev/null
-
-# --- the operator, from its image ----------------------------------------------------
-step "docker build -t $ref"
-docker build --build-arg "VERSION=${ref##*:}" -t "$ref" "$root"
-kind load docker-image "$ref" --name "$name"
-
-step "CRDs and the chart"
-kubectl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
-kubectl wait --for condition=established --timeout 60s -f "$root/crds/" >/dev/null
-helm upgrade --install enclave-operator "$root/charts/enclave-operator" \
-	--namespace enclave-system --create-namespace --set image.pullPolicy=IfNotPresent \
-	--wait --timeout 5m
-kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 120s
-
-# --- the suite against the in-cluster operator ----------------------------------------
-step "e2e suite against the operator in the cluster"
-suite=0
-ENCLAVE_TEST_EXTERNAL_OPERATOR=1 cargo test --test e2e -- --test-threads "$threads" || suite=$?
-
-# --- NetworkPolicy enforcement ----------------------------------------------------------
-step "NetworkPolicy enforcement (kindnet)"
-inside=kind-e2e-inside
-outside=kind-e2e-outside
-kubectl delete residencypolicy kind-e2e --ignore-not-found >/dev/null
-kubectl delete namespace "$inside" "$outside" --ignore-not-found --wait >/dev/null
-kubectl create namespace "$inside" >/dev/null
-kubectl label namespace "$inside" enclave.dev/residency=kind-e2e >/dev/null
-kubectl create namespace "$outside" >/dev/null
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: DataEnclave
-metadata: {name: kind-e2e}
-spec:
-  jurisdiction: EU
-  sites:
-    - name: dublin
-      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: dublin}}
-    - name: norway
-      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: norway}}
-YAML
-# pod NAMESPACE NAME ARGS...: an agnhost pod labelled app=NAME.
-pod() {
-	local namespace=$1 pod=$2
-	shift 2
-	local args
-	args=$(printf '"%s",' "$@")
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: $pod, namespace: $namespace, labels: {app: $pod}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: agnhost
-      image: $agnhost
-      args: [${args%,}]
-      ports: [{containerPort: 8080}]
-YAML
-}
-pod "$outside" server netexec --http-port=8080
-pod "$inside" server netexec --http-port=8080
-pod "$inside" client pause
-kubectl wait --for condition=Ready --timeout 180s -n "$outside" pod/server >/dev/null
-kubectl wait --for condition=Ready --timeout 180s -n "$inside" pod/server pod/client >/dev/null
-outside_ip=$(kubectl get pod -n "$outside" server -o jsonpath='{.status.podIP}')
-inside_ip=$(kubectl get pod -n "$inside" server -o jsonpath='{.status.podIP}')
-
-# connect IP: can the in-scope client open a TCP connection to IP:8080?
-connect() {
-	kubectl exec -n "$inside" client -- /agnhost connect "$1:8080" --timeout=5s >/dev/null 2>&1
-}
-# eventually SECONDS WHAT COMMAND...: polls COMMAND until it succeeds, or fails.
+# eventually SECONDS WHAT COMMAND...: polls COMMAND until it succeeds, or fails the test.
 eventually() {
 	local seconds=$1 what=$2
 	shift 2
@@ -192,30 +86,350 @@ eventually() {
 	done
 }
 not() { ! "$@"; }
-fenced() {
-	(($(kubectl get networkpolicies -n "$inside" -l app.kubernetes.io/managed-by=enclave-operator \
-		-o name | wc -l) >= 2))
-}
 
-# Before any policy, the path out is open: a blocked connection later means the fence.
-eventually 60 "the in-scope client cannot reach the outside server even before any policy" connect "$outside_ip"
-kubectl apply -f - >/dev/null <<YAML
+# --- the operator, from its image -------------------------------------------------------
+step "the operator image (IMAGE_PROFILE=${IMAGE_PROFILE:-dev}) into the cluster"
+export IMAGE_PROFILE=${IMAGE_PROFILE:-dev}
+hack/image.sh >&2
+if [[ $IMAGE_PROFILE == dev ]]; then archive=target/image-dev/enclave-operator.tar; else archive=target/image/enclave-operator.tar; fi
+[[ -f $archive ]] || die "hack/image.sh made no $archive"
+kind load image-archive "$archive" --name "$name" >&2
+step "the chart with its defaults"
+helm upgrade --install enclave-operator charts/enclave-operator --namespace enclave-system \
+	--create-namespace --wait --timeout 5m >/dev/null
+# A reload of the same tag does not restart running pods: restart them so that the
+# image just loaded is the one that runs.
+kubectl rollout restart -n enclave-system deployment/enclave-operator >/dev/null
+kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >&2
+running=$(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator \
+	-o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
+echo "operator pods run $running" >&2
+
+# --- helpers ------------------------------------------------------------------------------
+# namespace NAME [LABEL=VALUE...]
+namespace() {
+	local ns=$1
+	shift
+	kubectl delete namespace "$ns" --ignore-not-found --wait >/dev/null
+	kubectl create namespace "$ns" >/dev/null
+	kubectl label namespace "$ns" kind-e2e=1 "$@" >/dev/null
+}
+# pod NAMESPACE NAME SITE COMMAND: a busybox pod labelled app=NAME on a node of SITE
+# (any node when SITE is empty) running the shell COMMAND.
+pod() {
+	local ns=$1 pod=$2 site=$3 command=$4 selector=""
+	[[ -z $site ]] || selector="nodeSelector: {node-restriction.kubernetes.io/enclave-site: $site}"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $pod, namespace: $ns, labels: {app: $pod}}
+spec:
+  terminationGracePeriodSeconds: 1
+  $selector
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, '$command']
+YAML
+}
+server_command='mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
+pod_ip() { kubectl get pod -n "$1" "$2" -o jsonpath='{.status.podIP}'; }
+# reaches NS POD URL: does POD get an answer from URL within 3 s?
+reaches() {
+	kubectl exec -n "$1" "$2" -- wget -q -T 3 -O /dev/null "$3" >/dev/null 2>&1
+}
+condition() { # condition POLICY TYPE: "status reason message" of the policy's condition TYPE
+	kubectl get residencypolicy "$1" -o json |
+		jq -r --arg t "$2" '.status.conditions[]? | select(.type == $t) | "\(.status) \(.reason) \(.message)"'
+}
+enclave() { # enclave NAME [ACCESS_YAML]
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: DataEnclave
+metadata: {name: $1, labels: {kind-e2e: "1"}}
+spec:
+  jurisdiction: EU
+  sites:
+    - name: dublin
+      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: dublin}}
+    - name: norway
+      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: norway}}
+  storage: {storageClassNames: [eu-dublin-ssd, eu-norway-ssd]}
+  gateway:
+    namespaceSelector: {matchLabels: {kind-e2e-role: gateway}}
+    podSelector: {matchLabels: {app: gateway}}
+  ${2:-}
+YAML
+}
+# policy NAME SCOPE_LABEL_VALUE EXTRA_SPEC_YAML: an enforcing policy over the namespaces
+# labelled kind-e2e-scope=VALUE.
+policy() {
+	kubectl apply -f - >/dev/null <<YAML
 apiVersion: enclave.dev/v1alpha1
 kind: ResidencyPolicy
-metadata: {name: kind-e2e}
+metadata: {name: $1, labels: {kind-e2e: "1"}}
 spec:
-  enclave: kind-e2e
+  enclave: $1
   match:
-    namespaceSelector: {matchLabels: {enclave.dev/residency: kind-e2e}}
+    namespaceSelector: {matchLabels: {kind-e2e-scope: $2}}
   enforcement: Enforce
-  migration: {enabled: false}
+$3
 YAML
-eventually 60 "the operator wrote no NetworkPolicies into $inside" fenced
-eventually 60 "the in-scope client still reaches $outside_ip:8080 in the unlabelled namespace $outside" \
-	not connect "$outside_ip"
-connect "$inside_ip" || die "the in-scope client cannot reach $inside_ip:8080 in its own namespace"
-not connect "$outside_ip" || die "the path out of the enclave opened again"
-echo "kind-e2e: fenced: $inside -> $outside ($outside_ip:8080) blocked, $inside -> $inside ($inside_ip:8080) open" >&2
+}
+policy_ready() {
+	[[ $(kubectl get residencypolicy "$1" -o json | jq -r \
+		'(.metadata.generation) as $g | [.status.conditions[]? | select(.type == "Ready" and .status == "True" and .observedGeneration == $g)] | length') == 1 ]]
+}
 
-((suite == 0)) || die "the e2e suite failed (exit $suite); the NetworkPolicy check passed"
-echo "kind-e2e: passed"
+# --- fence ----------------------------------------------------------------------------------
+test_fence() {
+	local in=kind-fence-in out=kind-fence-out gw=kind-fence-gateway
+	namespace "$in" kind-e2e-scope=fence
+	namespace "$out"
+	namespace "$gw" kind-e2e-role=gateway
+	pod "$out" server "" "$server_command"
+	pod "$gw" gateway "" "$server_command"
+	pod "$in" server dublin "$server_command"
+	pod "$in" client dublin 'exec sleep 100000'
+	# Two servers outside the cluster, on kind's Docker network: one whose address the
+	# policy allows (allowEgressCIDRs), one it does not.
+	local ext
+	for ext in allowed denied; do
+		docker rm -f "kind-e2e-$ext" >/dev/null 2>&1 || true
+		docker run -d --name "kind-e2e-$ext" --network kind "$busybox" sh -c "$server_command" >/dev/null
+	done
+	local allowed_ip denied_ip
+	allowed_ip=$(docker inspect -f '{{.NetworkSettings.Networks.kind.IPAddress}}' kind-e2e-allowed)
+	denied_ip=$(docker inspect -f '{{.NetworkSettings.Networks.kind.IPAddress}}' kind-e2e-denied)
+	kubectl wait --for condition=Ready --timeout 180s -n "$out" pod/server >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$gw" pod/gateway >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$in" pod/server pod/client >/dev/null
+	local outside inside gateway
+	outside=http://$(pod_ip "$out" server):8080/
+	inside=http://$(pod_ip "$in" server):8080/
+	gateway=http://$(pod_ip "$gw" gateway):8080/
+
+	# Before any policy every path is open: a path closed later is closed by the fence.
+	for url in "$outside" "$inside" "$gateway" "http://$allowed_ip:8080/" "http://$denied_ip:8080/"; do
+		eventually 60 "before any policy, $in/client cannot reach $url (the network itself is broken)" \
+			reaches "$in" client "$url"
+	done
+
+	enclave fence
+	policy fence fence "  migration: {enabled: false}
+  network:
+    allowEgressCIDRs: [$allowed_ip/32]"
+	eventually 120 "the policy fence did not become Ready" policy_ready fence
+	eventually 60 "the fence did not close the path from $in/client to $outside (pod outside the enclave)" \
+		not reaches "$in" client "$outside"
+	not reaches "$in" client "http://$denied_ip:8080/" ||
+		die "$in/client reaches $denied_ip:8080, an address outside allowEgressCIDRs"
+	reaches "$in" client "$inside" || die "$in/client no longer reaches $inside in its own namespace"
+	reaches "$in" client "$gateway" || die "$in/client no longer reaches the enclave's gateway $gateway"
+	reaches "$in" client "http://$allowed_ip:8080/" ||
+		die "$in/client no longer reaches $allowed_ip:8080, inside allowEgressCIDRs"
+	kubectl exec -n "$in" client -- nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1 ||
+		die "$in/client cannot resolve kubernetes.default.svc.cluster.local through cluster DNS"
+	echo "fenced: $in -> $out and -> $denied_ip blocked; own namespace, gateway, $allowed_ip, DNS open" >&2
+
+	# A tenant's own policy that allows all egress reopens the path (NetworkPolicies are
+	# additive) and is reported by name.
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: tenant-allow-all, namespace: $in}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{}]
+YAML
+	eventually 60 "a tenant's allow-all policy did not reopen the path to $outside" reaches "$in" client "$outside"
+	fence_reported() { [[ $(condition fence NetworkFenced) == False*tenant-allow-all* ]]; }
+	eventually 60 "the policy does not report the tenant's allow-all policy (NetworkFenced: $(condition fence NetworkFenced))" \
+		fence_reported
+	kubectl delete networkpolicy -n "$in" tenant-allow-all >/dev/null
+	eventually 60 "the path to $outside stayed open after the tenant's policy was deleted" \
+		not reaches "$in" client "$outside"
+	echo "reopened by tenant-allow-all and reported: $(condition fence NetworkFenced)" >&2
+}
+
+# --- access -----------------------------------------------------------------------------------
+test_access() {
+	local ns=kind-access
+	namespace "$ns" kind-e2e-scope=access
+	enclave access "access: {approvedUsers: [kind-steward]}"
+	# The same RBAC for both: what refuses the outsider is the enclave's gate, not RBAC.
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: exec, namespace: $ns}
+rules:
+  - {apiGroups: [""], resources: [pods], verbs: [get, list]}
+  - {apiGroups: [""], resources: [pods/exec], verbs: [create, get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: exec, namespace: $ns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: kind-steward}
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: kind-outsider}
+YAML
+	pod "$ns" work dublin 'echo enclave-data > /tmp/record && exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/work >/dev/null
+	policy access access "  migration: {enabled: false}"
+	eventually 120 "the policy access did not become Ready" policy_ready access
+
+	local out
+	steward_exec() { out=$(kubectl --as kind-steward exec -n "$ns" work -- cat /tmp/record 2>&1); }
+	eventually 30 "the approved steward's exec failed: $out" steward_exec
+	[[ $out == enclave-data ]] || die "the approved steward's exec returned '$out', not the file's content"
+	local copy
+	copy=$(mktemp)
+	kubectl --as kind-steward cp "$ns/work:/tmp/record" "$copy" >/dev/null 2>&1 ||
+		die "the approved steward's kubectl cp failed"
+	[[ $(cat "$copy") == enclave-data ]] || die "kubectl cp copied '$(cat "$copy")'"
+	rm -f "$copy"
+	if out=$(kubectl --as kind-outsider exec -n "$ns" work -- cat /tmp/record 2>&1); then
+		die "an outsider's exec ran: $out"
+	fi
+	[[ $out == *access* ]] || die "the outsider was refused, but not by the enclave's gate: $out"
+	[[ $out != *enclave-data* ]] || die "the outsider's refused exec still printed the data"
+	if out=$(kubectl --as kind-outsider cp "$ns/work:/tmp/record" /dev/null 2>&1); then
+		die "an outsider's kubectl cp succeeded"
+	fi
+	echo "steward's exec and cp ran; outsider refused: ${out%%$'\n'*}" >&2
+}
+
+# --- storage --------------------------------------------------------------------------------
+test_storage() {
+	local ns=kind-storage node=dublin-a
+	namespace "$ns" kind-e2e-scope=storage
+	enclave storage
+	policy storage storage "  migration: {enabled: false}"
+	eventually 120 "the policy storage did not become Ready" policy_ready storage
+	# A local volume on the Dublin node, of the Dublin class: the class's provisioner is
+	# "no-provisioner" (tools/cluster/storage.yaml), so the volume is made here.
+	docker exec "$node" sh -c 'rm -rf /var/kind-e2e-volume && mkdir -p /var/kind-e2e-volume'
+	kubectl delete pv kind-e2e-dublin --ignore-not-found --wait >/dev/null
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: kind-e2e-dublin, labels: {kind-e2e: "1"}}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: eu-dublin-ssd
+  persistentVolumeReclaimPolicy: Delete
+  local: {path: /var/kind-e2e-volume}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: kubernetes.io/hostname, operator: In, values: [$node]}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: $ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: eu-dublin-ssd
+  resources: {requests: {storage: 1Gi}}
+YAML
+	writer() {
+		kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $ns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, '$2']
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+YAML
+	}
+	writer first 'echo written-by-first > /data/record && exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/first >/dev/null ||
+		die "the pod with the claim on eu-dublin-ssd did not start"
+	[[ $(kubectl get pod -n "$ns" first -o jsonpath='{.spec.nodeName}') == "$node" ]] ||
+		die "the pod with the Dublin claim runs outside $node"
+	kubectl delete pod -n "$ns" first --wait >/dev/null
+	writer second 'exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/second >/dev/null ||
+		die "the rescheduled pod did not start"
+	local read
+	read=$(kubectl exec -n "$ns" second -- cat /data/record 2>&1) || die "the rescheduled pod cannot read the claim: $read"
+	[[ $read == written-by-first ]] || die "the rescheduled pod read '$read', not what the first pod wrote"
+	echo "the claim kept 'written-by-first' across the pod's rescheduling on $node" >&2
+}
+
+# --- migration ------------------------------------------------------------------------------
+test_migration() {
+	local ns=kind-migration
+	namespace "$ns"
+	# The pods start in Virginia: outside the enclave, before any policy covers them.
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: $ns}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              preference:
+                matchExpressions:
+                  - {key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [virginia]}
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, 'exec sleep 100000']
+YAML
+	kubectl rollout status -n "$ns" deployment/web --timeout 180s >/dev/null
+	sites() {
+		kubectl get pods -n "$ns" -l app=web -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.status.phase) \(.spec.nodeName)"' | sort
+	}
+	[[ $(sites) == *virginia* ]] || die "no pod of web started in Virginia (before: $(sites | tr '\n' ' '))"
+	enclave migration
+	policy migration migration "  migration: {enabled: true, maxEvictionsPerMinute: 60, maxConcurrent: 2}"
+	kubectl label namespace "$ns" kind-e2e-scope=migration >/dev/null
+	moved() {
+		local now
+		now=$(sites)
+		[[ $(grep -c . <<<"$now") == 2 ]] && ! grep -qv -E '^Running (dublin|norway)-' <<<"$now"
+	}
+	eventually 240 "the pods of web were not moved into the enclave (now: $(sites | tr '\n' ' '))" moved
+	echo "web's pods moved into the enclave: $(sites | tr '\n' ' ')" >&2
+}
+
+failed=()
+for t in $tests; do
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (fence, access, storage, migration)"
+	step "test: $t"
+	start=$SECONDS
+	# A subshell with errexit of its own, outside any condition (where bash would ignore
+	# it): the first failing command ends this test, and the next one still runs.
+	set +e
+	(
+		set -e
+		"test_$t"
+	)
+	status=$?
+	set -e
+	((status == 0)) || failed+=("$t")
+	echo "test $t: $( ((status == 0)) && echo passed || echo FAILED) in $((SECONDS - start)) s" >&2
+done
+((${#failed[@]} == 0)) || die "failed: ${failed[*]}"
+echo "kind-e2e: passed ($tests) in $((SECONDS - start_all)) s" >&2
