@@ -91,6 +91,7 @@ scratch_image() {
 	rm -rf "$dir" && mkdir -p "$dir/usr/local/bin" "$dir/etc" "$dir/tmp"
 	chmod 1777 "$dir/tmp"
 	cp "$@" "$dir/usr/local/bin/"
+	docker rmi "$ref" >/dev/null 2>&1 || true
 	echo 'root:x:0:0:root:/root:/sbin/nologin' >"$dir/etc/passwd"
 	echo 'nobody:x:65534:65534:nobody:/:/sbin/nologin' >>"$dir/etc/passwd"
 	tar --numeric-owner --owner=0 --group=0 -C "$dir" -c . |
@@ -101,6 +102,7 @@ userland_image() {
 	local ref=$1 entrypoint=$2
 	shift 2
 	local id
+	docker rmi "$ref" >/dev/null 2>&1 || true
 	id=$(docker create "$debian_image" true)
 	local file
 	for file in "$@"; do docker cp "$file" "$id:/usr/local/bin/$(basename "$file")"; done
@@ -123,6 +125,7 @@ busybox_image() {
 	echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>"$dir/root/etc/passwd"
 	echo 'root:x:0:' >"$dir/root/etc/group"
 	echo 'nogroup:x:65534:' >>"$dir/root/etc/group"
+	docker rmi "$1" >/dev/null 2>&1 || true
 	tar --numeric-owner --owner=0 --group=0 -C "$dir/root" -c . |
 		docker import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' - "$1" >/dev/null
 }
@@ -165,6 +168,7 @@ timed "images (${#required[@]} for kubeadm, kube-router, busybox)" build_images
 # --- node ---------------------------------------------------------------------------------
 stage=$work/node
 build_node() {
+	mkdir -p "$work/empty"
 	mkdir -p "$stage"/{usr/local/bin,usr/local/sbin,usr/bin,opt/cni/bin,kind,etc}
 	cp -r "$kind_files"/. "$stage"/
 	chmod -R u+w "$stage"
@@ -183,6 +187,13 @@ build_node() {
 		jq 'del(.process.rlimits)' >"$stage/etc/containerd/cri-base.json"
 	sed -i "s#sandbox_image = .*#sandbox_image = \"registry.k8s.io/pause:$PAUSE_VERSION\"#" \
 		"$stage/etc/containerd/config.toml"
+	# Lowering a process's oom_score_adj needs CAP_SYS_RESOURCE, which this machine's
+	# bounding set lacks (docs/kind.md): containerd must not ask runc for a score lower
+	# than its own (the setting kind uses for rootless nodes), or every sandbox of a
+	# critical pod (-998) fails with "failed to update /proc/self/oom_score_adj".
+	sed -i 's#restrict_oom_score_adj = false#restrict_oom_score_adj = true#' "$stage/etc/containerd/config.toml"
+	grep -q 'restrict_oom_score_adj = true' "$stage/etc/containerd/config.toml" ||
+		die "kind's containerd config.toml has no restrict_oom_score_adj to set"
 	# kind's fuse-overlayfs unit needs a snapshotter this image does not carry; the
 	# default overlayfs one is used.
 	rm -f "$stage/etc/systemd/system/containerd-fuse-overlayfs.service"
@@ -207,14 +218,24 @@ build_node() {
 		rm -rf /tmp/* /run/containerd' >"$work/imported"
 	local ref
 	for ref in "${images[@]}"; do
-		grep -qxF "$ref" "$work/imported" || die "the node's containerd did not import $ref"
+		# containerd names images without a registry as docker.io's, as the kubelet does.
+		grep -qxF -e "$ref" -e "docker.io/$ref" "$work/imported" ||
+			die "the node's containerd did not import $ref (it has: $(tr '\n' ' ' <"$work/imported"))"
 	done
-	docker commit \
+	local committed
+	committed=$(docker commit \
 		--change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
-		--change 'CMD []' --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
-		"$build_container" "$node_image" >/dev/null
+		--change 'CMD []' --change 'ENV container=docker' "$build_container")
 	docker rm -f -v "$build_container" >/dev/null
 	build_container=""
+	# systemd shuts down cleanly on SIGRTMIN+3; `docker commit` of Docker 20.10 cannot set
+	# a stop signal, a Dockerfile without RUN steps can (no container runs).
+	printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$committed" >"$work/Dockerfile"
+	DOCKER_BUILDKIT=0 docker build -q -t "$node_image" -f "$work/Dockerfile" "$work/empty" >/dev/null 2>"$work/build.err" || {
+		cat "$work/build.err" >&2
+		die "docker build of the node image's stop signal failed"
+	}
+	docker rmi "$committed" >/dev/null 2>&1 || true
 }
 timed "node image" build_node
 
