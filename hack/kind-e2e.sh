@@ -10,6 +10,8 @@
 # needs no second compile of the test crates on the shared two-core machine.
 #
 # Tests, each failing with what did not happen:
+#   enforcer   kube-router alone: a NetworkPolicy denying ingress blocks a TCP connection
+#              between pods on two nodes; deleting it opens the connection again.
 #   fence      an in-scope pod cannot open a TCP connection to a pod outside the enclave,
 #              nor to an address outside allowEgressCIDRs; it still reaches its own
 #              namespace, the enclave's gateway, an address inside allowEgressCIDRs, and
@@ -25,7 +27,7 @@
 #   migration  the running pods of a Deployment outside the enclave are moved onto
 #              enclave nodes once a policy with migration covers their namespace.
 #
-#   KIND_E2E_TESTS="fence access"   run only these (default: all, in the order above)
+#   KIND_E2E_TESTS="fence access"  run only these (default: all, in the order above)
 #   IMAGE_PROFILE=release           package the release build (default dev, as make test)
 #   KEEP=1                          keep the test namespaces and the operator
 
@@ -38,7 +40,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-fence access storage migration}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration}
 start_all=$SECONDS
 
 die() {
@@ -88,22 +90,29 @@ eventually() {
 not() { ! "$@"; }
 
 # --- the operator, from its image -------------------------------------------------------
-step "the operator image (IMAGE_PROFILE=${IMAGE_PROFILE:-dev}) into the cluster"
-export IMAGE_PROFILE=${IMAGE_PROFILE:-dev}
-hack/image.sh >&2
-if [[ $IMAGE_PROFILE == dev ]]; then archive=target/image-dev/enclave-operator.tar; else archive=target/image/enclave-operator.tar; fi
-[[ -f $archive ]] || die "hack/image.sh made no $archive"
-kind load image-archive "$archive" --name "$name" >&2
-step "the chart with its defaults"
-helm upgrade --install enclave-operator charts/enclave-operator --namespace enclave-system \
-	--create-namespace --wait --timeout 5m >/dev/null
-# A reload of the same tag does not restart running pods: restart them so that the
-# image just loaded is the one that runs.
-kubectl rollout restart -n enclave-system deployment/enclave-operator >/dev/null
-kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >&2
-running=$(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator \
-	-o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
-echo "operator pods run $running" >&2
+# Installed before the first test that needs it (all but enforcer).
+operator_installed=0
+install_operator() {
+	((operator_installed == 0)) || return 0
+	local archive running
+	step "the operator image (IMAGE_PROFILE=${IMAGE_PROFILE:-dev}) into the cluster"
+	export IMAGE_PROFILE=${IMAGE_PROFILE:-dev}
+	hack/image.sh >&2
+	if [[ $IMAGE_PROFILE == dev ]]; then archive=target/image-dev/enclave-operator.tar; else archive=target/image/enclave-operator.tar; fi
+	[[ -f $archive ]] || die "hack/image.sh made no $archive"
+	kind load image-archive "$archive" --name "$name" >&2
+	step "the chart with its defaults"
+	helm upgrade --install enclave-operator charts/enclave-operator --namespace enclave-system \
+		--create-namespace --wait --timeout 5m >/dev/null
+	# A reload of the same tag does not restart running pods: restart them so that the
+	# image just loaded is the one that runs.
+	kubectl rollout restart -n enclave-system deployment/enclave-operator >/dev/null
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >&2
+	running=$(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator \
+		-o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
+	echo "operator pods run $running" >&2
+	operator_installed=1
+}
 
 # --- helpers ------------------------------------------------------------------------------
 # namespace NAME [LABEL=VALUE...]
@@ -135,9 +144,12 @@ YAML
 }
 server_command='mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
 pod_ip() { kubectl get pod -n "$1" "$2" -o jsonpath='{.status.podIP}'; }
-# reaches NS POD URL: does POD get an answer from URL within 3 s?
+# reaches NS POD ADDRESS: does POD get an HTTP answer from ADDRESS (ip:port) within 3 s?
+# (busybox nc: Debian's static busybox wget crashes on this machine.)
 reaches() {
-	kubectl exec -n "$1" "$2" -- wget -q -T 3 -O /dev/null "$3" >/dev/null 2>&1
+	local host=${3%:*} port=${3##*:}
+	kubectl exec -n "$1" "$2" -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $host $port" 2>/dev/null |
+		grep -q '200 OK'
 }
 condition() { # condition POLICY TYPE: "status reason message" of the policy's condition TYPE
 	kubectl get residencypolicy "$1" -o json |
@@ -182,6 +194,34 @@ policy_ready() {
 		'(.metadata.generation) as $g | [.status.conditions[]? | select(.type == "Ready" and .status == "True" and .observedGeneration == $g)] | length') == 1 ]]
 }
 
+# --- enforcer -------------------------------------------------------------------------------
+# kube-router itself, without the operator: a NetworkPolicy that denies ingress blocks a
+# TCP connection between pods on two nodes, and its deletion opens it again. When this
+# fails, the fence test below cannot mean anything.
+test_enforcer() {
+	local a=kind-enforcer-server b=kind-enforcer-client
+	namespace "$a"
+	namespace "$b"
+	pod "$a" server virginia "$server_command"
+	pod "$b" client dublin 'exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$a" pod/server >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$b" pod/client >/dev/null
+	local server
+	server=$(pod_ip "$a" server):8080
+	eventually 60 "with no NetworkPolicy, $b/client (dublin) cannot reach $server (virginia)" reaches "$b" client "$server"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress, namespace: $a}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+YAML
+	eventually 30 "a deny-ingress NetworkPolicy did not block $b/client -> $server (kube-router enforces nothing)" \
+		not reaches "$b" client "$server"
+	kubectl delete networkpolicy -n "$a" deny-ingress >/dev/null
+	eventually 30 "the path to $server stayed closed after the NetworkPolicy was deleted" reaches "$b" client "$server"
+	echo "kube-router enforces: blocked under deny-ingress, open again without it" >&2
+}
+
 # --- fence ----------------------------------------------------------------------------------
 test_fence() {
 	local in=kind-fence-in out=kind-fence-out gw=kind-fence-gateway
@@ -206,12 +246,12 @@ test_fence() {
 	kubectl wait --for condition=Ready --timeout 180s -n "$gw" pod/gateway >/dev/null
 	kubectl wait --for condition=Ready --timeout 180s -n "$in" pod/server pod/client >/dev/null
 	local outside inside gateway
-	outside=http://$(pod_ip "$out" server):8080/
-	inside=http://$(pod_ip "$in" server):8080/
-	gateway=http://$(pod_ip "$gw" gateway):8080/
+	outside=$(pod_ip "$out" server):8080
+	inside=$(pod_ip "$in" server):8080
+	gateway=$(pod_ip "$gw" gateway):8080
 
 	# Before any policy every path is open: a path closed later is closed by the fence.
-	for url in "$outside" "$inside" "$gateway" "http://$allowed_ip:8080/" "http://$denied_ip:8080/"; do
+	for url in "$outside" "$inside" "$gateway" "$allowed_ip:8080" "$denied_ip:8080"; do
 		eventually 60 "before any policy, $in/client cannot reach $url (the network itself is broken)" \
 			reaches "$in" client "$url"
 	done
@@ -223,11 +263,11 @@ test_fence() {
 	eventually 120 "the policy fence did not become Ready" policy_ready fence
 	eventually 60 "the fence did not close the path from $in/client to $outside (pod outside the enclave)" \
 		not reaches "$in" client "$outside"
-	not reaches "$in" client "http://$denied_ip:8080/" ||
+	not reaches "$in" client "$denied_ip:8080" ||
 		die "$in/client reaches $denied_ip:8080, an address outside allowEgressCIDRs"
 	reaches "$in" client "$inside" || die "$in/client no longer reaches $inside in its own namespace"
 	reaches "$in" client "$gateway" || die "$in/client no longer reaches the enclave's gateway $gateway"
-	reaches "$in" client "http://$allowed_ip:8080/" ||
+	reaches "$in" client "$allowed_ip:8080" ||
 		die "$in/client no longer reaches $allowed_ip:8080, inside allowEgressCIDRs"
 	kubectl exec -n "$in" client -- nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1 ||
 		die "$in/client cannot resolve kubernetes.default.svc.cluster.local through cluster DNS"
@@ -416,8 +456,9 @@ YAML
 
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (fence, access, storage, migration)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration)"
 	step "test: $t"
+	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS
 	# A subshell with errexit of its own, outside any condition (where bash would ignore
 	# it): the first failing command ends this test, and the next one still runs.
