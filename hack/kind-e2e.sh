@@ -22,7 +22,7 @@
 #   access     an approved steward's kubectl exec runs a command and returns its output,
 #              and kubectl cp copies a file out; an outsider with the same RBAC is
 #              refused by the enclave's access gate (the message names the policy).
-#   storage    a pod writes to a claim on the enclave's storage class (a local volume on
+#   storage    a pod writes to a claim on the enclave's storage class (a hostPath volume on
 #              a Dublin node), is deleted and recreated, and reads the data back.
 #   migration  the running pods of a Deployment outside the enclave are moved onto
 #              enclave nodes once a policy with migration covers their namespace.
@@ -109,12 +109,17 @@ install_operator() {
 	kubectl rollout restart -n enclave-system deployment/enclave-operator >/dev/null
 	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >&2
 	running=$(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator \
-		-o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
+		-o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{" "}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
 	echo "operator pods run $running" >&2
 	operator_installed=1
 }
 
 # --- helpers ------------------------------------------------------------------------------
+# fresh NAME: no policy or enclave NAME left by an earlier run (KEEP=1, or one that died).
+fresh() {
+	kubectl delete residencypolicy "$1" --ignore-not-found --wait >/dev/null
+	kubectl delete dataenclave "$1" --ignore-not-found --wait >/dev/null
+}
 # namespace NAME [LABEL=VALUE...]
 namespace() {
 	local ns=$1
@@ -144,13 +149,27 @@ YAML
 }
 server_command='mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
 pod_ip() { kubectl get pod -n "$1" "$2" -o jsonpath='{.status.podIP}'; }
-# reaches NS POD ADDRESS: does POD get an HTTP answer from ADDRESS (ip:port) within 3 s?
-# (busybox nc: Debian's static busybox wget crashes on this machine.)
-reaches() {
-	local host=${3%:*} port=${3##*:}
-	kubectl exec -n "$1" "$2" -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $host $port" 2>/dev/null |
-		grep -q '200 OK'
+# The identity the probes exec as. Exec into an in-scope pod passes the enclave's access
+# gate only for approved staff (even kind's kubernetes-admin is refused), so every enclave
+# of these tests approves this user, and it holds system:masters for RBAC.
+prober=(--as kind-e2e-prober --as-group system:masters)
+prober_access="access: {approvedUsers: [kind-e2e-prober]}"
+# probe NS POD ADDRESS: prints "open" when POD gets an HTTP answer from ADDRESS (ip:port)
+# within 3 s, "closed" when it does not; fails when the exec itself fails, so that a
+# refused exec is never taken for a closed path. (busybox nc: Debian's static busybox
+# wget crashes on this machine.)
+probe() {
+	local host=${3%:*} port=${3##*:} out
+	out=$(kubectl "${prober[@]}" exec -n "$1" "$2" -- sh -c \
+		"if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $host $port 2>/dev/null | grep -q '200 OK'; then echo open; else echo closed; fi" 2>&1) ||
+		die "exec into $1/$2 failed: $out"
+	case $out in
+	open | closed) echo "$out" ;;
+	*) die "exec into $1/$2 printed '$out'" ;;
+	esac
 }
+reaches() { [[ $(probe "$@") == open ]]; }
+unreachable() { [[ $(probe "$@") == closed ]]; }
 condition() { # condition POLICY TYPE: "status reason message" of the policy's condition TYPE
 	kubectl get residencypolicy "$1" -o json |
 		jq -r --arg t "$2" '.status.conditions[]? | select(.type == $t) | "\(.status) \(.reason) \(.message)"'
@@ -216,7 +235,7 @@ metadata: {name: deny-ingress, namespace: $a}
 spec: {podSelector: {}, policyTypes: [Ingress]}
 YAML
 	eventually 30 "a deny-ingress NetworkPolicy did not block $b/client -> $server (kube-router enforces nothing)" \
-		not reaches "$b" client "$server"
+		unreachable "$b" client "$server"
 	kubectl delete networkpolicy -n "$a" deny-ingress >/dev/null
 	eventually 30 "the path to $server stayed closed after the NetworkPolicy was deleted" reaches "$b" client "$server"
 	echo "kube-router enforces: blocked under deny-ingress, open again without it" >&2
@@ -225,6 +244,7 @@ YAML
 # --- fence ----------------------------------------------------------------------------------
 test_fence() {
 	local in=kind-fence-in out=kind-fence-out gw=kind-fence-gateway
+	fresh fence
 	namespace "$in" kind-e2e-scope=fence
 	namespace "$out"
 	namespace "$gw" kind-e2e-role=gateway
@@ -256,21 +276,25 @@ test_fence() {
 			reaches "$in" client "$url"
 	done
 
-	enclave fence
+	enclave fence "$prober_access"
 	policy fence fence "  migration: {enabled: false}
   network:
     allowEgressCIDRs: [$allowed_ip/32]"
 	eventually 120 "the policy fence did not become Ready" policy_ready fence
 	eventually 60 "the fence did not close the path from $in/client to $outside (pod outside the enclave)" \
-		not reaches "$in" client "$outside"
-	not reaches "$in" client "$denied_ip:8080" ||
+		unreachable "$in" client "$outside"
+	# kube-router writes each NetworkPolicy in its own sync: the allow half of the fence
+	# may land a few seconds after the deny half.
+	eventually 30 "$in/client no longer reaches $inside in its own namespace" reaches "$in" client "$inside"
+	eventually 30 "$in/client no longer reaches the enclave's gateway $gateway" reaches "$in" client "$gateway"
+	eventually 30 "$in/client no longer reaches $allowed_ip:8080, inside allowEgressCIDRs" \
+		reaches "$in" client "$allowed_ip:8080"
+	dns() { kubectl "${prober[@]}" exec -n "$in" client -- nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1; }
+	eventually 30 "$in/client cannot resolve kubernetes.default.svc.cluster.local through cluster DNS" dns
+	# With the whole fence in force, what is outside is still out of reach.
+	unreachable "$in" client "$outside" || die "$in/client reaches $outside again, with the whole fence in force"
+	unreachable "$in" client "$denied_ip:8080" ||
 		die "$in/client reaches $denied_ip:8080, an address outside allowEgressCIDRs"
-	reaches "$in" client "$inside" || die "$in/client no longer reaches $inside in its own namespace"
-	reaches "$in" client "$gateway" || die "$in/client no longer reaches the enclave's gateway $gateway"
-	reaches "$in" client "$allowed_ip:8080" ||
-		die "$in/client no longer reaches $allowed_ip:8080, inside allowEgressCIDRs"
-	kubectl exec -n "$in" client -- nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1 ||
-		die "$in/client cannot resolve kubernetes.default.svc.cluster.local through cluster DNS"
 	echo "fenced: $in -> $out and -> $denied_ip blocked; own namespace, gateway, $allowed_ip, DNS open" >&2
 
 	# A tenant's own policy that allows all egress reopens the path (NetworkPolicies are
@@ -285,18 +309,25 @@ spec:
   egress: [{}]
 YAML
 	eventually 60 "a tenant's allow-all policy did not reopen the path to $outside" reaches "$in" client "$outside"
-	fence_reported() { [[ $(condition fence NetworkFenced) == False*tenant-allow-all* ]]; }
-	eventually 60 "the policy does not report the tenant's allow-all policy (NetworkFenced: $(condition fence NetworkFenced))" \
-		fence_reported
+	# NetworkFenced=False, and the violation names the tenant's policy.
+	leak() {
+		kubectl get residencypolicy fence -o json | jq -r --arg via "$in/tenant-allow-all" '.status.violations[]? |
+			select(.reason == "NetworkLeak" and (.message | contains($via))) | .message'
+	}
+	fence_reported() { [[ $(condition fence NetworkFenced) == False\ * && -n $(leak) ]]; }
+	eventually 60 "the policy does not report the tenant's allow-all policy" fence_reported
+	local reported
+	reported="$(leak) (NetworkFenced: $(condition fence NetworkFenced))"
 	kubectl delete networkpolicy -n "$in" tenant-allow-all >/dev/null
 	eventually 60 "the path to $outside stayed open after the tenant's policy was deleted" \
-		not reaches "$in" client "$outside"
-	echo "reopened by tenant-allow-all and reported: $(condition fence NetworkFenced)" >&2
+		unreachable "$in" client "$outside"
+	echo "reopened by tenant-allow-all, reported as $reported; closed again once it was deleted" >&2
 }
 
 # --- access -----------------------------------------------------------------------------------
 test_access() {
 	local ns=kind-access
+	fresh access
 	namespace "$ns" kind-e2e-scope=access
 	enclave access "access: {approvedUsers: [kind-steward]}"
 	# The same RBAC for both: what refuses the outsider is the enclave's gate, not RBAC.
@@ -321,7 +352,7 @@ YAML
 	policy access access "  migration: {enabled: false}"
 	eventually 120 "the policy access did not become Ready" policy_ready access
 
-	local out
+	local out=""
 	steward_exec() { out=$(kubectl --as kind-steward exec -n "$ns" work -- cat /tmp/record 2>&1); }
 	eventually 30 "the approved steward's exec failed: $out" steward_exec
 	[[ $out == enclave-data ]] || die "the approved steward's exec returned '$out', not the file's content"
@@ -345,13 +376,15 @@ YAML
 # --- storage --------------------------------------------------------------------------------
 test_storage() {
 	local ns=kind-storage node=dublin-a
+	fresh storage
 	namespace "$ns" kind-e2e-scope=storage
-	enclave storage
+	enclave storage "$prober_access"
 	policy storage storage "  migration: {enabled: false}"
 	eventually 120 "the policy storage did not become Ready" policy_ready storage
-	# A local volume on the Dublin node, of the Dublin class: the class's provisioner is
-	# "no-provisioner" (tools/cluster/storage.yaml), so the volume is made here.
-	docker exec "$node" sh -c 'rm -rf /var/kind-e2e-volume && mkdir -p /var/kind-e2e-volume'
+	# A volume on the Dublin node, of the Dublin class: the class's provisioner is
+	# "no-provisioner" (tools/cluster/storage.yaml), so the volume is made here. A token
+	# of this run is written, so that a directory left by an earlier run cannot pass.
+	local token=run-$$-$RANDOM
 	kubectl delete pv kind-e2e-dublin --ignore-not-found --wait >/dev/null
 	kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
@@ -361,8 +394,8 @@ spec:
   capacity: {storage: 1Gi}
   accessModes: [ReadWriteOnce]
   storageClassName: eu-dublin-ssd
-  persistentVolumeReclaimPolicy: Delete
-  local: {path: /var/kind-e2e-volume}
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: /var/kind-e2e-volume, type: DirectoryOrCreate}
   nodeAffinity:
     required:
       nodeSelectorTerms:
@@ -393,7 +426,7 @@ spec:
   volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
 YAML
 	}
-	writer first 'echo written-by-first > /data/record && exec sleep 100000'
+	writer first "echo $token > /data/record && exec sleep 100000"
 	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/first >/dev/null ||
 		die "the pod with the claim on eu-dublin-ssd did not start"
 	[[ $(kubectl get pod -n "$ns" first -o jsonpath='{.spec.nodeName}') == "$node" ]] ||
@@ -403,14 +436,15 @@ YAML
 	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/second >/dev/null ||
 		die "the rescheduled pod did not start"
 	local read
-	read=$(kubectl exec -n "$ns" second -- cat /data/record 2>&1) || die "the rescheduled pod cannot read the claim: $read"
-	[[ $read == written-by-first ]] || die "the rescheduled pod read '$read', not what the first pod wrote"
-	echo "the claim kept 'written-by-first' across the pod's rescheduling on $node" >&2
+	read=$(kubectl "${prober[@]}" exec -n "$ns" second -- cat /data/record 2>&1) || die "the rescheduled pod cannot read the claim: $read"
+	[[ $read == "$token" ]] || die "the rescheduled pod read '$read', not what the first pod wrote ($token)"
+	echo "the claim kept '$token' across the pod's rescheduling on $node" >&2
 }
 
 # --- migration ------------------------------------------------------------------------------
 test_migration() {
 	local ns=kind-migration
+	fresh migration
 	namespace "$ns"
 	# The pods start in Virginia: outside the enclave, before any policy covers them.
 	kubectl apply -f - >/dev/null <<YAML
@@ -442,7 +476,7 @@ YAML
 		kubectl get pods -n "$ns" -l app=web -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.status.phase) \(.spec.nodeName)"' | sort
 	}
 	[[ $(sites) == *virginia* ]] || die "no pod of web started in Virginia (before: $(sites | tr '\n' ' '))"
-	enclave migration
+	enclave migration "$prober_access"
 	policy migration migration "  migration: {enabled: true, maxEvictionsPerMinute: 60, maxConcurrent: 2}"
 	kubectl label namespace "$ns" kind-e2e-scope=migration >/dev/null
 	moved() {

@@ -31,7 +31,7 @@ timed() { # timed WHAT COMMAND...
 }
 
 tools() {
-	local cluster_bin lines
+	local lines
 	cluster_bin=$(tools/cluster/build.sh)
 	mapfile -t lines < <(tools/kind/build.sh)
 	((${#lines[@]} == 2)) || die "tools/kind/build.sh printed ${#lines[@]} lines, expected 2"
@@ -88,7 +88,7 @@ up() {
 		die "CoreDNS did not become available"
 
 	cat >"$dir/env" <<ENV
-export PATH=$kind_bin:$(dirname "$(readlink -f "$(command -v kubectl)")"):\$PATH
+export PATH=$kind_bin:$cluster_bin:\$PATH
 export KUBECONFIG=$KUBECONFIG
 ENV
 	kubectl get nodes -L node-restriction.kubernetes.io/enclave-site >&2
