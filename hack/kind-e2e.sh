@@ -26,6 +26,8 @@
 #              a Dublin node), is deleted and recreated, and reads the data back.
 #   migration  the running pods of a Deployment outside the enclave are moved onto
 #              enclave nodes once a policy with migration covers their namespace.
+#   native     with both operator pods scaled away, the API server still refuses a pod
+#              pinned outside the enclave (native engine) and admits one pinned inside.
 #
 #   KIND_E2E_TESTS="fence access"  run only these (default: all, in the order above)
 #   IMAGE_PROFILE=release           package the release build (default dev, as make test)
@@ -40,7 +42,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-enforcer fence access storage migration}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration native}
 start_all=$SECONDS
 
 die() {
@@ -488,9 +490,47 @@ YAML
 	echo "web's pods moved into the enclave: $(sites | tr '\n' ' ')" >&2
 }
 
+# --- native -----------------------------------------------------------------------------------
+# The native engine decides inside the API server: with both operator pods gone, a pod
+# pinned outside the enclave is still refused, and one pinned inside is still admitted.
+test_native() {
+	local ns=kind-native
+	fresh native
+	namespace "$ns" kind-e2e-scope=native
+	enclave native "$prober_access"
+	policy native native "  migration: {enabled: false}
+  admission: {engine: Native}"
+	eventually 120 "the policy native did not become Ready" policy_ready native
+	trap 'kubectl scale -n enclave-system deployment/enclave-operator --replicas 2 >/dev/null' EXIT
+	kubectl scale -n enclave-system deployment/enclave-operator --replicas 0 >/dev/null
+	gone() { [[ -z $(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator -o name) ]]; }
+	eventually 60 "the operator's pods did not go away" gone
+	pinned() { # pinned SITE: a server-side dry run of a pod pinned to SITE
+		kubectl create --dry-run=server -o name -f - 2>&1 <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned-$1, namespace: $ns}
+spec:
+  nodeSelector: {node-restriction.kubernetes.io/enclave-site: $1}
+  containers: [{name: main, image: $busybox, imagePullPolicy: Never}]
+YAML
+	}
+	local refused admitted
+	if refused=$(pinned virginia); then
+		die "with the operator gone, a pod pinned to Virginia was admitted: $refused"
+	fi
+	[[ $refused == *"ValidatingAdmissionPolicy 'enclave-check.native'"*"DataEnclave native"* ]] ||
+		die "the pod pinned to Virginia was refused, but not by the policy's native check: $refused"
+	admitted=$(pinned dublin) || die "with the operator gone, a pod pinned to Dublin was refused: $admitted"
+	echo "operator at zero replicas: a pod pinned to Virginia refused by the API server (${refused%%:*}...), one pinned to Dublin admitted" >&2
+	kubectl scale -n enclave-system deployment/enclave-operator --replicas 2 >/dev/null
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >/dev/null
+	trap - EXIT
+}
+
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, native)"
 	step "test: $t"
 	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS

@@ -53,6 +53,10 @@ build_tool containerd containerd "$CONTAINERD_VERSION" 0 "no_btrfs no_devmapper 
 	ctr=github.com/containerd/containerd/v2/cmd/ctr
 # runc needs cgo (its nsenter is C) and libseccomp (Debian's libseccomp-dev here, the
 # node's libseccomp2 at run time: both are bookworm's).
+if [[ ! -f /usr/include/seccomp.h ]]; then
+	[[ $(id -u) == 0 ]] || { echo "bins.sh: runc needs libseccomp-dev (apt-get install libseccomp-dev)" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libseccomp-dev >&2
+fi
 build_tool runc runc "$RUNC_VERSION" 1 "seccomp" "-X main.version=${RUNC_VERSION#v}" \
 	runc=github.com/opencontainers/runc
 build_tool cni cni "$CNI_PLUGINS_VERSION" 0 "" "" \

@@ -239,6 +239,14 @@ build_node() {
 }
 timed "node image" build_node
 
+# Node images and cache directories of other inputs are of no further use (a running
+# cluster keeps its image: docker refuses to remove it).
+for stale in $(docker images enclave-kind/node --format '{{.Repository}}:{{.Tag}}'); do
+	[[ $stale == "$node_image" ]] || docker rmi "$stale" >/dev/null 2>&1 || true
+done
+for stale in "$cache"/kind-"$KIND_VERSION"-*; do
+	[[ $stale == "$out" || ! -d $stale ]] || rm -rf "$stale"
+done
 rm -rf "$out" && mkdir -p "$out/bin"
 cp "${bin[kind]}/kind" "$out/bin/kind"
 echo "$node_image" >"$out/node-image"
