@@ -24,7 +24,7 @@
 #              refused by the enclave's access gate (the message names the policy).
 #   storage    a pod writes to a claim on the enclave's storage class (a hostPath volume on
 #              a Dublin node), is deleted and recreated, and reads the data back.
-#   migration  the running pods of a Deployment outside the enclave are moved onto
+#   migration  the running pods of a Deployment and a StatefulSet outside the enclave are moved onto
 #              enclave nodes once a policy with migration covers their namespace.
 #   native     with both operator pods scaled away, the API server still refuses a pod
 #              pinned outside the enclave (native engine) and admits one pinned inside.
@@ -449,15 +449,18 @@ test_migration() {
 	fresh migration
 	namespace "$ns"
 	# The pods start in Virginia: outside the enclave, before any policy covers them.
-	kubectl apply -f - >/dev/null <<YAML
+	local kind_of
+	for kind_of in Deployment StatefulSet; do
+		kubectl apply -f - >/dev/null <<YAML
 apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: $ns}
+kind: $kind_of
+metadata: {name: ${kind_of,,}, namespace: $ns}
 spec:
   replicas: 2
-  selector: {matchLabels: {app: web}}
+  selector: {matchLabels: {app: ${kind_of,,}}}
+  $([[ $kind_of == StatefulSet ]] && echo "serviceName: statefulset")
   template:
-    metadata: {labels: {app: web}}
+    metadata: {labels: {app: ${kind_of,,}, group: web}}
     spec:
       terminationGracePeriodSeconds: 1
       affinity:
@@ -473,21 +476,25 @@ spec:
           imagePullPolicy: Never
           command: [sh, -c, 'exec sleep 100000']
 YAML
-	kubectl rollout status -n "$ns" deployment/web --timeout 180s >/dev/null
+	done
+	kubectl rollout status -n "$ns" deployment/deployment --timeout 180s >/dev/null
+	kubectl rollout status -n "$ns" statefulset/statefulset --timeout 180s >/dev/null
 	sites() {
-		kubectl get pods -n "$ns" -l app=web -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.status.phase) \(.spec.nodeName)"' | sort
+		kubectl get pods -n "$ns" -l group=web -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.status.phase) \(.spec.nodeName) \(.metadata.ownerReferences[0].kind)"' | sort
 	}
-	[[ $(sites) == *virginia* ]] || die "no pod of web started in Virginia (before: $(sites | tr '\n' ' '))"
+	[[ $(sites | grep -c ' virginia-a ') -ge 2 ]] || die "fewer than 2 of the 4 pods started in Virginia (before: $(sites | tr '\n' ' '))"
+	local before
+	before=$(sites | tr '\n' ' ')
 	enclave migration "$prober_access"
 	policy migration migration "  migration: {enabled: true, maxEvictionsPerMinute: 60, maxConcurrent: 2}"
 	kubectl label namespace "$ns" kind-e2e-scope=migration >/dev/null
 	moved() {
 		local now
 		now=$(sites)
-		[[ $(grep -c . <<<"$now") == 2 ]] && ! grep -qv -E '^Running (dublin|norway)-' <<<"$now"
+		[[ $(grep -c . <<<"$now") == 4 ]] && ! grep -qv -E '^Running (dublin|norway)-' <<<"$now"
 	}
-	eventually 240 "the pods of web were not moved into the enclave (now: $(sites | tr '\n' ' '))" moved
-	echo "web's pods moved into the enclave: $(sites | tr '\n' ' ')" >&2
+	eventually 240 "the pods were not moved into the enclave" moved
+	echo "the Deployment's and the StatefulSet's pods moved into the enclave: before: $before; after: $(sites | tr '\n' ' ')" >&2
 }
 
 # --- native -----------------------------------------------------------------------------------

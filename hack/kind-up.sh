@@ -58,7 +58,11 @@ up() {
 			step "reusing the kind cluster $name"
 		else
 			step "the kind cluster $name is of another node image or not ready: recreating it"
+			local old_image
+			old_image=$(docker inspect --format '{{.Config.Image}}' "$name-control-plane" 2>/dev/null || true)
 			kind delete cluster --name "$name" >&2
+			# tools/kind/build.sh could not remove the image the old cluster still ran.
+			[[ -z $old_image || $old_image == "$node_image" ]] || docker rmi "$old_image" >/dev/null 2>&1 || true
 		fi
 	fi
 	if ! kind get clusters 2>/dev/null | grep -qxF "$name"; then
