@@ -37,6 +37,8 @@
 # cannot follow.
 # shellcheck disable=SC2317
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}

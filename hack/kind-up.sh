@@ -13,6 +13,8 @@
 # The kubeconfig is written to $KIND_DIR/kubeconfig (default .kind/ in the repository);
 # $KIND_DIR/env holds the PATH and KUBECONFIG lines to source.
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
@@ -23,7 +25,9 @@ die() {
 	exit 1
 }
 step() { printf '>> %s\n' "$*" >&2; }
-timed() { # timed WHAT COMMAND...
+# timed WHAT COMMAND...: runs COMMAND, prints its wall time. Never call it in a condition
+# (errexit would be off inside COMMAND); a failure ends the script.
+timed() {
 	local what=$1 start=$SECONDS
 	shift
 	"$@"
@@ -71,11 +75,13 @@ up() {
 		local router_image
 		router_image=$(grep '^enclave-kind/kube-router:' "$(dirname "$kind_bin")/images")
 		sed "s#KUBE_ROUTER_IMAGE#$router_image#" hack/kind/kube-router.yaml | kubectl apply -f - >/dev/null
-		timed "nodes Ready (kube-router)" ready 300 || {
+		local waited=$SECONDS
+		ready 300 || {
 			kubectl get nodes -o wide >&2 || true
 			kubectl get pods -A -o wide >&2 || true
 			die "the nodes did not become Ready within 300 s"
 		}
+		step "nodes Ready (kube-router): $((SECONDS - waited)) s"
 	fi
 
 	# The site label is one only an administrator may set (hack/kind.yaml says why).

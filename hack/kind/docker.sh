@@ -10,6 +10,8 @@
 #    and waits for it. A running dockerd is left alone when it already uses the wrapper,
 #    and restarted (only if we started it: pid file) when its daemon.json had to change.
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
 runtime_name=runc-no-sys-resource

@@ -4,6 +4,8 @@
 # tools/cluster/build.sh. Prints "NAME DIR" lines on stdout (NAME's binaries are in DIR);
 # progress and timings go to stderr. Called by tools/kind/build.sh.
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.env

@@ -20,10 +20,12 @@
 #     (userland), and enclave-kind/busybox (Debian's busybox-static) for the tests.
 #
 # The result is cached under $ENCLAVE_CACHE/kind-$KIND_VERSION-KEY, KEY a hash of every
-# input (go.sum files, versions, hack/kind, this script): a second run checks that the
+# input (go.sum files, versions, the scripts here): a second run checks that the
 # node image is still in Docker and builds nothing. Prints two lines on stdout: the
 # directory holding `kind`, and the node image reference. Step times go to stderr.
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.env
@@ -37,7 +39,9 @@ die() {
 	echo "kind build: $*" >&2
 	exit 1
 }
-timed() { # timed WHAT COMMAND...: runs COMMAND, prints its wall time
+# timed WHAT COMMAND...: runs COMMAND, prints its wall time. Never call it in a condition
+# (errexit would be off inside COMMAND); a failure ends the script.
+timed() {
 	local what=$1 start=$SECONDS
 	shift
 	"$@"
@@ -62,7 +66,10 @@ total=$SECONDS
 
 # --- binaries ---------------------------------------------------------------------------
 declare -A bin
-while read -r name dir; do bin[$name]=$dir; done < <(timed "Go binaries of the node" "$here/bins.sh")
+# Captured first, so that a failed build stops here (a process substitution's status
+# would be lost).
+built=$(timed "Go binaries of the node" "$here/bins.sh")
+while read -r name dir; do bin[$name]=$dir; done <<<"$built"
 cluster_links=$(timed "control-plane binaries (tools/cluster)" "$root/tools/cluster/build.sh")
 cluster_bin=$(dirname "$(readlink -f "$cluster_links/kube-apiserver")")
 etcd_bin=$(dirname "$(readlink -f "$cluster_links/etcd")")
@@ -112,7 +119,9 @@ userland_image() {
 busybox_image() {
 	local deb dir=$work/busybox
 	mkdir -p "$dir/root/bin" "$dir/root/tmp" "$dir/root/etc"
-	(cd "$work" && apt-get download busybox-static >/dev/null 2>&1) || die "apt-get download busybox-static failed"
+	(cd "$work" && { apt-get download busybox-static >/dev/null 2>&1 ||
+		{ apt-get update >/dev/null && apt-get download busybox-static >/dev/null; }; }) ||
+		die "apt-get download busybox-static failed"
 	deb=$(ls "$work"/busybox-static_*.deb)
 	dpkg-deb -x "$deb" "$dir/x"
 	cp "$dir/x/bin/busybox" "$dir/root/bin/busybox"

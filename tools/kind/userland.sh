@@ -6,6 +6,8 @@
 # that a Docker engine without the image imports it again instead of downloading.
 # Prints the image reference on stdout.
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
