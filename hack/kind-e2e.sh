@@ -24,17 +24,19 @@
 #              refused by the enclave's access gate (the message names the policy).
 #   storage    a pod writes to a claim on the enclave's storage class (a hostPath volume on
 #              a Dublin node), is deleted and recreated, and reads the data back.
-#   migration  the running pods of a Deployment and a StatefulSet outside the enclave are moved onto
-#              enclave nodes once a policy with migration covers their namespace.
+#   migration  the running pods of a Deployment and a StatefulSet outside the enclave
+#              are moved onto enclave nodes once a policy with migration covers their
+#              namespace.
 #   native     with both operator pods scaled away, the API server still refuses a pod
 #              pinned outside the enclave (native engine) and admits one pinned inside.
 #
 #   KIND_E2E_TESTS="fence access"  run only these (default: all, in the order above)
 #   IMAGE_PROFILE=release           package the release build (default dev, as make test)
-#   KEEP=1                          keep the test namespaces and the operator
+#   KEEP=1                          keep the test namespaces, enclaves and policies
+# The operator stays installed either way.
 
-# The checks are small functions called through eventually/not, which shellcheck
-# cannot follow.
+# The checks are small functions called through eventually, which shellcheck cannot
+# follow.
 # shellcheck disable=SC2317
 set -euo pipefail
 # Command substitutions keep errexit: a failure inside $(...) ends the script.
