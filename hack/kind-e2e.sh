@@ -27,6 +27,8 @@
 #   migration  the running pods of a Deployment and a StatefulSet outside the enclave
 #              are moved onto enclave nodes once a policy with migration covers their
 #              namespace.
+#   failover   the leader force-deleted mid-migration: the other replica takes the Lease
+#              and finishes, and no pod moved in before the kill is evicted again.
 #   native     with both operator pods scaled away, the API server still refuses a pod
 #              pinned outside the enclave (native engine) and admits one pinned inside.
 #
@@ -46,7 +48,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-enforcer fence access storage migration native}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration failover native}
 start_all=$SECONDS
 
 die() {
@@ -501,6 +503,66 @@ YAML
 	echo "the Deployment's and the StatefulSet's pods moved into the enclave: before: $before; after: $(sites | tr '\n' ' ')" >&2
 }
 
+# --- failover -------------------------------------------------------------------------------
+# The leader is force-deleted while a slow migration runs: the other replica takes the
+# Lease and finishes it, and a pod already moved in is not evicted again.
+test_failover() {
+	local ns=kind-failover
+	fresh failover
+	namespace "$ns"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: $ns}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              preference:
+                matchExpressions:
+                  - {key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [virginia]}
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, 'exec sleep 100000']
+YAML
+	kubectl rollout status -n "$ns" deployment/web --timeout 180s >/dev/null
+	pods() { # "name node" of the running, not terminating pods
+		kubectl get pods -n "$ns" -l app=web -o json | jq -r '.items[] |
+			select(.metadata.deletionTimestamp == null and .status.phase == "Running") | "\(.metadata.name) \(.spec.nodeName)"'
+	}
+	[[ $(pods | grep -c ' virginia-') -ge 2 ]] || die "fewer than 2 of the 4 pods started in Virginia: $(pods | tr '\n' ' ')"
+	enclave failover "$prober_access"
+	policy failover failover "  migration: {enabled: true, maxEvictionsPerMinute: 4, maxConcurrent: 1}"
+	kubectl label namespace "$ns" kind-e2e-scope=failover >/dev/null
+	inside() { pods | grep -E ' (dublin|norway)-' | cut -d' ' -f1; }
+	some_inside() { [[ -n $(inside) ]] && pods | grep -q ' virginia-'; }
+	eventually 120 "the migration did not start (pods: $(pods | tr '\n' ' '))" some_inside
+	local moved_before leader
+	moved_before=$(inside)
+	leader=$(kubectl get lease -n enclave-system enclave-operator -o jsonpath='{.spec.holderIdentity}')
+	[[ -n $leader ]] || die "no holder of the enclave-operator Lease"
+	kubectl delete pod -n enclave-system "$leader" --grace-period=0 --force >/dev/null 2>&1
+	all_inside() { [[ $(pods | grep -cE ' (dublin|norway)-') == 4 ]]; }
+	eventually 240 "after the leader $leader was killed, the migration did not finish (pods: $(pods | tr '\n' ' '))" all_inside
+	local new_leader pod
+	new_leader=$(kubectl get lease -n enclave-system enclave-operator -o jsonpath='{.spec.holderIdentity}')
+	[[ $new_leader != "$leader" ]] || die "the killed pod $leader still holds the Lease"
+	for pod in $moved_before; do
+		pods | grep -q "^$pod " || die "pod $pod, moved into the enclave before the leader was killed, was evicted again"
+	done
+	echo "leader $leader killed mid-migration ($(wc -w <<<"$moved_before") of 4 moved); $new_leader finished it; the moved pods were not evicted again" >&2
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >/dev/null
+}
+
 # --- native -----------------------------------------------------------------------------------
 # The native engine decides inside the API server: with both operator pods gone, a pod
 # pinned outside the enclave is still refused, and one pinned inside is still admitted.
@@ -541,7 +603,7 @@ YAML
 
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, native)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, failover, native)"
 	step "test: $t"
 	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS
