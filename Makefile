@@ -100,6 +100,14 @@ fuzz: ## Coverage-guided fuzzing of admission (nightly, libFuzzer; FUZZ_RUNS inp
 demo: tools ## Start the local control plane, apply the samples, run the operator and show what it did
 	hack/demo.sh $(CLUSTER_DIR)
 
+.PHONY: kind-up
+kind-up: ## A kind cluster built offline: dockerd, node image and images from modules and Debian packages (once), kube-router (see docs/kind.md)
+	hack/kind-up.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster (dockerd and the built images stay)
+	hack/kind-up.sh down
+
 .PHONY: kind-e2e
-kind-e2e: ## The integration suite on a kind cluster (needs Docker; not possible on machines without it)
+kind-e2e: ## Real-node tests on the kind cluster of make kind-up: the operator from its image, the fence enforced (see docs/kind.md)
 	hack/kind-e2e.sh

@@ -1,187 +1,91 @@
 #!/usr/bin/env bash
-# make kind-e2e: the integration suite against the operator running in a real cluster
-# from its container image, on kind (https://kind.sigs.k8s.io/).
+# make kind-e2e: what only real nodes can show, on the kind cluster of make kind-up
+# (docs/kind.md). The operator runs from its image (hack/image.sh, loaded with
+# `kind load image-archive`), installed by the chart with its defaults (two replicas,
+# leader election); pods really start (busybox from Debian's busybox-static, built by
+# tools/kind/build.sh), kube-router really enforces NetworkPolicies.
 #
-# Needs a running Docker engine and kind v0.24 or later (its default CNI, kindnet,
-# enforces NetworkPolicies) on PATH, so it CANNOT run on machines without Docker: those
-# run `make test` against the local control plane instead. kubectl and helm are the
-# pinned ones of tools/cluster (built into ~/.cache/enclave-operator when missing).
+# A script of kubectl calls rather than a Rust test binary: every check is "run this in
+# that pod and look at what came back", which kubectl exec expresses directly, and it
+# needs no second compile of the test crates on the shared two-core machine.
 #
-#  1. creates the kind cluster enclave-e2e from hack/kind.yaml (Kubernetes v1.36): five
-#     workers named and labelled like the local control plane's nodes (README's table);
-#  2. builds the Dockerfile as the chart's default image and loads it into the nodes;
-#  3. applies crds/, installs the chart into enclave-system and waits for the operator;
-#  4. runs the e2e suite against that operator (ENCLAVE_TEST_EXTERNAL_OPERATOR=1);
-#  5. checks that the NetworkPolicies the operator writes are enforced: a pod in a
-#     namespace a ResidencyPolicy covers still reaches a pod of its own namespace but
-#     no longer one in a namespace outside the enclave;
-#  6. deletes the cluster, however the script ends (KEEP_CLUSTER=1 keeps it).
+# Tests, each failing with what did not happen:
+#   enforcer   kube-router alone: a NetworkPolicy denying ingress blocks a TCP connection
+#              between pods on two nodes; deleting it opens the connection again.
+#   fence      an in-scope pod cannot open a TCP connection to a pod outside the enclave,
+#              nor to an address outside allowEgressCIDRs; it still reaches its own
+#              namespace, the enclave's gateway, an address inside allowEgressCIDRs, and
+#              resolves names through cluster DNS; a tenant's allow-all NetworkPolicy
+#              reopens the path and the policy reports it (NetworkFenced=False naming it);
+#              deleting it closes the path again. Every "blocked" is preceded by the same
+#              connection succeeding before the policy, so a block is the fence's doing.
+#   access     an approved steward's kubectl exec runs a command and returns its output,
+#              and kubectl cp copies a file out; an outsider with the same RBAC is
+#              refused by the enclave's access gate (the message names the policy).
+#   storage    a pod writes to a claim on the enclave's storage class (a hostPath volume on
+#              a Dublin node), is deleted and recreated, and reads the data back.
+#   migration  the running pods of a Deployment and a StatefulSet outside the enclave
+#              are moved onto enclave nodes once a policy with migration covers their
+#              namespace.
+#   failover   the leader force-deleted mid-migration: the other replica takes the Lease
+#              and finishes, and no pod moved in before the kill is evicted again.
+#   native     with both operator pods scaled away, the API server still refuses a pod
+#              pinned outside the enclave (native engine) and admits one pinned inside.
 #
-# KIND_NODE_IMAGE overrides the node image (the default is the v1.36 image listed in
-# kind v0.33.0's release notes); TEST_THREADS the suite's threads (default 4).
+#   KIND_E2E_TESTS="fence access"  run only these (default: all, in the order above)
+#   IMAGE_PROFILE=release           package the release build (default dev, as make test)
+#   KEEP=1                          keep the test namespaces, enclaves and policies
+# The operator stays installed either way.
+
+# The checks are small functions called through eventually, which shellcheck cannot
+# follow.
+# shellcheck disable=SC2317
 set -euo pipefail
+# Command substitutions keep errexit: a failure inside $(...) ends the script.
+shopt -s inherit_errexit
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-name=enclave-e2e
-node_image=${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}
-agnhost=registry.k8s.io/e2e-test-images/agnhost:2.53
-threads=${TEST_THREADS:-4}
+name=${KIND_CLUSTER:-enclave-kind}
+dir=${KIND_DIR:-$root/.kind}
+export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration failover native}
+start_all=$SECONDS
 
-step() { printf '\n>> %s\n' "$*" >&2; }
 die() {
-	echo "kind-e2e: $*" >&2
+	echo "kind-e2e: FAIL: $*" >&2
 	exit 1
 }
+step() { printf '\n>> %s\n' "$*" >&2; }
+[[ -f $dir/env ]] || die "no kind cluster: run 'make kind-up' first ($dir/env is missing)"
+# shellcheck disable=SC1091
+source "$dir/env"
+kubectl get nodes >/dev/null 2>&1 || die "the kind cluster does not answer: run 'make kind-up'"
+busybox=$(grep '^enclave-kind/busybox:' "$(dirname "$(command -v kind)")/../images") ||
+	die "no busybox image listed by tools/kind/build.sh"
 
-# --- prerequisites ---------------------------------------------------------------
-missing=()
-for tool in docker kind; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-	die "needs Docker and kind on PATH (missing: ${missing[*]}); see https://kind.sigs.k8s.io/docs/user/quick-start/.
-Without Docker, run 'make test': the same suite against a local control plane built from Go modules."
-fi
-docker info >/dev/null 2>&1 ||
-	die "the docker CLI is installed but no Docker engine answers ('docker info' fails); start one, or run 'make test' instead"
-kind_version=$(kind version | awk '{ print $2 }')
-IFS=. read -r kind_major kind_minor _ <<<"${kind_version#v}"
-if ! [[ $kind_major =~ ^[0-9]+$ && $kind_minor =~ ^[0-9]+$ ]] || ((kind_major == 0 && kind_minor < 24)); then
-	die "kind $kind_version is too old: v0.24 or later is needed (NetworkPolicy enforcement by kindnet)"
-fi
-if ! command -v kubectl >/dev/null || ! command -v helm >/dev/null; then
-	step "kubectl and helm from tools/cluster (built once)"
-	PATH=$("$root/tools/cluster/build.sh"):$PATH
-fi
-ref=$("$root/hack/image.sh" --print-reference)
-
-# --- cluster -----------------------------------------------------------------------
-kubeconfig=$(mktemp "${TMPDIR:-/tmp}/kind-e2e-kubeconfig.XXXXXX")
-export KUBECONFIG=$kubeconfig
-cluster=""
 diagnose() {
-	echo "kind-e2e: failed; the cluster's state:" >&2
+	echo "kind-e2e: the cluster's state:" >&2
 	kubectl get nodes -o wide >&2 || true
 	kubectl get pods -A -o wide >&2 || true
 	kubectl get networkpolicies -A >&2 || true
+	kubectl get residencypolicies -o wide >&2 || true
 	echo "--- operator log (last 40 lines)" >&2
 	kubectl logs -n enclave-system deployment/enclave-operator --tail 40 >&2 || true
 }
 cleanup() {
 	local status=$?
-	if [[ -n $cluster ]]; then
-		((status == 0)) || diagnose
-		if [[ ${KEEP_CLUSTER:-} == 1 ]]; then
-			echo "kind-e2e: cluster kept: export KUBECONFIG=$kubeconfig; delete it with: kind delete cluster --name $name" >&2
-			return
-		fi
-		kind delete cluster --name "$name" || true
+	((status == 0)) || diagnose
+	docker rm -f kind-e2e-allowed kind-e2e-denied >/dev/null 2>&1 || true
+	if [[ ${KEEP:-} != 1 ]]; then
+		kubectl delete residencypolicy -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete dataenclave -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete namespace -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete pv -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	fi
-	rm -f "$kubeconfig"
 }
 trap cleanup EXIT
 
-if kind get clusters 2>/dev/null | grep -qxF "$name"; then
-	step "reusing the kind cluster $name (left by KEEP_CLUSTER=1)"
-	cluster=$name
-	kind get kubeconfig --name "$name" >"$kubeconfig"
-else
-	step "creating the kind cluster $name ($node_image)"
-	cluster=$name
-	kind create cluster --name "$name" --config "$root/hack/kind.yaml" --image "$node_image" \
-		--kubeconfig "$kubeconfig" --wait 180s
-fi
-kubectl wait --for condition=Ready nodes --all --timeout 180s >/dev/null
-
-# The kubelets set enclave.dev/e2e-site (hack/kind.yaml); the site label itself is under
-# node-restriction.kubernetes.io/, which only an administrator may set.
-step "labelling the sites"
-labelled=0
-while read -r node site; do
-	[[ -n $node ]] || continue
-	kubectl label node "$node" --overwrite "node-restriction.kubernetes.io/enclave-site=$site" >/dev/null
-	labelled=$((labelled + 1))
-done < <(kubectl get nodes -l enclave.dev/e2e-site \
-	-o jsonpath='{range .items[*]}{.metadata.name}{" "}{.metadata.labels.enclave\.dev/e2e-site}{"\n"}{end}')
-for node in dublin-a dublin-b norway-a virginia-a virginia-b; do
-	kubectl get node "$node" >/dev/null 2>&1 || die "no node $node: hack/kind.yaml names the workers (kubeadm nodeRegistration.name)"
-done
-((labelled == 5)) || die "expected 5 workers labelled enclave.dev/e2e-site, found $labelled"
-kubectl get nodes -L node-restriction.kubernetes.io/enclave-site -L topology.kubernetes.io/region \
-	-L topology.kubernetes.io/zone >&2
-
-# The local control plane's StorageClasses, each restricted to its site's nodes.
-kubectl apply -f "$root/tools/cluster/storage.yaml" >/dev/null
-
-# --- the operator, from its image ----------------------------------------------------
-step "docker build -t $ref"
-docker build --build-arg "VERSION=${ref##*:}" -t "$ref" "$root"
-kind load docker-image "$ref" --name "$name"
-
-step "CRDs and the chart"
-kubectl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
-kubectl wait --for condition=established --timeout 60s -f "$root/crds/" >/dev/null
-helm upgrade --install enclave-operator "$root/charts/enclave-operator" \
-	--namespace enclave-system --create-namespace --set image.pullPolicy=IfNotPresent \
-	--wait --timeout 5m
-kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 120s
-
-# --- the suite against the in-cluster operator ----------------------------------------
-step "e2e suite against the operator in the cluster"
-suite=0
-ENCLAVE_TEST_EXTERNAL_OPERATOR=1 cargo test --test e2e -- --test-threads "$threads" || suite=$?
-
-# --- NetworkPolicy enforcement ----------------------------------------------------------
-step "NetworkPolicy enforcement (kindnet)"
-inside=kind-e2e-inside
-outside=kind-e2e-outside
-kubectl delete residencypolicy kind-e2e --ignore-not-found >/dev/null
-kubectl delete namespace "$inside" "$outside" --ignore-not-found --wait >/dev/null
-kubectl create namespace "$inside" >/dev/null
-kubectl label namespace "$inside" enclave.dev/residency=kind-e2e >/dev/null
-kubectl create namespace "$outside" >/dev/null
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: DataEnclave
-metadata: {name: kind-e2e}
-spec:
-  jurisdiction: EU
-  sites:
-    - name: dublin
-      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: dublin}}
-    - name: norway
-      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: norway}}
-YAML
-# pod NAMESPACE NAME ARGS...: an agnhost pod labelled app=NAME.
-pod() {
-	local namespace=$1 pod=$2
-	shift 2
-	local args
-	args=$(printf '"%s",' "$@")
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: $pod, namespace: $namespace, labels: {app: $pod}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: agnhost
-      image: $agnhost
-      args: [${args%,}]
-      ports: [{containerPort: 8080}]
-YAML
-}
-pod "$outside" server netexec --http-port=8080
-pod "$inside" server netexec --http-port=8080
-pod "$inside" client pause
-kubectl wait --for condition=Ready --timeout 180s -n "$outside" pod/server >/dev/null
-kubectl wait --for condition=Ready --timeout 180s -n "$inside" pod/server pod/client >/dev/null
-outside_ip=$(kubectl get pod -n "$outside" server -o jsonpath='{.status.podIP}')
-inside_ip=$(kubectl get pod -n "$inside" server -o jsonpath='{.status.podIP}')
-
-# connect IP: can the in-scope client open a TCP connection to IP:8080?
-connect() {
-	kubectl exec -n "$inside" client -- /agnhost connect "$1:8080" --timeout=5s >/dev/null 2>&1
-}
-# eventually SECONDS WHAT COMMAND...: polls COMMAND until it succeeds, or fails.
+# eventually SECONDS WHAT COMMAND...: polls COMMAND until it succeeds, or fails the test.
 eventually() {
 	local seconds=$1 what=$2
 	shift 2
@@ -192,30 +96,528 @@ eventually() {
 	done
 }
 not() { ! "$@"; }
-fenced() {
-	(($(kubectl get networkpolicies -n "$inside" -l app.kubernetes.io/managed-by=enclave-operator \
-		-o name | wc -l) >= 2))
+
+# --- the operator, from its image -------------------------------------------------------
+# Installed before the first test that needs it (all but enforcer).
+operator_installed=0
+install_operator() {
+	((operator_installed == 0)) || return 0
+	local archive running
+	step "the operator image (IMAGE_PROFILE=${IMAGE_PROFILE:-dev}) into the cluster"
+	export IMAGE_PROFILE=${IMAGE_PROFILE:-dev}
+	hack/image.sh >&2
+	if [[ $IMAGE_PROFILE == dev ]]; then archive=target/image-dev/enclave-operator.tar; else archive=target/image/enclave-operator.tar; fi
+	[[ -f $archive ]] || die "hack/image.sh made no $archive"
+	kind load image-archive "$archive" --name "$name" >&2
+	step "the chart with its defaults"
+	helm upgrade --install enclave-operator charts/enclave-operator --namespace enclave-system \
+		--create-namespace --wait --timeout 5m >/dev/null
+	# A reload of the same tag does not restart running pods: restart them so that the
+	# image just loaded is the one that runs.
+	kubectl rollout restart -n enclave-system deployment/enclave-operator >/dev/null
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >&2
+	running=$(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator \
+		-o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{" "}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
+	echo "operator pods run $running" >&2
+	operator_installed=1
 }
 
-# Before any policy, the path out is open: a blocked connection later means the fence.
-eventually 60 "the in-scope client cannot reach the outside server even before any policy" connect "$outside_ip"
-kubectl apply -f - >/dev/null <<YAML
+# --- helpers ------------------------------------------------------------------------------
+# fresh NAME: no policy or enclave NAME left by an earlier run (KEEP=1, or one that died).
+fresh() {
+	kubectl delete residencypolicy "$1" --ignore-not-found --wait >/dev/null
+	kubectl delete dataenclave "$1" --ignore-not-found --wait >/dev/null
+}
+# namespace NAME [LABEL=VALUE...]
+namespace() {
+	local ns=$1
+	shift
+	kubectl delete namespace "$ns" --ignore-not-found --wait >/dev/null
+	kubectl create namespace "$ns" >/dev/null
+	kubectl label namespace "$ns" kind-e2e=1 "$@" >/dev/null
+}
+# pod NAMESPACE NAME SITE COMMAND: a busybox pod labelled app=NAME on a node of SITE
+# (any node when SITE is empty) running the shell COMMAND.
+pod() {
+	local ns=$1 pod=$2 site=$3 command=$4 selector=""
+	[[ -z $site ]] || selector="nodeSelector: {node-restriction.kubernetes.io/enclave-site: $site}"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $pod, namespace: $ns, labels: {app: $pod}}
+spec:
+  terminationGracePeriodSeconds: 1
+  $selector
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, '$command']
+YAML
+}
+server_command='mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
+pod_ip() { kubectl get pod -n "$1" "$2" -o jsonpath='{.status.podIP}'; }
+# The identity the probes exec as. Exec into an in-scope pod passes the enclave's access
+# gate only for approved staff (even kind's kubernetes-admin is refused), so every enclave
+# of these tests approves this user, and it holds system:masters for RBAC.
+prober=(--as kind-e2e-prober --as-group system:masters)
+prober_access="access: {approvedUsers: [kind-e2e-prober]}"
+# probe NS POD ADDRESS: prints "open" when POD gets an HTTP answer from ADDRESS (ip:port)
+# within 3 s, "closed" when it does not; fails when the exec itself fails, so that a
+# refused exec is never taken for a closed path. (busybox nc: Debian's static busybox
+# wget crashes on this machine.)
+probe() {
+	local host=${3%:*} port=${3##*:} out
+	out=$(kubectl "${prober[@]}" exec -n "$1" "$2" -- sh -c \
+		"if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $host $port 2>/dev/null | grep -q '200 OK'; then echo open; else echo closed; fi" 2>&1) ||
+		die "exec into $1/$2 failed: $out"
+	case $out in
+	open | closed) echo "$out" ;;
+	*) die "exec into $1/$2 printed '$out'" ;;
+	esac
+}
+reaches() { [[ $(probe "$@") == open ]]; }
+unreachable() { [[ $(probe "$@") == closed ]]; }
+condition() { # condition POLICY TYPE: "status reason message" of the policy's condition TYPE
+	kubectl get residencypolicy "$1" -o json |
+		jq -r --arg t "$2" '.status.conditions[]? | select(.type == $t) | "\(.status) \(.reason) \(.message)"'
+}
+enclave() { # enclave NAME [ACCESS_YAML]
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: DataEnclave
+metadata: {name: $1, labels: {kind-e2e: "1"}}
+spec:
+  jurisdiction: EU
+  sites:
+    - name: dublin
+      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: dublin}}
+    - name: norway
+      nodeSelector: {matchLabels: {node-restriction.kubernetes.io/enclave-site: norway}}
+  storage: {storageClassNames: [eu-dublin-ssd, eu-norway-ssd]}
+  gateway:
+    namespaceSelector: {matchLabels: {kind-e2e-role: gateway}}
+    podSelector: {matchLabels: {app: gateway}}
+  ${2:-}
+YAML
+}
+# policy NAME SCOPE_LABEL_VALUE EXTRA_SPEC_YAML: an enforcing policy over the namespaces
+# labelled kind-e2e-scope=VALUE.
+policy() {
+	kubectl apply -f - >/dev/null <<YAML
 apiVersion: enclave.dev/v1alpha1
 kind: ResidencyPolicy
-metadata: {name: kind-e2e}
+metadata: {name: $1, labels: {kind-e2e: "1"}}
 spec:
-  enclave: kind-e2e
+  enclave: $1
   match:
-    namespaceSelector: {matchLabels: {enclave.dev/residency: kind-e2e}}
+    namespaceSelector: {matchLabels: {kind-e2e-scope: $2}}
   enforcement: Enforce
-  migration: {enabled: false}
+$3
 YAML
-eventually 60 "the operator wrote no NetworkPolicies into $inside" fenced
-eventually 60 "the in-scope client still reaches $outside_ip:8080 in the unlabelled namespace $outside" \
-	not connect "$outside_ip"
-connect "$inside_ip" || die "the in-scope client cannot reach $inside_ip:8080 in its own namespace"
-not connect "$outside_ip" || die "the path out of the enclave opened again"
-echo "kind-e2e: fenced: $inside -> $outside ($outside_ip:8080) blocked, $inside -> $inside ($inside_ip:8080) open" >&2
+}
+policy_ready() {
+	[[ $(kubectl get residencypolicy "$1" -o json | jq -r \
+		'(.metadata.generation) as $g | [.status.conditions[]? | select(.type == "Ready" and .status == "True" and .observedGeneration == $g)] | length') == 1 ]]
+}
 
-((suite == 0)) || die "the e2e suite failed (exit $suite); the NetworkPolicy check passed"
-echo "kind-e2e: passed"
+# --- enforcer -------------------------------------------------------------------------------
+# kube-router itself, without the operator: a NetworkPolicy that denies ingress blocks a
+# TCP connection between pods on two nodes, and its deletion opens it again. When this
+# fails, the fence test below cannot mean anything.
+test_enforcer() {
+	local a=kind-enforcer-server b=kind-enforcer-client
+	namespace "$a"
+	namespace "$b"
+	pod "$a" server virginia "$server_command"
+	pod "$b" client dublin 'exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$a" pod/server >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$b" pod/client >/dev/null
+	local server
+	server=$(pod_ip "$a" server):8080
+	eventually 60 "with no NetworkPolicy, $b/client (dublin) cannot reach $server (virginia)" reaches "$b" client "$server"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress, namespace: $a}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+YAML
+	eventually 30 "a deny-ingress NetworkPolicy did not block $b/client -> $server (kube-router enforces nothing)" \
+		unreachable "$b" client "$server"
+	kubectl delete networkpolicy -n "$a" deny-ingress >/dev/null
+	eventually 30 "the path to $server stayed closed after the NetworkPolicy was deleted" reaches "$b" client "$server"
+	echo "kube-router enforces: blocked under deny-ingress, open again without it" >&2
+}
+
+# --- fence ----------------------------------------------------------------------------------
+test_fence() {
+	local in=kind-fence-in out=kind-fence-out gw=kind-fence-gateway
+	fresh fence
+	namespace "$in" kind-e2e-scope=fence
+	namespace "$out"
+	namespace "$gw" kind-e2e-role=gateway
+	pod "$out" server "" "$server_command"
+	pod "$gw" gateway "" "$server_command"
+	pod "$in" server dublin "$server_command"
+	pod "$in" client dublin 'exec sleep 100000'
+	# Two servers outside the cluster, on kind's Docker network: one whose address the
+	# policy allows (allowEgressCIDRs), one it does not.
+	local ext
+	for ext in allowed denied; do
+		docker rm -f "kind-e2e-$ext" >/dev/null 2>&1 || true
+		docker run -d --name "kind-e2e-$ext" --network kind "$busybox" sh -c "$server_command" >/dev/null
+	done
+	local allowed_ip denied_ip
+	allowed_ip=$(docker inspect -f '{{.NetworkSettings.Networks.kind.IPAddress}}' kind-e2e-allowed)
+	denied_ip=$(docker inspect -f '{{.NetworkSettings.Networks.kind.IPAddress}}' kind-e2e-denied)
+	kubectl wait --for condition=Ready --timeout 180s -n "$out" pod/server >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$gw" pod/gateway >/dev/null
+	kubectl wait --for condition=Ready --timeout 180s -n "$in" pod/server pod/client >/dev/null
+	local outside inside gateway
+	outside=$(pod_ip "$out" server):8080
+	inside=$(pod_ip "$in" server):8080
+	gateway=$(pod_ip "$gw" gateway):8080
+
+	# Before any policy every path is open: a path closed later is closed by the fence.
+	for url in "$outside" "$inside" "$gateway" "$allowed_ip:8080" "$denied_ip:8080"; do
+		eventually 60 "before any policy, $in/client cannot reach $url (the network itself is broken)" \
+			reaches "$in" client "$url"
+	done
+
+	enclave fence "$prober_access"
+	policy fence fence "  migration: {enabled: false}
+  network:
+    allowEgressCIDRs: [$allowed_ip/32]"
+	eventually 120 "the policy fence did not become Ready" policy_ready fence
+	eventually 60 "the fence did not close the path from $in/client to $outside (pod outside the enclave)" \
+		unreachable "$in" client "$outside"
+	# kube-router writes each NetworkPolicy in its own sync: the allow half of the fence
+	# may land a few seconds after the deny half.
+	eventually 30 "$in/client no longer reaches $inside in its own namespace" reaches "$in" client "$inside"
+	eventually 30 "$in/client no longer reaches the enclave's gateway $gateway" reaches "$in" client "$gateway"
+	eventually 30 "$in/client no longer reaches $allowed_ip:8080, inside allowEgressCIDRs" \
+		reaches "$in" client "$allowed_ip:8080"
+	dns() { kubectl "${prober[@]}" exec -n "$in" client -- nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1; }
+	eventually 30 "$in/client cannot resolve kubernetes.default.svc.cluster.local through cluster DNS" dns
+	# With the whole fence in force, what is outside is still out of reach.
+	unreachable "$in" client "$outside" || die "$in/client reaches $outside again, with the whole fence in force"
+	unreachable "$in" client "$denied_ip:8080" ||
+		die "$in/client reaches $denied_ip:8080, an address outside allowEgressCIDRs"
+	echo "fenced: $in -> $out and -> $denied_ip blocked; own namespace, gateway, $allowed_ip, DNS open" >&2
+
+	# A tenant's own policy that allows all egress reopens the path (NetworkPolicies are
+	# additive) and is reported by name.
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: tenant-allow-all, namespace: $in}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{}]
+YAML
+	eventually 60 "a tenant's allow-all policy did not reopen the path to $outside" reaches "$in" client "$outside"
+	# NetworkFenced=False, and the violation names the tenant's policy.
+	leak() {
+		kubectl get residencypolicy fence -o json | jq -r --arg via "$in/tenant-allow-all" '.status.violations[]? |
+			select(.reason == "NetworkLeak" and (.message | contains($via))) | .message'
+	}
+	fence_reported() { [[ $(condition fence NetworkFenced) == False\ * && -n $(leak) ]]; }
+	eventually 60 "the policy does not report the tenant's allow-all policy" fence_reported
+	local reported
+	reported="$(leak) (NetworkFenced: $(condition fence NetworkFenced))"
+	kubectl delete networkpolicy -n "$in" tenant-allow-all >/dev/null
+	eventually 60 "the path to $outside stayed open after the tenant's policy was deleted" \
+		unreachable "$in" client "$outside"
+	echo "reopened by tenant-allow-all, reported as $reported; closed again once it was deleted" >&2
+}
+
+# --- access -----------------------------------------------------------------------------------
+test_access() {
+	local ns=kind-access
+	fresh access
+	namespace "$ns" kind-e2e-scope=access
+	enclave access "access: {approvedUsers: [kind-steward]}"
+	# The same RBAC for both: what refuses the outsider is the enclave's gate, not RBAC.
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: exec, namespace: $ns}
+rules:
+  - {apiGroups: [""], resources: [pods], verbs: [get, list]}
+  - {apiGroups: [""], resources: [pods/exec], verbs: [create, get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: exec, namespace: $ns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: kind-steward}
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: kind-outsider}
+YAML
+	pod "$ns" work dublin 'echo enclave-data > /tmp/record && exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/work >/dev/null
+	policy access access "  migration: {enabled: false}"
+	eventually 120 "the policy access did not become Ready" policy_ready access
+
+	local out=""
+	steward_exec() { out=$(kubectl --as kind-steward exec -n "$ns" work -- cat /tmp/record 2>&1); }
+	eventually 30 "the approved steward's exec failed: $out" steward_exec
+	[[ $out == enclave-data ]] || die "the approved steward's exec returned '$out', not the file's content"
+	local copy
+	copy=$(mktemp)
+	kubectl --as kind-steward cp "$ns/work:/tmp/record" "$copy" >/dev/null 2>&1 ||
+		die "the approved steward's kubectl cp failed"
+	[[ $(cat "$copy") == enclave-data ]] || die "kubectl cp copied '$(cat "$copy")'"
+	rm -f "$copy"
+	if out=$(kubectl --as kind-outsider exec -n "$ns" work -- cat /tmp/record 2>&1); then
+		die "an outsider's exec ran: $out"
+	fi
+	[[ $out == *access* ]] || die "the outsider was refused, but not by the enclave's gate: $out"
+	[[ $out != *enclave-data* ]] || die "the outsider's refused exec still printed the data"
+	if out=$(kubectl --as kind-outsider cp "$ns/work:/tmp/record" /dev/null 2>&1); then
+		die "an outsider's kubectl cp succeeded"
+	fi
+	echo "steward's exec and cp ran; outsider refused: ${out%%$'\n'*}" >&2
+}
+
+# --- storage --------------------------------------------------------------------------------
+test_storage() {
+	local ns=kind-storage node=dublin-a
+	fresh storage
+	namespace "$ns" kind-e2e-scope=storage
+	enclave storage "$prober_access"
+	policy storage storage "  migration: {enabled: false}"
+	eventually 120 "the policy storage did not become Ready" policy_ready storage
+	# A volume on the Dublin node, of the Dublin class: the class's provisioner is
+	# "no-provisioner" (tools/cluster/storage.yaml), so the volume is made here. A token
+	# of this run is written, so that a directory left by an earlier run cannot pass.
+	local token=run-$$-$RANDOM
+	kubectl delete pv kind-e2e-dublin --ignore-not-found --wait >/dev/null
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: kind-e2e-dublin, labels: {kind-e2e: "1"}}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: eu-dublin-ssd
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: /var/kind-e2e-volume, type: DirectoryOrCreate}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: kubernetes.io/hostname, operator: In, values: [$node]}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: $ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: eu-dublin-ssd
+  resources: {requests: {storage: 1Gi}}
+YAML
+	writer() {
+		kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $ns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, '$2']
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+YAML
+	}
+	writer first "echo $token > /data/record && exec sleep 100000"
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/first >/dev/null ||
+		die "the pod with the claim on eu-dublin-ssd did not start"
+	[[ $(kubectl get pod -n "$ns" first -o jsonpath='{.spec.nodeName}') == "$node" ]] ||
+		die "the pod with the Dublin claim runs outside $node"
+	kubectl delete pod -n "$ns" first --wait >/dev/null
+	writer second 'exec sleep 100000'
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/second >/dev/null ||
+		die "the rescheduled pod did not start"
+	local read
+	read=$(kubectl "${prober[@]}" exec -n "$ns" second -- cat /data/record 2>&1) || die "the rescheduled pod cannot read the claim: $read"
+	[[ $read == "$token" ]] || die "the rescheduled pod read '$read', not what the first pod wrote ($token)"
+	echo "the claim kept '$token' across the pod's rescheduling on $node" >&2
+}
+
+# --- migration ------------------------------------------------------------------------------
+test_migration() {
+	local ns=kind-migration
+	fresh migration
+	namespace "$ns"
+	# The pods start in Virginia: outside the enclave, before any policy covers them.
+	local kind_of
+	for kind_of in Deployment StatefulSet; do
+		kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: $kind_of
+metadata: {name: ${kind_of,,}, namespace: $ns}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: ${kind_of,,}}}
+  $([[ $kind_of == StatefulSet ]] && echo "serviceName: statefulset")
+  template:
+    metadata: {labels: {app: ${kind_of,,}, group: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              preference:
+                matchExpressions:
+                  - {key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [virginia]}
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, 'exec sleep 100000']
+YAML
+	done
+	kubectl rollout status -n "$ns" deployment/deployment --timeout 180s >/dev/null
+	kubectl rollout status -n "$ns" statefulset/statefulset --timeout 180s >/dev/null
+	sites() {
+		kubectl get pods -n "$ns" -l group=web -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.status.phase) \(.spec.nodeName) \(.metadata.ownerReferences[0].kind)"' | sort
+	}
+	[[ $(sites | grep -c ' virginia-a ') -ge 2 ]] || die "fewer than 2 of the 4 pods started in Virginia (before: $(sites | tr '\n' ' '))"
+	local before
+	before=$(sites | tr '\n' ' ')
+	enclave migration "$prober_access"
+	policy migration migration "  migration: {enabled: true, maxEvictionsPerMinute: 60, maxConcurrent: 2}"
+	kubectl label namespace "$ns" kind-e2e-scope=migration >/dev/null
+	moved() {
+		local now
+		now=$(sites)
+		[[ $(grep -c . <<<"$now") == 4 ]] && ! grep -qv -E '^Running (dublin|norway)-' <<<"$now"
+	}
+	eventually 240 "the pods were not moved into the enclave" moved
+	echo "the Deployment's and the StatefulSet's pods moved into the enclave: before: $before; after: $(sites | tr '\n' ' ')" >&2
+}
+
+# --- failover -------------------------------------------------------------------------------
+# The leader is force-deleted while a slow migration runs: the other replica takes the
+# Lease and finishes it, and a pod already moved in is not evicted again.
+test_failover() {
+	local ns=kind-failover
+	fresh failover
+	namespace "$ns"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: $ns}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              preference:
+                matchExpressions:
+                  - {key: node-restriction.kubernetes.io/enclave-site, operator: In, values: [virginia]}
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, 'exec sleep 100000']
+YAML
+	kubectl rollout status -n "$ns" deployment/web --timeout 180s >/dev/null
+	pods() { # "name node" of the running, not terminating pods
+		kubectl get pods -n "$ns" -l app=web -o json | jq -r '.items[] |
+			select(.metadata.deletionTimestamp == null and .status.phase == "Running") | "\(.metadata.name) \(.spec.nodeName)"'
+	}
+	[[ $(pods | grep -c ' virginia-') -ge 2 ]] || die "fewer than 2 of the 4 pods started in Virginia: $(pods | tr '\n' ' ')"
+	enclave failover "$prober_access"
+	policy failover failover "  migration: {enabled: true, maxEvictionsPerMinute: 4, maxConcurrent: 1}"
+	kubectl label namespace "$ns" kind-e2e-scope=failover >/dev/null
+	inside() { pods | grep -E ' (dublin|norway)-' | cut -d' ' -f1; }
+	some_inside() { [[ -n $(inside) ]] && pods | grep -q ' virginia-'; }
+	eventually 120 "the migration did not start (pods: $(pods | tr '\n' ' '))" some_inside
+	local moved_before leader
+	moved_before=$(inside)
+	leader=$(kubectl get lease -n enclave-system enclave-operator -o jsonpath='{.spec.holderIdentity}')
+	[[ -n $leader ]] || die "no holder of the enclave-operator Lease"
+	kubectl delete pod -n enclave-system "$leader" --grace-period=0 --force >/dev/null 2>&1
+	all_inside() { [[ $(pods | grep -cE ' (dublin|norway)-') == 4 ]]; }
+	eventually 240 "after the leader $leader was killed, the migration did not finish (pods: $(pods | tr '\n' ' '))" all_inside
+	local new_leader pod
+	new_leader=$(kubectl get lease -n enclave-system enclave-operator -o jsonpath='{.spec.holderIdentity}')
+	[[ $new_leader != "$leader" ]] || die "the killed pod $leader still holds the Lease"
+	for pod in $moved_before; do
+		pods | grep -q "^$pod " || die "pod $pod, moved into the enclave before the leader was killed, was evicted again"
+	done
+	echo "leader $leader killed mid-migration ($(wc -w <<<"$moved_before") of 4 moved); $new_leader finished it; the moved pods were not evicted again" >&2
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >/dev/null
+}
+
+# --- native -----------------------------------------------------------------------------------
+# The native engine decides inside the API server: with both operator pods gone, a pod
+# pinned outside the enclave is still refused, and one pinned inside is still admitted.
+test_native() {
+	local ns=kind-native
+	fresh native
+	namespace "$ns" kind-e2e-scope=native
+	enclave native "$prober_access"
+	policy native native "  migration: {enabled: false}
+  admission: {engine: Native}"
+	eventually 120 "the policy native did not become Ready" policy_ready native
+	trap 'kubectl scale -n enclave-system deployment/enclave-operator --replicas 2 >/dev/null' EXIT
+	kubectl scale -n enclave-system deployment/enclave-operator --replicas 0 >/dev/null
+	gone() { [[ -z $(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator -o name) ]]; }
+	eventually 60 "the operator's pods did not go away" gone
+	pinned() { # pinned SITE: a server-side dry run of a pod pinned to SITE
+		kubectl create --dry-run=server -o name -f - 2>&1 <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned-$1, namespace: $ns}
+spec:
+  nodeSelector: {node-restriction.kubernetes.io/enclave-site: $1}
+  containers: [{name: main, image: $busybox, imagePullPolicy: Never}]
+YAML
+	}
+	local refused admitted
+	if refused=$(pinned virginia); then
+		die "with the operator gone, a pod pinned to Virginia was admitted: $refused"
+	fi
+	[[ $refused == *"ValidatingAdmissionPolicy 'enclave-check.native'"*"DataEnclave native"* ]] ||
+		die "the pod pinned to Virginia was refused, but not by the policy's native check: $refused"
+	admitted=$(pinned dublin) || die "with the operator gone, a pod pinned to Dublin was refused: $admitted"
+	echo "operator at zero replicas: a pod pinned to Virginia refused by the API server (${refused%%:*}...), one pinned to Dublin admitted" >&2
+	kubectl scale -n enclave-system deployment/enclave-operator --replicas 2 >/dev/null
+	kubectl rollout status -n enclave-system deployment/enclave-operator --timeout 180s >/dev/null
+	trap - EXIT
+}
+
+failed=()
+for t in $tests; do
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, failover, native)"
+	step "test: $t"
+	[[ $t == enforcer ]] || install_operator
+	start=$SECONDS
+	# A subshell with errexit of its own, outside any condition (where bash would ignore
+	# it): the first failing command ends this test, and the next one still runs.
+	set +e
+	(
+		set -e
+		"test_$t"
+	)
+	status=$?
+	set -e
+	((status == 0)) || failed+=("$t")
+	echo "test $t: $( ((status == 0)) && echo passed || echo FAILED) in $((SECONDS - start)) s" >&2
+done
+((${#failed[@]} == 0)) || die "failed: ${failed[*]}"
+echo "kind-e2e: passed ($tests) in $((SECONDS - start_all)) s" >&2
