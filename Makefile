@@ -58,7 +58,7 @@ test-integration: tools ## Integration tests against the local control plane (or
 	hack/test-integration.sh $(CLUSTER_DIR)
 
 .PHONY: test
-test: fmt-check clippy test-unit test-integration ## Everything CI runs: fmt, clippy, unit and integration tests
+test: fmt-check clippy test-unit test-integration test-kind ## Everything CI runs: fmt, clippy, unit and integration tests, the real-node tier on kind
 
 .PHONY: bench
 bench: ## Criterion benchmarks (see docs/benchmarks.md)
@@ -103,6 +103,10 @@ demo: tools ## Start the local control plane, apply the samples, run the operato
 .PHONY: kind-up
 kind-up: ## A kind cluster built offline: dockerd, node image and images from modules and Debian packages (once), kube-router (see docs/kind.md)
 	hack/kind-up.sh up
+
+.PHONY: test-kind
+test-kind: ## The real-node tier: make kind-up, make kind-e2e, and the cluster deleted after (see docs/kind.md)
+	hack/test-kind.sh
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster (dockerd and the built images stay)
