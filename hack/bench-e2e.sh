@@ -21,19 +21,12 @@ trap bench_operator_stop EXIT
 
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 bench_engine_namespaces
-# Nine more native policies, each on a namespace of its own (no request below goes to
-# them): only the policy that matches a request may cost anything.
-for i in $(seq 1 9); do
-	bench_namespace "bench-other-$i" "enclave.dev/bench=other-$i"
-	bench_policy "bench-other-$i" eu "{enclave.dev/bench: other-$i}" \
-		"migration: {enabled: false}" "admission: {engine: Native}"
-done
+mapfile -t others < <(bench_other_native_policies)
 # Both engines in force: a placed dry-run pod in each namespace.
 bench_poll 30 "the native engine in bench-native" bench_in_force bench-native bench-native
 bench_poll 30 "the webhook engine in bench-webhook" bench_in_force bench-webhook bench-webhook
-# shellcheck disable=SC2046 # one argument per policy
 kubectl wait --for=condition=Ready --timeout=120s residencypolicy/bench-native \
-	residencypolicy/bench-webhook $(printf 'residencypolicy/bench-other-%s ' $(seq 1 9)) >/dev/null
+	residencypolicy/bench-webhook "${others[@]}" >/dev/null
 sleep 2
 # The figures mean something only on an otherwise idle machine: say when it is not.
 read -r load _ </proc/loadavg

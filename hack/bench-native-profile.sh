@@ -25,13 +25,8 @@ trap restore EXIT
 
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 bench_engine_namespaces
-for i in $(seq 1 9); do
-	bench_namespace "bench-other-$i" "enclave.dev/bench=other-$i"
-	bench_policy "bench-other-$i" eu "{enclave.dev/bench: other-$i}" \
-		"migration: {enabled: false}" "admission: {engine: Native}"
-done
-# shellcheck disable=SC2046 # one argument per policy
+mapfile -t others < <(bench_other_native_policies)
 kubectl wait --for=condition=Ready --timeout=120s residencypolicy/bench-native \
-	$(printf 'residencypolicy/bench-other-%s ' $(seq 1 9)) >/dev/null
+	"${others[@]}" >/dev/null
 kubectl config view --raw --minify -o json >"$cluster_dir/bench-kubeconfig.json"
 python3 hack/bench-native-profile.py "$cluster_dir/bench-kubeconfig.json" "${BENCH_REQUESTS:-2000}" bench-none bench-native

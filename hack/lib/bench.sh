@@ -249,6 +249,19 @@ bench_engine_namespaces() {
 	done
 }
 
+# bench_other_native_policies: nine more native policies, bench-other-1..9, each on a
+# namespace of its own that no request of the benchmarks goes to: only the policy that
+# matches a request may cost anything. Prints the policies' names, for kubectl wait.
+bench_other_native_policies() {
+	local i
+	for i in $(seq 1 9); do
+		bench_namespace "bench-other-$i" "enclave.dev/bench=other-$i"
+		bench_policy "bench-other-$i" eu "{enclave.dev/bench: other-$i}" \
+			"migration: {enabled: false}" "admission: {engine: Native}"
+		echo "residencypolicy/bench-other-$i"
+	done
+}
+
 # bench_placed_by NAMESPACE: the annotations and required node affinity of a dry-run pod
 # there: what the policies in force in it do to a pod.
 bench_placed_by() {
