@@ -439,16 +439,7 @@ mod tests {
     use crate::crd::AccessGrantStatus;
 
     fn eval(state: State) -> Evaluation {
-        Evaluation {
-            state,
-            approved_by: None,
-            active_from: None,
-            expires_at: None,
-            ended_by: None,
-            reviewed_by: None,
-            break_glass: false,
-            message: String::new(),
-        }
+        Evaluation::new(state, String::new())
     }
 
     fn kinds(old: Option<&AccessGrantStatus>, new: &Evaluation) -> Vec<Kind> {

@@ -74,7 +74,8 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    fn new(state: State, message: String) -> Self {
+    /// An evaluation in `state` with nothing decided yet.
+    pub(crate) fn new(state: State, message: String) -> Self {
         Self {
             state,
             approved_by: None,
