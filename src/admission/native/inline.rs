@@ -10,7 +10,12 @@
 //! What it preserves: each inlined expression is wrapped in parentheses, so precedence
 //! is unchanged; CEL is side-effect free, so evaluating a short expression where it is
 //! used instead of once is the same value; text inside string literals is never taken
-//! for a reference (a node or site name may well read `variables.terms`).
+//! for a reference (a node or site name may well read `variables.terms`). A variable is
+//! never written into the body of a comprehension (`map`, `filter`, `all`, `exists`,
+//! `exists_one`) when that would evaluate it once per element instead of once per
+//! request: unless it is short and iterates over nothing itself, it stays a variable
+//! there (a list built by `map` and indexed by the loop's counter was once inlined into
+//! the loop and made the placement check quadratic in the pod's terms).
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingAdmissionPolicySpec, ValidatingAdmissionPolicySpec, Variable,
@@ -78,6 +83,65 @@ fn count(expression: &str, name: &str) -> usize {
     n
 }
 
+/// The names of CEL's comprehension macros: their arguments are evaluated per element.
+const MACROS: [&str; 5] = ["map", "filter", "all", "exists", "exists_one"];
+
+/// Whether `expression` iterates: calls a comprehension macro (a string literal holding
+/// `.map(` counts too, which errs on the side of not inlining).
+fn iterates(expression: &str) -> bool {
+    MACROS
+        .iter()
+        .any(|m| expression.contains(&format!(".{m}(")))
+}
+
+/// The byte ranges of `expression` that are arguments of a comprehension macro call,
+/// outside string literals.
+fn loop_bodies(expression: &str) -> Vec<(usize, usize)> {
+    let bytes = expression.as_bytes();
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    let mut bodies = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            if b == b'\\' {
+                i += 2;
+                continue;
+            }
+            if b == q {
+                quote = None;
+            }
+        } else if b == b'\'' || b == b'"' {
+            quote = Some(b);
+        } else if b == b'(' {
+            let name_start = expression[..i]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |p| p + 1);
+            let is_macro = name_start > 0
+                && bytes[name_start - 1] == b'.'
+                && MACROS.contains(&&expression[name_start..i]);
+            open.push((i, is_macro));
+        } else if b == b')'
+            && let Some((start, true)) = open.pop()
+        {
+            bodies.push((start, i));
+        }
+        i += 1;
+    }
+    bodies
+}
+
+/// Whether some reference to `variables.<name>` in `expression` lies in a loop body.
+fn used_in_loop(expression: &str, name: &str) -> bool {
+    let bodies = loop_bodies(expression);
+    let mut inside = false;
+    references(expression, |start, _, found| {
+        inside |= found == name && bodies.iter().any(|&(s, e)| s < start && start < e);
+    });
+    inside
+}
+
 fn substitute(expression: &str, name: &str, with: &str) -> String {
     let mut out = String::with_capacity(expression.len());
     let mut last = 0;
@@ -112,10 +176,21 @@ fn inline(mut variables: Vec<Variable>, users: &mut [&mut String]) -> Vec<Variab
                 .chain(users.iter().map(|u| (count(u, name), u.len())))
                 .all(|(n, user)| n == 0 || user + n * (len + 2) <= MAX_INLINED)
         };
+        // Once per element is only as cheap as once per request for a short expression
+        // that iterates over nothing.
+        let costs_per_element = |v: &Variable, variables: &[Variable], users: &[&mut String]| {
+            (v.expression.len() > SHORT || iterates(&v.expression))
+                && variables
+                    .iter()
+                    .map(|u| &u.expression)
+                    .chain(users.iter().map(|u| &**u))
+                    .any(|u| used_in_loop(u, &v.name))
+        };
         let Some(at) = (0..variables.len()).find(|&i| {
             let v = &variables[i];
             (v.expression.len() <= SHORT || uses(&v.name, &variables, users) <= 1)
                 && fits(&v.name, v.expression.len(), &variables, users)
+                && !costs_per_element(v, &variables, users)
         }) else {
             return variables;
         };
@@ -224,6 +299,38 @@ mod tests {
         let kept = inline(vec![var("nodes", &chunk)], &mut [&mut check]);
         assert_eq!(kept.len(), 1, "a chunk of node names stays a variable");
         assert_eq!(check, "object.spec.nodeName in variables.nodes");
+    }
+
+    #[test]
+    fn what_iterates_is_not_written_into_a_loop_body() {
+        let per_site = "variables.terms.map(t, has(t.matchExpressions))";
+        let mut check = "lists.range(size(variables.terms)).all(i, variables.inside[i]) && variables.n > 0 && ['a'].exists(s, s == variables.k)".to_string();
+        let kept = inline(
+            vec![
+                var("terms", &format!("object.spec.terms{}", " ".repeat(SHORT))),
+                var("inside", per_site),
+                var("n", "size(variables.terms)"),
+                var("k", "'x'"),
+            ],
+            &mut [&mut check],
+        );
+        let kept: Vec<_> = kept.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            kept,
+            ["terms", "inside"],
+            "the list built by map stays a variable, and so does what it maps over"
+        );
+        assert_eq!(
+            check,
+            "lists.range(size(variables.terms)).all(i, variables.inside[i]) && (size(variables.terms)) > 0 && ['a'].exists(s, s == ('x'))"
+        );
+    }
+
+    #[test]
+    fn loop_bodies_are_the_arguments_of_macros_outside_literals() {
+        let e = "f(a) && l.map(x, g(x)) && ')'.size() > 0 && m.exists_one(y, y)";
+        let bodies: Vec<_> = loop_bodies(e).iter().map(|&(s, t)| &e[s..=t]).collect();
+        assert_eq!(bodies, ["(x, g(x))", "(y, y)"]);
     }
 
     #[test]
