@@ -22,8 +22,11 @@
 #   access     an approved steward's kubectl exec runs a command and returns its output,
 #              and kubectl cp copies a file out; an outsider with the same RBAC is
 #              refused by the enclave's access gate (the message names the policy).
-#   storage    a pod writes to a claim on the enclave's storage class (a hostPath volume on
-#              a Dublin node), is deleted and recreated, and reads the data back.
+#   storage    a claim on a class outside the enclave is refused; a pod writes to a claim
+#              on the enclave's Dublin class (local-path-provisioner makes the volume on
+#              the Dublin node; the bytes are read on that node's disk), is deleted and
+#              recreated, and reads the data back; the volume and its directory go with
+#              the claim (reclaim policy Delete).
 #   migration  the running pods of a Deployment and a StatefulSet outside the enclave
 #              are moved onto enclave nodes once a policy with migration covers their
 #              namespace.
@@ -80,7 +83,6 @@ cleanup() {
 		kubectl delete residencypolicy -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
 		kubectl delete dataenclave -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
 		kubectl delete namespace -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
-		kubectl delete pv -l kind-e2e=1 --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	fi
 }
 trap cleanup EXIT
@@ -382,6 +384,33 @@ YAML
 }
 
 # --- storage --------------------------------------------------------------------------------
+# node_container NODE: the Docker container of the kind node NODE (by its InternalIP).
+node_container() {
+	local ip container
+	ip=$(kubectl get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+	for container in $(docker ps -q --filter "label=io.x-k8s.kind.cluster=$name"); do
+		if [[ $(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$container") == "$ip" ]]; then
+			echo "$container"
+			return 0
+		fi
+	done
+	die "no container of the kind cluster has $1's address $ip"
+}
+# claim NAMESPACE NAME CLASS [kubectl create FLAGS...]: a 1 GiB ReadWriteOnce claim.
+claim() {
+	local ns=$1 claim_name=$2 class=$3
+	shift 3
+	kubectl create "$@" -f - <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $claim_name, namespace: $ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: $class
+  resources: {requests: {storage: 1Gi}}
+YAML
+}
+claim_gone() { ! kubectl get pv "$1" >/dev/null 2>&1; }
 test_storage() {
 	local ns=kind-storage node=dublin-a
 	fresh storage
@@ -389,35 +418,18 @@ test_storage() {
 	enclave storage "$prober_access"
 	policy storage storage "  migration: {enabled: false}"
 	eventually 120 "the policy storage did not become Ready" policy_ready storage
-	# A volume on the Dublin node, of the Dublin class: the class's provisioner is
-	# "no-provisioner" (tools/cluster/storage.yaml), so the volume is made here. A token
-	# of this run is written, so that a directory left by an earlier run cannot pass.
+	# The enclave's storage guard: a claim on a class outside the enclave is refused.
+	local refused
+	if refused=$(claim "$ns" outside us-east-ssd --dry-run=server 2>&1); then
+		die "a claim on us-east-ssd (outside the enclave) was admitted in an enclave namespace: $refused"
+	fi
+	echo "a claim on us-east-ssd is refused: ${refused%%$'\n'*}" >&2
+	# A claim on the Dublin class, provisioned by local-path-provisioner on the node its
+	# first pod is scheduled to (WaitForFirstConsumer), which the class's allowedTopologies
+	# and the policy's placement both confine to Dublin. A token of this run is written, so
+	# that a directory left by an earlier run cannot pass.
 	local token=run-$$-$RANDOM
-	kubectl delete pv kind-e2e-dublin --ignore-not-found --wait >/dev/null
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: kind-e2e-dublin, labels: {kind-e2e: "1"}}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteOnce]
-  storageClassName: eu-dublin-ssd
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {path: /var/kind-e2e-volume, type: DirectoryOrCreate}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-        - matchExpressions:
-            - {key: kubernetes.io/hostname, operator: In, values: [$node]}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: $ns}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: eu-dublin-ssd
-  resources: {requests: {storage: 1Gi}}
-YAML
+	claim "$ns" data eu-dublin-ssd >/dev/null
 	writer() {
 		kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
@@ -439,6 +451,20 @@ YAML
 		die "the pod with the claim on eu-dublin-ssd did not start"
 	[[ $(kubectl get pod -n "$ns" first -o jsonpath='{.spec.nodeName}') == "$node" ]] ||
 		die "the pod with the Dublin claim runs outside $node"
+	# The volume is the provisioner's, bound to the Dublin node, and the bytes are on that
+	# node's disk.
+	local pv path
+	pv=$(kubectl get pvc -n "$ns" data -o jsonpath='{.spec.volumeName}')
+	[[ -n $pv ]] || die "the claim on eu-dublin-ssd is not bound"
+	[[ $(kubectl get pv "$pv" -o jsonpath='{.metadata.annotations.pv\.kubernetes\.io/provisioned-by}') == rancher.io/local-path ]] ||
+		die "the volume $pv was not made by local-path-provisioner"
+	[[ $(kubectl get pv "$pv" -o jsonpath='{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}') == "$node" ]] ||
+		die "the volume $pv is not bound to $node: $(kubectl get pv "$pv" -o jsonpath='{.spec.nodeAffinity}')"
+	path=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
+	local on_disk container
+	container=$(node_container "$node")
+	on_disk=$(docker exec "$container" cat "$path/record" 2>&1) || die "no record in $path on $node's disk: $on_disk"
+	[[ $on_disk == "$token" ]] || die "$node's disk holds '$on_disk' in $path, not $token"
 	kubectl delete pod -n "$ns" first --wait >/dev/null
 	writer second 'exec sleep 100000'
 	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/second >/dev/null ||
@@ -446,7 +472,13 @@ YAML
 	local read
 	read=$(kubectl "${prober[@]}" exec -n "$ns" second -- cat /data/record 2>&1) || die "the rescheduled pod cannot read the claim: $read"
 	[[ $read == "$token" ]] || die "the rescheduled pod read '$read', not what the first pod wrote ($token)"
-	echo "the claim kept '$token' across the pod's rescheduling on $node" >&2
+	# The class's reclaim policy (Delete) goes through the provisioner: the volume and its
+	# directory are gone once the claim is.
+	kubectl delete pod -n "$ns" second --wait >/dev/null
+	kubectl delete pvc -n "$ns" data --wait >/dev/null
+	eventually 120 "the volume $pv outlived its claim (reclaim policy Delete)" claim_gone "$pv"
+	eventually 60 "$path is still on $node's disk after its volume was deleted" not docker exec "$container" test -e "$path"
+	echo "the claim kept '$token' on $node's disk ($path) across the pod's rescheduling; deleted with its claim" >&2
 }
 
 # virginia_workload NAMESPACE KIND NAME REPLICAS APP GROUP: a Deployment or StatefulSet of

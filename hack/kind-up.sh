@@ -5,9 +5,9 @@
 #   hack/kind-up.sh up     dockerd (hack/kind/docker.sh), the node image and kind
 #                          (tools/kind/build.sh, once per version), then the cluster
 #                          $KIND_CLUSTER from hack/kind.yaml with kube-router as CNI and
-#                          NetworkPolicy enforcer, sites labelled, the StorageClasses of
-#                          tools/cluster/storage.yaml. An existing cluster is reused when
-#                          all its nodes are Ready.
+#                          NetworkPolicy enforcer, sites labelled, local-path-provisioner
+#                          with a StorageClass per site (hack/kind/local-path.yaml). An
+#                          existing cluster is reused when all its nodes are Ready.
 #   hack/kind-up.sh down   deletes the cluster (dockerd and the images stay).
 #
 # The kubeconfig is written to $KIND_DIR/kubeconfig (default .kind/ in the repository);
@@ -93,7 +93,19 @@ up() {
 	done < <(kubectl get nodes -l enclave.dev/e2e-site \
 		-o jsonpath='{range .items[*]}{.metadata.name}{" "}{.metadata.labels.enclave\.dev/e2e-site}{"\n"}{end}')
 	((labelled == 3)) || die "expected 3 workers labelled enclave.dev/e2e-site, found $labelled"
-	kubectl apply -f tools/cluster/storage.yaml >/dev/null
+	local images
+	images=$(dirname "$kind_bin")/images
+	sed -e "s#LOCAL_PATH_IMAGE#$(grep '^enclave-kind/local-path-provisioner:' "$images")#" \
+		-e "s#BUSYBOX_IMAGE#$(grep '^enclave-kind/busybox:' "$images")#" hack/kind/local-path.yaml |
+		kubectl apply -f - >/dev/null
+	kubectl -n local-path-storage rollout status deployment/local-path-provisioner --timeout 180s >/dev/null ||
+		die "local-path-provisioner did not become available"
+	# kind falls back to a default class of the in-tree host-path provisioner when the node
+	# image has no storage manifest; nothing serves it here, and a default class that never
+	# provisions leaves claims without a class Pending for ever.
+	if [[ $(kubectl get storageclass standard -o jsonpath='{.provisioner}' 2>/dev/null) == kubernetes.io/host-path ]]; then
+		kubectl delete storageclass standard >/dev/null
+	fi
 	kubectl -n kube-system rollout status deployment/coredns --timeout 180s >/dev/null ||
 		die "CoreDNS did not become available"
 

@@ -72,6 +72,9 @@ build_tool kind kind "$KIND_VERSION" 0 "" "" kind=sigs.k8s.io/kind
 build_tool kube-router kube-router "$KUBE_ROUTER_VERSION" 0 "" \
 	"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
 	kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+build_tool local-path-provisioner local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" 0 "" \
+	"-X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION" \
+	local-path-provisioner=github.com/rancher/local-path-provisioner
 build_tool coredns coredns "$COREDNS_VERSION" 0 "" "" coredns=github.com/coredns/coredns
 
 # pause: the sandbox process, Kubernetes' own C source from the same module, static.

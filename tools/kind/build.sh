@@ -17,7 +17,8 @@
 #   - images, under the names kubeadm and the manifests of hack/kind ask for:
 #     kube-apiserver, kube-controller-manager, kube-scheduler (static binaries on
 #     scratch), kube-proxy (userland), etcd, coredns, pause (static), kube-router
-#     (userland), and enclave-kind/busybox (Debian's busybox-static) for the tests.
+#     (userland), local-path-provisioner (static, on scratch), and enclave-kind/busybox
+#     (Debian's busybox-static) for the tests and the provisioner's helper pods.
 #
 # The result is cached under $ENCLAVE_CACHE/kind-$KIND_VERSION-KEY, KEY a hash of every
 # input (go.sum files, versions, the scripts here): a second run checks that the
@@ -167,12 +168,16 @@ build_images() {
 	ref=enclave-kind/kube-router:$KUBE_ROUTER_VERSION
 	userland_image "$ref" '["/usr/local/bin/kube-router"]' "${bin[kube-router]}/kube-router"
 	images+=("$ref")
+	ref=enclave-kind/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION
+	scratch_image "$ref" '["/usr/local/bin/local-path-provisioner"]' \
+		"${bin[local-path-provisioner]}/local-path-provisioner"
+	images+=("$ref")
 	ref=enclave-kind/busybox:1.35
 	busybox_image "$ref"
 	images+=("$ref")
 	docker save "${images[@]}" -o "$work/images.tar"
 }
-timed "images (${#required[@]} for kubeadm, kube-router, busybox)" build_images
+timed "images (${#required[@]} for kubeadm, kube-router, local-path-provisioner, busybox)" build_images
 
 # --- node ---------------------------------------------------------------------------------
 stage=$work/node
