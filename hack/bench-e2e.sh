@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench-e2e: pod CREATE through the real API server, interleaved, without policy,
-# with the native engine and with webhooks, at 1, 10 and 50 concurrent clients, with
+# with the floor (benches/floor-policy.yaml: the design's hand-written placing policy,
+# the least any native placement costs), with the native engine and with webhooks, at 1, 10 and 50 concurrent clients, with
 # nine more native policies on namespaces of their own; the operator is the release
 # build. Prints one Markdown table per concurrency level (p50, p90, p99, p99.9 and the
 # increments over no policy), and a warning when the machine is busy; after each level,
@@ -32,10 +33,13 @@ trap bench_operator_stop EXIT
 
 kubectl apply -f config/samples/data-enclave.yaml >/dev/null
 bench_engine_namespaces
+bench_namespace bench-floor "enclave.dev/bench=floor"
+kubectl apply -f benches/floor-policy.yaml >/dev/null
 mapfile -t others < <(bench_other_native_policies)
 # Both engines in force: a placed dry-run pod in each namespace.
 bench_poll 30 "the native engine in bench-native" bench_in_force bench-native bench-native
 bench_poll 30 "the webhook engine in bench-webhook" bench_in_force bench-webhook bench-webhook
+bench_poll 30 "the floor policy in bench-floor" bench_in_force bench-floor dublin
 kubectl wait --for=condition=Ready --timeout=120s residencypolicy/bench-native \
 	residencypolicy/bench-webhook "${others[@]}" >/dev/null
 # The client compiled before the machine is judged idle (its build is the busiest
@@ -45,7 +49,10 @@ cargo bench --quiet --no-run --bench e2e 2>/dev/null
 # for the 1-minute load to fall under half the CPUs (it lags the builds above), then
 # say when it has not.
 idle() { awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v n="$(nproc)" 'BEGIN { exit !(l <= n / 2) }'; }
-for _ in $(seq 24); do idle && break || sleep 5; done
+for _ in $(seq 24); do
+	if idle; then break; fi
+	sleep 5
+done
 if ! idle; then
 	echo "WARNING: the machine is busy (1-minute load $(cut -d' ' -f1 /proc/loadavg) on $(nproc) CPUs): the figures below are not comparable"
 fi
@@ -68,7 +75,7 @@ webhook_seconds() {
 for concurrency in ${BENCH_CONCURRENCY_LEVELS:-1 10 50}; do
 	before=$(webhook_seconds)
 	BENCH_CONCURRENCY=$concurrency BENCH_REQUESTS=${BENCH_REQUESTS:-500} \
-		BENCH_NAMESPACES=bench-none,bench-native,bench-webhook \
+		BENCH_NAMESPACES=bench-none,bench-floor,bench-native,bench-webhook \
 		cargo bench --quiet --bench e2e
 	# shellcheck disable=SC2086 # two lists of four numbers
 	awk -v c="$concurrency" 'BEGIN {
