@@ -32,32 +32,41 @@ const MAX_INLINED: usize = 6_000;
 
 const PREFIX: &str = "variables.";
 
+/// The bytes of `expression` outside string literals, with their offsets (a backslash
+/// in a literal escapes the byte after it).
+fn code(expression: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    expression.bytes().enumerate().filter(move |&(_, b)| {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == q {
+                quote = None;
+            }
+            return false;
+        }
+        if b == b'\'' || b == b'"' {
+            quote = Some(b);
+            return false;
+        }
+        true
+    })
+}
+
 /// Calls `found(start, end, name)` for each `variables.<name>` outside string literals,
 /// `start..end` spanning the whole reference.
 fn references(expression: &str, mut found: impl FnMut(usize, usize, &str)) {
     let bytes = expression.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if let Some(q) = quote {
-            if b == b'\\' {
-                i += 2;
-                continue;
-            }
-            if b == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        if b == b'\'' || b == b'"' {
-            quote = Some(b);
-            i += 1;
+    let mut next = 0;
+    for (i, _) in code(expression) {
+        if i < next {
             continue;
         }
         let starts_word = i == 0 || !is_ident(bytes[i - 1]) && bytes[i - 1] != b'.';
-        if starts_word && expression[i..].starts_with(PREFIX) {
+        if starts_word && bytes[i..].starts_with(PREFIX.as_bytes()) {
             let name_start = i + PREFIX.len();
             let mut end = name_start;
             while end < bytes.len() && is_ident(bytes[end]) {
@@ -66,10 +75,8 @@ fn references(expression: &str, mut found: impl FnMut(usize, usize, &str)) {
             if end > name_start {
                 found(i, end, &expression[name_start..end]);
             }
-            i = end.max(i + 1);
-            continue;
+            next = end;
         }
-        i += 1;
     }
 }
 
@@ -100,34 +107,21 @@ fn loop_bodies(expression: &str) -> Vec<(usize, usize)> {
     let bytes = expression.as_bytes();
     let mut open: Vec<(usize, bool)> = Vec::new();
     let mut bodies = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if let Some(q) = quote {
-            if b == b'\\' {
-                i += 2;
-                continue;
-            }
-            if b == q {
-                quote = None;
-            }
-        } else if b == b'\'' || b == b'"' {
-            quote = Some(b);
-        } else if b == b'(' {
-            let name_start = expression[..i]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    for (i, b) in code(expression) {
+        if b == b'(' {
+            let name_start = bytes[..i]
+                .iter()
+                .rposition(|&c| !is_ident(c))
                 .map_or(0, |p| p + 1);
             let is_macro = name_start > 0
                 && bytes[name_start - 1] == b'.'
-                && MACROS.contains(&&expression[name_start..i]);
+                && MACROS.iter().any(|m| m.as_bytes() == &bytes[name_start..i]);
             open.push((i, is_macro));
         } else if b == b')'
             && let Some((start, true)) = open.pop()
         {
             bodies.push((start, i));
         }
-        i += 1;
     }
     bodies
 }
