@@ -410,7 +410,7 @@ spec:
   resources: {requests: {storage: 1Gi}}
 YAML
 }
-claim_gone() { ! kubectl get pv "$1" >/dev/null 2>&1; }
+volume_gone() { ! kubectl get pv "$1" >/dev/null 2>&1; }
 test_storage() {
 	local ns=kind-storage node=dublin-a
 	fresh storage
@@ -476,7 +476,7 @@ YAML
 	# directory are gone once the claim is.
 	kubectl delete pod -n "$ns" second --wait >/dev/null
 	kubectl delete pvc -n "$ns" data --wait >/dev/null
-	eventually 120 "the volume $pv outlived its claim (reclaim policy Delete)" claim_gone "$pv"
+	eventually 120 "the volume $pv outlived its claim (reclaim policy Delete)" volume_gone "$pv"
 	eventually 60 "$path is still on $node's disk after its volume was deleted" not docker exec "$container" test -e "$path"
 	echo "the claim kept '$token' on $node's disk ($path) across the pod's rescheduling; deleted with its claim" >&2
 }
