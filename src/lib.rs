@@ -42,4 +42,5 @@ pub mod scope;
 pub mod selector;
 pub mod shutdown;
 pub mod telemetry;
+pub mod volume_move;
 pub mod volumes;
