@@ -1503,3 +1503,242 @@ fn mover_failures_and_sizes_are_in_words() {
     );
     assert_eq!(destination_claim_name("data"), "data-enclave-move");
 }
+
+// ---- The manifest ---------------------------------------------------------------
+
+mod manifest_tests {
+    use super::super::manifest::*;
+    use sha2::{Digest, Sha256};
+
+    fn file(path: &[u8], content: &[u8]) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            file_type: FileType::Regular,
+            mode: 0o640,
+            uid: 999,
+            gid: 999,
+            size: content.len() as u64,
+            sha256: Some(Sha256::digest(content).into()),
+            link_target: None,
+            hard_link_to: None,
+            xattrs_sha256: None,
+            acl_sha256: None,
+        }
+    }
+
+    fn dir(path: &[u8]) -> Entry {
+        Entry {
+            file_type: FileType::Directory,
+            mode: 0o700,
+            size: 0,
+            sha256: None,
+            ..file(path, b"")
+        }
+    }
+
+    fn sample() -> Vec<Entry> {
+        vec![
+            dir(b"."),
+            dir(b"db"),
+            file(b"db/users", b"alice\n"),
+            Entry {
+                hard_link_to: Some(b"db/users".to_vec()),
+                ..file(b"db/users.link", b"alice\n")
+            },
+            Entry {
+                file_type: FileType::Symlink,
+                mode: 0o777,
+                size: 0,
+                sha256: None,
+                link_target: Some(b"db/users".to_vec()),
+                ..file(b"current", b"")
+            },
+            Entry {
+                xattrs_sha256: Some([1; 32]),
+                acl_sha256: Some([2; 32]),
+                ..file(b"odd name\n%\xff", b"x")
+            },
+            Entry {
+                file_type: FileType::CharDevice(1, 3),
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                sha256: None,
+                ..file(b"null", b"")
+            },
+        ]
+    }
+
+    /// The encoding is fixed: a mover written in another language must produce these
+    /// exact lines, so they are spelled out here.
+    #[test]
+    fn the_canonical_encoding_is_fixed_and_sorted() {
+        let manifest = Manifest::new(sample()).expect("valid");
+        let alice = hex::encode(Sha256::digest(b"alice\n"));
+        let x = hex::encode(Sha256::digest(b"x"));
+        let ones = "01".repeat(32);
+        let twos = "02".repeat(32);
+        let expected = format!(
+            ". d 0700 999 999 0 - - - - -\n\
+             current l 0777 999 999 0 - db/users - - -\n\
+             db d 0700 999 999 0 - - - - -\n\
+             db/users f 0640 999 999 6 {alice} - - - -\n\
+             db/users.link f 0640 999 999 6 {alice} - db/users - -\n\
+             null c:1:3 0666 0 0 0 - - - - -\n\
+             odd%20name%0A%25%FF f 0640 999 999 1 {x} - - {ones} {twos}\n"
+        );
+        assert_eq!(manifest.encode(), expected);
+        assert_eq!(
+            manifest.root_hash(),
+            hex::encode(Sha256::digest(expected.as_bytes()))
+        );
+        // The empty manifest's root is the SHA-256 of nothing.
+        assert_eq!(
+            Manifest::new(vec![]).expect("empty").root_hash(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn the_root_hash_does_not_depend_on_the_order_of_the_walk() {
+        let mut reversed = sample();
+        reversed.reverse();
+        assert_eq!(
+            Manifest::new(sample()).expect("valid").root_hash(),
+            Manifest::new(reversed).expect("valid").root_hash()
+        );
+    }
+
+    #[test]
+    fn a_manifest_round_trips_through_its_encoding() {
+        let manifest = Manifest::new(sample()).expect("valid");
+        let parsed = Manifest::parse(&manifest.encode()).expect("parses");
+        assert_eq!(parsed, manifest);
+        assert_eq!(Manifest::parse("").expect("empty"), Manifest::default());
+    }
+
+    /// Every field is in the root hash, and the diff names the first one that differs.
+    #[test]
+    fn every_field_changes_the_root_and_the_diff_names_it() {
+        let base = Manifest::new(sample()).expect("valid");
+        type Change = fn(&mut Entry);
+        let changes: Vec<(&str, Change)> = vec![
+            ("mode", |e| e.mode = 0o644),
+            ("uid", |e| e.uid = 1000),
+            ("gid", |e| e.gid = 0),
+            ("size", |e| e.size = 7),
+            ("sha256", |e| e.sha256 = Some([9; 32])),
+            ("hardLinkTo", |e| e.hard_link_to = None),
+            ("xattrs", |e| e.xattrs_sha256 = Some([3; 32])),
+            ("acl", |e| e.acl_sha256 = Some([4; 32])),
+        ];
+        for (field, change) in changes {
+            let mut entries = sample();
+            let link = entries
+                .iter_mut()
+                .find(|e| e.path == b"db/users.link")
+                .expect("present");
+            change(link);
+            let other = Manifest::new(entries).expect("valid");
+            assert_ne!(base.root_hash(), other.root_hash(), "{field}");
+            let diff = base.first_difference(&other).expect("differs");
+            assert_eq!(diff.path, "db/users.link");
+            match diff.what {
+                DifferenceKind::Field { field: f, .. } => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut entries = sample();
+        entries[4].link_target = Some(b"elsewhere".to_vec());
+        let other = Manifest::new(entries).expect("valid");
+        let diff = base.first_difference(&other).expect("differs");
+        assert_eq!(
+            diff.to_string(),
+            "current differs in linkTarget: db/users in the source, elsewhere in the destination"
+        );
+        assert_eq!(base.first_difference(&base.clone()), None);
+    }
+
+    #[test]
+    fn the_diff_names_paths_missing_on_either_side() {
+        let base = Manifest::new(sample()).expect("valid");
+        let fewer = Manifest::new(
+            sample()
+                .into_iter()
+                .filter(|e| e.path != b"db/users.link")
+                .collect(),
+        )
+        .expect("valid");
+        let diff = base.first_difference(&fewer).expect("differs");
+        assert_eq!(diff.what, DifferenceKind::OnlyInSource);
+        assert_eq!(
+            diff.to_string(),
+            "db/users.link is in the source and missing from the destination"
+        );
+        let diff = fewer.first_difference(&base).expect("differs");
+        assert_eq!(diff.what, DifferenceKind::OnlyInDestination);
+    }
+
+    /// A file name holding spaces or a newline cannot pass for other fields or lines.
+    #[test]
+    fn a_hostile_file_name_cannot_forge_entries() {
+        let forged = b"a f 0644 0 0 1 - - - - -\nb".to_vec();
+        let manifest = Manifest::new(vec![file(&forged, b"")]).expect("valid");
+        let encoded = manifest.encode();
+        assert_eq!(encoded.lines().count(), 1);
+        assert_eq!(encoded.trim_end().split(' ').count(), 11);
+        assert_eq!(Manifest::parse(&encoded).expect("parses"), manifest);
+    }
+
+    #[test]
+    fn bad_manifests_are_refused_naming_the_line_and_field() {
+        let good = Manifest::new(sample()).expect("valid").encode();
+        let cases: Vec<(String, &str)> = vec![
+            (good.replace("0700", "0800"), "line 1: mode"),
+            (good.replace(". d", ". q"), "line 1: type"),
+            (good.trim_end().to_string(), "does not end in a newline"),
+            (good.replacen("999 999 0", "999 0999 0", 1), "line 1: gid"),
+            (good.replace("%0A", "%0a"), "line 7: path"),
+            (good.replace("%20", "%41"), "line 7: path"),
+            (good.replace("current l", "current  l"), "line 2: 12 fields"),
+            (
+                good.replace(
+                    &hex::encode(Sha256::digest(b"x")),
+                    &hex::encode(Sha256::digest(b"x")).to_uppercase(),
+                ),
+                "line 7: sha256",
+            ),
+            (
+                "b d 0700 0 0 0 - - - - -\na d 0700 0 0 0 - - - - -\n".into(),
+                "not sorted",
+            ),
+            (
+                "a d 0700 0 0 0 - - - - -\na d 0700 0 0 0 - - - - -\n".into(),
+                "appears twice",
+            ),
+            ("/etc d 0700 0 0 0 - - - - -\n".into(), "absolute"),
+            ("a/../b d 0700 0 0 0 - - - - -\n".into(), ".. component"),
+            (
+                "a d 0700 0 0 0 ".to_string() + &"0".repeat(64) + " - - - -\n",
+                "content SHA-256",
+            ),
+            (
+                "a d 0700 0 0 0 - - b - -\nb d 0700 0 0 0 - - - - -\n".into(),
+                "directories cannot be hard links",
+            ),
+            (
+                format!("a f 0700 0 0 0 {} - b - -\n", "0".repeat(64)),
+                "hardLinkTo must name an earlier path",
+            ),
+            (
+                "a l 0777 0 0 0 - - - - -\n".into(),
+                "link target is required",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Manifest::parse(&text).expect_err(expected).to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+}
