@@ -70,6 +70,8 @@ struct World {
     uids: u32,
     /// The storage of each volume ever made, and whether it still exists.
     data: BTreeMap<String, bool>,
+    /// The provisioner puts the destination outside the enclave (a leaky class).
+    dest_outside: bool,
     /// Passes started, with whether the source was read-only.
     started: Vec<(Pass, bool)>,
 }
@@ -120,6 +122,7 @@ impl World {
             },
             uids: 0,
             data: BTreeMap::from([(SOURCE.to_string(), true)]),
+            dest_outside: false,
             started: Vec::new(),
         }
     }
@@ -228,7 +231,7 @@ impl World {
                                 uid: Some(uid.clone()),
                             }),
                             capacity_bytes: *storage_bytes,
-                            inside: true,
+                            inside: !self.dest_outside,
                         },
                     );
                     self.data.insert(DEST.into(), true);
@@ -363,6 +366,7 @@ fn drive(
         meddle(&mut world, &status);
         let now = at(10 * i as i64);
         let observed = world.observe(&status);
+        let seen = world.clone();
         let step = next(&observed, &status, settings, now);
         let before = status.phase;
         status = step.status;
@@ -375,7 +379,7 @@ fn drive(
             _ => usize::MAX,
         };
         for action in step.actions.iter().take(take) {
-            check_action(&world, &status, action, settings, now);
+            check_action(&seen, &world, &status, action, settings, now);
             world.apply(action);
             all.push(action.clone());
         }
@@ -412,8 +416,11 @@ fn check_invariants(world: &World, status: &Status) {
     }
 }
 
-/// What must hold of every action when it is taken.
+/// What must hold of every action when it is taken: `seen` is the world the step was
+/// decided on (actions are asked for only on what was observed, never on what an
+/// earlier action of the same step is expected to have done), `world` the world now.
 fn check_action(
+    seen: &World,
     world: &World,
     status: &Status,
     action: &Action,
@@ -449,13 +456,35 @@ fn check_action(
         // retained.
         Action::DeleteClaim { name, .. } if name == CLAIM => {
             let claim = world.claim.as_ref();
+            // Its pods were seen stopped.
+            assert_eq!(seen.owner.as_ref().map_or(0, |o| o.replicas), 0);
+            assert_eq!(seen.stuck_pods, 0);
             if claim.and_then(|c| c.volume_name.as_deref()) == Some(SOURCE) {
                 assert_eq!(phase, Phase::Switching);
+                assert_eq!(seen.volumes[SOURCE].reclaim, Reclaim::Retain);
                 assert_eq!(world.volumes[SOURCE].reclaim, Reclaim::Retain);
                 assert!(status.source_root_hash.is_some());
                 assert_eq!(status.source_root_hash, status.destination_root_hash);
                 assert!(status.times.claim_released.is_some());
             }
+        }
+        // The temporary claim is released in the switch only once its volume was seen
+        // Retain (or it would be reclaimed with the verified copy).
+        Action::DeleteClaim { name, .. }
+            if *name == destination_claim_name(CLAIM) && phase == Phase::Switching =>
+        {
+            assert_eq!(seen.volumes[DEST].reclaim, Reclaim::Retain);
+        }
+        // The destination is never deleted while the claim is bound to it.
+        Action::DeleteVolume { volume } if volume == DEST => {
+            assert_eq!(phase, Phase::RollingBack);
+            assert!(
+                world
+                    .claim
+                    .as_ref()
+                    .is_none_or(|c| c.volume_name.as_deref() != Some(DEST)),
+                "the destination is deleted under the claim"
+            );
         }
         Action::StartTransfer {
             pass,
@@ -757,7 +786,7 @@ fn preflight_refuses_with_the_field_and_changes_nothing() {
         (
             "rwx",
             |w| w.claim.as_mut().unwrap().access_modes = vec!["ReadWriteMany".into()],
-            "ReadWriteMany in spec.accessModes",
+            "ReadWriteMany in spec.accessModes; a volume written from several nodes cannot be frozen",
         ),
         (
             "source missing",
@@ -1741,4 +1770,23 @@ mod manifest_tests {
             assert!(error.contains(expected), "{expected}: {error}");
         }
     }
+}
+
+/// A destination the provisioner put outside the enclave is never switched to.
+#[test]
+fn a_destination_provisioned_outside_the_enclave_rolls_back() {
+    let mut world = World::new();
+    world.dest_outside = true;
+    let run = run(world);
+    assert_rolled_back(
+        &run,
+        "the destination volume pv-eu was provisioned outside the enclave",
+    );
+    assert_eq!(run.status.rolled_back_from, Some(Phase::Copying));
+    assert_on_source(&run.world);
+    assert!(
+        !run.actions
+            .iter()
+            .any(|a| matches!(a, Action::StartTransfer { .. }))
+    );
 }
