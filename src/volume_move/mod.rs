@@ -263,6 +263,9 @@ pub struct Observed {
     pub spec: VolumeMigrationSpec,
     /// The claim named `spec.claimName`.
     pub claim: Option<ClaimView>,
+    /// Every `None` below means the API server answered NotFound; a failed read is an
+    /// error of the controller and never reaches this function.
+    ///
     /// The source PersistentVolume: `status.sourceVolume`, or before planning the
     /// claim's `volumeName`.
     pub source_volume: Option<VolumeView>,
@@ -285,6 +288,8 @@ pub struct Observed {
     pub quota_remaining_bytes: Option<u64>,
     pub approval: Option<Approval>,
     pub credentials: Option<Credentials>,
+    /// The mover Jobs by pass; a Job counts until its pods are gone (they hold the
+    /// claims the switch releases).
     pub transfers: BTreeMap<Pass, TransferView>,
 }
 
@@ -1456,7 +1461,17 @@ impl Machine<'_> {
         // 2. The claim back on the source volume.
         let original_uid = self.s.source_claim_uid.clone();
         let mut user_deleted_claim = false;
+        let released = self.s.times.claim_released.is_some();
         let claim_on_source = match &self.o.claim {
+            // The original claim, being deleted by the move's own switch (a pod still
+            // holds it): it will be gone, then recreated on the source; until then the
+            // rollback is not over.
+            Some(c) if Some(&c.uid) == original_uid.as_ref() && c.deleting && released => false,
+            // Being deleted by someone else: their decision stands, as below.
+            Some(c) if Some(&c.uid) == original_uid.as_ref() && c.deleting => {
+                user_deleted_claim = true;
+                true
+            }
             Some(c) if Some(&c.uid) == original_uid.as_ref() => true,
             Some(c) if !source.is_empty() && c.volume_name.as_deref() == Some(source.as_str()) => {
                 c.bound
@@ -1481,7 +1496,7 @@ impl Machine<'_> {
                     "rollback stopped: a PersistentVolumeClaim {name} not made by the move exists (it names {other}); the source {source} is kept (Retain)"
                 ));
             }
-            None if self.s.times.claim_released.is_some() => {
+            None if released => {
                 match &self.o.source_volume {
                     None => {
                         return self.fail(format!(

@@ -70,6 +70,9 @@ struct World {
     uids: u32,
     /// The storage of each volume ever made, and whether it still exists.
     data: BTreeMap<String, bool>,
+    /// A pod holds the original claim: deleting it only marks it (the
+    /// `kubernetes.io/pvc-protection` finalizer).
+    hold_claim: bool,
     /// The provisioner puts the destination outside the enclave (a leaky class).
     dest_outside: bool,
     /// Passes started, with whether the source was read-only.
@@ -122,6 +125,7 @@ impl World {
             },
             uids: 0,
             data: BTreeMap::from([(SOURCE.to_string(), true)]),
+            hold_claim: false,
             dest_outside: false,
             started: Vec::new(),
         }
@@ -271,6 +275,10 @@ impl World {
             }
             Action::DeleteClaim { name, uid } => {
                 if name == CLAIM && self.claim.as_ref().is_some_and(|c| &c.uid == uid) {
+                    if self.hold_claim {
+                        self.claim.as_mut().expect("checked").deleting = true;
+                        return;
+                    }
                     let c = self.claim.take().expect("checked");
                     self.release(c.volume_name.as_deref(), uid);
                 } else if *name == destination_claim_name(CLAIM)
@@ -1789,4 +1797,36 @@ fn a_destination_provisioned_outside_the_enclave_rolls_back() {
             .iter()
             .any(|a| matches!(a, Action::StartTransfer { .. }))
     );
+}
+
+/// A rollback that starts while the move's own deletion of the original claim is still
+/// held by its finalizer waits for the claim to go, then recreates it on the source,
+/// instead of calling the rollback done over a claim about to vanish.
+#[test]
+fn a_rollback_waits_for_the_claim_the_switch_is_deleting_and_recreates_it() {
+    let mut world = World::new();
+    world.hold_claim = true;
+    let mut scaled = false;
+    let mut waited = 0;
+    let run = drive(world, &settings(), None, &mut |w, s| {
+        let deleting = w.claim.as_ref().is_some_and(|c| c.deleting);
+        if s.times.claim_released.is_some() && deleting && !scaled {
+            // Someone scales the application up while the claim is held.
+            w.owner.as_mut().unwrap().replicas = 1;
+            scaled = true;
+        } else if s.phase == Some(Phase::RollingBack) && deleting {
+            waited += 1;
+            if waited == 3 {
+                // The finalizer lets go.
+                w.hold_claim = false;
+                let c = w.claim.take().unwrap();
+                w.release(c.volume_name.as_deref(), &c.uid);
+            }
+        }
+    });
+    assert!(scaled && waited >= 3);
+    assert_rolled_back(&run, "scaled back to 1 replicas during the Switching");
+    let claim = run.world.claim.as_ref().expect("recreated");
+    assert!(!claim.deleting && claim.bound && claim.volume_name.as_deref() == Some(SOURCE));
+    assert_eq!(run.world.volumes[SOURCE].reclaim, Reclaim::Delete);
 }
