@@ -149,8 +149,10 @@ impl World {
             .destination_volume
             .clone()
             .or_else(|| self.dest_claim.as_ref().and_then(|c| c.volume_name.clone()));
-        let users = match (&self.claim, &self.owner) {
-            (Some(c), Some(o)) if c.bound => o.replicas.max(0) as u32 + self.stuck_pods,
+        let users = match &self.claim {
+            Some(c) if c.bound => {
+                self.owner.as_ref().map_or(0, |o| o.replicas.max(0) as u32) + self.stuck_pods
+            }
             _ => 0,
         };
         Observed {
@@ -1829,4 +1831,150 @@ fn a_rollback_waits_for_the_claim_the_switch_is_deleting_and_recreates_it() {
     let claim = run.world.claim.as_ref().expect("recreated");
     assert!(!claim.deleting && claim.bound && claim.volume_name.as_deref() == Some(SOURCE));
     assert_eq!(run.world.volumes[SOURCE].reclaim, Reclaim::Delete);
+}
+
+// ---- Random faults --------------------------------------------------------------
+
+/// Something that happens to a move from outside, at a step.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// The operator crashes after taking this many of the step's actions.
+    Crash(usize),
+    /// Someone scales the owner to this many replicas.
+    Scale(i32),
+    /// The claim's user deletes it (whatever volume it is on).
+    DeleteClaim,
+    /// A pod that will not stop starts mounting the claim.
+    StuckPod,
+    /// A pass's sender will fail with this exit code when started.
+    FailPass(Pass, i32),
+    /// The destination's manifest will differ.
+    Mismatch,
+    /// Someone replaces the transfer credentials.
+    ReplaceCredentials,
+    /// The owner is deleted.
+    DeleteOwner,
+}
+
+fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
+    use proptest::prelude::*;
+    let pass = prop_oneof![Just(Pass::First), Just(Pass::Final), Just(Pass::Verify)];
+    prop_oneof![
+        4 => (0usize..4).prop_map(Fault::Crash),
+        1 => (0i32..4).prop_map(Fault::Scale),
+        1 => Just(Fault::DeleteClaim),
+        1 => Just(Fault::StuckPod),
+        1 => (pass, prop_oneof![Just(12), Just(23), Just(137)]).prop_map(|(p, c)| Fault::FailPass(p, c)),
+        1 => Just(Fault::Mismatch),
+        1 => Just(Fault::ReplaceCredentials),
+        1 => Just(Fault::DeleteOwner),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Whatever happens from outside and whenever the operator crashes, the source's
+    /// data is never lost unless the move erased it after verifying and waiting (checked
+    /// at every step and every action), a rollback leaves no destination behind, and a
+    /// move that stops anywhere but Erased still has its source.
+    #[test]
+    fn no_fault_loses_the_source_before_a_verified_erasure(
+        faults in proptest::collection::vec((0usize..60, fault()), 0..6)
+    ) {
+        let crashes: BTreeMap<usize, usize> = faults
+            .iter()
+            .filter_map(|(step, f)| match f {
+                Fault::Crash(taken) => Some((*step, *taken)),
+                _ => None,
+            })
+            .collect();
+        let mut world = World::new();
+        let mut status = Status::default();
+        let settings = settings();
+        let mut user_erased = false;
+        for i in 0..200usize {
+            for (_, f) in faults.iter().filter(|(step, _)| *step == i) {
+                match f {
+                    Fault::Crash(_) => {}
+                    Fault::Scale(n) => {
+                        if let Some(o) = world.owner.as_mut() {
+                            o.replicas = *n;
+                            o.ready_replicas = *n;
+                        }
+                    }
+                    Fault::DeleteClaim => {
+                        if let Some(c) = world.claim.take() {
+                            world.release(c.volume_name.as_deref(), &c.uid);
+                            // A claim deleted while its volume's policy is Delete takes
+                            // the data with it: Kubernetes doing what its user asked,
+                            // not the move losing it (the move keeps the source Retain
+                            // while it owns it, which is what is checked).
+                            user_erased |= !world.source_data();
+                        }
+                    }
+                    Fault::StuckPod => world.stuck_pods = 1,
+                    Fault::FailPass(pass, code) => {
+                        world.outcomes.insert(
+                            *pass,
+                            (
+                                JobView::Failed { exit_code: Some(*code), message: String::new() },
+                                JobView::Running { bytes: 0, files: 0, bytes_per_second: 0 },
+                            ),
+                        );
+                    }
+                    Fault::Mismatch => {
+                        let done = |c: char| JobView::Succeeded {
+                            bytes: 0,
+                            files: 0,
+                            root_hash: Some(root(c)),
+                            first_difference: None,
+                        };
+                        world.outcomes.insert(Pass::Verify, (done('a'), done('b')));
+                    }
+                    Fault::ReplaceCredentials => {
+                        if world.credentials.is_some() {
+                            world.credentials = Some(Credentials {
+                                sender_sha256: root('e'),
+                                receiver_sha256: root('f'),
+                            });
+                        }
+                    }
+                    Fault::DeleteOwner => world.owner = None,
+                }
+            }
+            let now = at(10 * i as i64);
+            let seen = world.clone();
+            let step = next(&world.observe(&status), &status, &settings, now);
+            status = step.status;
+            if !user_erased {
+                check_invariants(&world, &status);
+            }
+            let take = crashes.get(&i).copied().unwrap_or(usize::MAX);
+            for action in step.actions.iter().take(take) {
+                check_action(&seen, &world, &status, action, &settings, now);
+                world.apply(action);
+            }
+        }
+        let phase = status.phase.expect("phase");
+        if user_erased {
+            return Ok(());
+        }
+        if phase == Phase::Erased {
+            proptest::prop_assert!(!world.source_data());
+            proptest::prop_assert_eq!(&status.source_root_hash, &status.destination_root_hash);
+        } else {
+            proptest::prop_assert!(world.source_data(), "{:?}: the source is lost", phase);
+        }
+        if phase == Phase::RolledBack {
+            proptest::prop_assert!(!world.volumes.contains_key(DEST));
+            proptest::prop_assert!(world.dest_claim.is_none());
+            // The claim is back on the source, unless its user deleted it.
+            if let Some(c) = &world.claim {
+                proptest::prop_assert_eq!(c.volume_name.as_deref(), Some(SOURCE));
+            }
+        }
+        // No move is left half-way without a reason in its status.
+        proptest::prop_assert!(status.message.is_some());
+    }
 }
