@@ -348,7 +348,10 @@ pub enum Action {
     },
 }
 
-/// The status to write first, and the actions to take after.
+/// The status to write first, and the actions to take after, in order; the controller
+/// stops at the first action that fails (the next call asks for it again). Actions are
+/// asked for only on what was observed, never on what an earlier action of the same
+/// step is expected to have done.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub status: Status,
@@ -1028,6 +1031,16 @@ impl Machine<'_> {
         if !ready {
             self.say("preparing: source set to Retain, credentials, destination claim");
             return;
+        }
+        // A ReadWriteOncePod claim cannot be mounted by the sender while a pod of the
+        // application holds it: its whole copy is the final sync, application stopped.
+        let single_pod = self
+            .s
+            .claim
+            .as_ref()
+            .is_some_and(|c| c.access_modes.iter().any(|m| m == "ReadWriteOncePod"));
+        if single_pod {
+            return self.enter(Phase::Quiescing);
         }
         if self.pass(Pass::First, false).is_some() {
             self.enter(Phase::Quiescing);

@@ -222,7 +222,8 @@ impl World {
                 assert_eq!(name, &destination_claim_name(CLAIM));
                 assert_eq!(storage_class, "eu-dublin-ssd");
                 assert!(*storage_bytes >= GIB);
-                assert_eq!(access_modes, &["ReadWriteOnce".to_string()]);
+                let original = self.claim.as_ref().map(|c| c.access_modes.clone());
+                assert_eq!(Some(access_modes), original.as_ref());
                 if self.dest_claim.is_none() {
                     let uid = self.uid();
                     self.volumes.insert(
@@ -1977,4 +1978,18 @@ proptest::proptest! {
         // No move is left half-way without a reason in its status.
         proptest::prop_assert!(status.message.is_some());
     }
+}
+
+/// A ReadWriteOncePod claim cannot be read by a sender while the application runs: the
+/// live first copy is skipped and the whole copy is the final sync.
+#[test]
+fn a_read_write_once_pod_claim_is_copied_only_with_the_application_stopped() {
+    let mut world = World::new();
+    world.claim.as_mut().unwrap().access_modes = vec!["ReadWriteOncePod".into()];
+    let run = run(world);
+    assert_erased(&run);
+    assert_eq!(
+        run.world.started,
+        [(Pass::Final, true), (Pass::Verify, true)]
+    );
 }
