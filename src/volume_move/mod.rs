@@ -1376,15 +1376,21 @@ impl Machine<'_> {
             ));
         }
         if let Some(v) = &self.o.source_volume {
-            let old_claim = self.s.source_claim_uid.clone();
-            let free = match &v.claim_ref {
-                None => true,
-                Some(r) => r.uid.is_some() && r.uid == old_claim,
-            };
-            if !free || v.phase == VolumePhase::Bound {
+            // Exactly the claim the move released (this namespace, this name, its UID),
+            // and not bound again: the status alone (which only the operator may write)
+            // never picks the volume to erase, the volume's own record must agree.
+            let released_by_us = v.claim_ref.as_ref().is_some_and(|r| {
+                r.namespace == self.o.namespace
+                    && r.name == self.claim_name()
+                    && r.uid.is_some()
+                    && r.uid == self.s.source_claim_uid
+            });
+            let unbound = matches!(v.phase, VolumePhase::Released | VolumePhase::Failed);
+            if !released_by_us || !unbound {
                 return Some(format!(
-                    "PersistentVolume {} is bound to a claim again",
-                    v.name
+                    "PersistentVolume {} is not the released volume of the original claim {} (its claimRef or phase changed)",
+                    v.name,
+                    self.claim_name()
                 ));
             }
         }

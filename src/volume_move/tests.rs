@@ -1229,7 +1229,24 @@ fn erasure_is_held_when_the_world_or_the_record_does_not_allow_it() {
                     uid: Some("uid-x".into()),
                 });
             },
-            "PersistentVolume pv-us is bound to a claim again",
+            "PersistentVolume pv-us is not the released volume of the original claim data-db-0",
+        ),
+        (
+            "source's claimRef names another namespace",
+            |w, _| {
+                let v = w.volumes.get_mut(SOURCE).unwrap();
+                v.claim_ref.as_mut().unwrap().namespace = "other".into();
+            },
+            "is not the released volume of the original claim",
+        ),
+        (
+            "source's claimRef cleared (Available again)",
+            |w, _| {
+                let v = w.volumes.get_mut(SOURCE).unwrap();
+                v.claim_ref = None;
+                v.phase = VolumePhase::Available;
+            },
+            "is not the released volume of the original claim",
         ),
         (
             "claim deleted",
