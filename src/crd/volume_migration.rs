@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// Who approved the move is recorded in `status.approvedBy` by the operator from an
 /// approval it counted; nothing in the spec can say a move is approved. The spec cannot
 /// change once created: a different move is a new VolumeMigration.
+///
+/// Not acted on yet: this release has the resource and the move's state machine but no
+/// controller running it, so a VolumeMigration created now stays without a status and
+/// changes nothing.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "enclave.dev",
