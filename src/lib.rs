@@ -14,6 +14,8 @@
 //! - [`decisions`] and [`evidence`]: every decision recorded, hash-chained, checkpointed;
 //!   [`auditsink`]: the native engine's decisions, from the API server's audit events.
 //! - [`network`] and [`access`]: the network fence and the access exposure (pure).
+//! - [`volume_move`]: moving a claim's data into the enclave, the VolumeMigration state
+//!   machine and the content manifest (pure; the controller is not built yet).
 //! - [`names`], [`selector`], [`conditions`]: leaves shared by all.
 
 pub mod access;
@@ -42,4 +44,5 @@ pub mod scope;
 pub mod selector;
 pub mod shutdown;
 pub mod telemetry;
+pub mod volume_move;
 pub mod volumes;

@@ -5,10 +5,12 @@
 mod access_grant;
 mod data_enclave;
 mod residency_policy;
+mod volume_migration;
 
 pub use access_grant::*;
 pub use data_enclave::*;
 pub use residency_policy::*;
+pub use volume_migration::*;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,7 @@ pub fn all()
         AccessGrant::crd(),
         AccessApproval::crd(),
         AccessAnomaly::crd(),
+        VolumeMigration::crd(),
     ]
 }
 
