@@ -51,7 +51,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-enforcer fence access storage migration failover native}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration volume_move failover native}
 start_all=$SECONDS
 
 die() {
@@ -72,6 +72,7 @@ diagnose() {
 	kubectl get pods -A -o wide >&2 || true
 	kubectl get networkpolicies -A >&2 || true
 	kubectl get residencypolicies -o wide >&2 || true
+	kubectl get volumemigrations -A -o yaml >&2 || true
 	echo "--- operator log (last 40 lines)" >&2
 	kubectl logs -n enclave-system deployment/enclave-operator --tail 40 >&2 || true
 }
@@ -541,6 +542,145 @@ test_migration() {
 	echo "the Deployment's and the StatefulSet's pods moved into the enclave: before: $before; after: $(sites | tr '\n' ' ')" >&2
 }
 
+# --- volume move ----------------------------------------------------------------------------
+# The data of a StatefulSet on Virginia storage, moved into the enclave by two
+# VolumeMigrations (one per ordinal claim), each approved by an approver of the enclave.
+# (One line: the pod's YAML quotes it in single quotes, which fold line ends.)
+seed_command='set -e; if [ ! -e /data/.seeded ]; then'\
+' mkdir -p /data/small /data/private /data/shared;'\
+' i=0; while [ $i -lt 2000 ]; do echo "file $i of $HOSTNAME" > /data/small/f$i; i=$((i+1)); done;'\
+' dd if=/dev/urandom of=/data/random.bin bs=1M count=16 2>/dev/null;'\
+' dd if=/dev/zero of=/data/sparse.img bs=1 count=0 seek=512M 2>/dev/null; echo end >> /data/sparse.img;'\
+' ln /data/random.bin /data/hardlink.bin; ln -s small/f1 /data/link; ln -s /nonexistent /data/dangling;'\
+' echo secret > /data/private/key; chown -R 12345:23456 /data/private; chmod 0700 /data/private; chmod 0400 /data/private/key;'\
+' echo none > /data/zero; chmod 0000 /data/zero; chown 1000:2000 /data/shared; chmod 2775 /data/shared;'\
+' touch /data/.seeded; fi; exec sleep 100000'
+# Path, type, owner, group, mode, size, link count and content (or link target) of every
+# path of the volume, hashed: equal before and after means the same tree.
+tree_command='cd /data && find . ! -name .seeded | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then t=$(readlink "$f"); elif [ -f "$f" ]; then t=$(md5sum < "$f" | cut -c1-32); else t=-; fi
+  echo "$f $(stat -c "%F %u %g %a %s %h" "$f") $t"
+done | md5sum | cut -c1-32'
+volmig_phase() { kubectl get volumemigration -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
+volmig_in() { # volmig_in NS NAME PHASE...: the move is in one of the phases
+	local phase
+	phase=$(volmig_phase "$1" "$2")
+	shift 2
+	[[ " $* " == *" $phase "* ]]
+}
+test_volume_move() {
+	local ns=kind-volume-move n
+	fresh volmove
+	namespace "$ns"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: $ns}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, '$seed_command']
+          volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        storageClassName: us-east-ssd
+        resources: {requests: {storage: 1Gi}}
+YAML
+	kubectl rollout status -n "$ns" statefulset/db --timeout 240s >/dev/null ||
+		die "the StatefulSet on us-east-ssd did not start"
+	local -A before source_pv source_path
+	for n in 0 1; do
+		[[ $(kubectl get pod -n "$ns" "db-$n" -o jsonpath='{.spec.nodeName}') == virginia-* ]] ||
+			die "db-$n does not run in Virginia"
+		eventually 60 "db-$n did not finish seeding its volume" kubectl exec -n "$ns" "db-$n" -- test -e /data/.seeded
+		before[$n]=$(kubectl exec -n "$ns" "db-$n" -- sh -c "$tree_command")
+		source_pv[$n]=$(kubectl get pvc -n "$ns" "data-db-$n" -o jsonpath='{.spec.volumeName}')
+		source_path[$n]=$(kubectl get pv "${source_pv[$n]}" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
+	done
+	echo "db-0 and db-1 seeded in Virginia (trees ${before[0]} ${before[1]}; volumes ${source_pv[0]} ${source_pv[1]})" >&2
+	enclave volmove "access: {approvedUsers: [kind-e2e-prober], approverUsers: [kind-e2e-approver]}"
+	policy volmove volmove "  migration: {enabled: true, volumeMoves: {minRetentionHours: 0, defaultRetentionHours: 0}}"
+	kubectl label namespace "$ns" kind-e2e-scope=volmove >/dev/null
+	eventually 120 "the policy volmove did not become Ready" policy_ready volmove
+	for n in 0 1; do
+		kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: VolumeMigration
+metadata: {name: data-db-$n, namespace: $ns}
+spec: {claimName: data-db-$n}
+YAML
+	done
+	for n in 0 1; do
+		eventually 120 "data-db-$n did not wait for an approval (phase $(volmig_phase "$ns" "data-db-$n"))" volmig_in "$ns" "data-db-$n" AwaitingApproval
+	done
+	# Nothing moves before the approval.
+	[[ $(kubectl get pvc -n "$ns" data-db-0 -o jsonpath='{.spec.volumeName}') == "${source_pv[0]}" ]] ||
+		die "data-db-0 was switched before anyone approved the move"
+	for n in 0 1; do
+		kubectl create --as kind-e2e-approver --as-group system:masters -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: AccessApproval
+metadata: {generateName: approve-data-db-$n-}
+spec:
+  decision: Approve
+  approver: kind-e2e-approver
+  reason: kind-e2e volume move
+  volumeMigration: {namespace: $ns, name: data-db-$n, uid: $(kubectl get volumemigration -n "$ns" "data-db-$n" -o jsonpath='{.metadata.uid}')}
+YAML
+	done
+	erased() { volmig_in "$ns" data-db-0 Erased && volmig_in "$ns" data-db-1 Erased; }
+	ended() { volmig_in "$ns" data-db-0 Erased RolledBack Failed && volmig_in "$ns" data-db-1 Erased RolledBack Failed; }
+	eventually 900 "the moves did not end: $(kubectl get volumemigrations -n "$ns" -o wide 2>&1)" ended
+	erased || die "the moves did not end erased: $(kubectl get volumemigrations -n "$ns" -o yaml)"
+	kubectl rollout status -n "$ns" statefulset/db --timeout 240s >/dev/null || die "the StatefulSet did not come back"
+	local pv class node after
+	for n in 0 1; do
+		pv=$(kubectl get pvc -n "$ns" "data-db-$n" -o jsonpath='{.spec.volumeName}')
+		class=$(kubectl get pv "$pv" -o jsonpath='{.spec.storageClassName}')
+		[[ $class == eu-dublin-ssd || $class == eu-norway-ssd ]] || die "data-db-$n is bound to $pv of class $class, not the enclave's"
+		node=$(kubectl get pod -n "$ns" "db-$n" -o jsonpath='{.spec.nodeName}')
+		[[ $node == dublin-* || $node == norway-* ]] || die "db-$n runs on $node after the move, not in the enclave"
+		after=$(kubectl "${prober[@]}" exec -n "$ns" "db-$n" -- sh -c "$tree_command")
+		[[ $after == "${before[$n]}" ]] || die "db-$n's tree differs after the move ($after, before ${before[$n]})"
+		local allocated
+		allocated=$(kubectl "${prober[@]}" exec -n "$ns" "db-$n" -- du -k /data/sparse.img | cut -f1)
+		((allocated < 10240)) || die "the sparse file of db-$n takes $allocated KiB after the move (not sparse)"
+		eventually 120 "the source volume ${source_pv[$n]} of data-db-$n was not erased" volume_gone "${source_pv[$n]}"
+		eventually 60 "${source_path[$n]} is still on Virginia's disk" not docker exec "$(node_container virginia-a)" test -e "${source_path[$n]}"
+		echo "data-db-$n: on $pv ($class, $node), same tree (${before[$n]}), sparse file $allocated KiB, source ${source_pv[$n]} erased" >&2
+	done
+	# The evidence: every step of both moves in the leader chain, whose hash chain holds.
+	local logs records
+	logs=$(mktemp)
+	for pod in $(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator -o name); do
+		kubectl logs -n enclave-system "$pod" >"$logs.$(basename "$pod")"
+		if grep -q '"kind":"VolumeMoveStep"' "$logs.$(basename "$pod")"; then
+			cat "$logs.$(basename "$pod")" >>"$logs"
+			target/debug/enclave-operator verify-log --skip-other-lines --chain enclave-system/leader \
+				"$logs.$(basename "$pod")" >&2 || die "the leader chain in $pod's log does not verify"
+		fi
+	done
+	records=$(grep -o '"kind":"VolumeMoveStep".*"phase":"[A-Za-z]*"' "$logs" | grep -o '"phase":"[A-Za-z]*"' | sort | uniq -c | tr '\n' ' ')
+	for phase in AwaitingApproval Copying Quiescing FinalSync Verifying Switching Restoring Done Erasing Erased; do
+		[[ $records == *"\"phase\":\"$phase\""* ]] || die "no VolumeMoveStep record of phase $phase in the operators' logs ($records)"
+	done
+	grep '"kind":"VolumeMoveStep"' "$logs" | grep '"phase":"Erased"' | grep -q '"sourceRootHash":"[0-9a-f]\{64\}"' ||
+		die "the Erased records name no manifest root hash"
+	echo "decision log: $records" >&2
+	rm -f "$logs" "$logs".*
+}
+
 # --- failover -------------------------------------------------------------------------------
 # The leader is force-deleted while a slow migration runs: the other replica takes the
 # Lease and finishes it, and a pod already moved in is not evicted again.
@@ -622,7 +762,7 @@ YAML
 
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, failover, native)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, volume_move, failover, native)"
 	step "test: $t"
 	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS

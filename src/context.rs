@@ -79,6 +79,8 @@ pub struct Context {
     pub checkpoints: crate::evidence::health::Health,
     /// What the leader's last authorizer probe saw (`None` before the first).
     pub authorizer: watch::Sender<Option<crate::authz::probe::Probed>>,
+    /// The image the mover pods of volume moves run (the operator's own, with rsync).
+    pub mover_image: Option<String>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -108,6 +110,7 @@ impl Context {
             admission,
             checkpoints: crate::evidence::health::Health::default(),
             authorizer: watch::Sender::new(None),
+            mover_image: None,
             failures: Mutex::new(HashMap::new()),
         }
     }

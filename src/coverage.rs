@@ -142,6 +142,7 @@ impl Applicable {
 }
 
 /// Does the policy cover an object with these labels in a namespace with these labels?
+/// Never the objects of a volume move ([`crate::names::VOLUME_MIGRATION_LABEL`]).
 pub fn covers(
     policy: &ResidencyPolicy,
     namespace: &str,
@@ -149,6 +150,7 @@ pub fn covers(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     !never_in_scope(namespace)
+        && !labels.contains_key(crate::names::VOLUME_MIGRATION_LABEL)
         && selector::matches(&policy.spec.match_.namespace_selector, namespace_labels)
         && policy
             .spec

@@ -79,6 +79,9 @@ pub enum Kind {
     SuspiciousAccess,
     /// An approver cleared a lockout.
     LockoutCleared,
+    /// A VolumeMigration took a step: its phase, the claim, both volumes, sizes, the
+    /// manifest root hashes, the transfer's certificate fingerprints, who approved.
+    VolumeMoveStep,
 }
 
 impl Kind {
@@ -106,6 +109,7 @@ impl Kind {
                 | Kind::GrantReviewed
                 | Kind::GrantInvalid
                 | Kind::LockoutCleared
+                | Kind::VolumeMoveStep
         )
     }
 
@@ -137,6 +141,7 @@ impl Kind {
             Kind::GrantInvalid => "GrantInvalid",
             Kind::SuspiciousAccess => "SuspiciousAccess",
             Kind::LockoutCleared => "LockoutCleared",
+            Kind::VolumeMoveStep => "VolumeMoveStep",
         }
     }
 }

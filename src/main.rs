@@ -199,6 +199,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "ENCLAVE_LOG_FORMAT", value_enum, default_value_t)]
     log_format: telemetry::LogFormat,
+    /// The image the mover pods of volume moves run: the operator's own image, which
+    /// carries rsync (the chart sets it). Without it, moves wait at their first copy.
+    #[arg(long, env = "ENCLAVE_MOVER_IMAGE")]
+    mover_image: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -495,7 +499,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let metrics = Arc::new(Metrics::default());
     let (sink, records) = decisions::Sink::new(decisions::QUEUE);
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         eviction_client,
         metrics.clone(),
@@ -509,7 +513,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
             operator_namespace: args.namespace.clone(),
             owner,
         },
-    ));
+    );
+    ctx.mover_image = args.mover_image.clone();
+    let ctx = Arc::new(ctx);
     let election = if args.leader_election {
         Some(
             leader::start(

@@ -22,6 +22,15 @@ pub const POLICY_LABEL: &str = "enclave.dev/policy";
 /// and comma-separated. Informational only: no decision reads it back.
 pub const POLICY_ANNOTATION: &str = "enclave.dev/policy";
 
+/// On the objects a volume move creates (its mover pods, and a claim it recreates on the
+/// original volume when rolling back): the VolumeMigration's name. Objects carrying it
+/// are left alone by every policy's admission (an object selector) and are never in a
+/// policy's pod scope, because the sender must run next to a volume outside the
+/// enclave. Only the operator can set it: the chart's ValidatingAdmissionPolicy
+/// `<release>-volume-move-label` refuses it (added or changed) from anyone else, so a
+/// tenant cannot use it to step outside the enclave.
+pub const VOLUME_MIGRATION_LABEL: &str = "enclave.dev/volume-migration";
+
 /// The API group of the operator's resources.
 pub const GROUP: &str = "enclave.dev";
 

@@ -651,9 +651,10 @@ mod tests {
             .flatten()
             .find(|w| w.name == "scope.eu-user-data.policies.enclave.dev")
             .expect("the scope webhook");
-        assert!(
-            hook.object_selector.is_none(),
-            "narrowed by the pod selector"
+        assert_eq!(
+            hook.object_selector,
+            Some(webhooks::object_selector(policy, false)),
+            "not narrowed by the pod selector (only the objects of volume moves are left out)"
         );
         let conditions = hook.match_conditions.as_ref().expect("conditions");
         assert_eq!(conditions, &match_conditions(policy));
@@ -671,7 +672,10 @@ mod tests {
         );
         let (vap, binding) = compiled.scope.expect("the native scope guard");
         let binding = binding.spec.match_resources.expect("resources");
-        assert!(binding.object_selector.is_none());
+        assert_eq!(
+            binding.object_selector,
+            Some(webhooks::object_selector(policy, false))
+        );
         assert!(binding.namespace_selector.is_some());
         let spec = vap.spec.expect("spec");
         assert_eq!(spec.match_conditions, Some(match_conditions(policy)));

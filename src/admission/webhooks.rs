@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     crd::{Enforcement, ResidencyPolicy, Selector},
-    names::{self, FIELD_MANAGER, MANAGED_BY_LABEL, POLICY_LABEL},
+    names::{self, FIELD_MANAGER, MANAGED_BY_LABEL, POLICY_LABEL, VOLUME_MIGRATION_LABEL},
     scope::ALWAYS_EXCLUDED_NAMESPACES,
 };
 
@@ -130,6 +130,33 @@ pub fn namespace_selector(policy: &ResidencyPolicy, operator_namespace: &str) ->
     selector
 }
 
+/// What a policy's webhooks and native bindings match by the object's own labels: the
+/// policy's pod selector where the entry is scoped to pods, and never an object of a
+/// volume move ([`VOLUME_MIGRATION_LABEL`]: its sender runs next to the volume outside
+/// the enclave; only the operator can set the label, see there).
+pub fn object_selector(policy: &ResidencyPolicy, pod_scoped: bool) -> LabelSelector {
+    let mut selector = pod_scoped
+        .then(|| {
+            policy
+                .spec
+                .match_
+                .pod_selector
+                .as_ref()
+                .map(Selector::to_label_selector)
+        })
+        .flatten()
+        .unwrap_or_default();
+    selector
+        .match_expressions
+        .get_or_insert_with(Vec::new)
+        .push(LabelSelectorRequirement {
+            key: VOLUME_MIGRATION_LABEL.into(),
+            operator: "DoesNotExist".into(),
+            values: None,
+        });
+    selector
+}
+
 /// A kubelet creating the mirror pod of a static pod on its own node never reaches the
 /// webhook: recognised as [`super::review::is_own_mirror_pod`] does, by what only a
 /// kubelet can be (the user `system:node:<name>` in `system:nodes`, the pod bound to
@@ -208,17 +235,7 @@ fn common(entry: &Entry, policy: &ResidencyPolicy, target: &Target) -> Common {
         rules: entry.rules.iter().map(rule).collect(),
         failure_policy: failure_policy(entry, policy),
         namespace_selector: namespace_selector(policy, &target.operator_namespace),
-        object_selector: entry
-            .pod_scoped
-            .then(|| {
-                policy
-                    .spec
-                    .match_
-                    .pod_selector
-                    .as_ref()
-                    .map(Selector::to_label_selector)
-            })
-            .flatten(),
+        object_selector: Some(object_selector(policy, entry.pod_scoped)),
         match_conditions: entry.match_conditions(policy),
     }
 }
@@ -526,9 +543,24 @@ mod tests {
             excluded.values.as_ref().expect("values"),
             &["kube-system", "enclave-system"]
         );
+        // DaemonSets are judged by their template: no pod selector, only the objects
+        // of volume moves left out.
+        let daemonsets = hooks[1].object_selector.as_ref().expect("selector");
+        assert!(daemonsets.match_labels.is_none());
+        assert_eq!(
+            daemonsets.match_expressions,
+            Some(vec![LabelSelectorRequirement {
+                key: VOLUME_MIGRATION_LABEL.into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            }])
+        );
         assert!(
-            hooks[1].object_selector.is_none(),
-            "DaemonSets are judged by their template"
+            pods.object_selector
+                .as_ref()
+                .and_then(|s| s.match_expressions.as_ref())
+                .is_some_and(|e| e.iter().any(|r| r.key == VOLUME_MIGRATION_LABEL)),
+            "pods of volume moves are left out"
         );
     }
 

@@ -4,6 +4,7 @@
 pub mod grants;
 pub mod residency;
 pub mod sites;
+pub mod volume_move;
 
 use std::{
     sync::Arc,
@@ -45,7 +46,8 @@ pub async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
             term.bounded(sites::run(ctx.client.clone(), ctx.clone(), term.clone())),
             term.bounded(residency::run(ctx.clone(), term.clone())),
             term.bounded(crate::authz::probe::run(ctx.clone(), term.clone())),
-            term.bounded(crate::controller::grants::run(ctx.clone(), term.clone()))
+            term.bounded(crate::controller::grants::run(ctx.clone(), term.clone())),
+            term.bounded(volume_move::run(ctx.clone(), term.clone()))
         );
         ctx.metrics.leader.set(0);
         tracing::info!("controllers stopped");

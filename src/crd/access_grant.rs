@@ -184,7 +184,9 @@ pub struct AccessGrantStatus {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: an AccessApproval cannot be changed once created"))]
-#[x_kube(validation = Rule::new("(self.decision == 'ClearLockout') == (has(self.lockout) && !has(self.grant))").message("decision ClearLockout takes spec.lockout (and no spec.grant); every other decision takes spec.grant"))]
+#[x_kube(validation = Rule::new("(self.decision == 'ClearLockout') == (has(self.lockout) && !has(self.grant) && !has(self.volumeMigration))").message("decision ClearLockout takes spec.lockout (and no spec.grant or spec.volumeMigration); every other decision takes spec.grant or spec.volumeMigration"))]
+#[x_kube(validation = Rule::new("self.decision == 'ClearLockout' || (has(self.grant) != has(self.volumeMigration))").message("a decision names exactly one of spec.grant and spec.volumeMigration"))]
+#[x_kube(validation = Rule::new("!has(self.volumeMigration) || self.decision == 'Approve' || self.decision == 'Deny'").message("a decision on a volumeMigration is Approve or Deny"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalSpec {
     /// The grant decided on: its name and UID (`kubectl get accessgrant NAME -o
@@ -192,6 +194,10 @@ pub struct AccessApprovalSpec {
     /// same name, perhaps wider, is not approved by an old approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantRef>,
+
+    /// The VolumeMigration decided on (Approve or Deny): its namespace, name and UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_migration: Option<MigrationRef>,
 
     /// The lockout cleared (decision `ClearLockout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +228,19 @@ pub struct AccessApprovalSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: String,
+}
+
+/// A VolumeMigration, by namespace, name and UID (a move deleted and created again
+/// under the same name is not approved by an old approval).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     #[schemars(length(min = 1, max = 64))]

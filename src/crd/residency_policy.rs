@@ -146,6 +146,62 @@ pub struct Migration {
     /// they are reported and left running.
     #[serde(default)]
     pub evict_unmanaged_pods: bool,
+    /// Moving the data of in-scope claims bound to volumes outside the enclave
+    /// (VolumeMigrations in the policy's namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_moves: Option<VolumeMoves>,
+}
+
+/// How the data of claims outside the enclave is moved in (see VolumeMigration).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMoves {
+    /// A move waits for an AccessApproval (decision Approve, `spec.volumeMigration`)
+    /// by an approver of the enclave before it changes anything.
+    #[serde(default = "default_true")]
+    pub require_approval: bool,
+    /// Moves of the policy's namespaces that copy, switch or roll back at once.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent: i32,
+    /// The shortest time the source volume is kept after the application runs on the
+    /// new one; a VolumeMigration cannot ask for less.
+    #[serde(default = "default_min_retention_hours")]
+    #[schemars(range(min = 0, max = 8760))]
+    pub min_retention_hours: i32,
+    /// The retention when the VolumeMigration names none.
+    #[serde(default = "default_retention_hours")]
+    #[schemars(range(min = 0, max = 8760))]
+    pub default_retention_hours: i32,
+    /// How long the application may take to stop before the move rolls back.
+    #[serde(default = "default_quiesce_minutes")]
+    #[schemars(range(min = 1, max = 1440))]
+    pub quiesce_timeout_minutes: i32,
+}
+
+impl Default for VolumeMoves {
+    fn default() -> Self {
+        Self {
+            require_approval: true,
+            max_concurrent: default_one(),
+            min_retention_hours: default_min_retention_hours(),
+            default_retention_hours: default_retention_hours(),
+            quiesce_timeout_minutes: default_quiesce_minutes(),
+        }
+    }
+}
+
+fn default_one() -> i32 {
+    1
+}
+fn default_min_retention_hours() -> i32 {
+    24
+}
+fn default_retention_hours() -> i32 {
+    168
+}
+fn default_quiesce_minutes() -> i32 {
+    10
 }
 
 impl Default for Migration {
@@ -155,6 +211,7 @@ impl Default for Migration {
             max_evictions_per_minute: default_max_evictions_per_minute(),
             max_concurrent: default_max_concurrent(),
             evict_unmanaged_pods: false,
+            volume_moves: None,
         }
     }
 }

@@ -352,6 +352,7 @@ mod tests {
         let mut approval = AccessApproval::new(
             "clear",
             AccessApprovalSpec {
+                volume_migration: None,
                 grant: None,
                 lockout: Some(LockoutRef {
                     enclave: "eu".into(),

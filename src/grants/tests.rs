@@ -62,6 +62,7 @@ fn decision(
     let mut approval = AccessApproval::new(
         name,
         AccessApprovalSpec {
+            volume_migration: None,
             grant: Some(GrantRef {
                 name: "g".into(),
                 uid: "uid-1".into(),

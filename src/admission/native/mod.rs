@@ -347,16 +347,7 @@ fn binding_resources(
 ) -> MatchResources {
     MatchResources {
         namespace_selector: Some(webhooks::namespace_selector(policy, operator_namespace)),
-        object_selector: if pods_only {
-            policy
-                .spec
-                .match_
-                .pod_selector
-                .as_ref()
-                .map(crate::crd::Selector::to_label_selector)
-        } else {
-            None
-        },
+        object_selector: Some(webhooks::object_selector(policy, pods_only)),
         ..MatchResources::default()
     }
 }

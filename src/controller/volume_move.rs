@@ -1,0 +1,1592 @@
+//! Volume moves, I/O: the leader's controller of VolumeMigrations. Each tick it reads
+//! the world of every move that is not over into an [`Observed`], asks the pure state
+//! machine ([`crate::volume_move::next`]) for the next step, writes the status it
+//! returns FIRST, records the step (decision log, Event), and only then takes the
+//! step's actions, in order, stopping at the first that fails (the next tick asks for
+//! it again: every action is an "ensure"). Reads go to the API server, not the caches:
+//! a move decides from what is there now, and moves are few.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        autoscaling::v2::HorizontalPodAutoscaler,
+        core::v1::{
+            Affinity, Capabilities, ConfigMap, Container, KeyToPath, NodeAffinity, NodeSelector,
+            PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            PersistentVolumeClaimVolumeSource, Pod, PodSpec, Secret, SecretVolumeSource,
+            SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+        },
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
+    runtime::events::EventType,
+};
+use serde_json::json;
+
+use super::{Term, publish};
+use crate::{
+    context::Context,
+    crd::{
+        AccessApproval, ApprovalDecision, ClaimCopy, MigrationPhase, VolumeMigration,
+        VolumeMigrationStatus,
+    },
+    decisions::{Kind, Record, Subject},
+    names::{MANAGED_BY_LABEL, VOLUME_MIGRATION_LABEL},
+    scope::{self, Catalog},
+    volume_move::{
+        Action, Approval, ClaimView, ClassView, Credentials, JobView, MoveSettings, Observed,
+        OwnerView, Pass, Reclaim, TransferView, VolumePhase, VolumeView, destination_claim_name,
+        mover, next,
+    },
+    volumes::{self, Storage},
+};
+
+/// How often moves are looked at.
+pub const TICK: Duration = Duration::from_secs(3);
+
+/// Steps taken for one move in one tick, at most: a step whose actions are all
+/// status (nothing to wait for) is followed at once by the next.
+const STEPS_PER_TICK: usize = 6;
+
+/// The port the receiver listens on.
+const MOVER_PORT: u16 = 8873;
+
+/// How long a mover pod may run before the kubelet stops it (a pass that hangs ends
+/// in a rollback rather than holding the application down for ever).
+const MOVER_DEADLINE_SECONDS: i64 = 6 * 3600;
+
+/// A mover pod not scheduled after this long has failed.
+const UNSCHEDULED_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+const PASS_LABEL: &str = "enclave.dev/mover-pass";
+const SIDE_LABEL: &str = "enclave.dev/mover-side";
+
+/// The phases during which a move holds a slot of `maxConcurrent`.
+fn holds_a_slot(phase: Option<MigrationPhase>) -> bool {
+    matches!(
+        phase,
+        Some(
+            MigrationPhase::Copying
+                | MigrationPhase::Quiescing
+                | MigrationPhase::FinalSync
+                | MigrationPhase::Verifying
+                | MigrationPhase::Switching
+                | MigrationPhase::Restoring
+                | MigrationPhase::RollingBack
+        )
+    )
+}
+
+pub async fn run(ctx: Arc<Context>, term: Term) {
+    loop {
+        if term.ended() {
+            return;
+        }
+        pass(&ctx).await;
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = term.end() => return,
+        }
+    }
+}
+
+/// What the policies covering a namespace say about moves in it.
+struct Covering {
+    settings: MoveSettings,
+    max_concurrent: usize,
+    /// The enclave classes every covering policy allows, in the first one's order.
+    classes: Vec<String>,
+    /// The enclaves, for approvers and nodes.
+    enclaves: Vec<scope::ResolvedEnclave>,
+    policy: String,
+}
+
+/// The settings of the policies covering `namespace`: the strictest of each.
+fn covering(ctx: &Context, namespace: &str) -> Result<Covering, String> {
+    let catalog = &ctx.caches;
+    let applicable = scope::applicable_to_namespace(catalog, namespace)
+        .ok_or_else(|| format!("namespace {namespace} is not known yet"))?;
+    if applicable.is_empty() {
+        return Err(format!(
+            "no ResidencyPolicy covers namespace {namespace}, so there is no enclave to move the data into"
+        ));
+    }
+    let mut settings = MoveSettings::default();
+    let mut require_approval = false;
+    let mut max_concurrent = usize::MAX;
+    let mut classes: Option<Vec<String>> = None;
+    let mut enclaves = Vec::new();
+    let mut names = Vec::new();
+    for a in &applicable {
+        let enclave = a
+            .enclave
+            .clone()
+            .map_err(|e| format!("ResidencyPolicy {}: {e}", a.name()))?;
+        let moves = a
+            .policy
+            .spec
+            .migration
+            .volume_moves
+            .clone()
+            .unwrap_or_default();
+        require_approval |= moves.require_approval;
+        max_concurrent = max_concurrent.min(moves.max_concurrent.max(1) as usize);
+        settings.min_retention =
+            settings
+                .min_retention
+                .max(jiff::SignedDuration::from_hours(i64::from(
+                    moves.min_retention_hours,
+                )));
+        settings.default_retention =
+            jiff::SignedDuration::from_hours(i64::from(moves.default_retention_hours))
+                .max(settings.default_retention.min(jiff::SignedDuration::ZERO));
+        settings.quiesce_timeout =
+            jiff::SignedDuration::from_mins(i64::from(moves.quiesce_timeout_minutes));
+        let own = &enclave.enclave.spec.storage.storage_class_names;
+        classes = Some(match classes {
+            None => own.clone(),
+            Some(c) => c.into_iter().filter(|x| own.contains(x)).collect(),
+        });
+        names.push(a.name());
+        enclaves.push(enclave);
+    }
+    // The first policy's minimum is the floor; a policy without moves set keeps the
+    // defaults (24 h minimum) rather than letting another policy's shorter one apply.
+    if applicable.len() == 1 {
+        let moves = applicable[0]
+            .policy
+            .spec
+            .migration
+            .volume_moves
+            .clone()
+            .unwrap_or_default();
+        settings.min_retention =
+            jiff::SignedDuration::from_hours(i64::from(moves.min_retention_hours));
+    }
+    settings.require_approval = require_approval;
+    Ok(Covering {
+        settings,
+        max_concurrent,
+        classes: classes.unwrap_or_default(),
+        enclaves,
+        policy: names.join(","),
+    })
+}
+
+/// One tick over every move.
+async fn pass(ctx: &Context) {
+    let api: Api<VolumeMigration> = Api::all(ctx.client.clone());
+    let mut moves = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, "could not list VolumeMigrations");
+            return;
+        }
+    };
+    moves.sort_by_key(|m| m.metadata.creation_timestamp.clone().map(|t| t.0));
+    let mut running: BTreeMap<String, usize> = BTreeMap::new();
+    let mut owners: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for m in &moves {
+        let status = m.status.clone().unwrap_or_default();
+        if holds_a_slot(status.phase) {
+            *running
+                .entry(m.namespace().unwrap_or_default())
+                .or_default() += 1;
+            if let Some(o) = &status.owner {
+                owners.insert((
+                    m.namespace().unwrap_or_default(),
+                    o.kind.clone(),
+                    o.name.clone(),
+                ));
+            }
+        }
+    }
+    for m in moves {
+        let status = m.status.clone().unwrap_or_default();
+        if status.phase.is_some_and(MigrationPhase::is_terminal) {
+            continue;
+        }
+        let namespace = m.namespace().unwrap_or_default();
+        let name = m.name_any();
+        let key = format!("volumemigration/{namespace}/{name}");
+        let cover = match covering(ctx, &namespace) {
+            Ok(c) => c,
+            Err(why) => {
+                refuse(ctx, &m, &why).await;
+                continue;
+            }
+        };
+        // Slots: a move starts copying only while fewer than maxConcurrent run in its
+        // namespace's policies, and one owner is moved one claim at a time.
+        let waiting = matches!(
+            status.phase,
+            None | Some(MigrationPhase::Planned | MigrationPhase::AwaitingApproval)
+        );
+        if waiting {
+            let busy = running.get(&namespace).copied().unwrap_or(0);
+            let same_owner = status.owner.as_ref().is_some_and(|o| {
+                owners.contains(&(namespace.clone(), o.kind.clone(), o.name.clone()))
+            });
+            if busy >= cover.max_concurrent || same_owner {
+                continue_waiting(ctx, &m, busy, same_owner).await;
+                continue;
+            }
+        }
+        match drive(ctx, &m, &cover).await {
+            Ok(phase) => {
+                ctx.succeeded(&key);
+                if waiting && holds_a_slot(phase) {
+                    *running.entry(namespace.clone()).or_default() += 1;
+                    if let Some(o) = status.owner {
+                        owners.insert((namespace, o.kind, o.name));
+                    }
+                }
+            }
+            Err(error) => {
+                let delay = ctx.backoff(&key);
+                tracing::warn!(%error, migration = %key, ?delay, "volume move step failed; retried next tick");
+            }
+        }
+    }
+}
+
+/// A move that cannot be judged at all (no policy, no enclave): Failed, nothing changed.
+async fn refuse(ctx: &Context, m: &VolumeMigration, why: &str) {
+    let status = m.status.clone().unwrap_or_default();
+    // Only before anything was changed; a running move keeps going on what it has.
+    if status.phase.is_some() && status.phase != Some(MigrationPhase::Planned) {
+        tracing::warn!(migration = %m.name_any(), why, "volume move cannot read its policy");
+        return;
+    }
+    let mut new = status.clone();
+    new.phase = Some(MigrationPhase::Failed);
+    new.message = Some(why.to_string());
+    new.times.failed = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    if write_status(ctx, m, &new).await.is_ok() {
+        record(ctx, m, &new, "").await;
+    }
+}
+
+async fn continue_waiting(ctx: &Context, m: &VolumeMigration, busy: usize, same_owner: bool) {
+    let status = m.status.clone().unwrap_or_default();
+    if status.phase == Some(MigrationPhase::AwaitingApproval) {
+        return;
+    }
+    let why = if same_owner {
+        "waiting: another claim of the same workload is being moved".to_string()
+    } else {
+        format!("waiting: {busy} moves already running (the policy's maxConcurrent)")
+    };
+    if status.message.as_deref() != Some(why.as_str()) {
+        let mut new = status;
+        new.message = Some(why);
+        if new.phase.is_none() {
+            new.phase = Some(MigrationPhase::Planned);
+        }
+        let _ = write_status(ctx, m, &new).await;
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    m: &VolumeMigration,
+    status: &VolumeMigrationStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<VolumeMigration> =
+        Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    // The whole status, replaced: fields the step cleared must go too.
+    let mut object = m.clone();
+    object.status = Some(status.clone());
+    api.replace_status(&m.name_any(), &PostParams::default(), &object)
+        .await
+        .map(|_| ())
+}
+
+/// Steps one move as far as it goes without waiting; returns its phase.
+async fn drive(
+    ctx: &Context,
+    m: &VolumeMigration,
+    cover: &Covering,
+) -> Result<Option<MigrationPhase>, kube::Error> {
+    let api: Api<VolumeMigration> =
+        Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let mut current = m.clone();
+    for _ in 0..STEPS_PER_TICK {
+        let status = current.status.clone().unwrap_or_default();
+        let observed = observe(ctx, &current, cover).await?;
+        let step = next(&observed, &status, &cover.settings, Timestamp::now());
+        let changed = step.status != status;
+        if changed {
+            write_status(ctx, &current, &step.status).await?;
+            if step.status.phase != status.phase {
+                record(ctx, &current, &step.status, &cover.policy).await;
+            }
+        }
+        for action in &step.actions {
+            take(ctx, &current, &step.status, cover, action).await?;
+        }
+        if step.status.phase.is_some_and(MigrationPhase::is_terminal)
+            || (step.actions.is_empty() && !changed)
+        {
+            return Ok(step.status.phase);
+        }
+        if !step.actions.is_empty() {
+            // Actions change the world; the next tick observes what they did.
+            return Ok(step.status.phase);
+        }
+        current = api.get(&m.name_any()).await?;
+    }
+    Ok(current.status.and_then(|s| s.phase))
+}
+
+/// One decision-log record and one Event for a phase the move entered.
+async fn record(ctx: &Context, m: &VolumeMigration, s: &VolumeMigrationStatus, policy: &str) {
+    let namespace = m.namespace().unwrap_or_default();
+    let name = m.name_any();
+    let phase = s.phase.map(MigrationPhase::as_str).unwrap_or("Planned");
+    let message = s.message.clone().unwrap_or_default();
+    let mut record = Record::new(
+        Kind::VolumeMoveStep,
+        (!policy.is_empty()).then_some(policy),
+        Subject::new("VolumeMigration", Some(&namespace), &name),
+        format!(
+            "VolumeMigration {namespace}/{name} of claim {}: {phase}: {message}",
+            m.spec.claim_name
+        ),
+    )
+    .with("phase", phase)
+    .with("claim", m.spec.claim_name.clone());
+    let optional = [
+        ("sourceVolume", &s.source_volume),
+        ("destinationVolume", &s.destination_volume),
+        ("destinationClaim", &s.destination_claim),
+        ("destinationStorageClass", &s.destination_storage_class),
+        ("sourceRootHash", &s.source_root_hash),
+        ("destinationRootHash", &s.destination_root_hash),
+        ("senderCertificateSha256", &s.sender_certificate_sha256),
+        ("receiverCertificateSha256", &s.receiver_certificate_sha256),
+        ("approvedBy", &s.approved_by),
+        ("rollbackReason", &s.rollback_reason),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            record = record.with(key, value.clone());
+        }
+    }
+    if let Some(bytes) = s.bytes_total {
+        record = record.with("bytesTotal", bytes);
+    }
+    if let Some(bytes) = s.bytes_done {
+        record = record.with("bytesDone", bytes);
+    }
+    if let Some(files) = s.files_done {
+        record = record.with("filesDone", files);
+    }
+    if let Some(t) = &s.times.erase_after {
+        record = record.with("eraseAfter", t.0.to_string());
+    }
+    ctx.sink.record(record);
+    let warning = matches!(
+        s.phase,
+        Some(MigrationPhase::RollingBack | MigrationPhase::RolledBack | MigrationPhase::Failed)
+    );
+    publish(
+        ctx,
+        &m.object_ref(&()),
+        if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        &format!("Volume{phase}"),
+        "MoveVolume",
+        message,
+    )
+    .await;
+}
+
+// ---- Observing -----------------------------------------------------------------
+
+fn claim_view(c: &PersistentVolumeClaim) -> ClaimView {
+    let spec = c.spec.clone().unwrap_or_default();
+    let request = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default();
+    ClaimView {
+        uid: c.uid().unwrap_or_default(),
+        volume_name: spec.volume_name.clone().filter(|v| !v.is_empty()),
+        bound: c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+        deleting: c.metadata.deletion_timestamp.is_some(),
+        storage_class: volumes::claim_class(c.annotations(), &spec)
+            .ok()
+            .flatten()
+            .map(|(class, _)| class.to_string()),
+        request_bytes: quantity_bytes(&request).unwrap_or(0),
+        request,
+        access_modes: spec.access_modes.clone().unwrap_or_default(),
+        block: spec.volume_mode.as_deref() == Some("Block"),
+        labels: c.labels().clone(),
+    }
+}
+
+/// Bytes of a storage quantity (`10Gi`, `500M`, `1e9`); `None` when it is not one.
+pub fn quantity_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    let bytes = value * factor;
+    (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u64)
+}
+
+fn volume_view(v: &PersistentVolume, storage: &Storage) -> VolumeView {
+    let spec = v.spec.clone().unwrap_or_default();
+    let phase = match v.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Available") => VolumePhase::Available,
+        Some("Bound") => VolumePhase::Bound,
+        Some("Released") => VolumePhase::Released,
+        Some("Failed") => VolumePhase::Failed,
+        _ => VolumePhase::Pending,
+    };
+    VolumeView {
+        name: v.name_any(),
+        phase,
+        reclaim: spec
+            .persistent_volume_reclaim_policy
+            .as_deref()
+            .and_then(Reclaim::parse)
+            .unwrap_or(Reclaim::Delete),
+        claim_ref: spec
+            .claim_ref
+            .as_ref()
+            .map(|r| crate::volume_move::ClaimRef {
+                namespace: r.namespace.clone().unwrap_or_default(),
+                name: r.name.clone().unwrap_or_default(),
+                uid: r.uid.clone().filter(|u| !u.is_empty()),
+            }),
+        capacity_bytes: spec
+            .capacity
+            .as_ref()
+            .and_then(|c| c.get("storage"))
+            .and_then(|q| quantity_bytes(&q.0))
+            .unwrap_or(0),
+        inside: storage.volume_outside_reason(v).is_none(),
+    }
+}
+
+fn mounts_claim(pod: &Pod, claim: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == claim)
+            })
+        })
+}
+
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The Deployment or StatefulSet behind a pod, through its controller reference.
+async fn owner_of_pod(
+    ctx: &Context,
+    ns: &str,
+    pod: &Pod,
+) -> Result<Option<(String, String)>, kube::Error> {
+    let Some(owner) = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+    else {
+        return Ok(None);
+    };
+    match owner.kind.as_str() {
+        "StatefulSet" => Ok(Some(("StatefulSet".into(), owner.name.clone()))),
+        "ReplicaSet" => {
+            let rs: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+            Ok(rs.get_opt(&owner.name).await?.and_then(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                    .map(|o| ("Deployment".to_string(), o.name.clone()))
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A StatefulSet whose claim template names this claim (`<template>-<set>-<ordinal>`).
+fn statefulset_of_claim(sets: &[StatefulSet], claim: &str) -> Option<String> {
+    sets.iter().find_map(|set| {
+        let name = set.name_any();
+        let templates = set.spec.as_ref()?.volume_claim_templates.as_ref()?;
+        templates.iter().find_map(|t| {
+            let prefix = format!("{}-{name}-", t.metadata.name.as_deref()?);
+            claim
+                .strip_prefix(&prefix)
+                .filter(|ordinal| {
+                    !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit())
+                })
+                .map(|_| name.clone())
+        })
+    })
+}
+
+async fn owner_view(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<OwnerView>, kube::Error> {
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
+    let autoscaler = hpas
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|h| h.spec.scale_target_ref.kind == kind && h.spec.scale_target_ref.name == name)
+        .map(|h| h.name_any());
+    Ok(match kind {
+        "Deployment" => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            api.get_opt(name).await?.map(|d| OwnerView {
+                kind: kind.into(),
+                name: name.into(),
+                replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                ready_replicas: d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                autoscaler,
+                when_scaled_delete: false,
+            })
+        }
+        "StatefulSet" => {
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            api.get_opt(name).await?.map(|s| OwnerView {
+                kind: kind.into(),
+                name: name.into(),
+                replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                ready_replicas: s
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                autoscaler,
+                when_scaled_delete: s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+                    .and_then(|p| p.when_scaled.as_deref())
+                    == Some("Delete"),
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The name of a move's credentials Secret.
+fn secret_name(m: &VolumeMigration) -> String {
+    crate::names::bounded("", &m.name_any(), "-mover-tls", crate::names::MAX_NAME)
+}
+
+/// The name the receiver's certificate is for, which the sender checks.
+fn server_name(m: &VolumeMigration) -> String {
+    format!(
+        "receiver.{}.{}.volume-move.enclave.dev",
+        crate::names::label_value(&m.name_any()),
+        m.namespace().unwrap_or_default()
+    )
+}
+
+fn fingerprint(pem: &[u8]) -> Option<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    use sha2::{Digest, Sha256};
+    let der = CertificateDer::from_pem_slice(pem).ok()?;
+    Some(hex::encode(Sha256::digest(der.as_ref())))
+}
+
+/// The name of the ConfigMap with a move's certificates (no keys).
+fn certificates_name(m: &VolumeMigration) -> String {
+    crate::names::bounded("", &m.name_any(), "-mover-certs", crate::names::MAX_NAME)
+}
+
+fn credentials_of(certificates: &ConfigMap) -> Option<Credentials> {
+    let data = certificates.data.as_ref()?;
+    Some(Credentials {
+        sender_sha256: fingerprint(data.get("sender.crt")?.as_bytes())?,
+        receiver_sha256: fingerprint(data.get("receiver.crt")?.as_bytes())?,
+    })
+}
+
+fn pass_name(pass: Pass) -> &'static str {
+    match pass {
+        Pass::First => "first",
+        Pass::Final => "final",
+        Pass::Verify => "verify",
+    }
+}
+
+fn pass_of(text: &str) -> Option<Pass> {
+    match text {
+        "first" => Some(Pass::First),
+        "final" => Some(Pass::Final),
+        "verify" => Some(Pass::Verify),
+        _ => None,
+    }
+}
+
+/// One mover pod's outcome, as the state machine reads a Job's.
+fn job_view(pod: &Pod, now: Timestamp) -> JobView {
+    let status = pod.status.clone().unwrap_or_default();
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.clone());
+    match status.phase.as_deref() {
+        Some("Succeeded") => {
+            let message = terminated.and_then(|t| t.message).unwrap_or_default();
+            match mover::parse_report(&message) {
+                Ok(r) => JobView::Succeeded {
+                    bytes: r.bytes,
+                    files: r.files,
+                    root_hash: r.root_hash,
+                    first_difference: r.first_difference,
+                },
+                Err(e) => JobView::Failed {
+                    exit_code: Some(0),
+                    message: e.to_string(),
+                },
+            }
+        }
+        Some("Failed") => {
+            let exit_code = terminated.as_ref().map(|t| t.exit_code);
+            let message = terminated
+                .and_then(|t| t.message)
+                .map(|m| match mover::parse_report(&m) {
+                    Ok(r) => {
+                        let mut text = r.message;
+                        if let Some(d) = r.first_difference {
+                            text = format!("{text} (manifests differ at {d})");
+                        }
+                        text
+                    }
+                    Err(_) => m,
+                })
+                .or(status.message.clone())
+                .unwrap_or_default();
+            JobView::Failed { exit_code, message }
+        }
+        _ => {
+            let unscheduled = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            if let (Some(c), Some(created)) = (unscheduled, created)
+                && now.duration_since(created).unsigned_abs() > UNSCHEDULED_LIMIT
+            {
+                return JobView::Failed {
+                    exit_code: None,
+                    message: format!(
+                        "not scheduled in {} minutes: {}",
+                        UNSCHEDULED_LIMIT.as_secs() / 60,
+                        c.message.clone().unwrap_or_default()
+                    ),
+                };
+            }
+            JobView::Running {
+                bytes: 0,
+                files: 0,
+                bytes_per_second: 0,
+            }
+        }
+    }
+}
+
+async fn observe(
+    ctx: &Context,
+    m: &VolumeMigration,
+    cover: &Covering,
+) -> Result<Observed, kube::Error> {
+    let ns = m.namespace().unwrap_or_default();
+    let status = m.status.clone().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let nodes = ctx.caches.nodes();
+    let enclave_nodes: Vec<_> = nodes
+        .iter()
+        .filter(|n| cover.enclaves.iter().all(|e| e.contains_node(n.labels())))
+        .cloned()
+        .collect();
+    let classes = ctx.caches.storage_classes();
+    let default_class = volumes::default_class(&classes);
+    let storage = Storage {
+        classes: &cover.classes,
+        default_class: default_class.as_deref(),
+        enclave_nodes: &enclave_nodes,
+    };
+
+    let claim = claims
+        .get_opt(&m.spec.claim_name)
+        .await?
+        .map(|c| claim_view(&c));
+    let source_name = status
+        .source_volume
+        .clone()
+        .or_else(|| claim.as_ref().and_then(|c| c.volume_name.clone()));
+    let source_volume = match &source_name {
+        Some(n) => volumes.get_opt(n).await?.map(|v| volume_view(&v, &storage)),
+        None => None,
+    };
+    let destination_claim_name = status
+        .destination_claim
+        .clone()
+        .unwrap_or_else(|| destination_claim_name(&m.spec.claim_name));
+    let destination_claim = claims
+        .get_opt(&destination_claim_name)
+        .await?
+        .map(|c| claim_view(&c));
+    let destination_name = status.destination_volume.clone().or_else(|| {
+        destination_claim
+            .as_ref()
+            .and_then(|c| c.volume_name.clone())
+    });
+    let destination_volume = match &destination_name {
+        Some(n) => volumes.get_opt(n).await?.map(|v| volume_view(&v, &storage)),
+        None => None,
+    };
+
+    let all_pods = pods.list(&ListParams::default()).await?.items;
+    let users: Vec<&Pod> = all_pods
+        .iter()
+        .filter(|p| !p.labels().contains_key(VOLUME_MIGRATION_LABEL))
+        .filter(|p| mounts_claim(p, &m.spec.claim_name) && !finished(p))
+        .collect();
+    let owner_ref = match &status.owner {
+        Some(o) => Some((o.kind.clone(), o.name.clone())),
+        None => {
+            let mut found = None;
+            for pod in &users {
+                if let Some(o) = owner_of_pod(ctx, &ns, pod).await? {
+                    found = Some(o);
+                    break;
+                }
+            }
+            if found.is_none() {
+                let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+                let sets = sets.list(&ListParams::default()).await?.items;
+                found = statefulset_of_claim(&sets, &m.spec.claim_name)
+                    .map(|n| ("StatefulSet".to_string(), n));
+            }
+            found
+        }
+    };
+    let owner = match owner_ref {
+        Some((kind, name)) => owner_view(ctx, &ns, &kind, &name).await?,
+        None => None,
+    };
+
+    let destination_class_name = m
+        .spec
+        .storage_class_name
+        .clone()
+        .or_else(|| cover.classes.first().cloned());
+    let destination_class = destination_class_name.as_ref().and_then(|name| {
+        classes
+            .iter()
+            .find(|c| &c.name_any() == name)
+            .map(|c| ClassView {
+                name: name.clone(),
+                reaches_outside: storage.class_reaches_outside(c, &nodes),
+                access_modes: None,
+                max_bytes: None,
+            })
+    });
+
+    let approval = approval_of(ctx, m, cover).await?;
+
+    // The certificates are read from their ConfigMap: the operator makes and deletes
+    // the Secret with the keys but never reads a Secret.
+    let certificates: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let credentials = certificates
+        .get_opt(&certificates_name(m))
+        .await?
+        .as_ref()
+        .and_then(credentials_of);
+
+    let now = Timestamp::now();
+    let mut transfers: BTreeMap<Pass, TransferView> = BTreeMap::new();
+    for pod in all_pods.iter().filter(|p| {
+        p.labels().get(VOLUME_MIGRATION_LABEL) == Some(&crate::names::label_value(&m.name_any()))
+    }) {
+        let labels = pod.labels();
+        let Some(pass) = labels.get(PASS_LABEL).and_then(|p| pass_of(p)) else {
+            continue;
+        };
+        let view = job_view(pod, now);
+        let transfer = transfers.entry(pass).or_default();
+        match labels.get(SIDE_LABEL).map(String::as_str) {
+            Some("sender") => transfer.sender = Some(view),
+            Some("receiver") => transfer.receiver = Some(view),
+            _ => {}
+        }
+    }
+
+    Ok(Observed {
+        namespace: ns,
+        generation: m.metadata.generation,
+        spec: m.spec.clone(),
+        claim,
+        source_volume,
+        destination_claim,
+        destination_volume,
+        owner,
+        claim_users: users.len() as u32,
+        enclave_classes: cover.classes.clone(),
+        destination_class,
+        quota_remaining_bytes: None,
+        approval,
+        credentials,
+        transfers,
+    })
+}
+
+/// The first decision on this move (by name and UID) by an approver of every
+/// enclave covering it, in creation order: what the API server authenticated (the
+/// chart's identity policy checks `spec.approver` at creation), never the spec's say.
+async fn approval_of(
+    ctx: &Context,
+    m: &VolumeMigration,
+    cover: &Covering,
+) -> Result<Option<Approval>, kube::Error> {
+    let api: Api<AccessApproval> = Api::all(ctx.client.clone());
+    let mut decisions: Vec<AccessApproval> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|a| {
+            a.spec.volume_migration.as_ref().is_some_and(|r| {
+                Some(&r.namespace) == m.namespace().as_ref()
+                    && r.name == m.name_any()
+                    && Some(&r.uid) == m.uid().as_ref()
+            })
+        })
+        .collect();
+    decisions.sort_by_key(|a| a.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(decisions.into_iter().find_map(|a| {
+        let access = |e: &scope::ResolvedEnclave| e.enclave.spec.access.clone().unwrap_or_default();
+        let counted = cover.enclaves.iter().all(|e| {
+            access(e)
+                .approver(&a.spec.approver, &a.spec.approver_groups)
+                .is_some()
+        });
+        let approved = match a.spec.decision {
+            ApprovalDecision::Approve => true,
+            ApprovalDecision::Deny => false,
+            _ => return None,
+        };
+        counted.then(|| Approval {
+            by: a.spec.approver.clone(),
+            at: a
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(Timestamp::now),
+            approved,
+        })
+    }))
+}
+
+// ---- Acting --------------------------------------------------------------------
+
+fn owned_meta(m: &VolumeMigration, name: String, extra: BTreeMap<String, String>) -> ObjectMeta {
+    let mut labels = extra;
+    labels.insert(
+        VOLUME_MIGRATION_LABEL.into(),
+        crate::names::label_value(&m.name_any()),
+    );
+    labels.insert(MANAGED_BY_LABEL.into(), crate::names::FIELD_MANAGER.into());
+    ObjectMeta {
+        name: Some(name),
+        namespace: m.namespace(),
+        labels: Some(labels),
+        owner_references: m.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Claims are never owned by the move: deleting a VolumeMigration must not let the
+/// garbage collector take data with it.
+fn claim_meta(m: &VolumeMigration, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    let mut meta = owned_meta(m, name.to_string(), labels);
+    meta.owner_references = None;
+    meta
+}
+
+fn ignore_conflict(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
+fn ignore_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn take(
+    ctx: &Context,
+    m: &VolumeMigration,
+    status: &VolumeMigrationStatus,
+    cover: &Covering,
+    action: &Action,
+) -> Result<(), kube::Error> {
+    let ns = m.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let apply = PatchParams::default();
+    match action {
+        Action::IssueCredentials => {
+            let (secret, certificates) = credentials(m).map_err(|e| {
+                kube::Error::Service(format!("could not make the move's certificates: {e}").into())
+            })?;
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            // A Secret left by a step that did not finish holds keys whose certificates
+            // are unknown here (the operator reads no Secret): replaced.
+            if let Err(kube::Error::Api(e)) = secrets.create(&PostParams::default(), &secret).await
+            {
+                if e.code != 409 {
+                    return Err(kube::Error::Api(e));
+                }
+                ignore_missing(
+                    secrets
+                        .delete(&secret_name(m), &DeleteParams::default())
+                        .await
+                        .map(|_| ()),
+                )?;
+                secrets.create(&PostParams::default(), &secret).await?;
+            }
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_conflict(
+                maps.create(&PostParams::default(), &certificates)
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        Action::RevokeCredentials => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_missing(
+                secrets
+                    .delete(&secret_name(m), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            )?;
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_missing(
+                maps.delete(&certificates_name(m), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        Action::SetReclaimPolicy { volume, policy } => volumes
+            .patch(
+                volume,
+                &apply,
+                &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": policy.as_str()}})),
+            )
+            .await
+            .map(|_| ()),
+        Action::CreateDestinationClaim {
+            name,
+            storage_class,
+            storage_bytes,
+            access_modes,
+        } => {
+            let claim = PersistentVolumeClaim {
+                metadata: claim_meta(m, name, BTreeMap::new()),
+                spec: Some(PersistentVolumeClaimSpec {
+                    storage_class_name: Some(storage_class.clone()),
+                    access_modes: Some(access_modes.clone()),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            Quantity(storage_bytes.to_string()),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                status: None,
+            };
+            ignore_conflict(
+                claims
+                    .create(&PostParams::default(), &claim)
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        Action::StartTransfer {
+            pass,
+            source_read_only,
+        } => start_transfer(ctx, m, status, cover, *pass, *source_read_only).await,
+        Action::DeleteTransfers => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let selector = format!(
+                "{VOLUME_MIGRATION_LABEL}={}",
+                crate::names::label_value(&m.name_any())
+            );
+            for pod in pods
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+            {
+                if pod.metadata.deletion_timestamp.is_none() {
+                    ignore_missing(
+                        pods.delete(&pod.name_any(), &DeleteParams::default())
+                            .await
+                            .map(|_| ()),
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Action::ScaleOwner { owner, replicas } => {
+            let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+            match owner.kind.as_str() {
+                "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                    .patch_scale(&owner.name, &apply, &patch)
+                    .await
+                    .map(|_| ()),
+                "StatefulSet" => Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+                    .patch_scale(&owner.name, &apply, &patch)
+                    .await
+                    .map(|_| ()),
+                other => Err(kube::Error::Service(
+                    format!("cannot scale a {other}").into(),
+                )),
+            }
+        }
+        Action::DeleteClaim { name, uid } => ignore_missing(
+            claims
+                .delete(
+                    name,
+                    &DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: Some(uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    },
+                )
+                .await
+                .map(|_| ()),
+        ),
+        Action::BindVolume {
+            volume,
+            namespace,
+            claim,
+        } => volumes
+            .patch(
+                volume,
+                &apply,
+                &Patch::Merge(json!({"spec": {"claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "apiVersion": "v1",
+                    "namespace": namespace,
+                    "name": claim,
+                    "uid": null,
+                    "resourceVersion": null,
+                }}})),
+            )
+            .await
+            .map(|_| ()),
+        Action::CreateClaim {
+            name,
+            volume,
+            copy,
+            storage_class,
+        } => {
+            let claim = recreated_claim(m, name, volume, copy, storage_class.clone());
+            ignore_conflict(
+                claims
+                    .create(&PostParams::default(), &claim)
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        Action::DeleteVolume { volume } => {
+            // Through the reclaim path: with Delete on a Released volume the volume
+            // controller has the provisioner delete the storage, then the object.
+            volumes
+                .patch(
+                    volume,
+                    &apply,
+                    &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Delete"}})),
+                )
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+fn recreated_claim(
+    m: &VolumeMigration,
+    name: &str,
+    volume: &str,
+    copy: &ClaimCopy,
+    storage_class: Option<String>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: claim_meta(m, name, copy.labels.clone()),
+        spec: Some(PersistentVolumeClaimSpec {
+            storage_class_name: storage_class,
+            access_modes: Some(copy.access_modes.clone()),
+            volume_name: Some(volume.to_string()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(copy.storage.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A CA made for this move, a server certificate for the receiver and a client
+/// certificate for the sender, signed by it; the CA's key is dropped here, so no third
+/// certificate can ever be made. The Secret holds what the movers mount; the ConfigMap
+/// the certificates alone, for the status and the record.
+fn credentials(m: &VolumeMigration) -> Result<(Secret, ConfigMap), rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let valid = |p: &mut CertificateParams| {
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + time::Duration::days(14);
+    };
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("volume move {}", m.name_any()));
+    valid(&mut ca);
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut receiver = CertificateParams::new(vec![server_name(m)])?;
+    receiver.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    valid(&mut receiver);
+    let receiver_key = KeyPair::generate()?;
+    let receiver_cert = receiver.signed_by(&receiver_key, &issuer)?;
+
+    let mut sender = CertificateParams::new(Vec::<String>::new())?;
+    sender
+        .distinguished_name
+        .push(DnType::CommonName, format!("sender of {}", m.name_any()));
+    sender.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    valid(&mut sender);
+    let sender_key = KeyPair::generate()?;
+    let sender_cert = sender.signed_by(&sender_key, &issuer)?;
+
+    let data = BTreeMap::from([
+        ("ca.crt".to_string(), ByteString(ca_cert.pem().into_bytes())),
+        (
+            "receiver.crt".to_string(),
+            ByteString(receiver_cert.pem().into_bytes()),
+        ),
+        (
+            "receiver.key".to_string(),
+            ByteString(receiver_key.serialize_pem().into_bytes()),
+        ),
+        (
+            "sender.crt".to_string(),
+            ByteString(sender_cert.pem().into_bytes()),
+        ),
+        (
+            "sender.key".to_string(),
+            ByteString(sender_key.serialize_pem().into_bytes()),
+        ),
+    ]);
+    let public = ["ca.crt", "receiver.crt", "sender.crt"]
+        .iter()
+        .filter_map(|k| {
+            let text = String::from_utf8(data.get(*k)?.0.clone()).ok()?;
+            Some((k.to_string(), text))
+        })
+        .collect();
+    Ok((
+        Secret {
+            metadata: owned_meta(m, secret_name(m), BTreeMap::new()),
+            data: Some(data),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        },
+        ConfigMap {
+            metadata: owned_meta(m, certificates_name(m), BTreeMap::new()),
+            data: Some(public),
+            ..ConfigMap::default()
+        },
+    ))
+}
+
+fn mover_pod_name(m: &VolumeMigration, pass: Pass, side: &str) -> String {
+    crate::names::bounded(
+        "",
+        &m.name_any(),
+        &format!("-{}-{side}", pass_name(pass)),
+        63,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mover_pod(
+    m: &VolumeMigration,
+    image: &str,
+    pass: Pass,
+    side: &str,
+    claim: &str,
+    read_only: bool,
+    args: Vec<String>,
+    capabilities: &[&str],
+    affinity: Option<Affinity>,
+) -> Pod {
+    let labels = BTreeMap::from([
+        (PASS_LABEL.to_string(), pass_name(pass).to_string()),
+        (SIDE_LABEL.to_string(), side.to_string()),
+    ]);
+    let items = vec![
+        KeyToPath {
+            key: "ca.crt".into(),
+            path: "ca.crt".into(),
+            mode: None,
+        },
+        KeyToPath {
+            key: format!("{side}.crt"),
+            path: "tls.crt".into(),
+            mode: None,
+        },
+        KeyToPath {
+            key: format!("{side}.key"),
+            path: "tls.key".into(),
+            mode: None,
+        },
+    ];
+    Pod {
+        metadata: owned_meta(m, mover_pod_name(m, pass, side), labels),
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(MOVER_DEADLINE_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            affinity,
+            containers: vec![Container {
+                name: "mover".into(),
+                image: Some(image.to_string()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(args),
+                termination_message_policy: Some("File".into()),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "data".into(),
+                        mount_path: "/data".into(),
+                        read_only: Some(read_only),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount {
+                        name: "credentials".into(),
+                        mount_path: "/credentials".into(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount {
+                        name: "tmp".into(),
+                        mount_path: "/tmp".into(),
+                        ..VolumeMount::default()
+                    },
+                ]),
+                security_context: Some(SecurityContext {
+                    run_as_user: Some(0),
+                    run_as_group: Some(0),
+                    run_as_non_root: Some(false),
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: Some(capabilities.iter().map(|c| c.to_string()).collect()),
+                    }),
+                    seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..SecurityContext::default()
+                }),
+                ..Container::default()
+            }],
+            volumes: Some(vec![
+                Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.to_string(),
+                        read_only: Some(read_only),
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "credentials".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret_name(m)),
+                        items: Some(items),
+                        default_mode: Some(0o400),
+                        optional: Some(false),
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(Default::default()),
+                    ..Volume::default()
+                },
+            ]),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Both sides of a pass: the receiver first (in the enclave, on the destination
+/// claim), then, once the receiver has an address, the sender (next to the source
+/// volume, which its node affinity decides).
+async fn start_transfer(
+    ctx: &Context,
+    m: &VolumeMigration,
+    status: &VolumeMigrationStatus,
+    cover: &Covering,
+    pass: Pass,
+    source_read_only: bool,
+) -> Result<(), kube::Error> {
+    let Some(image) = ctx.mover_image.clone() else {
+        return Err(kube::Error::Service(
+            "the operator has no mover image (--mover-image)".into(),
+        ));
+    };
+    let ns = m.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let destination = status
+        .destination_claim
+        .clone()
+        .unwrap_or_else(|| destination_claim_name(&m.spec.claim_name));
+    let common = |role: &str| {
+        vec![
+            "mover".to_string(),
+            role.to_string(),
+            "--pass".into(),
+            pass_name(pass).into(),
+            "--credentials".into(),
+            "/credentials".into(),
+            "--data".into(),
+            "/data".into(),
+        ]
+    };
+    let receiver_name = mover_pod_name(m, pass, "receiver");
+    let receiver = match pods.get_opt(&receiver_name).await? {
+        Some(p) => p,
+        None => {
+            let mut args = common("receive");
+            args.extend(["--listen".into(), format!("0.0.0.0:{MOVER_PORT}")]);
+            // Every enclave's sites at once: the destination volume is provisioned
+            // where the receiver is scheduled (WaitForFirstConsumer).
+            let terms = cover
+                .enclaves
+                .first()
+                .map(|e| e.site_terms.clone())
+                .unwrap_or_default();
+            let affinity = Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
+                    ..NodeAffinity::default()
+                }),
+                ..Affinity::default()
+            };
+            let pod = mover_pod(
+                m,
+                &image,
+                pass,
+                "receiver",
+                &destination,
+                pass == Pass::Verify,
+                args,
+                mover::RECEIVER_CAPABILITIES,
+                Some(affinity),
+            );
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(p) => p,
+                Err(kube::Error::Api(e)) if e.code == 409 => pods.get(&receiver_name).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let Some(address) = receiver.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        // The sender is made on a later tick, when the receiver has an address.
+        return Ok(());
+    };
+    let sender_name = mover_pod_name(m, pass, "sender");
+    if pods.get_opt(&sender_name).await?.is_some() {
+        return Ok(());
+    }
+    let mut args = common("send");
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address
+    };
+    args.extend([
+        "--connect".into(),
+        format!("{host}:{MOVER_PORT}"),
+        "--server-name".into(),
+        server_name(m),
+    ]);
+    let pod = mover_pod(
+        m,
+        &image,
+        pass,
+        "sender",
+        &m.spec.claim_name,
+        source_read_only || pass == Pass::Verify,
+        args,
+        mover::SENDER_CAPABILITIES,
+        None,
+    );
+    ignore_conflict(pods.create(&PostParams::default(), &pod).await.map(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_bytes() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1e3"), Some(1000));
+        assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
+        assert_eq!(quantity_bytes("12"), Some(12));
+        assert_eq!(quantity_bytes("1Xi"), None);
+        assert_eq!(quantity_bytes(""), None);
+    }
+
+    #[test]
+    fn a_statefulset_is_found_by_its_claim_template() {
+        let set: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "db"},
+            "spec": {"selector": {}, "serviceName": "db", "template": {},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}
+        }))
+        .expect("a StatefulSet");
+        let sets = [set];
+        assert_eq!(
+            statefulset_of_claim(&sets, "data-db-0").as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            statefulset_of_claim(&sets, "data-db-12").as_deref(),
+            Some("db")
+        );
+        assert_eq!(statefulset_of_claim(&sets, "data-db-x"), None);
+        assert_eq!(statefulset_of_claim(&sets, "data-db-"), None);
+        assert_eq!(statefulset_of_claim(&sets, "logs-db-0"), None);
+    }
+
+    #[test]
+    fn the_credentials_are_three_certificates_and_no_ca_key_and_the_certificates_are_public() {
+        let m = VolumeMigration::new(
+            "move-data",
+            crate::crd::VolumeMigrationSpec {
+                claim_name: "data".into(),
+                storage_class_name: None,
+                retention_hours: None,
+            },
+        );
+        let (secret, certificates) = credentials(&m).expect("certificates");
+        let data = secret.data.as_ref().expect("data");
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "ca.crt",
+                "receiver.crt",
+                "receiver.key",
+                "sender.crt",
+                "sender.key"
+            ]
+        );
+        let public = certificates.data.as_ref().expect("data");
+        let keys: Vec<&str> = public.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["ca.crt", "receiver.crt", "sender.crt"], "no key");
+        let seen = credentials_of(&certificates).expect("fingerprints");
+        assert_ne!(seen.sender_sha256, seen.receiver_sha256);
+        assert_eq!(seen.sender_sha256.len(), 64);
+        // Made again, they differ: credentials for this move alone.
+        let again = credentials_of(&credentials(&m).expect("again").1).expect("again");
+        assert_ne!(again, seen);
+    }
+}
