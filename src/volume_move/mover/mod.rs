@@ -53,6 +53,17 @@ pub const RECEIVER_CAPABILITIES: &[&str] = &[
     "FSETID",
 ];
 
+/// rsync: where the image puts it (hack/image.sh), else from `PATH` (a developer's
+/// machine). The image sets no `PATH`, so the mover does not rely on one.
+fn rsync() -> &'static str {
+    const IN_IMAGE: &str = "/usr/bin/rsync";
+    if Path::new(IN_IMAGE).exists() {
+        IN_IMAGE
+    } else {
+        "rsync"
+    }
+}
+
 /// Which pass of a move this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PassArg {
@@ -306,7 +317,7 @@ where
 {
     let config = ConfigFile::write(&rsyncd_conf(&args.data))?;
     let started = Instant::now();
-    let mut child = Command::new("rsync")
+    let mut child = Command::new(rsync())
         .arg("--server")
         .arg("--daemon")
         .arg(format!("--config={}", config.path.display()))
@@ -591,7 +602,7 @@ where
     let mut source = data.as_os_str().to_owned();
     source.push("/");
     let started = Instant::now();
-    let mut command = Command::new("rsync");
+    let mut command = Command::new(rsync());
     if extra.is_empty() {
         command
             .args(RSYNC_OPTIONS)
