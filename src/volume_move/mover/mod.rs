@@ -36,21 +36,27 @@ pub use report::{REPORT_LIMIT, Report, ReportError, parse_report};
 
 use super::manifest::Manifest;
 
-/// The capabilities the sender keeps (everything else dropped; it runs as root): it
-/// reads every file and directory whatever its mode and owner, and writes nothing.
+/// The capabilities the sender keeps (it runs as root, everything else dropped): it
+/// reads every file and directory whatever its mode and owner (`DAC_READ_SEARCH`;
+/// without it rsync skips a 0700 directory of another owner, exit 23, and the walk
+/// fails), and writes nothing. Measured with `setpriv --bounding-set` (docs/design.md).
 pub const SENDER_CAPABILITIES: &[&str] = &["DAC_READ_SEARCH"];
 
-/// The capabilities the receiver keeps: it creates files of any owner (`CHOWN`), writes
-/// into directories whatever their mode (`DAC_OVERRIDE`) and reads them for `--delete`
-/// and the verification (`DAC_READ_SEARCH`), sets modes, times, ACLs and xattrs on
-/// files it does not own (`FOWNER`), and keeps setuid/setgid bits on files whose group
-/// it is not in (`FSETID`).
+/// The capabilities the receiver keeps (root, everything else dropped), each found
+/// necessary by dropping it (docs/design.md, "The mover"): `CHOWN` (files of any owner),
+/// `DAC_OVERRIDE` (writes into, and reads for `--delete` and the verification,
+/// directories whatever their mode; it covers `DAC_READ_SEARCH`), `FOWNER` (modes,
+/// times, ACLs and xattrs of files it does not own), `FSETID` (setuid/setgid bits on
+/// files of another group), `SYS_CHROOT` (rsync's daemon confined to `--data`, see
+/// [`rsyncd_conf`]) and `SETGID` (rsync's daemon calls `setgroups` when it applies its
+/// `uid = 0`/`gid = 0`, even to the ids it already has).
 pub const RECEIVER_CAPABILITIES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
     "FOWNER",
     "FSETID",
+    "SETGID",
+    "SYS_CHROOT",
 ];
 
 /// rsync: where the image puts it (hack/image.sh), else from `PATH` (a developer's
