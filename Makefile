@@ -51,6 +51,7 @@ clippy: ## Lint, warnings are errors
 
 .PHONY: test-unit
 test-unit: ## Unit tests (no cluster)
+	hack/deps.sh rsync # the mover's tests run Debian's rsync for real
 	$(CARGO) test --lib --bins
 
 .PHONY: test-integration

@@ -4,8 +4,12 @@
 # Builds the release binary, then assembles an OCI image with umoci (Debian's package,
 # installed here when missing) from one layer holding exactly:
 #   /enclave-operator                  the binary
-#   the shared libraries ldd lists     glibc, libm, libgcc_s and the dynamic loader, at
-#                                      the paths ldd prints
+#   /usr/bin/rsync                     Debian's rsync (installed here when missing), which
+#                                      the volume mover runs (`enclave-operator mover`):
+#                                      one image for the operator and the mover pods
+#   the shared libraries ldd lists     of both: glibc, libm, libgcc_s and the dynamic
+#                                      loader; rsync's libacl, libpopt, liblz4, libzstd,
+#                                      libxxhash, libcrypto and libz; at the paths ldd prints
 #   /etc/passwd, /etc/group            root and nonroot (65532)
 #   /tmp                               1777
 # and the config of the Dockerfile's image: entrypoint /enclave-operator, user
@@ -76,23 +80,10 @@ case ${1:-} in
 *) die "usage: hack/image.sh [--print-reference]" ;;
 esac
 
-# umoci from the distribution's packages, installed once.
-ensure_umoci() {
-	command -v umoci >/dev/null && return 0
-	command -v apt-get >/dev/null ||
-		die "umoci is not installed and this is not a Debian-based system: install umoci (https://github.com/opencontainers/umoci) and rerun"
-	local as_root=()
-	if ((EUID != 0)); then
-		command -v sudo >/dev/null || die "umoci is not installed and installing it needs root: apt-get install umoci"
-		as_root=(sudo)
-	fi
-	echo ">> installing umoci from Debian's packages (first time only)" >&2
-	local install=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends umoci)
-	if ! "${install[@]}" >&2; then
-		"${as_root[@]}" apt-get update >&2
-		"${install[@]}" >&2
-	fi
-	command -v umoci >/dev/null || die "apt-get installed no umoci"
+# ensure_package COMMAND [PACKAGE]: COMMAND from the distribution's packages, installed
+# once (hack/deps.sh).
+ensure_package() {
+	"$root/hack/deps.sh" "$@" >&2
 }
 
 ref=$(reference)
@@ -115,7 +106,11 @@ esac
 layout=$out/enclave-operator
 archive=$out/enclave-operator.tar
 
-ensure_umoci
+ensure_package umoci
+# The mover's rsync: Debian's, at the path the mover runs (src/volume_move/mover).
+ensure_package rsync
+rsync_binary=/usr/bin/rsync
+[[ -x $rsync_binary ]] || die "rsync is not at $rsync_binary"
 mkdir -p "$out"
 # One build at a time per output directory (parallel tests may call this script).
 exec 9>>"$out/.lock"
@@ -124,11 +119,15 @@ flock -w 1200 9 || die "another hack/image.sh did not finish within 20 min"
 echo ">> ${build[*]}" >&2
 "${build[@]}"
 
-# The shared libraries the binary needs, as the paths ldd resolves them to.
-ldd_out=$(ldd "$binary" 2>&1) || ldd_out="" # a static binary needs none
-if grep -q 'not found' <<<"$ldd_out"; then
-	die "ldd cannot resolve every library of $binary:"$'\n'"$ldd_out"
-fi
+# The shared libraries the binary and rsync need, as the paths ldd resolves them to.
+ldd_out=""
+for program in "$binary" "$rsync_binary"; do
+	out_one=$(ldd "$program" 2>&1) || out_one="" # a static binary needs none
+	if grep -q 'not found' <<<"$out_one"; then
+		die "ldd cannot resolve every library of $program:"$'\n'"$out_one"
+	fi
+	ldd_out+=$out_one$'\n'
+done
 mapfile -t libs < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$ldd_out" | LC_ALL=C sort -u)
 
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
@@ -137,7 +136,7 @@ created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 inputs=$(
 	echo "$ref $epoch"
 	umoci --version
-	sha256sum "$root/hack/image.sh" "$binary" "${libs[@]}"
+	sha256sum "$root/hack/image.sh" "$binary" "$rsync_binary" "${libs[@]}"
 )
 stamp=$out/.enclave-operator.inputs
 if [[ -f $stamp && $(cat "$stamp") == "$inputs" && -f $layout/index.json && -f $archive ]]; then
@@ -152,6 +151,7 @@ else
 	install -d "$rootfs/etc"
 	install -d -m 1777 "$rootfs/tmp"
 	install -m 0755 "$binary" "$rootfs/enclave-operator"
+	install -D -m 0755 "$rsync_binary" "$rootfs$rsync_binary"
 	for lib in "${libs[@]}"; do
 		install -D -m 0755 "$lib" "$rootfs$lib" # follows symlinks: the file itself
 		echo "   $lib" >&2
@@ -169,7 +169,7 @@ else
 	umoci init --layout "$work/layout"
 	umoci new --image "$image"
 	umoci raw add-layer --image "$image" --history.created "$created" \
-		--history.created_by "hack/image.sh: /enclave-operator, its shared libraries, /etc/passwd, /etc/group, /tmp" \
+		--history.created_by "hack/image.sh: /enclave-operator, /usr/bin/rsync, their shared libraries, /etc/passwd, /etc/group, /tmp" \
 		"$work/layer.tar"
 	umoci config --image "$image" --created "$created" \
 		--config.entrypoint /enclave-operator --config.user 65532:65532 --config.workingdir / \

@@ -46,6 +46,9 @@ enum Command {
     /// audit webhook's kubeconfig (`--audit-webhook-config-file`). See README, "Native
     /// decisions in the decision log".
     AuditSinkConfig(AuditSinkConfigArgs),
+    /// Move a volume's data (the mover pods of a VolumeMigration run this): `receive`
+    /// in the enclave, `send` next to the source volume.
+    Mover(enclave_operator::volume_move::mover::MoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -289,6 +292,7 @@ async fn run_command() -> ExitCode {
             }
         },
         Command::VerifyLog(args) => evidence::cli::verify(args),
+        Command::Mover(args) => enclave_operator::volume_move::mover::run(args).await,
         Command::Audit(args) => enclave_operator::audit::run(args).await,
         Command::AuthorizationConfig(args) => {
             match &args.url {

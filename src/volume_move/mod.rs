@@ -34,6 +34,7 @@
 //! the retention window over; the erasure re-checks all of it when it starts.
 
 pub mod manifest;
+pub mod mover;
 #[cfg(test)]
 mod tests;
 
