@@ -663,12 +663,17 @@ YAML
 	# The evidence: every step of both moves in the leader chain, whose hash chain holds.
 	local logs records
 	logs=$(mktemp)
+	# A leader's log continues the leader chain from a checkpoint (the Lease changed hands
+	# since the chain started): verified against the checkpoints the operators stored.
+	kubectl get configmap -n enclave-system enclave-operator-checkpoints -o json |
+		jq -r '.data["enclave-system.leader"]' >"$logs.checkpoints"
 	for pod in $(kubectl get pods -n enclave-system -l app.kubernetes.io/name=enclave-operator -o name); do
 		kubectl logs -n enclave-system "$pod" >"$logs.$(basename "$pod")"
 		if grep -q '"kind":"VolumeMoveStep"' "$logs.$(basename "$pod")"; then
 			cat "$logs.$(basename "$pod")" >>"$logs"
 			target/debug/enclave-operator verify-log --skip-other-lines --chain enclave-system/leader \
-				"$logs.$(basename "$pod")" >&2 || die "the leader chain in $pod's log does not verify"
+				--checkpoints "$logs.checkpoints" "$logs.$(basename "$pod")" >&2 ||
+				die "the leader chain in $pod's log does not verify"
 		fi
 	done
 	records=$(grep -o '"kind":"VolumeMoveStep".*"phase":"[A-Za-z]*"' "$logs" | grep -o '"phase":"[A-Za-z]*"' | sort | uniq -c | tr '\n' ' ')

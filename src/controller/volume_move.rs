@@ -194,6 +194,7 @@ async fn pass(ctx: &Context) {
             return;
         }
     };
+    create_moves(ctx, &moves).await;
     moves.sort_by_key(|m| m.metadata.creation_timestamp.clone().map(|t| t.0));
     let mut running: BTreeMap<String, usize> = BTreeMap::new();
     let mut owners: BTreeSet<(String, String, String)> = BTreeSet::new();
@@ -256,6 +257,90 @@ async fn pass(ctx: &Context) {
             Err(error) => {
                 let delay = ctx.backoff(&key);
                 tracing::warn!(%error, migration = %key, ?delay, "volume move step failed; retried next tick");
+            }
+        }
+    }
+}
+
+/// The claims a policy with `volumeMoves.createMoves` wants moved: in its namespaces,
+/// bound to a volume outside its enclave, with no VolumeMigration naming them yet.
+fn claims_to_move<C: Catalog>(catalog: &C, moves: &[VolumeMigration]) -> Vec<(String, String)> {
+    let existing: BTreeSet<(String, String)> = moves
+        .iter()
+        .map(|m| (m.namespace().unwrap_or_default(), m.spec.claim_name.clone()))
+        .collect();
+    let namespaces = catalog.namespaces();
+    let nodes = catalog.nodes();
+    let classes = catalog.storage_classes();
+    let default_class = volumes::default_class(&classes);
+    let mut wanted = BTreeSet::new();
+    for policy in catalog.policies() {
+        if !policy
+            .spec
+            .migration
+            .volume_moves
+            .as_ref()
+            .is_some_and(|v| v.create_moves)
+        {
+            continue;
+        }
+        let Ok(enclave) = scope::resolve_enclave(catalog, &policy) else {
+            continue;
+        };
+        let enclave_nodes: Vec<_> = nodes
+            .iter()
+            .filter(|n| enclave.contains_node(n.labels()))
+            .cloned()
+            .collect();
+        let storage = Storage {
+            classes: &enclave.enclave.spec.storage.storage_class_names,
+            default_class: default_class.as_deref(),
+            enclave_nodes: &enclave_nodes,
+        };
+        for claim in catalog.claims() {
+            let namespace = claim.namespace().unwrap_or_default();
+            let covered = namespaces
+                .get(&namespace)
+                .is_some_and(|labels| scope::covers_namespace(&policy, &namespace, labels));
+            let outside = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .and_then(|v| catalog.volume(v))
+                .is_some_and(|pv| storage.volume_outside(&pv).is_some());
+            let key = (namespace, claim.name_any());
+            if covered && outside && !existing.contains(&key) {
+                wanted.insert(key);
+            }
+        }
+    }
+    wanted.into_iter().collect()
+}
+
+/// Creates the VolumeMigrations that policies with `createMoves` want.
+async fn create_moves(ctx: &Context, moves: &[VolumeMigration]) {
+    for (namespace, claim) in claims_to_move(&ctx.caches, moves) {
+        let api: Api<VolumeMigration> = Api::namespaced(ctx.client.clone(), &namespace);
+        let mut m = VolumeMigration::new(
+            &claim,
+            crate::crd::VolumeMigrationSpec {
+                claim_name: claim.clone(),
+                storage_class_name: None,
+                retention_hours: None,
+            },
+        );
+        m.metadata.labels = Some(BTreeMap::from([(
+            MANAGED_BY_LABEL.to_string(),
+            crate::names::FIELD_MANAGER.to_string(),
+        )]));
+        match api.create(&PostParams::default(), &m).await {
+            Ok(_) => {
+                tracing::info!(%namespace, %claim, "created a VolumeMigration for a claim outside the enclave")
+            }
+            // A VolumeMigration of that name moves another claim: a person decides.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(error) => {
+                tracing::warn!(%error, %namespace, %claim, "could not create a VolumeMigration")
             }
         }
     }
@@ -519,6 +604,15 @@ fn mounts_claim(pod: &Pod, claim: &str) -> bool {
                     .is_some_and(|c| c.claim_name == claim)
             })
         })
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn finished(pod: &Pod) -> bool {
@@ -889,6 +983,7 @@ async fn observe(
         destination_volume,
         owner,
         claim_users: users.len() as u32,
+        claim_users_ready: users.iter().filter(|p| pod_ready(p)).count() as u32,
         enclave_classes: cover.classes.clone(),
         destination_class,
         quota_remaining_bytes: None,
@@ -1522,6 +1617,76 @@ async fn start_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CATALOG: &str = r#"
+enclave:
+  apiVersion: enclave.dev/v1alpha1
+  kind: DataEnclave
+  metadata: {name: eu}
+  spec:
+    jurisdiction: EU
+    sites:
+      - name: dublin
+        nodeSelector: {matchLabels: {site: dublin}}
+    storage: {storageClassNames: [eu-dublin-ssd]}
+policies:
+  - apiVersion: enclave.dev/v1alpha1
+    kind: ResidencyPolicy
+    metadata: {name: moves}
+    spec:
+      enclave: eu
+      match: {namespaceSelector: {matchLabels: {scope: moves}}}
+      migration: {volumeMoves: {createMoves: CREATE}}
+namespaces:
+  shop: {scope: moves}
+  public: {}
+nodes:
+  dublin-a: {site: dublin}
+  virginia-a: {site: virginia}
+claims:
+  - metadata: {name: outside, namespace: shop}
+    spec: {volumeName: pv-us, storageClassName: us-east-ssd}
+  - metadata: {name: moved, namespace: shop}
+    spec: {volumeName: pv-us-2, storageClassName: us-east-ssd}
+  - metadata: {name: inside, namespace: shop}
+    spec: {volumeName: pv-eu, storageClassName: eu-dublin-ssd}
+  - metadata: {name: elsewhere, namespace: public}
+    spec: {volumeName: pv-us-3, storageClassName: us-east-ssd}
+volumes:
+  - metadata: {name: pv-us}
+    spec: {storageClassName: us-east-ssd}
+  - metadata: {name: pv-us-2}
+    spec: {storageClassName: us-east-ssd}
+  - metadata: {name: pv-us-3}
+    spec: {storageClassName: us-east-ssd}
+  - metadata: {name: pv-eu}
+    spec: {storageClassName: eu-dublin-ssd}
+"#;
+
+    /// With `createMoves`, a move per claim of the policy's namespaces bound outside
+    /// the enclave, none for a claim inside, outside the scope, or already moving
+    /// (or moved, or rolled back: the VolumeMigration stays until a person deletes it).
+    #[test]
+    fn the_operator_creates_moves_only_where_a_policy_asks() {
+        let catalog = crate::catalog::StaticCatalog::from_yaml(&CATALOG.replace("CREATE", "true"))
+            .expect("catalog");
+        let mut existing = VolumeMigration::new(
+            "moved",
+            crate::crd::VolumeMigrationSpec {
+                claim_name: "moved".into(),
+                storage_class_name: None,
+                retention_hours: None,
+            },
+        );
+        existing.metadata.namespace = Some("shop".into());
+        assert_eq!(
+            claims_to_move(&catalog, &[existing]),
+            [("shop".to_string(), "outside".to_string())]
+        );
+        let off = crate::catalog::StaticCatalog::from_yaml(&CATALOG.replace("CREATE", "false"))
+            .expect("catalog");
+        assert!(claims_to_move(&off, &[]).is_empty(), "createMoves off");
+    }
 
     #[test]
     fn quantities_read_as_bytes() {

@@ -156,6 +156,12 @@ pub struct Migration {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeMoves {
+    /// The operator creates a VolumeMigration for every claim of the policy's
+    /// namespaces bound to a volume outside the enclave (one per claim; a move that
+    /// rolled back is not created again until someone deletes it). Off: people create
+    /// them.
+    #[serde(default)]
+    pub create_moves: bool,
     /// A move waits for an AccessApproval (decision Approve, `spec.volumeMigration`)
     /// by an approver of the enclave before it changes anything.
     #[serde(default = "default_true")]
@@ -182,6 +188,7 @@ pub struct VolumeMoves {
 impl Default for VolumeMoves {
     fn default() -> Self {
         Self {
+            create_moves: false,
             require_approval: true,
             max_concurrent: default_one(),
             min_retention_hours: default_min_retention_hours(),

@@ -280,6 +280,8 @@ pub struct Observed {
     pub owner: Option<OwnerView>,
     /// Pods, other than the mover's, that mount the claim and have not finished.
     pub claim_users: u32,
+    /// Of those, the pods that are Ready: the application reading the claim.
+    pub claim_users_ready: u32,
     /// The enclave's storage classes, in order.
     pub enclave_classes: Vec<String>,
     /// The destination class (`spec.storageClassName` or the enclave's first); `None`:
@@ -1320,8 +1322,13 @@ impl Machine<'_> {
             });
             return self.say(format!("restoring {original} replicas"));
         }
-        // Someone may have scaled it meanwhile; their count stands.
-        if owner.ready_replicas >= 1 && owner.ready_replicas >= owner.replicas.min(original) {
+        // Someone may have scaled it meanwhile; their count stands. A pod Ready on the
+        // claim is the application back on its data: the other replicas of a
+        // StatefulSet may wait on claims of their own still outside the enclave (their
+        // moves come next), which must not hold this one.
+        if self.o.claim_users_ready >= 1
+            || (owner.ready_replicas >= 1 && owner.ready_replicas >= owner.replicas.min(original))
+        {
             return self.enter_done();
         }
         self.say(format!(

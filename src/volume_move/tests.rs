@@ -77,6 +77,8 @@ struct World {
     dest_outside: bool,
     /// Passes started, with whether the source was read-only.
     started: Vec<(Pass, bool)>,
+    /// A pod mounting the claim is seen Ready (else only the owner's count says).
+    users_ready: bool,
 }
 
 impl World {
@@ -128,6 +130,7 @@ impl World {
             hold_claim: false,
             dest_outside: false,
             started: Vec::new(),
+            users_ready: false,
         }
     }
 
@@ -165,6 +168,7 @@ impl World {
             destination_volume: dest_name.and_then(|n| self.volumes.get(&n).cloned()),
             owner: self.owner.clone(),
             claim_users: users,
+            claim_users_ready: if self.users_ready { users.min(1) } else { 0 },
             enclave_classes: self.enclave_classes.clone(),
             destination_class: self.class.clone(),
             quota_remaining_bytes: self.quota,
@@ -1504,6 +1508,27 @@ fn a_failure_after_the_application_is_back_keeps_both_volumes() {
             .as_deref()
             .is_some_and(|m| m.contains("the owner was deleted"))
     );
+}
+
+/// A StatefulSet whose other replicas wait on claims of their own still outside the
+/// enclave (their moves come next) never has all its replicas Ready while this claim's
+/// move restores it: the pod on this claim, Ready, is the application back.
+#[test]
+fn the_pod_on_the_claim_ready_ends_the_restore_while_other_replicas_wait() {
+    let mut others_pending = |w: &mut World, s: &Status| {
+        if s.phase == Some(Phase::Restoring)
+            && let Some(o) = w.owner.as_mut()
+        {
+            o.ready_replicas = o.ready_replicas.min(1);
+        }
+    };
+    // Seen by the owner's count alone, 1 of 3: the move waits.
+    let run = drive(World::new(), &settings(), None, &mut others_pending);
+    assert_eq!(run.status.phase, Some(Phase::Restoring));
+    let mut world = World::new();
+    world.users_ready = true;
+    let run = drive(world, &settings(), None, &mut others_pending);
+    assert_erased(&run);
 }
 
 #[test]
