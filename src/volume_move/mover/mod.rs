@@ -321,6 +321,17 @@ async fn copy_receiver<S>(stream: S, args: &ReceiveArgs) -> Result<Outcome, Stri
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The path goes into the configuration's `path = ` line: it must not end that line
+    // early, and the chroot needs it absolute.
+    match args.data.to_str() {
+        Some(data) if args.data.is_absolute() && !data.contains(['\n', '\r']) => {}
+        _ => {
+            return Err(format!(
+                "--data {:?}: must be an absolute UTF-8 path without line breaks",
+                args.data
+            ));
+        }
+    }
     let config = ConfigFile::write(&rsyncd_conf(&args.data))?;
     let started = Instant::now();
     let mut child = Command::new(rsync())
@@ -657,7 +668,7 @@ where
         ),
         // The application is still writing during the first copy: a file deleted between
         // rsync's listing and its reading is copied (or deleted) by the final pass.
-        24 if pass == PassArg::First => (
+        code if tolerated(code, pass) => (
             0,
             format!(
                 "sent {files} files, {bytes} bytes in {seconds:.1} s; some source files vanished during the copy (tolerated in the first pass: the final pass copies them): {last_error}"
@@ -683,6 +694,14 @@ where
         },
         code,
     })
+}
+
+/// The one rsync failure that does not fail a pass: 24, "some source files vanished",
+/// in the first pass only, where the application still writes (the final pass copies
+/// what changed). In the final pass the application is stopped: a vanished file there
+/// means something else writes, and the copy cannot be trusted.
+fn tolerated(code: i32, pass: PassArg) -> bool {
+    code == 24 && pass == PassArg::First
 }
 
 // ---- Plumbing -------------------------------------------------------------------------

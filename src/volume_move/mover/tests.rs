@@ -710,3 +710,28 @@ fn the_daemon_configuration_is_write_only() {
         );
     }
 }
+
+#[test]
+fn only_vanished_files_in_the_first_pass_are_tolerated() {
+    assert!(tolerated(24, PassArg::First));
+    for code in [1, 10, 12, 23, 30, 35] {
+        assert!(!tolerated(code, PassArg::First), "{code}");
+    }
+    assert!(!tolerated(24, PassArg::Final));
+    assert!(!tolerated(24, PassArg::Verify));
+}
+
+#[tokio::test]
+async fn a_data_path_that_would_break_the_configuration_is_refused() {
+    let credentials = new_credentials();
+    for data in ["relative/dir", "/data\n[evil]\npath = /"] {
+        let args = receive_args(PassArg::First, &credentials.receiver, Path::new(data));
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        let error = copy_receiver(server, &args).await.unwrap_err();
+        assert!(
+            error.contains("--data") && error.contains("absolute"),
+            "{error}"
+        );
+    }
+}
