@@ -4,7 +4,9 @@
 //! audited); a namespace with one planted violation of each kind — a pod outside, a
 //! claim on a class outside, a NetworkPolicy that opens a path out, an exec grant to an
 //! outsider — shows every one of them (exit 1); without the Role on the checkpoints
-//! ConfigMap the report says the chain could not be read, and is still written.
+//! ConfigMap the report says the chain could not be read, and is still written. A
+//! VolumeMigration of the red claim, its status written as an admin would (the status
+//! subresource), is listed in the report's moves and named by the claim's finding.
 //!
 //! Other tests run in the same cluster at the same time with their own policies: every
 //! assertion is about this test's policies, which the audit is asked for by name.
@@ -172,6 +174,47 @@ async fn plant_compliant(namespace: &str) {
     );
 }
 
+/// A move of the red claim `scratch`, rolled back: a status the operator could have
+/// written, set through the status subresource. Terminal, so an operator running moves
+/// leaves it as it is, and not a finding, so the green audit stays green.
+async fn plant_rolled_back_move(namespace: &str) {
+    kubectl_ok_stdin(
+        &["apply", "-n", namespace, "-f", "-"],
+        "apiVersion: enclave.dev/v1alpha1\nkind: VolumeMigration\nmetadata: {name: scratch-move}\nspec: {claimName: scratch}\n",
+    );
+    // Read, then replace: a custom resource's update needs the resourceVersion, and a
+    // controller may write the status in between (then read again).
+    eventually(TIMEOUT, "the move's status written", || async {
+        let mut object: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "volumemigration",
+            "scratch-move",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ]))
+        .map_err(|e| e.to_string())?;
+        object["status"] = serde_json::json!({
+            "phase": "RolledBack",
+            "sourceVolume": "pv-us-scratch",
+            "rolledBackFrom": "Copying",
+            "rollbackReason": "the transfer was cut",
+            "times": {"rolledBack": "2027-01-01T00:00:00Z"},
+        });
+        let out = kubectl(
+            &["replace", "--subresource=status", "-f", "-"],
+            Some(&object.to_string()),
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await;
+}
+
 /// One violation of each kind, under an Audit policy (which refuses and moves nothing,
 /// so that they stay).
 fn plant_violations(namespace: &str) {
@@ -242,10 +285,12 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
     );
     plant_compliant(&green.name).await;
     plant_violations(&red.name);
+    plant_rolled_back_move(&red.name).await;
 
     let auditor = Auditor::new(&home.name, "auditor", true);
     // Read-only, and not even all reads.
     assert!(auditor.can(&["list", "pods", "-A"]));
+    assert!(auditor.can(&["list", "volumemigrations.enclave.dev", "-A"]));
     for forbidden in [
         &["watch", "pods", "-A"][..],
         &["get", "secrets", "-A"],
@@ -343,6 +388,37 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
         "{:#}",
         red_report["exposures"]
     );
+    // The move: listed with its group and reason, and named by the claim's finding.
+    let rolled_back = report["moves"]["moves"]
+        .as_array()
+        .and_then(|moves| {
+            moves
+                .iter()
+                .find(|m| m["namespace"] == RED && m["name"] == "scratch-move")
+        })
+        .unwrap_or_else(|| panic!("the move missing from {:#}", report["moves"]));
+    assert_eq!(rolled_back["group"], "RolledBack", "{rolled_back:#}");
+    assert_eq!(rolled_back["rollbackReason"], "the transfer was cut");
+    assert_eq!(
+        rolled_back["finding"],
+        Value::Null,
+        "a rollback is no finding"
+    );
+    assert!(
+        red_report["volumeFindings"]
+            .as_array()
+            .expect("volume findings")
+            .iter()
+            .any(|v| v["name"] == "scratch"
+                && v["move"] == serde_json::json!({"name": "scratch-move", "phase": "RolledBack"})),
+        "{:#}",
+        red_report["volumeFindings"]
+    );
+    assert!(
+        markdown.contains("— move: `scratch-move` (RolledBack)"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("## Volume moves"), "{markdown}");
     // The chain heads the shared operator checkpoints.
     assert_eq!(report["chain"]["state"], "read", "{:#}", report["chain"]);
     assert!(
