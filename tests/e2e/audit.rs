@@ -35,11 +35,44 @@ struct Auditor {
 
 impl Auditor {
     fn new(namespace: &str, name: &str, checkpoints: bool) -> Self {
+        Self::bound(namespace, name, AUDITOR_ROLE, checkpoints)
+    }
+
+    /// Bound to a copy of the auditor ClusterRole without its rule on VolumeMigrations
+    /// (the ClusterRole is named like the binding, and removed with it).
+    fn without_moves(namespace: &str, name: &str) -> Self {
+        let role_name = format!("{namespace}-{name}");
+        let mut role: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "clusterrole",
+            AUDITOR_ROLE,
+            "-o",
+            "json",
+        ]))
+        .expect("the auditor ClusterRole parses");
+        let rules: Vec<Value> = role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| !r["resources"].to_string().contains("volumemigrations"))
+            .cloned()
+            .collect();
+        role = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role_name},
+            "rules": rules,
+        });
+        apply(&role.to_string());
+        Self::bound(namespace, name, &role_name, true)
+    }
+
+    fn bound(namespace: &str, name: &str, role: &str, checkpoints: bool) -> Self {
         let binding = format!("{namespace}-{name}");
         let subject =
             format!("subjects: [{{kind: ServiceAccount, name: {name}, namespace: {namespace}}}]");
         let mut yaml = format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {binding}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {AUDITOR_ROLE}}}\n{subject}\n"
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {binding}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n{subject}\n"
         );
         if checkpoints {
             yaml.push_str(&format!(
@@ -110,6 +143,11 @@ impl Drop for Auditor {
                 &self.binding,
                 "--ignore-not-found",
             ],
+            None,
+        );
+        // The copy of the ClusterRole `without_moves` made, if it made one.
+        let _ = kubectl(
+            &["delete", "clusterrole", &self.binding, "--ignore-not-found"],
             None,
         );
         let _ = kubectl(
@@ -453,6 +491,37 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
         report["chain"]
     );
     assert!(markdown.contains("enclave-operator-checkpoints` could not be read"));
+
+    // Without the right to list VolumeMigrations: the report is still written, and the
+    // list that failed is an unreadable entry, a finding.
+    let no_moves = Auditor::without_moves(&home.name, "no-moves");
+    assert!(!no_moves.can(&["list", "volumemigrations.enclave.dev", "-A"]));
+    let (code, report, markdown) = no_moves.audit(&[GREEN]);
+    assert_eq!(
+        code, 1,
+        "moves that cannot be read are a finding: {markdown}"
+    );
+    assert_eq!(policy_of(&report, GREEN)["verdict"], "Pass");
+    let unreadable = report["unreadable"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["kind"] == "VolumeMigration"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no unreadable VolumeMigration in {:#}",
+                report["unreadable"]
+            )
+        });
+    assert_eq!(unreadable["name"], "(list)");
+    assert!(
+        unreadable["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("(403)")),
+        "{unreadable:#}"
+    );
+    assert!(
+        markdown.contains("- VolumeMigration `(list)`: cannot list VolumeMigration"),
+        "{markdown}"
+    );
 
     if !keep() {
         let _ = kubectl(
