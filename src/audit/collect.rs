@@ -280,6 +280,17 @@ async fn moves(
         moves.push(m);
     })
     .await;
+    moves_listed(listed, moves, unreadable)
+}
+
+/// What a VolumeMigration list ended with: the moves, none when the kind is not
+/// installed (404), or, for any other failure, an unreadable entry besides the moves a
+/// first page showed before a later one failed.
+fn moves_listed(
+    listed: Result<(), Error>,
+    moves: Vec<crate::crd::VolumeMigration>,
+    unreadable: &mut Vec<Unreadable>,
+) -> Vec<crate::crd::VolumeMigration> {
     match listed {
         Ok(()) => moves,
         Err(Error::List {
@@ -293,7 +304,6 @@ async fn moves(
                 name: "(list)".into(),
                 error: error.to_string(),
             });
-            // What a first page showed before a later one failed is still listed.
             moves
         }
     }
@@ -331,5 +341,49 @@ pub async fn chain(client: &Client, namespace: &str) -> ChainObservation {
             config_map,
             reason: explain(&error),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn failed(code: u16, reason: &str) -> Result<(), Error> {
+        Err(Error::List {
+            kind: "VolumeMigration".into(),
+            source: kube::Error::Api(
+                Status::failure("volumemigrations.enclave.dev is forbidden", reason)
+                    .with_code(code)
+                    .boxed(),
+            ),
+        })
+    }
+
+    /// A cluster without the kind has no moves, and that is no finding; any other
+    /// failure to list them is an unreadable entry (a finding), never the end of the audit.
+    #[test]
+    fn moves_not_installed_are_none_and_moves_not_readable_are_said() {
+        let mut unreadable = Vec::new();
+        assert!(moves_listed(failed(404, "NotFound"), Vec::new(), &mut unreadable).is_empty());
+        assert!(unreadable.is_empty());
+        moves_listed(failed(403, "Forbidden"), Vec::new(), &mut unreadable);
+        assert_eq!(unreadable.len(), 1);
+        let entry = &unreadable[0];
+        assert_eq!(
+            (
+                entry.kind.as_str(),
+                entry.namespace.as_deref(),
+                entry.name.as_str()
+            ),
+            ("VolumeMigration", None, "(list)")
+        );
+        assert!(
+            entry.error.contains(
+                "cannot list VolumeMigration (the auditor needs get and list on it): Forbidden (403)"
+            ),
+            "{}",
+            entry.error
+        );
     }
 }
