@@ -6,7 +6,8 @@
 //! Every object is decoded on its own ([`DeserializeGuard`]): one that does not parse as
 //! its kind is reported as [`Unreadable`] and the listing goes on. A kind that cannot be
 //! listed at all (no right to, API down) fails the audit: a report missing a kind would
-//! pass what it never saw.
+//! pass what it never saw. VolumeMigrations are the exception ([`moves`]): no verdict
+//! depends on them, so a failed list is reported and the audit goes on.
 //!
 //! Each kind is listed as its own consistent snapshot (a continue token keeps the list's
 //! resource version); kinds are listed one after the other, so an object that changes
@@ -64,6 +65,8 @@ pub fn explain(error: &kube::Error) -> String {
 pub struct Collected {
     pub catalog: StaticCatalog,
     pub unreadable: Vec<Unreadable>,
+    /// Every VolumeMigration (none when the kind is not installed).
+    pub moves: Vec<crate::crd::VolumeMigration>,
 }
 
 /// Lists every object of a kind, page by page, handing each parsed object to `keep`
@@ -248,11 +251,62 @@ pub async fn collect(client: &Client, page_size: u32) -> Result<Collected, Error
     })
     .await?;
 
+    let moves = moves(client, page_size, &mut unreadable).await;
+
     unreadable.sort();
     Ok(Collected {
         catalog,
         unreadable,
+        moves,
     })
+}
+
+/// Every VolumeMigration. Unlike the kinds above, a list that fails does not stop the
+/// audit: no policy verdict depends on the moves, so the report is written with the
+/// failure as an unreadable entry (a finding: the moves could not be checked). A kind
+/// the API server does not know (404: the CRD is not installed, as on a cluster set up
+/// before moves existed) means there are no moves, which is not a finding.
+async fn moves(
+    client: &Client,
+    page_size: u32,
+    unreadable: &mut Vec<Unreadable>,
+) -> Vec<crate::crd::VolumeMigration> {
+    let mut moves = Vec::new();
+    let listed = list_all::<crate::crd::VolumeMigration>(client, page_size, unreadable, |mut m| {
+        lean_meta(&mut m.metadata);
+        if let Some(status) = m.status.as_mut() {
+            status.conditions.clear();
+        }
+        moves.push(m);
+    })
+    .await;
+    moves_listed(listed, moves, unreadable)
+}
+
+/// What a VolumeMigration list ended with: the moves, none when the kind is not
+/// installed (404), or, for any other failure, an unreadable entry besides the moves a
+/// first page showed before a later one failed.
+fn moves_listed(
+    listed: Result<(), Error>,
+    moves: Vec<crate::crd::VolumeMigration>,
+    unreadable: &mut Vec<Unreadable>,
+) -> Vec<crate::crd::VolumeMigration> {
+    match listed {
+        Ok(()) => moves,
+        Err(Error::List {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => Vec::new(),
+        Err(error) => {
+            unreadable.push(Unreadable {
+                kind: "VolumeMigration".into(),
+                namespace: None,
+                name: "(list)".into(),
+                error: error.to_string(),
+            });
+            moves
+        }
+    }
 }
 
 /// Reads the decision log's checkpoints, and before them the writers' Leases (so that
@@ -287,5 +341,49 @@ pub async fn chain(client: &Client, namespace: &str) -> ChainObservation {
             config_map,
             reason: explain(&error),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn failed(code: u16, reason: &str) -> Result<(), Error> {
+        Err(Error::List {
+            kind: "VolumeMigration".into(),
+            source: kube::Error::Api(
+                Status::failure("volumemigrations.enclave.dev is forbidden", reason)
+                    .with_code(code)
+                    .boxed(),
+            ),
+        })
+    }
+
+    /// A cluster without the kind has no moves, and that is no finding; any other
+    /// failure to list them is an unreadable entry (a finding), never the end of the audit.
+    #[test]
+    fn moves_not_installed_are_none_and_moves_not_readable_are_said() {
+        let mut unreadable = Vec::new();
+        assert!(moves_listed(failed(404, "NotFound"), Vec::new(), &mut unreadable).is_empty());
+        assert!(unreadable.is_empty());
+        moves_listed(failed(403, "Forbidden"), Vec::new(), &mut unreadable);
+        assert_eq!(unreadable.len(), 1);
+        let entry = &unreadable[0];
+        assert_eq!(
+            (
+                entry.kind.as_str(),
+                entry.namespace.as_deref(),
+                entry.name.as_str()
+            ),
+            ("VolumeMigration", None, "(list)")
+        );
+        assert!(
+            entry.error.contains(
+                "cannot list VolumeMigration (the auditor needs get and list on it): Forbidden (403)"
+            ),
+            "{}",
+            entry.error
+        );
     }
 }

@@ -43,5 +43,6 @@ pub fn observation(operator_namespace: &str) -> Observation {
         unreadable: Vec::new(),
         only_policies: Vec::new(),
         since: None,
+        moves: Vec::new(),
     }
 }

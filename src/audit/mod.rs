@@ -30,11 +30,16 @@
 //! decision-log chains whose checkpointed head stopped while their writer runs (the
 //! evidence is failing now). An unreadable checkpoints ConfigMap is reported, not a
 //! finding: the chain is evidence about the past, not a property of the enclave now.
+//! Volume moves ([`moves`]) are findings when they failed, when a source outlives its
+//! erasure time by more than an hour, or when an erased move's record shows no verified
+//! copy; VolumeMigrations that cannot be listed are an unreadable entry (a finding), and
+//! a cluster without the kind has no moves.
 
 pub mod collect;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod grants;
+pub mod moves;
 pub mod refusals;
 pub mod render;
 pub mod report;
@@ -71,8 +76,8 @@ pub struct AuditArgs {
     /// `enclave-operator verify-log` first; the audit reads them as given.
     #[arg(long = "decision-log", value_name = "FILE")]
     pub decision_logs: Vec<PathBuf>,
-    /// List only the AccessGrants and AccessAnomalies created at or after this time
-    /// (RFC 3339, e.g. 2027-01-01T00:00:00Z); by default all of them.
+    /// List only the AccessGrants, AccessAnomalies and VolumeMigrations created at or
+    /// after this time (RFC 3339, e.g. 2027-01-01T00:00:00Z); by default all of them.
     #[arg(long, value_name = "TIME")]
     pub since: Option<jiff::Timestamp>,
 }
@@ -128,6 +133,7 @@ async fn audit(args: &AuditArgs) -> Result<Report, String> {
         unreadable: collected.unreadable,
         only_policies: args.policies.clone(),
         since: args.since,
+        moves: collected.moves,
     };
     let mut report = build(&collected.catalog, &observation);
     if !args.decision_logs.is_empty() {

@@ -17,14 +17,14 @@ pub fn json(report: &Report) -> Result<String, serde_json::Error> {
 }
 
 /// Text safe in a Markdown table cell: no line breaks, pipes escaped.
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\n', '\r'], " ")
 }
 
 /// Text safe on one line of a list item.
-fn line(text: &str) -> String {
+pub(super) fn line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
@@ -220,6 +220,9 @@ pub fn markdown(report: &Report) -> String {
     }
     if !report.access.is_empty() {
         access_section(&mut out, &report.access);
+    }
+    if !report.moves.is_empty() {
+        super::moves::markdown(&mut out, &report.moves);
     }
     for policy in &report.policies {
         policy_section(&mut out, policy);
@@ -448,9 +451,20 @@ fn policy_section(out: &mut String, policy: &PolicyReport) {
                 Some(ns) => format!("{ns}/{}", v.name),
                 None => v.name.clone(),
             };
+            let moved = v
+                .volume_move
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        " — move: `{}` ({})",
+                        m.name,
+                        m.phase.as_deref().unwrap_or("no status yet")
+                    )
+                })
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "- {} `{name}`: {} — {}",
+                "- {} `{name}`: {} — {}{moved}",
                 v.kind,
                 v.reason,
                 line(&v.message)

@@ -206,8 +206,10 @@ pub struct Observation {
     pub unreadable: Vec<Unreadable>,
     /// Report only these policies; empty: every policy.
     pub only_policies: Vec<String>,
-    /// List only grants and anomalies created at or after this time.
+    /// List only grants, anomalies and volume moves created at or after this time.
     pub since: Option<Timestamp>,
+    /// Every VolumeMigration, as listed (none when the kind is not installed).
+    pub moves: Vec<crate::crd::VolumeMigration>,
 }
 
 /// The whole report.
@@ -233,6 +235,10 @@ pub struct Report {
     /// AccessGrants and AccessAnomalies; an unacknowledged break-glass grant is a finding.
     #[serde(skip_serializing_if = "super::grants::AccessSection::is_empty")]
     pub access: super::grants::AccessSection,
+    /// VolumeMigrations; a failed move, a source kept past its erasure time and an
+    /// erased move without a verified copy are findings.
+    #[serde(skip_serializing_if = "super::moves::MovesSection::is_empty")]
+    pub moves: super::moves::MovesSection,
 }
 
 /// The report in numbers.
@@ -277,7 +283,7 @@ pub struct PolicyReport {
     /// The residency controller's violations for pods (placement).
     pub placement_findings: Vec<Violation>,
     /// Claims and enclave StorageClasses that keep data outside.
-    pub volume_findings: Vec<Violation>,
+    pub volume_findings: Vec<VolumeFinding>,
     /// Every group of in-scope pods the NetworkPolicies treat alike, leaking or not.
     pub network_groups: Vec<NetworkGroup>,
     /// RBAC grants into the policy's namespaces outside the approved staff: the ones
@@ -382,6 +388,25 @@ pub struct PodVolume {
     pub message: Option<String>,
 }
 
+/// A claim or enclave StorageClass that keeps data outside, and for a claim the
+/// VolumeMigration moving (or that moved, or failed to move) its data, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFinding {
+    #[serde(flatten)]
+    pub violation: Violation,
+    #[serde(rename = "move", skip_serializing_if = "Option::is_none")]
+    pub volume_move: Option<super::moves::ClaimMove>,
+}
+
+impl std::ops::Deref for VolumeFinding {
+    type Target = Violation;
+
+    fn deref(&self) -> &Violation {
+        &self.violation
+    }
+}
+
 /// In-scope pods of one namespace selected by the same NetworkPolicies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -432,6 +457,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
     // The exposure report is per enclave; policies of one enclave share it.
     let mut exposures_by_enclave: HashMap<String, Vec<Finding>> = HashMap::new();
     let mut in_some_scope: BTreeSet<String> = BTreeSet::new();
+    let claim_moves = super::moves::by_claim(&observation.moves);
 
     let mut reports = Vec::new();
     for policy in &policies {
@@ -458,6 +484,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
             namespaces: &namespaces,
             nodes: &nodes,
             pods: &pods,
+            claim_moves: &claim_moves,
         };
         let report = match scope::resolve_enclave(catalog, policy) {
             Ok(enclave) => scene.judge(
@@ -511,11 +538,17 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         chains_stalled = stalled.len();
     }
     let access = super::grants::section(catalog, observation.generated_at, observation.since);
+    let moves = super::moves::section(
+        &observation.moves,
+        observation.generated_at,
+        observation.since,
+    );
     let findings = reports.iter().map(|r| r.findings).sum::<usize>()
         + missing_policies.len()
         + unreadable.len()
         + chains_stalled
-        + access.unreviewed_break_glass;
+        + access.unreviewed_break_glass
+        + moves.findings;
     Report {
         kind: REPORT_KIND,
         format_version: FORMAT_VERSION,
@@ -538,6 +571,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         unreadable,
         refusals: None,
         access,
+        moves,
     }
 }
 
@@ -549,6 +583,8 @@ struct PolicyScene<'a, C: Catalog> {
     namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
     nodes: &'a BTreeMap<String, std::sync::Arc<k8s_openapi::api::core::v1::Node>>,
     pods: &'a [std::sync::Arc<CachedPod>],
+    /// Each claim's VolumeMigration, by (namespace, claim), named in its volume finding.
+    claim_moves: &'a BTreeMap<(String, String), super::moves::ClaimMove>,
 }
 
 impl<C: Catalog> PolicyScene<'_, C> {
@@ -715,7 +751,22 @@ impl<C: Catalog> PolicyScene<'_, C> {
         report.exposures = summary.findings.iter().map(Exposure::from).collect();
 
         report.placement_findings = assessment.violations;
-        report.volume_findings = volume_assessment.violations;
+        report.volume_findings = volume_assessment
+            .violations
+            .into_iter()
+            .map(|violation| {
+                let volume_move = (violation.kind == "PersistentVolumeClaim")
+                    .then(|| {
+                        let key = (violation.namespace.clone()?, violation.name.clone());
+                        self.claim_moves.get(&key).cloned()
+                    })
+                    .flatten();
+                VolumeFinding {
+                    violation,
+                    volume_move,
+                }
+            })
+            .collect();
         report.network_groups = reachability
             .into_iter()
             .flat_map(|r| r.groups)

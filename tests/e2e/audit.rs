@@ -4,7 +4,9 @@
 //! audited); a namespace with one planted violation of each kind — a pod outside, a
 //! claim on a class outside, a NetworkPolicy that opens a path out, an exec grant to an
 //! outsider — shows every one of them (exit 1); without the Role on the checkpoints
-//! ConfigMap the report says the chain could not be read, and is still written.
+//! ConfigMap the report says the chain could not be read, and is still written. A
+//! VolumeMigration of the red claim, its status written as an admin would (the status
+//! subresource), is listed in the report's moves and named by the claim's finding.
 //!
 //! Other tests run in the same cluster at the same time with their own policies: every
 //! assertion is about this test's policies, which the audit is asked for by name.
@@ -33,11 +35,44 @@ struct Auditor {
 
 impl Auditor {
     fn new(namespace: &str, name: &str, checkpoints: bool) -> Self {
+        Self::bound(namespace, name, AUDITOR_ROLE, checkpoints)
+    }
+
+    /// Bound to a copy of the auditor ClusterRole without its rule on VolumeMigrations
+    /// (the ClusterRole is named like the binding, and removed with it).
+    fn without_moves(namespace: &str, name: &str) -> Self {
+        let role_name = format!("{namespace}-{name}");
+        let mut role: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "clusterrole",
+            AUDITOR_ROLE,
+            "-o",
+            "json",
+        ]))
+        .expect("the auditor ClusterRole parses");
+        let rules: Vec<Value> = role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| !r["resources"].to_string().contains("volumemigrations"))
+            .cloned()
+            .collect();
+        role = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role_name},
+            "rules": rules,
+        });
+        apply(&role.to_string());
+        Self::bound(namespace, name, &role_name, true)
+    }
+
+    fn bound(namespace: &str, name: &str, role: &str, checkpoints: bool) -> Self {
         let binding = format!("{namespace}-{name}");
         let subject =
             format!("subjects: [{{kind: ServiceAccount, name: {name}, namespace: {namespace}}}]");
         let mut yaml = format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {binding}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {AUDITOR_ROLE}}}\n{subject}\n"
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {binding}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n{subject}\n"
         );
         if checkpoints {
             yaml.push_str(&format!(
@@ -110,6 +145,11 @@ impl Drop for Auditor {
             ],
             None,
         );
+        // The copy of the ClusterRole `without_moves` made, if it made one.
+        let _ = kubectl(
+            &["delete", "clusterrole", &self.binding, "--ignore-not-found"],
+            None,
+        );
         let _ = kubectl(
             &[
                 "delete",
@@ -170,6 +210,47 @@ async fn plant_compliant(namespace: &str) {
         &["apply", "-n", namespace, "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: db}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n",
     );
+}
+
+/// A move of the red claim `scratch`, rolled back: a status the operator could have
+/// written, set through the status subresource. Terminal, so an operator running moves
+/// leaves it as it is, and not a finding, so the green audit stays green.
+async fn plant_rolled_back_move(namespace: &str) {
+    kubectl_ok_stdin(
+        &["apply", "-n", namespace, "-f", "-"],
+        "apiVersion: enclave.dev/v1alpha1\nkind: VolumeMigration\nmetadata: {name: scratch-move}\nspec: {claimName: scratch}\n",
+    );
+    // Read, then replace: a custom resource's update needs the resourceVersion, and a
+    // controller may write the status in between (then read again).
+    eventually(TIMEOUT, "the move's status written", || async {
+        let mut object: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "volumemigration",
+            "scratch-move",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ]))
+        .map_err(|e| e.to_string())?;
+        object["status"] = serde_json::json!({
+            "phase": "RolledBack",
+            "sourceVolume": "pv-us-scratch",
+            "rolledBackFrom": "Copying",
+            "rollbackReason": "the transfer was cut",
+            "times": {"rolledBack": "2027-01-01T00:00:00Z"},
+        });
+        let out = kubectl(
+            &["replace", "--subresource=status", "-f", "-"],
+            Some(&object.to_string()),
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await;
 }
 
 /// One violation of each kind, under an Audit policy (which refuses and moves nothing,
@@ -242,10 +323,12 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
     );
     plant_compliant(&green.name).await;
     plant_violations(&red.name);
+    plant_rolled_back_move(&red.name).await;
 
     let auditor = Auditor::new(&home.name, "auditor", true);
     // Read-only, and not even all reads.
     assert!(auditor.can(&["list", "pods", "-A"]));
+    assert!(auditor.can(&["list", "volumemigrations.enclave.dev", "-A"]));
     for forbidden in [
         &["watch", "pods", "-A"][..],
         &["get", "secrets", "-A"],
@@ -343,6 +426,37 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
         "{:#}",
         red_report["exposures"]
     );
+    // The move: listed with its group and reason, and named by the claim's finding.
+    let rolled_back = report["moves"]["moves"]
+        .as_array()
+        .and_then(|moves| {
+            moves
+                .iter()
+                .find(|m| m["namespace"] == RED && m["name"] == "scratch-move")
+        })
+        .unwrap_or_else(|| panic!("the move missing from {:#}", report["moves"]));
+    assert_eq!(rolled_back["group"], "RolledBack", "{rolled_back:#}");
+    assert_eq!(rolled_back["rollbackReason"], "the transfer was cut");
+    assert_eq!(
+        rolled_back["finding"],
+        Value::Null,
+        "a rollback is no finding"
+    );
+    assert!(
+        red_report["volumeFindings"]
+            .as_array()
+            .expect("volume findings")
+            .iter()
+            .any(|v| v["name"] == "scratch"
+                && v["move"] == serde_json::json!({"name": "scratch-move", "phase": "RolledBack"})),
+        "{:#}",
+        red_report["volumeFindings"]
+    );
+    assert!(
+        markdown.contains("— move: `scratch-move` (RolledBack)"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("## Volume moves"), "{markdown}");
     // The chain heads the shared operator checkpoints.
     assert_eq!(report["chain"]["state"], "read", "{:#}", report["chain"]);
     assert!(
@@ -377,6 +491,37 @@ async fn the_audit_with_read_only_rights_is_green_for_a_compliant_enclave_and_na
         report["chain"]
     );
     assert!(markdown.contains("enclave-operator-checkpoints` could not be read"));
+
+    // Without the right to list VolumeMigrations: the report is still written, and the
+    // list that failed is an unreadable entry, a finding.
+    let no_moves = Auditor::without_moves(&home.name, "no-moves");
+    assert!(!no_moves.can(&["list", "volumemigrations.enclave.dev", "-A"]));
+    let (code, report, markdown) = no_moves.audit(&[GREEN]);
+    assert_eq!(
+        code, 1,
+        "moves that cannot be read are a finding: {markdown}"
+    );
+    assert_eq!(policy_of(&report, GREEN)["verdict"], "Pass");
+    let unreadable = report["unreadable"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["kind"] == "VolumeMigration"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no unreadable VolumeMigration in {:#}",
+                report["unreadable"]
+            )
+        });
+    assert_eq!(unreadable["name"], "(list)");
+    assert!(
+        unreadable["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("(403)")),
+        "{unreadable:#}"
+    );
+    assert!(
+        markdown.contains("- VolumeMigration `(list)`: cannot list VolumeMigration"),
+        "{markdown}"
+    );
 
     if !keep() {
         let _ = kubectl(
