@@ -51,7 +51,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-enforcer fence access storage migration volume_move failover native}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration volume_move volume_rollback failover native}
 start_all=$SECONDS
 
 die() {
@@ -686,6 +686,110 @@ YAML
 	rm -f "$logs" "$logs".*
 }
 
+# --- volume rollback ------------------------------------------------------------------------
+# A Deployment's claim on Virginia storage: a move whose transfer is cut in the middle, and
+# one whose source changes behind the mover's back before the verification, both roll
+# back, the claim on its volume and the data on Virginia's disk as they were. Then a third
+# move brings the Deployment's data in. The policy audits (a rollback after the quiesce
+# restores the replicas; under Enforce they would be placed in the enclave, away from their
+# volume, docs/design.md "Moving a volume's data").
+tree_on_disk() { # tree_on_disk CONTAINER PATH: tree_command, on a node's disk
+	docker exec "$1" sh -c "${tree_command/cd \/data/cd $2}"
+}
+volmig() { # volmig NS NAME CLAIM
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: VolumeMigration
+metadata: {name: $2, namespace: $1}
+spec: {claimName: $3}
+YAML
+}
+test_volume_rollback() {
+	local ns=kind-volume-rollback virginia reason
+	virginia=$(node_container virginia-a)
+	fresh volrollback
+	namespace "$ns"
+	claim "$ns" files us-east-ssd >/dev/null
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: $ns}
+spec:
+  replicas: 1
+  strategy: {type: Recreate}
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: $busybox
+          imagePullPolicy: Never
+          command: [sh, -c, 'echo last > /data/zzz-last; $seed_command']
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: files}}]
+YAML
+	kubectl rollout status -n "$ns" deployment/app --timeout 240s >/dev/null || die "the Deployment on us-east-ssd did not start"
+	local app pv path before
+	app() { kubectl get pods -n "$ns" -l app=app -o jsonpath='{.items[0].metadata.name}'; }
+	eventually 60 "the app did not finish seeding its volume" kubectl exec -n "$ns" "$(app)" -- test -e /data/.seeded
+	pv=$(kubectl get pvc -n "$ns" files -o jsonpath='{.spec.volumeName}')
+	path=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
+	before=$(tree_on_disk "$virginia" "$path")
+	enclave volrollback "access: {approvedUsers: [kind-e2e-prober], approverUsers: [kind-e2e-approver]}"
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: volrollback, labels: {kind-e2e: "1"}}
+spec:
+  enclave: volrollback
+  match: {namespaceSelector: {matchLabels: {kind-e2e-scope: volrollback}}}
+  enforcement: Audit
+  migration: {enabled: false, volumeMoves: {requireApproval: false, minRetentionHours: 0, defaultRetentionHours: 0}}
+YAML
+	kubectl label namespace "$ns" kind-e2e-scope=volrollback >/dev/null
+	eventually 120 "the policy volrollback did not become Ready" policy_ready volrollback
+	intact() { # the claim on its volume (Delete again), nothing of the move left, the bytes as they were
+		[[ $(kubectl get pvc -n "$ns" files -o jsonpath='{.spec.volumeName}') == "$pv" ]] || die "the claim is no longer on $pv after the rollback"
+		[[ $(kubectl get pv "$pv" -o jsonpath='{.spec.persistentVolumeReclaimPolicy}') == Delete ]] || die "$pv kept the move's Retain after the rollback"
+		not kubectl get pvc -n "$ns" files-enclave-move >/dev/null 2>&1 || die "the destination claim outlived the rollback"
+		[[ -z $(kubectl get pods,secrets,configmaps -n "$ns" -l enclave.dev/volume-migration -o name) ]] || die "mover objects outlived the rollback"
+		[[ $(tree_on_disk "$virginia" "$path") == "$1" ]] || die "the source on Virginia's disk changed: $(tree_on_disk "$virginia" "$path") is not $1"
+		kubectl rollout status -n "$ns" deployment/app --timeout 120s >/dev/null || die "the app is not back after the rollback"
+	}
+	# 1. The transfer cut: rsync killed on Virginia's node during the first copy.
+	volmig "$ns" cut files
+	sender_runs() { docker exec "$virginia" pgrep -x rsync >/dev/null; }
+	eventually 180 "the first copy's sender never ran (phase $(volmig_phase "$ns" cut))" sender_runs
+	docker exec "$virginia" pkill -x rsync
+	eventually 180 "the cut move did not roll back (phase $(volmig_phase "$ns" cut))" volmig_in "$ns" cut RolledBack
+	reason=$(kubectl get volumemigration -n "$ns" cut -o jsonpath='{.status.rollbackReason}')
+	[[ $reason == *"first copy"*failed* ]] || die "the cut move rolled back for another reason: $reason"
+	intact "$before"
+	echo "a transfer cut in the first copy rolled back ($reason); the source is intact" >&2
+	# 2. A file changed behind the mover's back: the source's last file grows on Virginia's
+	# disk as the verification starts.
+	volmig "$ns" mismatch files
+	eventually 300 "the mismatch move never verified (phase $(volmig_phase "$ns" mismatch))" volmig_in "$ns" mismatch Verifying RollingBack RolledBack
+	docker exec "$virginia" sh -c "echo changed >> $path/zzz-last"
+	local changed
+	changed=$(tree_on_disk "$virginia" "$path")
+	eventually 300 "the mismatch move did not roll back (phase $(volmig_phase "$ns" mismatch))" volmig_in "$ns" mismatch RolledBack
+	reason=$(kubectl get volumemigration -n "$ns" mismatch -o jsonpath='{.status.rollbackReason}')
+	[[ $reason == *zzz-last* ]] || die "the mismatch move rolled back without naming the changed file: $reason"
+	intact "$changed"
+	echo "a file changed during the verification rolled back ($reason); the source is intact" >&2
+	# 3. The move done.
+	volmig "$ns" done files
+	eventually 600 "the third move did not end (phase $(volmig_phase "$ns" done))" volmig_in "$ns" done Erased RolledBack Failed
+	volmig_in "$ns" done Erased || die "the third move ended $(volmig_phase "$ns" done): $(kubectl get volumemigration -n "$ns" done -o jsonpath='{.status.message}')"
+	kubectl rollout status -n "$ns" deployment/app --timeout 120s >/dev/null || die "the app is not back after the move"
+	[[ $(kubectl "${prober[@]}" exec -n "$ns" "$(app)" -- sh -c "$tree_command") == "$changed" ]] || die "the Deployment's data differs after the move"
+	[[ $(kubectl get pvc -n "$ns" files -o jsonpath='{.spec.storageClassName}') == eu-* ]] || die "the claim is not on enclave storage after the move"
+	echo "the Deployment's claim moved into the enclave with the same tree ($changed)" >&2
+}
+
 # --- failover -------------------------------------------------------------------------------
 # The leader is force-deleted while a slow migration runs: the other replica takes the
 # Lease and finishes it, and a pod already moved in is not evicted again.
@@ -767,7 +871,7 @@ YAML
 
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, volume_move, failover, native)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, volume_move, volume_rollback, failover, native)"
 	step "test: $t"
 	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS

@@ -416,6 +416,18 @@ async fn drive(
         let changed = step.status != status;
         if changed {
             write_status(ctx, &current, &step.status).await?;
+            // A step can pass through Done (the application back on the new volume)
+            // straight to Erasing when the window is already over: Done is recorded
+            // all the same, so the evidence shows the moment the window started.
+            if status.times.done.is_none()
+                && step.status.times.done.is_some()
+                && step.status.phase != Some(MigrationPhase::Done)
+            {
+                let mut done = step.status.clone();
+                done.phase = Some(MigrationPhase::Done);
+                done.message = Some("the application runs on the new volume".into());
+                record(ctx, &current, &done, &cover.policy).await;
+            }
             if step.status.phase != status.phase {
                 record(ctx, &current, &step.status, &cover.policy).await;
             }

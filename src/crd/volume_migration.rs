@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 /// approval it counted; nothing in the spec can say a move is approved. The spec cannot
 /// change once created: a different move is a new VolumeMigration.
 ///
-/// Not acted on yet: this release has the resource and the move's state machine but no
-/// controller running it, so a VolumeMigration created now stays without a status and
-/// changes nothing.
+/// With approval required (the policy's `migration.volumeMoves.requireApproval`, the
+/// default), the move waits until an approver of the enclave creates an AccessApproval
+/// naming it (`spec.volumeMigration`: namespace, name and UID).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "enclave.dev",
