@@ -93,6 +93,10 @@ bench-audit-sink: tools ## What the audit sink costs the API server: dry-run pod
 bench-scale: tools ## Memory, CPU and readiness from 1,000 to 30,000 pods on 500 and 2,000 kwok nodes; table and plot (see docs/benchmarks.md)
 	hack/bench-scale.sh $(CLUSTER_DIR)
 
+.PHONY: bench-volume-move
+bench-volume-move: ## Moving a volume's data on kind: mover vs plain rsync between the same nodes, verify pass, downtime (needs make kind-up; see docs/benchmarks.md)
+	hack/bench-volume-move.sh
+
 .PHONY: fuzz
 fuzz: ## Coverage-guided fuzzing of admission (nightly, libFuzzer; FUZZ_RUNS inputs, default 10,000,000)
 	hack/fuzz.sh $(or $(FUZZ_RUNS),10000000)

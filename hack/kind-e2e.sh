@@ -726,7 +726,7 @@ spec:
         - name: main
           image: $busybox
           imagePullPolicy: Never
-          command: [sh, -c, 'echo last > /data/zzz-last; $seed_command']
+          command: [sh, -c, '[ -e /data/zzz-last ] || echo last > /data/zzz-last; $seed_command']
           volumeMounts: [{name: data, mountPath: /data}]
       volumes: [{name: data, persistentVolumeClaim: {claimName: files}}]
 YAML

@@ -380,11 +380,13 @@ fn pass_state(observed: &Observed, pass: Pass) -> PassState<'_> {
         ("receiver", &transfer.receiver),
     ] {
         if let Some(JobView::Failed { exit_code, message }) = job {
-            return PassState::Failed(format!(
-                "the {} {side} failed: {}",
-                pass.describe(),
-                job_failure(*exit_code, message)
-            ));
+            // The verify pass runs no rsync: its exit codes are the mover's own.
+            let why = match (pass, exit_code) {
+                (Pass::Verify, Some(code)) if message.is_empty() => format!("exit code {code}"),
+                (Pass::Verify, Some(code)) => format!("exit code {code}: {message}"),
+                _ => job_failure(*exit_code, message),
+            };
+            return PassState::Failed(format!("the {} {side} failed: {why}", pass.describe()));
         }
     }
     match (&transfer.sender, &transfer.receiver) {

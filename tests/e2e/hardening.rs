@@ -255,3 +255,71 @@ async fn the_operators_account_creates_pods_and_claims_only_as_dry_runs() {
         );
     }
 }
+
+/// The label that takes a volume move's objects out of every policy's admission is the
+/// operator's alone: the chart's `volume-move-label` policy refuses a pod or claim that
+/// carries it, and a relabel that adds it, from anyone else (a namespace admin, or even
+/// a cluster admin), and lets the operator's ServiceAccount set it.
+#[tokio::test]
+async fn only_the_operator_sets_the_volume_move_label() {
+    let _cluster = cluster_lock().read().await;
+    let ns = TestNamespace::new("hardening-move-label", false);
+    let tenant = ["--as", "tenant-admin", "--as-group", "system:masters"];
+    let labelled = [
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: sender, labels: {enclave.dev/volume-migration: x}}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n",
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: claim, labels: {enclave.dev/volume-migration: x}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    ];
+    for yaml in labelled {
+        let mut args = vec!["create", "-n", &ns.name, "--dry-run=server", "-f", "-"];
+        args.extend_from_slice(&tenant);
+        let out = kubectl(&args, Some(yaml));
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && error.contains("set only by the enclave-operator"),
+            "a tenant's object with the volume move label is refused: {error}"
+        );
+        let account = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:enclave-operator");
+        let out = kubectl(
+            &[
+                "create",
+                "-n",
+                &ns.name,
+                "--dry-run=server",
+                "--as",
+                &account,
+                "-f",
+                "-",
+            ],
+            Some(yaml),
+        );
+        assert!(
+            out.status.success(),
+            "the operator may set the label: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Added afterwards by a relabel: refused too.
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n";
+    let mut args = vec!["create", "-n", &ns.name, "-f", "-"];
+    args.extend_from_slice(&tenant);
+    let out = kubectl(&args, Some(plain));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args = vec![
+        "label",
+        "-n",
+        &ns.name,
+        "pod/plain",
+        "enclave.dev/volume-migration=x",
+    ];
+    args.extend_from_slice(&tenant);
+    let out = kubectl(&args, None);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("set only by the enclave-operator"),
+        "a relabel adding the volume move label is refused: {error}"
+    );
+}
