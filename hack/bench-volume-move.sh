@@ -38,7 +38,7 @@ eventually() {
 	local seconds=$1 what=$2
 	shift 2
 	local deadline=$((SECONDS + seconds))
-	until "$@" >/dev/null 2>&1; do
+	until "$@" >/dev/null; do
 		((SECONDS < deadline)) || die "$what (gave up after $seconds s)"
 		sleep 1
 	done
@@ -94,13 +94,20 @@ seed_command() {
 
 # seconds_between T1 T2: whole seconds between two RFC 3339 times.
 seconds_between() { echo $(($(date -d "$2" +%s) - $(date -d "$1" +%s))); }
+seeded() { kubectl exec -n "$1" "$2" -- test -e /data/.seeded 2>/dev/null; }
 pod_seconds() { # pod_seconds NS POD: the container's run time
 	local started finished
 	started=$(kubectl get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].state.terminated.startedAt}')
 	finished=$(kubectl get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].state.terminated.finishedAt}')
 	seconds_between "$started" "$finished"
 }
-pod_done() { [[ $(kubectl get pod -n "$1" "$2" -o jsonpath='{.status.phase}') == Succeeded ]]; }
+# pod_done NS POD: it succeeded; a failure ends the benchmark with its log.
+pod_done() {
+	local phase
+	phase=$(kubectl get pod -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+	[[ $phase != Failed ]] || die "pod $1/$2 failed: $(kubectl logs -n "$1" "$2" 2>&1 | tail -3)"
+	[[ $phase == Succeeded ]]
+}
 
 rows=()
 for set in $sets; do
@@ -154,7 +161,7 @@ spec:
 YAML
 	kubectl rollout status -n "$ns" deployment/app --timeout 300s >/dev/null
 	app=$(kubectl get pods -n "$ns" -l app=app -o jsonpath='{.items[0].metadata.name}')
-	eventually 900 "the $set set was not seeded" kubectl exec -n "$ns" "$app" -- test -e /data/.seeded
+	eventually 900 "the $set set was not seeded" seeded "$ns" "$app"
 	bytes=$(kubectl exec -n "$ns" "$app" -- du -sb /data | cut -f1)
 	files=$(kubectl exec -n "$ns" "$app" -- sh -c 'find /data -type f | wc -l')
 
@@ -170,6 +177,7 @@ spec:
       image: $image
       imagePullPolicy: IfNotPresent
       command: [/usr/bin/rsync, --daemon, --no-detach, --config=/config/rsyncd.conf]
+      securityContext: {runAsUser: 0, runAsGroup: 0}
       volumeMounts: [{name: data, mountPath: /data}, {name: config, mountPath: /config}]
   volumes:
     - {name: data, persistentVolumeClaim: {claimName: floor}}
@@ -189,6 +197,7 @@ spec:
       image: $image
       imagePullPolicy: IfNotPresent
       command: [/usr/bin/rsync, -aHAXS, --numeric-ids, --stats, /data/, "rsync://$address/data/"]
+      securityContext: {runAsUser: 0, runAsGroup: 0}
       volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
   volumes: [{name: data, persistentVolumeClaim: {claimName: data, readOnly: true}}]
 YAML

@@ -561,6 +561,14 @@ tree_command='cd /data && find . ! -name .seeded | sort | while IFS= read -r f; 
   if [ -L "$f" ]; then t=$(readlink "$f"); elif [ -f "$f" ]; then t=$(md5sum < "$f" | cut -c1-32); else t=-; fi
   echo "$f $(stat -c "%F %u %g %a %s %h" "$f") $t"
 done | md5sum | cut -c1-32'
+volmig() { # volmig NS NAME CLAIM
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: enclave.dev/v1alpha1
+kind: VolumeMigration
+metadata: {name: $2, namespace: $1}
+spec: {claimName: $3}
+YAML
+}
 volmig_phase() { kubectl get volumemigration -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
 volmig_in() { # volmig_in NS NAME PHASE...: the move is in one of the phases
 	local phase
@@ -613,14 +621,7 @@ YAML
 	policy volmove volmove "  migration: {enabled: true, volumeMoves: {minRetentionHours: 0, defaultRetentionHours: 0}}"
 	kubectl label namespace "$ns" kind-e2e-scope=volmove >/dev/null
 	eventually 120 "the policy volmove did not become Ready" policy_ready volmove
-	for n in 0 1; do
-		kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: VolumeMigration
-metadata: {name: data-db-$n, namespace: $ns}
-spec: {claimName: data-db-$n}
-YAML
-	done
+	for n in 0 1; do volmig "$ns" "data-db-$n" "data-db-$n"; done
 	for n in 0 1; do
 		eventually 120 "data-db-$n did not wait for an approval (phase $(volmig_phase "$ns" "data-db-$n"))" volmig_in "$ns" "data-db-$n" AwaitingApproval
 	done
@@ -684,6 +685,13 @@ YAML
 		die "the Erased records name no manifest root hash"
 	echo "decision log: $records" >&2
 	rm -f "$logs" "$logs".*
+	# The audit report lists both moves, erased, with their equal root hashes.
+	local report listed
+	report=$(target/debug/enclave-operator audit --policy volmove --json - 2>/dev/null || true)
+	listed=$(jq -r --arg ns "$ns" '[.moves.moves[]? | select(.namespace == $ns and .phase == "Erased"
+		and .sourceRootHash != null and .sourceRootHash == .destinationRootHash) | .claim] | sort | join(" ")' <<<"$report")
+	[[ $listed == "data-db-0 data-db-1" ]] || die "the audit report does not list both moves as erased with equal root hashes: '$listed'"
+	echo "audit: the moves of $listed listed as erased, root hashes equal" >&2
 }
 
 # --- volume rollback ------------------------------------------------------------------------
@@ -695,14 +703,6 @@ YAML
 # volume, docs/design.md "Moving a volume's data").
 tree_on_disk() { # tree_on_disk CONTAINER PATH: tree_command, on a node's disk
 	docker exec "$1" sh -c "${tree_command/cd \/data/cd $2}"
-}
-volmig() { # volmig NS NAME CLAIM
-	kubectl apply -f - >/dev/null <<YAML
-apiVersion: enclave.dev/v1alpha1
-kind: VolumeMigration
-metadata: {name: $2, namespace: $1}
-spec: {claimName: $3}
-YAML
 }
 test_volume_rollback() {
 	local ns=kind-volume-rollback virginia reason

@@ -305,20 +305,9 @@ fn short(fingerprint: &str) -> String {
     }
 }
 
-/// Bytes in binary units, one decimal.
+/// Bytes in binary units, one decimal, as the move's own status words them.
 fn size(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    crate::volume_move::human_bytes(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// The root hashes: once when the two manifests agree, else each side's.

@@ -693,42 +693,42 @@ async fn owner_view(
         .into_iter()
         .find(|h| h.spec.scale_target_ref.kind == kind && h.spec.scale_target_ref.name == name)
         .map(|h| h.name_any());
+    // Replicas as asked (`spec.replicas`, 1 when unset) and Ready (`status`).
+    let view = |replicas: Option<i32>, ready: Option<i32>, when_scaled_delete: bool| OwnerView {
+        kind: kind.into(),
+        name: name.into(),
+        replicas: replicas.unwrap_or(1),
+        ready_replicas: ready.unwrap_or(0),
+        autoscaler: autoscaler.clone(),
+        when_scaled_delete,
+    };
     Ok(match kind {
-        "Deployment" => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            api.get_opt(name).await?.map(|d| OwnerView {
-                kind: kind.into(),
-                name: name.into(),
-                replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                ready_replicas: d
-                    .status
+        "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                view(
+                    d.spec.and_then(|s| s.replicas),
+                    d.status.and_then(|s| s.ready_replicas),
+                    false,
+                )
+            }),
+        "StatefulSet" => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                let delete = spec
+                    .persistent_volume_claim_retention_policy
                     .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                autoscaler,
-                when_scaled_delete: false,
-            })
-        }
-        "StatefulSet" => {
-            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-            api.get_opt(name).await?.map(|s| OwnerView {
-                kind: kind.into(),
-                name: name.into(),
-                replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                ready_replicas: s
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                autoscaler,
-                when_scaled_delete: s
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
                     .and_then(|p| p.when_scaled.as_deref())
-                    == Some("Delete"),
-            })
-        }
+                    == Some("Delete");
+                view(
+                    spec.replicas,
+                    s.status.and_then(|s| s.ready_replicas),
+                    delete,
+                )
+            }),
         _ => None,
     })
 }
