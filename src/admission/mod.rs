@@ -116,6 +116,14 @@ impl Entry {
         format!("/{}/{}", self.phase.as_str(), self.name)
     }
 
+    /// Are the objects of its requests ones with labels? Not for a CONNECT (its object
+    /// is the options, `PodExecOptions` and the like): the API server never matches such
+    /// an object against an object selector, however permissive, so a selector would keep
+    /// every exec, attach and port-forward from the webhook.
+    pub fn objects_have_labels(&self) -> bool {
+        !self.rules.iter().any(|r| r.operations.contains(&"CONNECT"))
+    }
+
     /// Does the policy need this entry? The scope guard only where a pod selector can
     /// leave pods of a covered namespace out.
     pub fn applies_to(&self, policy: &crate::crd::ResidencyPolicy) -> bool {

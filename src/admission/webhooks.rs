@@ -235,7 +235,9 @@ fn common(entry: &Entry, policy: &ResidencyPolicy, target: &Target) -> Common {
         rules: entry.rules.iter().map(rule).collect(),
         failure_policy: failure_policy(entry, policy),
         namespace_selector: namespace_selector(policy, &target.operator_namespace),
-        object_selector: Some(object_selector(policy, entry.pod_scoped)),
+        object_selector: entry
+            .objects_have_labels()
+            .then(|| object_selector(policy, entry.pod_scoped)),
         match_conditions: entry.match_conditions(policy),
     }
 }
@@ -554,6 +556,16 @@ mod tests {
                 operator: "DoesNotExist".into(),
                 values: None,
             }])
+        );
+        let gate = v
+            .webhooks
+            .iter()
+            .flatten()
+            .find(|w| w.name.starts_with("access."))
+            .expect("the access gate's webhook");
+        assert!(
+            gate.object_selector.is_none(),
+            "a CONNECT's object has no labels: any object selector would keep exec from the gate"
         );
         assert!(
             pods.object_selector
