@@ -663,8 +663,12 @@ pub fn access<C: Catalog>(catalog: &C, view: &AccessView) -> Decision {
         if !scope::covers_namespace(&policy, view.namespace, &namespace_labels) {
             continue;
         }
+        // A volume move's mover pod holds the claim's data (and its transfer keys)
+        // whatever the pod selector says: gated by every policy of its namespace. Only
+        // the operator can set the label (the chart's volume-move-label policy).
         if let (Some(selector), Some(labels)) = (&policy.spec.match_.pod_selector, &pod_labels)
             && !crate::selector::matches(selector, labels)
+            && !labels.contains_key(crate::names::VOLUME_MIGRATION_LABEL)
         {
             continue;
         }
@@ -1116,6 +1120,19 @@ mod tests {
         };
         // Known, and outside the pod selector: not in scope.
         assert_eq!(access(&catalog, &attempt("web-0")).outcome, Outcome::Allow);
+        // A volume move's mover pod, outside the selector too, holds the claim's data:
+        // gated.
+        catalog.pods.push(std::sync::Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: data-first-sender, namespace: shop, labels: {enclave.dev/volume-migration: data}}",
+            )
+            .expect("pod"),
+        ));
+        let mover = access(&catalog, &attempt("data-first-sender"));
+        assert!(
+            denied(&mover).contains("mallory may not exec into pod shop/data-first-sender"),
+            "{mover:?}"
+        );
         // Not known yet: in scope until proven otherwise.
         let unseen = access(&catalog, &attempt("db-7"));
         assert!(
