@@ -113,6 +113,9 @@ install_operator() {
 	[[ -f $archive ]] || die "hack/image.sh made no $archive"
 	kind load image-archive "$archive" --name "$name" >&2
 	step "the chart with its defaults"
+	# Helm installs CRDs once and never upgrades them (README "Upgrading"): a kept cluster
+	# gets this checkout's CRDs first.
+	kubectl apply --server-side --force-conflicts -f charts/enclave-operator/crds/ >/dev/null
 	helm upgrade --install enclave-operator charts/enclave-operator --namespace enclave-system \
 		--create-namespace --wait --timeout 5m >/dev/null
 	# A reload of the same tag does not restart running pods: restart them so that the
@@ -617,6 +620,8 @@ YAML
 		source_path[$n]=$(kubectl get pv "${source_pv[$n]}" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
 	done
 	echo "db-0 and db-1 seeded in Virginia (trees ${before[0]} ${before[1]}; volumes ${source_pv[0]} ${source_pv[1]})" >&2
+	local set_uid
+	set_uid=$(kubectl get statefulset -n "$ns" db -o jsonpath='{.metadata.uid}')
 	enclave volmove "access: {approvedUsers: [kind-e2e-prober], approverUsers: [kind-e2e-approver]}"
 	policy volmove volmove "  migration: {enabled: true, volumeMoves: {minRetentionHours: 0, defaultRetentionHours: 0}}"
 	kubectl label namespace "$ns" kind-e2e-scope=volmove >/dev/null
@@ -661,6 +666,24 @@ YAML
 		eventually 60 "${source_path[$n]} is still on Virginia's disk" not docker exec "$(node_container virginia-a)" test -e "${source_path[$n]}"
 		echo "data-db-$n: on $pv ($class, $node), same tree (${before[$n]}), sparse file $allocated KiB, source ${source_pv[$n]} erased" >&2
 	done
+	# The claim template names the enclave's class (the set was made again, its template
+	# being immutable): a scale-up's new claim is provisioned inside, and its pod runs there.
+	local template_class replaced
+	template_class=$(kubectl get statefulset -n "$ns" db -o jsonpath='{.spec.volumeClaimTemplates[0].spec.storageClassName}')
+	[[ $template_class == eu-dublin-ssd ]] || die "the StatefulSet's claim template names $template_class after the move, not eu-dublin-ssd"
+	[[ $(kubectl get statefulset -n "$ns" db -o jsonpath='{.metadata.uid}') != "$set_uid" ]] || die "the StatefulSet was not made again"
+	replaced=$(kubectl get volumemigrations -n "$ns" -o json | jq -r --arg uid "$set_uid" '[.items[].status.statefulSetReplacement
+		| select(. != null and .replacedUid == $uid and .templates == [{"name": "data", "previousStorageClassName": "us-east-ssd"}]
+			and .storageClassName == "eu-dublin-ssd" and .recreated != null and .manifest == null)] | length')
+	[[ $replaced == 1 ]] || die "no move records the StatefulSet's replacement: $(kubectl get volumemigrations -n "$ns" -o yaml)"
+	kubectl scale statefulset -n "$ns" db --replicas 3 >/dev/null
+	kubectl rollout status -n "$ns" statefulset/db --timeout 240s >/dev/null || die "the StatefulSet did not scale to 3 after the move"
+	pv=$(kubectl get pvc -n "$ns" data-db-2 -o jsonpath='{.spec.volumeName}')
+	class=$(kubectl get pv "$pv" -o jsonpath='{.spec.storageClassName}')
+	node=$(kubectl get pod -n "$ns" db-2 -o jsonpath='{.spec.nodeName}')
+	[[ $class == eu-dublin-ssd && ($node == dublin-* || $node == norway-*) ]] ||
+		die "the scale-up's claim data-db-2 is on $class and db-2 on $node, not the enclave"
+	echo "StatefulSet db made again with its claim template on $template_class; scaled up, data-db-2 is on $class ($node)" >&2
 	# The evidence: every step of both moves in the leader chain, whose hash chain holds.
 	local logs records
 	logs=$(mktemp)

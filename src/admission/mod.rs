@@ -212,10 +212,11 @@ pub const ENTRIES: &[Entry] = &[
                 resources: &["persistentvolumeclaims"],
                 operations: &["CREATE"],
             },
+            // CREATE only: claim templates are immutable (see the native policy).
             Rule {
                 groups: &["apps"],
                 resources: &["statefulsets"],
-                operations: &["CREATE", "UPDATE"],
+                operations: &["CREATE"],
             },
         ],
         failure: Failure::ByEnforcement,

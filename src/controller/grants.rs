@@ -87,13 +87,19 @@ impl Observer {
         let enclave = catalog.enclave(enclave)?;
         let access = enclave.spec.access.clone().unwrap_or_default();
         let rules = access.anomalies.clone().unwrap_or_default();
+        let grants = catalog.grants();
         let standing = if access.admits(user, groups).is_some() {
             Standing::Approved
-        } else if catalog
-            .grants()
+        } else if grants
+            .as_ref()
             .is_some_and(|g| g.holds_any(&enclave, user, now))
         {
             Standing::HoldsGrant
+        } else if grants
+            .as_ref()
+            .is_some_and(|g| g.ever_approved(&enclave, user, now))
+        {
+            Standing::HadAccess
         } else {
             Standing::Nobody
         };
@@ -124,10 +130,20 @@ impl Observer {
 }
 
 /// The AccessAnomaly name of an alarm: the enclave (shortened), a digest of the subject
-/// (user names are not DNS names), and the second it was raised.
+/// (user names are not DNS names) and of what the alarm says (two rules can fire for
+/// one subject within a second: a first attempt outside a grant, then the lockout),
+/// and the second it was raised.
 pub fn anomaly_name(alarm: &Alarm) -> String {
     let mut hasher = DefaultHasher::new();
-    (&alarm.enclave, &alarm.user).hash(&mut hasher);
+    let reasons: Vec<&str> = alarm.reasons.iter().map(|r| r.as_str()).collect();
+    (
+        &alarm.enclave,
+        &alarm.user,
+        reasons,
+        alarm.attempts,
+        alarm.lockout,
+    )
+        .hash(&mut hasher);
     let enclave: String = alarm.enclave.chars().take(180).collect();
     format!(
         "{enclave}-{:016x}-{}",
@@ -209,12 +225,13 @@ fn enclave_ref(name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
 }
 
 /// The status the operator shows for an evaluation.
-pub fn status_of(eval: &Evaluation) -> serde_json::Value {
+pub fn status_of(eval: &Evaluation, now: Timestamp) -> serde_json::Value {
     json!({
         "state": eval.state.as_str(),
         "approvedBy": eval.approved_by,
         "activeFrom": eval.active_from.map(|t| t.to_string()),
         "expiresAt": eval.expires_at.map(|t| t.to_string()),
+        "timeLeft": eval.time_left(now),
         "reviewedBy": eval.reviewed_by,
         "message": eval.message,
     })
@@ -264,13 +281,18 @@ pub fn transitions(
     out
 }
 
-fn same_status(old: Option<&crate::crd::AccessGrantStatus>, eval: &Evaluation) -> bool {
+fn same_status(
+    old: Option<&crate::crd::AccessGrantStatus>,
+    eval: &Evaluation,
+    now: Timestamp,
+) -> bool {
     let Some(old) = old else {
         return false;
     };
     old.state.as_deref() == Some(eval.state.as_str())
         && old.approved_by == eval.approved_by
         && old.expires_at == eval.expires_at.map(|t| t.to_string())
+        && old.time_left == eval.time_left(now)
         && old.reviewed_by == eval.reviewed_by
         && old.message.as_deref() == Some(eval.message.as_str())
 }
@@ -285,11 +307,11 @@ async fn pass(ctx: &Context, cleared: &mut HashSet<String>) {
     for grant in &grants.grants {
         let enclave = ctx.caches.enclave(&grant.spec.enclave);
         let eval = evaluate(grant, &grants.approvals_of(grant), enclave.as_deref(), now);
-        if same_status(grant.status.as_ref(), &eval) {
+        if same_status(grant.status.as_ref(), &eval, now) {
             continue;
         }
         let name = grant.name_any();
-        let patch = json!({"status": status_of(&eval)});
+        let patch = json!({"status": status_of(&eval, now)});
         if let Err(error) = api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -45,9 +45,9 @@ use crate::{
     names::{MANAGED_BY_LABEL, VOLUME_MIGRATION_LABEL},
     scope::{self, Catalog},
     volume_move::{
-        Action, Approval, ClaimView, ClassView, Credentials, JobView, MoveSettings, Observed,
-        OwnerView, Pass, Reclaim, TransferView, VolumePhase, VolumeView, destination_claim_name,
-        mover, next,
+        Action, Approval, ClaimTemplateView, ClaimView, ClassView, Credentials, JobView,
+        MoveSettings, Observed, OwnerView, Pass, Reclaim, TransferView, VolumePhase, VolumeView,
+        destination_claim_name, mover, next,
     },
     volumes::{self, Storage},
 };
@@ -495,6 +495,17 @@ async fn record(ctx: &Context, m: &VolumeMigration, s: &VolumeMigrationStatus, p
     if let Some(t) = &s.times.erase_after {
         record = record.with("eraseAfter", t.0.to_string());
     }
+    if let Some(r) = &s.stateful_set_replacement {
+        // The owner created again with its claim template on the enclave's class.
+        let names: Vec<&str> = r.templates.iter().map(|t| t.name.as_str()).collect();
+        record = record
+            .with("statefulSetReplacedUid", r.replaced_uid.clone())
+            .with("claimTemplates", names.join(","))
+            .with("claimTemplateStorageClass", r.storage_class_name.clone());
+        if let Some(why) = &r.refused {
+            record = record.with("statefulSetReplacementRefused", why.clone());
+        }
+    }
     ctx.sink.record(record);
     let warning = matches!(
         s.phase,
@@ -667,16 +678,28 @@ fn statefulset_of_claim(sets: &[StatefulSet], claim: &str) -> Option<String> {
     sets.iter().find_map(|set| {
         let name = set.name_any();
         let templates = set.spec.as_ref()?.volume_claim_templates.as_ref()?;
-        templates.iter().find_map(|t| {
-            let prefix = format!("{}-{name}-", t.metadata.name.as_deref()?);
-            claim
-                .strip_prefix(&prefix)
-                .filter(|ordinal| {
-                    !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit())
-                })
-                .map(|_| name.clone())
-        })
+        let names = templates.iter().filter_map(|t| t.metadata.name.as_deref());
+        crate::volume_move::claim_template(&name, names, claim).map(|_| name.clone())
     })
+}
+
+/// A StatefulSet as the move would create it again: its name, labels, annotations,
+/// owner references and spec, never its status or identity (UID, resourceVersion,
+/// managed fields), nor finalizers (their controllers add them to the new object).
+pub fn statefulset_manifest(set: &StatefulSet) -> Option<String> {
+    let again = StatefulSet {
+        metadata: ObjectMeta {
+            name: set.metadata.name.clone(),
+            namespace: set.metadata.namespace.clone(),
+            labels: set.metadata.labels.clone(),
+            annotations: set.metadata.annotations.clone(),
+            owner_references: set.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: set.spec.clone(),
+        status: None,
+    };
+    serde_json::to_string(&again).ok()
 }
 
 async fn owner_view(
@@ -694,13 +717,23 @@ async fn owner_view(
         .find(|h| h.spec.scale_target_ref.kind == kind && h.spec.scale_target_ref.name == name)
         .map(|h| h.name_any());
     // Replicas as asked (`spec.replicas`, 1 when unset) and Ready (`status`).
-    let view = |replicas: Option<i32>, ready: Option<i32>, when_scaled_delete: bool| OwnerView {
+    let view = |meta: &ObjectMeta, replicas: Option<i32>, ready: Option<i32>| OwnerView {
         kind: kind.into(),
         name: name.into(),
         replicas: replicas.unwrap_or(1),
         ready_replicas: ready.unwrap_or(0),
         autoscaler: autoscaler.clone(),
-        when_scaled_delete,
+        when_scaled_delete: false,
+        uid: meta.uid.clone().unwrap_or_default(),
+        deleting: meta.deletion_timestamp.is_some(),
+        managed_by: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.name)),
+        claim_templates: Vec::new(),
+        manifest: None,
     };
     Ok(match kind {
         "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
@@ -708,26 +741,38 @@ async fn owner_view(
             .await?
             .map(|d| {
                 view(
+                    &d.metadata,
                     d.spec.and_then(|s| s.replicas),
                     d.status.and_then(|s| s.ready_replicas),
-                    false,
                 )
             }),
         "StatefulSet" => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
             .get_opt(name)
             .await?
-            .map(|s| {
-                let spec = s.spec.unwrap_or_default();
-                let delete = spec
+            .map(|set| {
+                let manifest = statefulset_manifest(&set);
+                let spec = set.spec.clone().unwrap_or_default();
+                let mut owner = view(
+                    &set.metadata,
+                    spec.replicas,
+                    set.status.as_ref().and_then(|s| s.ready_replicas),
+                );
+                owner.when_scaled_delete = spec
                     .persistent_volume_claim_retention_policy
                     .as_ref()
                     .and_then(|p| p.when_scaled.as_deref())
                     == Some("Delete");
-                view(
-                    spec.replicas,
-                    s.status.and_then(|s| s.ready_replicas),
-                    delete,
-                )
+                owner.claim_templates = spec
+                    .volume_claim_templates
+                    .iter()
+                    .flatten()
+                    .map(|t| ClaimTemplateView {
+                        name: t.metadata.name.clone().unwrap_or_default(),
+                        storage_class: t.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+                    })
+                    .collect();
+                owner.manifest = manifest;
+                owner
             }),
         _ => None,
     })
@@ -985,6 +1030,14 @@ async fn observe(
         }
     }
 
+    let replacement_check = match (&status.stateful_set_replacement, &owner) {
+        (Some(r), Some(o)) if r.replaced_uid == o.uid && !o.deleting => match &r.manifest {
+            Some(manifest) => Some(admits_statefulset(ctx, &ns, &o.name, manifest).await?),
+            None => None,
+        },
+        _ => None,
+    };
+
     Ok(Observed {
         namespace: ns,
         generation: m.metadata.generation,
@@ -1002,7 +1055,36 @@ async fn observe(
         approval,
         credentials,
         transfers,
+        replacement_check,
     })
+}
+
+/// Whether the API server admits this StatefulSet, asked with a server-side dry run of
+/// its creation while the set it replaces still exists: admission (and validation) run
+/// before the name is found taken, so "already exists" means admitted.
+async fn admits_statefulset(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    manifest: &str,
+) -> Result<Result<(), String>, kube::Error> {
+    let mut set: StatefulSet = match serde_json::from_str(manifest) {
+        Ok(set) => set,
+        Err(e) => return Ok(Err(format!("the recorded StatefulSet does not read: {e}"))),
+    };
+    set.metadata.name = Some(name.to_string());
+    set.metadata.namespace = Some(ns.to_string());
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match sets.create(&dry_run, &set).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Err(e.message)),
+        Err(other) => Err(other),
+    }
 }
 
 /// The first decision on this move (by name and UID) by an approver of every
@@ -1077,6 +1159,18 @@ fn claim_meta(m: &VolumeMigration, name: &str, labels: BTreeMap<String, String>)
     let mut meta = owned_meta(m, name.to_string(), labels);
     meta.owner_references = None;
     meta
+}
+
+/// A deletion of the object with this UID and no other (one made again under the same
+/// name is left alone).
+fn only_uid(uid: &str) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
 }
 
 fn ignore_conflict(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
@@ -1225,21 +1319,9 @@ async fn take(
                 )),
             }
         }
-        Action::DeleteClaim { name, uid } => ignore_missing(
-            claims
-                .delete(
-                    name,
-                    &DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: Some(uid.clone()),
-                            resource_version: None,
-                        }),
-                        ..DeleteParams::default()
-                    },
-                )
-                .await
-                .map(|_| ()),
-        ),
+        Action::DeleteClaim { name, uid } => {
+            ignore_missing(claims.delete(name, &only_uid(uid)).await.map(|_| ()))
+        }
         Action::BindVolume {
             volume,
             namespace,
@@ -1273,6 +1355,9 @@ async fn take(
                     .map(|_| ()),
             )
         }
+        Action::DeleteStatefulSet { .. } | Action::CreateStatefulSet { .. } => {
+            replace_statefulset(ctx, &ns, action).await
+        }
         Action::DeleteVolume { volume } => {
             // Through the reclaim path: with Delete on a Released volume the volume
             // controller has the provisioner delete the storage, then the object.
@@ -1285,6 +1370,33 @@ async fn take(
                 .await
                 .map(|_| ())
         }
+    }
+}
+
+/// Deletes the StatefulSet of this UID with its pods and claims orphaned, or creates
+/// it again from the manifest the status holds.
+async fn replace_statefulset(ctx: &Context, ns: &str, action: &Action) -> Result<(), kube::Error> {
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    match action {
+        Action::DeleteStatefulSet { name, uid } => {
+            let orphaning = DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+                ..only_uid(uid)
+            };
+            ignore_missing(sets.delete(name, &orphaning).await.map(|_| ()))
+        }
+        Action::CreateStatefulSet { name, manifest } => {
+            let mut set: StatefulSet = serde_json::from_str(manifest).map_err(|e| {
+                kube::Error::Service(
+                    format!("status.statefulSetReplacement.manifest does not read: {e}").into(),
+                )
+            })?;
+            // The record names the set it replaces; nothing else is created from it.
+            set.metadata.name = Some(name.clone());
+            set.metadata.namespace = Some(ns.to_string());
+            ignore_conflict(sets.create(&PostParams::default(), &set).await.map(|_| ()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1731,6 +1843,50 @@ volumes:
         assert_eq!(statefulset_of_claim(&sets, "data-db-x"), None);
         assert_eq!(statefulset_of_claim(&sets, "data-db-"), None);
         assert_eq!(statefulset_of_claim(&sets, "logs-db-0"), None);
+    }
+
+    /// The set made again is the user's object without its identity and status: what
+    /// the API server would refuse (a UID, a resourceVersion) or what is not the
+    /// user's to keep (managed fields, finalizers, status) is left out.
+    #[test]
+    fn a_statefulset_is_recorded_as_the_user_made_it_without_identity_or_status() {
+        let set: StatefulSet = serde_json::from_value(json!({
+            "metadata": {
+                "name": "db", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+                "generation": 3, "creationTimestamp": "2026-12-01T00:00:00Z",
+                "labels": {"app": "db"}, "annotations": {"team": "payments"},
+                "finalizers": ["example.com/hold"],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u-2"}],
+                "managedFields": [{"manager": "kubectl"}],
+            },
+            "spec": {"replicas": 0, "selector": {}, "serviceName": "db", "template": {},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                               "spec": {"storageClassName": "us-east-ssd"}}]},
+            "status": {"replicas": 2, "readyReplicas": 2},
+        }))
+        .expect("a StatefulSet");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&statefulset_manifest(&set).expect("serializes")).expect("JSON");
+        let meta = &manifest["metadata"];
+        for gone in [
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "finalizers",
+            "managedFields",
+        ] {
+            assert!(meta.get(gone).is_none(), "{gone}: {meta}");
+        }
+        assert!(manifest.get("status").is_none());
+        assert_eq!(meta["labels"]["app"], "db");
+        assert_eq!(meta["annotations"]["team"], "payments");
+        assert_eq!(meta["ownerReferences"][0]["name"], "x");
+        assert_eq!(manifest["spec"]["serviceName"], "db");
+        assert_eq!(
+            manifest["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "us-east-ssd"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Requester","type":"string","jsonPath":".spec.requester"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Approved-By","type":"string","jsonPath":".status.approvedBy"}"#,
+    printcolumn = r#"{"name":"Time-Left","type":"string","jsonPath":".status.timeLeft"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Break-Glass","type":"boolean","jsonPath":".spec.breakGlass"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -154,6 +155,10 @@ pub struct AccessGrantStatus {
     /// When it ends (or ended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// While active: what is left of it, to the minute rounded up (refreshed every
+    /// minute; access itself ends at `expiresAt` exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_left: Option<String>,
     /// For break-glass: who acknowledged it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reviewed_by: Option<String>,

@@ -336,9 +336,26 @@ pub struct AnomalyRules {
     #[serde(default = "default_window_seconds")]
     #[schemars(range(min = 1, max = 86400))]
     pub window_seconds: i32,
-    /// Lock the subject out once the alarm is raised: every attempt on the enclave's
-    /// pods is refused, even with a standing approval or an active grant, until an
-    /// approver clears it (an AccessApproval with `decision: ClearLockout`).
+    /// Distinct pods one subject is denied within `windowSeconds` that raise the alarm
+    /// on their own, whatever `deniedAttempts` says (someone looking for a way in); 0
+    /// turns the rule off.
+    #[serde(default = "default_many_pods")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub many_pods: i32,
+    /// A denied attempt by a subject who holds an active grant of the enclave (so the
+    /// attempt was outside its scope) raises the alarm at once.
+    #[serde(default = "default_true")]
+    pub outside_grant: bool,
+    /// A denied attempt by a subject who has never had access to the enclave (not on
+    /// its standing lists, no grant of theirs ever approved) raises the alarm at once.
+    #[serde(default = "default_true")]
+    pub never_approved: bool,
+    /// Lock the subject out once an alarm for repeated denials or many pods is raised:
+    /// every attempt on the enclave's pods is refused, even with a standing approval or
+    /// an active grant, until an approver clears it (an AccessApproval with `decision:
+    /// ClearLockout`). A single attempt (outside a grant, never approved) raises an
+    /// alarm but never locks out: one mistyped pod name must not lock an engineer out in
+    /// an incident, and someone who keeps trying crosses the other thresholds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lockout: bool,
 }
@@ -348,6 +365,9 @@ impl Default for AnomalyRules {
         Self {
             denied_attempts: default_denied_attempts(),
             window_seconds: default_window_seconds(),
+            many_pods: default_many_pods(),
+            outside_grant: true,
+            never_approved: true,
             lockout: false,
         }
     }
@@ -359,6 +379,14 @@ fn default_denied_attempts() -> i32 {
 
 fn default_window_seconds() -> i32 {
     300
+}
+
+fn default_many_pods() -> i32 {
+    3
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_grant_minutes() -> i32 {

@@ -163,6 +163,42 @@ pub struct ClaimCopy {
     pub storage_class_name: Option<String>,
 }
 
+/// A StatefulSet created again so that its claim templates name the enclave's class.
+/// `volumeClaimTemplates` cannot be changed in place, so the set is deleted with its
+/// pods and claims orphaned (none run: it is at zero replicas) and created again from
+/// `manifest`, which is written here before the delete: an operator that stops in
+/// between finds the set to create in the status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetReplacement {
+    /// The UID of the StatefulSet replaced; only that object is ever deleted.
+    pub replaced_uid: String,
+    /// The claim templates whose class was outside the enclave, with that class.
+    pub templates: Vec<TemplateClassChange>,
+    /// The class they name now.
+    pub storage_class_name: String,
+    /// The StatefulSet to create (JSON), until it exists again; cleared then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// When the new StatefulSet was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<Time>,
+    /// Why the API server would not admit the new set (asked with a dry run before the
+    /// old one is deleted): the set is then left as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// One claim template whose class changed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateClassChange {
+    pub name: String,
+    /// The class it named before (absent: the default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_storage_class_name: Option<String>,
+}
+
 /// When each step began (written before the step's action is taken).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -284,6 +320,10 @@ pub struct VolumeMigrationStatus {
     /// Why the move was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_reason: Option<String>,
+    /// The owner StatefulSet, created again with the claim template on the enclave's
+    /// class (the template is immutable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful_set_replacement: Option<StatefulSetReplacement>,
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -24,14 +24,11 @@ use super::Grants;
 /// least recently is dropped first, so a subject that keeps trying stays counted.
 pub const MAX_SUBJECTS: usize = 10_000;
 
-/// Distinct pods in one window that make the attempts "on many pods".
-pub const MANY_PODS: usize = 3;
-
 /// Pods named in an alarm.
 const MAX_PODS_NAMED: usize = 16;
 
-/// Why an alarm was raised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why an alarm was raised: each is a rule of its own ([`AnomalyRules`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     RepeatedDenials,
     ManyPods,
@@ -57,7 +54,10 @@ pub enum Standing {
     HoldsGrant,
     /// Approved by the enclave's standing list (denied for another reason).
     Approved,
-    /// Neither.
+    /// Neither now, but a grant of theirs was approved before (expired or revoked).
+    HadAccess,
+    /// Never had access: not on the standing lists, no grant of theirs ever approved
+    /// (as far as the grants still in the cluster tell).
     Nobody,
 }
 
@@ -77,10 +77,13 @@ pub struct Alarm {
 impl Alarm {
     pub fn message(&self) -> String {
         let reasons: Vec<&str> = self.reasons.iter().map(|r| r.as_str()).collect();
+        let times = match self.attempts {
+            1 => "once".to_string(),
+            n => format!("{n} times"),
+        };
         format!(
-            "{} was denied {} times within {} s on DataEnclave {} ({}; pods: {}){}",
+            "{} was denied {times} within {} s on DataEnclave {} ({}; pods: {}){}",
             self.user,
-            self.attempts,
             self.window_seconds,
             self.enclave,
             reasons.join(", "),
@@ -96,10 +99,11 @@ impl Alarm {
 
 #[derive(Debug)]
 struct Subject {
-    /// Denials within the window, oldest first; at most the threshold.
+    /// Denials within the window, oldest first; at most the larger of the two
+    /// thresholds (`deniedAttempts`, `manyPods`).
     denials: VecDeque<(Timestamp, String)>,
-    /// No second alarm before this moment (one per window).
-    quiet_until: Option<Timestamp>,
+    /// Per rule, no second alarm before this moment (one per window and rule).
+    quiet_until: Vec<(Reason, Timestamp)>,
     last: Timestamp,
 }
 
@@ -159,9 +163,10 @@ impl Tracker {
         }
         let window = SignedDuration::from_secs(i64::from(rules.window_seconds));
         let threshold = usize::try_from(rules.denied_attempts.max(1)).unwrap_or(1);
+        let many_pods = usize::try_from(rules.many_pods.max(0)).unwrap_or(0);
         let subject = self.subjects.entry(key).or_insert_with(|| Subject {
             denials: VecDeque::new(),
-            quiet_until: None,
+            quiet_until: Vec::new(),
             last: now,
         });
         subject.last = now;
@@ -170,29 +175,57 @@ impl Tracker {
             .denials
             .front()
             .is_some_and(|(t, _)| *t + window <= now)
-            || subject.denials.len() > threshold
+            || subject.denials.len() > threshold.max(many_pods)
         {
             subject.denials.pop_front();
         }
-        if subject.denials.len() < threshold || subject.quiet_until.is_some_and(|q| now < q) {
-            return None;
-        }
-        subject.quiet_until = Some(now + window);
         let mut pods: Vec<String> = Vec::new();
         for (_, pod) in &subject.denials {
             if !pods.contains(pod) {
                 pods.push(pod.clone());
             }
         }
-        let mut reasons = vec![Reason::RepeatedDenials];
-        if pods.len() >= MANY_PODS {
-            reasons.push(Reason::ManyPods);
+        // Every rule that holds now; those that raised an alarm within the window stay
+        // quiet, so that one attempt never raises the same alarm twice in a window, and
+        // a rule that fired does not silence the others (a first attempt by a stranger
+        // must not keep their repeated attempts from locking them out).
+        let holds = [
+            (Reason::RepeatedDenials, subject.denials.len() >= threshold),
+            (Reason::ManyPods, many_pods > 0 && pods.len() >= many_pods),
+            (
+                Reason::OutsideGrant,
+                rules.outside_grant && standing == Standing::HoldsGrant,
+            ),
+            (
+                Reason::NeverApproved,
+                rules.never_approved && standing == Standing::Nobody,
+            ),
+        ];
+        subject.quiet_until.retain(|(_, until)| now < *until);
+        let fired: Vec<Reason> = holds
+            .iter()
+            .filter(|(reason, holds)| {
+                *holds && !subject.quiet_until.iter().any(|(quiet, _)| quiet == reason)
+            })
+            .map(|(reason, _)| *reason)
+            .collect();
+        if fired.is_empty() {
+            return None;
         }
-        match standing {
-            Standing::HoldsGrant => reasons.push(Reason::OutsideGrant),
-            Standing::Nobody => reasons.push(Reason::NeverApproved),
-            Standing::Approved => {}
+        for reason in &fired {
+            subject.quiet_until.push((*reason, now + window));
         }
+        // The alarm names every rule that holds (what the attempts look like), and
+        // locks out only for the rules of many attempts.
+        let reasons: Vec<Reason> = holds
+            .iter()
+            .filter(|(_, holds)| *holds)
+            .map(|(reason, _)| *reason)
+            .collect();
+        let lockout = rules.lockout
+            && fired
+                .iter()
+                .any(|r| matches!(r, Reason::RepeatedDenials | Reason::ManyPods));
         pods.truncate(MAX_PODS_NAMED);
         Some(Alarm {
             enclave: enclave.to_string(),
@@ -201,7 +234,7 @@ impl Tracker {
             attempts: i32::try_from(subject.denials.len()).unwrap_or(i32::MAX),
             window_seconds: rules.window_seconds,
             pods,
-            lockout: rules.lockout,
+            lockout,
             at: now,
         })
     }
@@ -258,6 +291,9 @@ mod tests {
         AnomalyRules {
             denied_attempts: attempts,
             window_seconds: window,
+            many_pods: 0,
+            outside_grant: false,
+            never_approved: false,
             lockout,
         }
     }
@@ -272,14 +308,7 @@ mod tests {
         assert_eq!(deny(&mut tracker, 10, "db-1"), None);
         let alarm = deny(&mut tracker, 20, "db-2").expect("third denial in 60 s");
         assert_eq!(alarm.attempts, 3);
-        assert_eq!(
-            alarm.reasons,
-            [
-                Reason::RepeatedDenials,
-                Reason::ManyPods,
-                Reason::NeverApproved
-            ]
-        );
+        assert_eq!(alarm.reasons, [Reason::RepeatedDenials]);
         assert!(alarm.lockout);
         assert!(
             alarm
@@ -327,7 +356,7 @@ mod tests {
         let alarm = tracker
             .denied("us", "a", "p", Standing::HoldsGrant, &r, at(3))
             .expect("us/a kept its count");
-        assert!(alarm.reasons.contains(&Reason::OutsideGrant));
+        assert_eq!(alarm.reasons, [Reason::RepeatedDenials]);
         assert_eq!(
             tracker.denied("eu", "a", "p", Standing::HoldsGrant, &r, at(4)),
             None,
@@ -339,6 +368,88 @@ mod tests {
             tracker.denied("us", "a", "p", Standing::HoldsGrant, &r, at(s));
         }
         assert!(tracker.subjects.values().all(|s| s.denials.len() <= 2));
+    }
+
+    /// Attempts on many distinct pods raise the alarm below the attempts threshold,
+    /// and lock out where the enclave asks.
+    #[test]
+    fn attempts_on_many_pods_raise_the_alarm_on_their_own() {
+        let mut tracker = Tracker::default();
+        let r = AnomalyRules {
+            many_pods: 3,
+            ..rules(100, 60, true)
+        };
+        let mut deny = |s, pod| tracker.denied("eu", "scan", pod, Standing::Approved, &r, at(s));
+        assert_eq!(deny(0, "db-0"), None);
+        assert_eq!(deny(1, "db-0"), None, "the same pod twice is one pod");
+        assert_eq!(deny(2, "db-1"), None);
+        let alarm = deny(3, "db-2").expect("a third pod within 60 s");
+        assert_eq!(alarm.reasons, [Reason::ManyPods]);
+        assert_eq!(alarm.pods, ["db-0", "db-1", "db-2"]);
+        assert!(alarm.lockout);
+        assert_eq!(deny(4, "db-3"), None, "one alarm per window");
+    }
+
+    /// An attempt outside an active grant raises the alarm at once, without a lockout;
+    /// the same subject's repeated attempts still lock them out (one rule firing does
+    /// not silence another).
+    #[test]
+    fn an_attempt_outside_a_grant_raises_the_alarm_at_once_and_repeats_still_lock_out() {
+        let mut tracker = Tracker::default();
+        let r = AnomalyRules {
+            outside_grant: true,
+            ..rules(3, 60, true)
+        };
+        let mut deny = |s| tracker.denied("eu", "eve", "vault", Standing::HoldsGrant, &r, at(s));
+        let first = deny(0).expect("the first attempt outside the grant");
+        assert_eq!(first.reasons, [Reason::OutsideGrant]);
+        assert!(!first.lockout, "a single attempt never locks out");
+        assert!(first.message().contains("eve was denied once within 60 s"));
+        assert_eq!(deny(1), None, "not twice in a window");
+        let third = deny(2).expect("the threshold");
+        assert_eq!(
+            third.reasons,
+            [Reason::RepeatedDenials, Reason::OutsideGrant]
+        );
+        assert!(third.lockout);
+        assert_ne!(
+            crate::controller::grants::anomaly_name(&first),
+            crate::controller::grants::anomaly_name(&third),
+            "two alarms within a second are two objects"
+        );
+    }
+
+    /// A stranger's first attempt raises the alarm; someone who had a grant before, or
+    /// is on the standing list, does not by that alone.
+    #[test]
+    fn a_subject_who_never_had_access_raises_the_alarm_at_their_first_attempt() {
+        let mut tracker = Tracker::default();
+        let r = AnomalyRules {
+            never_approved: true,
+            outside_grant: true,
+            ..rules(5, 60, true)
+        };
+        let alarm = tracker
+            .denied("eu", "stranger", "db", Standing::Nobody, &r, at(0))
+            .expect("a stranger's first attempt");
+        assert_eq!(alarm.reasons, [Reason::NeverApproved]);
+        assert!(!alarm.lockout);
+        for (user, standing) in [("former", Standing::HadAccess), ("bob", Standing::Approved)] {
+            assert_eq!(
+                tracker.denied("eu", user, "db", standing, &r, at(0)),
+                None,
+                "{user}"
+            );
+        }
+        // Off: no alarm.
+        let off = AnomalyRules {
+            never_approved: false,
+            ..r.clone()
+        };
+        assert_eq!(
+            tracker.denied("eu", "other", "db", Standing::Nobody, &off, at(0)),
+            None
+        );
     }
 
     fn enclave() -> DataEnclave {

@@ -74,6 +74,25 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// What is left of an active grant, to the minute rounded up, for `kubectl get`
+    /// ("1h05m", "42m"); `None` when it is not active. Minutes, not seconds: the status
+    /// is written when this changes, once a minute per active grant at most.
+    pub fn time_left(&self, now: Timestamp) -> Option<String> {
+        if self.state != State::Active {
+            return None;
+        }
+        let seconds = self.expires_at?.as_second() - now.as_second();
+        if seconds <= 0 {
+            return None;
+        }
+        let minutes = (seconds + 59) / 60;
+        Some(if minutes >= 60 {
+            format!("{}h{:02}m", minutes / 60, minutes % 60)
+        } else {
+            format!("{minutes}m")
+        })
+    }
+
     /// An evaluation in `state` with nothing decided yet.
     pub(crate) fn new(state: State, message: String) -> Self {
         Self {
@@ -341,6 +360,20 @@ impl Grants {
                     expires_at: eval.expires_at.unwrap_or(now),
                     break_glass: eval.break_glass,
                 })
+            })
+    }
+
+    /// Was any grant of `user` to `enclave` ever approved (active now, expired or
+    /// revoked)? As far as the grants still in the cluster tell.
+    pub fn ever_approved(&self, enclave: &DataEnclave, user: &str, now: Timestamp) -> bool {
+        let enclave_name = enclave.name_any();
+        self.grants
+            .iter()
+            .filter(|g| g.spec.requester == user && g.spec.enclave == enclave_name)
+            .any(|g| {
+                evaluate(g, &self.approvals_of(g), Some(enclave), now)
+                    .approved_by
+                    .is_some()
             })
     }
 

@@ -102,6 +102,22 @@ fn a_grant_is_pending_until_an_approver_approves_it_and_active_for_its_duration_
     );
 }
 
+/// `kubectl get accessgrants` shows what is left of an active grant, rounded up to
+/// the minute, and nothing for a grant that is not active.
+#[test]
+fn time_left_is_shown_to_the_minute_while_active() {
+    let g = grant("alice", 90);
+    let approve = decision("a1", "carol", &[], ApprovalDecision::Approve, 100);
+    let left = |now: i64| eval(&g, std::slice::from_ref(&approve), now).time_left(at(now));
+    assert_eq!(left(100), Some("1h30m".into()));
+    assert_eq!(left(100 + 1), Some("1h30m".into()));
+    assert_eq!(left(100 + 60), Some("1h29m".into()));
+    assert_eq!(left(100 + 31 * 60), Some("59m".into()));
+    assert_eq!(left(100 + 90 * 60 - 1), Some("1m".into()));
+    assert_eq!(left(100 + 90 * 60), None, "expired");
+    assert_eq!(eval(&g, &[], 10).time_left(at(10)), None, "pending");
+}
+
 #[test]
 fn four_eyes_the_requester_cannot_approve_their_own_grant() {
     // alice is an approver of the enclave (by group) but also the requester.

@@ -2,16 +2,17 @@
 //! [`VolumeMigration`](crate::crd::VolumeMigration), as one function
 //! [`next`]`(observed, status, settings, now) -> Step`.
 //!
-//! The controller (not built yet) reads the world into an [`Observed`], calls [`next`]
-//! with the status it last wrote, writes the returned status FIRST and only then takes
-//! the returned actions, each of which is idempotent (an "ensure", safe to repeat).
-//! A crash between the status write and an action therefore leaves a status that
-//! already says what is about to happen, with the world not yet changed: the next call
-//! sees the same status and the same world, and asks for the same action again (or
-//! rolls back). Everything a later step or a rollback needs (the original replicas, the
-//! original claim's UID, size and labels, the source's reclaim policy, the destination
-//! claim's name, that the operator itself released the claim) is in the status before
-//! the action that would destroy it.
+//! The controller (`crate::controller::volume_move`) reads the world into an
+//! [`Observed`], calls [`next`] with the status it last wrote, writes the returned
+//! status FIRST and only then takes the returned actions, each of which is idempotent
+//! (an "ensure", safe to repeat). A crash between the status write and an action
+//! therefore leaves a status that already says what is about to happen, with the world
+//! not yet changed: the next call sees the same status and the same world, and asks for
+//! the same action again (or rolls back). Everything a later step or a rollback needs
+//! (the original replicas, the original claim's UID, size and labels, the source's
+//! reclaim policy, the destination claim's name, that the operator itself released the
+//! claim, the StatefulSet to make again) is in the status before the action that would
+//! destroy it.
 //!
 //! Phases, in order: `Planned` (preflight) → `AwaitingApproval` (if the policy asks) →
 //! `Copying` (the source set to Retain, credentials made, the destination claim made,
@@ -19,9 +20,10 @@
 //! scaled to zero) → `FinalSync` (the delta, source read-only) → `Verifying` (both
 //! manifests; equal root hashes or no switch) → `Switching` (movers gone, both volumes
 //! Retain, the original and the temporary claim deleted, the new volume pre-bound by
-//! `claimRef`, the claim recreated under its name with `volumeName`) → `Restoring`
-//! (replicas back) → `Done` (the source kept for the retention window) → `Erasing`
-//! (the source deleted through its reclaim path) → `Erased`.
+//! `claimRef`, the claim recreated under its name with `volumeName`) → `Restoring` (a
+//! StatefulSet whose claim templates name classes outside made again with the
+//! enclave's, then the replicas back) → `Done` (the source kept for the retention
+//! window) → `Erasing` (the source deleted through its reclaim path) → `Erased`.
 //!
 //! Any failure from `Copying` to `Switching` rolls back (`RollingBack` → `RolledBack`):
 //! the claim back on the source volume (recreated there if the operator had released
@@ -45,8 +47,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions;
 use crate::crd::{
-    ClaimCopy, MigrationPhase as Phase, VolumeMigrationSpec, VolumeMigrationStatus as Status,
-    WorkloadRef,
+    ClaimCopy, MigrationPhase as Phase, TemplateClassChange, VolumeMigrationSpec,
+    VolumeMigrationStatus as Status, WorkloadRef,
 };
 
 /// The policy's settings for moves.
@@ -175,6 +177,72 @@ pub struct OwnerView {
     pub autoscaler: Option<String>,
     /// A StatefulSet's `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`.
     pub when_scaled_delete: bool,
+    /// The object's UID: only that object is ever deleted.
+    pub uid: String,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// Its controller (`Kind/name`) when another controller manages it: the operator
+    /// never recreates what another controller owns.
+    pub managed_by: Option<String>,
+    /// A StatefulSet's claim templates.
+    pub claim_templates: Vec<ClaimTemplateView>,
+    /// A StatefulSet as it would be created again (JSON: name, labels, annotations,
+    /// owner references and the spec; never its status or identity).
+    pub manifest: Option<String>,
+}
+
+/// One of a StatefulSet's `volumeClaimTemplates`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimTemplateView {
+    pub name: String,
+    /// `spec.storageClassName`.
+    pub storage_class: Option<String>,
+}
+
+/// The claim template of StatefulSet `set` that makes `claim`: the StatefulSet
+/// controller names its claims `<template>-<set>-<ordinal>`.
+pub fn claim_template<'t>(
+    set: &str,
+    templates: impl IntoIterator<Item = &'t str>,
+    claim: &str,
+) -> Option<&'t str> {
+    templates.into_iter().find(|template| {
+        claim
+            .strip_prefix(&format!("{template}-{set}-"))
+            .is_some_and(|ordinal| {
+                !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit())
+            })
+    })
+}
+
+/// A StatefulSet manifest with the claim templates `templates` on `class`; every other
+/// field as it was.
+pub fn with_template_class(
+    manifest: &str,
+    templates: &[String],
+    class: &str,
+) -> Result<String, String> {
+    let mut set: serde_json::Value = serde_json::from_str(manifest)
+        .map_err(|e| format!("the StatefulSet does not read as JSON: {e}"))?;
+    let all = set
+        .pointer_mut("/spec/volumeClaimTemplates")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or("the StatefulSet has no spec.volumeClaimTemplates")?;
+    for template in templates {
+        let found = all
+            .iter_mut()
+            .find(|t| t.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(template))
+            .ok_or_else(|| format!("the StatefulSet has no claim template named {template}"))?;
+        let spec = found
+            .as_object_mut()
+            .ok_or("a claim template is not an object")?
+            .entry("spec")
+            .or_insert_with(|| serde_json::json!({}));
+        spec.as_object_mut()
+            .ok_or("a claim template's spec is not an object")?
+            .insert("storageClassName".into(), class.into());
+    }
+    serde_json::to_string(&set).map_err(|e| e.to_string())
 }
 
 /// The destination StorageClass.
@@ -294,6 +362,10 @@ pub struct Observed {
     /// The mover Jobs by pass; a Job counts until its pods are gone (they hold the
     /// claims the switch releases).
     pub transfers: BTreeMap<Pass, TransferView>,
+    /// When `status.statefulSetReplacement` holds a set to create in place of the
+    /// owner observed (same UID): the API server's answer to a dry-run creation of it
+    /// (admission runs before the name is found taken), `Err` naming the refusal.
+    pub replacement_check: Option<Result<(), String>>,
 }
 
 /// What the controller does after writing the status; every action is idempotent.
@@ -348,6 +420,17 @@ pub enum Action {
     /// its provisioner deletes the storage, then the object.
     DeleteVolume {
         volume: String,
+    },
+    /// Delete the StatefulSet with this name, only if it has this UID (a precondition),
+    /// orphaning its pods and claims.
+    DeleteStatefulSet {
+        name: String,
+        uid: String,
+    },
+    /// Create the StatefulSet of this manifest, if absent.
+    CreateStatefulSet {
+        name: String,
+        manifest: String,
     },
 }
 
@@ -1303,6 +1386,9 @@ impl Machine<'_> {
                 self.claim_name()
             ));
         }
+        if self.template_into_enclave() {
+            return;
+        }
         let Some(owner) = self.o.owner.clone() else {
             return self.fail(format!(
                 "the owner was deleted while being restored; claim {} is on {destination}, the source is kept (Retain)",
@@ -1346,11 +1432,180 @@ impl Machine<'_> {
         let after = done.checked_add(window).unwrap_or(done);
         self.s.times.erase_after = Some(Time(after));
         self.s.progress = Some("done".into());
+        let template = self
+            .template_left_outside()
+            .map(|why| format!("; {why}"))
+            .unwrap_or_default();
         self.say(format!(
-            "the application runs on {}; the source {} is kept until {after}",
+            "the application runs on {}; the source {} is kept until {after}{template}",
             self.destination_volume_name().unwrap_or_default(),
             self.source_name().unwrap_or_default()
         ));
+    }
+
+    /// The owner StatefulSet's claim templates whose class is not one of the enclave's
+    /// (no class: the default, which may be outside), with that class.
+    fn templates_outside(&self, owner: &OwnerView) -> Vec<TemplateClassChange> {
+        if owner.kind != "StatefulSet" {
+            return Vec::new();
+        }
+        owner
+            .claim_templates
+            .iter()
+            .filter(|t| {
+                !t.storage_class
+                    .as_ref()
+                    .is_some_and(|c| self.o.enclave_classes.contains(c))
+            })
+            .map(|t| TemplateClassChange {
+                name: t.name.clone(),
+                previous_storage_class_name: t.storage_class.clone(),
+            })
+            .collect()
+    }
+
+    /// Why the owner's claim templates still name a class outside the enclave after
+    /// the move, when the operator leaves them so.
+    fn template_left_outside(&self) -> Option<String> {
+        let owner = self.o.owner.as_ref()?;
+        let outside = self.templates_outside(owner);
+        let first = outside.first()?;
+        let refused = self
+            .s
+            .stateful_set_replacement
+            .as_ref()
+            .and_then(|r| r.refused.clone());
+        let why = match (&owner.managed_by, refused) {
+            (Some(by), _) => format!("it is managed by {by}: change the template there"),
+            (None, Some(why)) => {
+                format!(
+                    "the API server would not admit it made again, so it was left as it was: {why}"
+                )
+            }
+            (None, None) => "it could not be made again".into(),
+        };
+        let class = first
+            .previous_storage_class_name
+            .clone()
+            .unwrap_or_else(|| "the default class".into());
+        Some(format!(
+            "StatefulSet {}'s claim template {} still names {class}: {why}",
+            owner.name, first.name
+        ))
+    }
+
+    /// A StatefulSet's claim templates name the enclave's class once its claim moved,
+    /// so that the claims it makes later (a scale-up) are provisioned inside. Templates
+    /// cannot be changed in place: the set is deleted with its pods and claims orphaned
+    /// (at zero replicas none run) and created again from a manifest the status holds
+    /// before the delete, once a dry run says the API server admits it (else the set is
+    /// left as it was: an application down for want of its set is worse than a
+    /// template outside). Returns whether the restore waits on it.
+    fn template_into_enclave(&mut self) -> bool {
+        let class = self.s.destination_storage_class.clone().unwrap_or_default();
+        let pending = self
+            .s
+            .stateful_set_replacement
+            .as_ref()
+            .and_then(|r| r.manifest.clone().map(|m| (m, r.replaced_uid.clone())));
+        let Some(owner) = self.o.owner.clone() else {
+            // Deleted by the move (or by someone else after it): created again.
+            let Some((manifest, _)) = pending else {
+                return false;
+            };
+            let name = self.s.owner.clone().map(|o| o.name).unwrap_or_default();
+            self.act(Action::CreateStatefulSet {
+                name: name.clone(),
+                manifest,
+            });
+            self.say(format!(
+                "creating StatefulSet {name} again with its claim templates on {class}"
+            ));
+            return true;
+        };
+        if owner.kind != "StatefulSet" || owner.managed_by.is_some() {
+            return false;
+        }
+        if owner.deleting {
+            self.say(format!(
+                "waiting for StatefulSet {} to be deleted; its pods and claims are orphaned, not deleted",
+                owner.name
+            ));
+            return true;
+        }
+        let now = Time(self.now);
+        if let Some(r) = self.s.stateful_set_replacement.as_mut() {
+            if r.manifest.is_some() && r.replaced_uid != owner.uid {
+                // The set exists again: the record has done its work.
+                r.manifest = None;
+                r.recreated = Some(now);
+            } else if r.replaced_uid == owner.uid && r.refused.is_some() {
+                // Refused once: not tried again for this set.
+                return false;
+            }
+        }
+        let outside = self.templates_outside(&owner);
+        if outside.is_empty() {
+            return false;
+        }
+        let recorded = pending.is_some_and(|(_, uid)| uid == owner.uid);
+        if !recorded {
+            let names: Vec<String> = outside.iter().map(|t| t.name.clone()).collect();
+            let manifest = owner
+                .manifest
+                .as_deref()
+                .ok_or_else(|| "its manifest was not read".to_string())
+                .and_then(|m| with_template_class(m, &names, &class));
+            let (manifest, refused) = match manifest {
+                Ok(m) => (Some(m), None),
+                Err(why) => (None, Some(why)),
+            };
+            let done = refused.is_some();
+            self.s.stateful_set_replacement = Some(crate::crd::StatefulSetReplacement {
+                replaced_uid: owner.uid.clone(),
+                templates: outside,
+                storage_class_name: class.clone(),
+                manifest,
+                recreated: None,
+                refused,
+            });
+            if done {
+                return false;
+            }
+            // The dry run is observed next, before anything is deleted.
+            self.say(format!(
+                "asking the API server whether it admits StatefulSet {} with its claim templates on {class}",
+                owner.name
+            ));
+            return true;
+        }
+        match &self.o.replacement_check {
+            None => {
+                self.say(format!(
+                    "asking the API server whether it admits StatefulSet {} with its claim templates on {class}",
+                    owner.name
+                ));
+                true
+            }
+            Some(Err(why)) => {
+                if let Some(r) = self.s.stateful_set_replacement.as_mut() {
+                    r.manifest = None;
+                    r.refused = Some(why.clone());
+                }
+                false
+            }
+            Some(Ok(())) => {
+                self.act(Action::DeleteStatefulSet {
+                    name: owner.name.clone(),
+                    uid: owner.uid.clone(),
+                });
+                self.say(format!(
+                    "replacing StatefulSet {} so that its claim templates name {class} (templates cannot be changed in place; pods and claims are kept)",
+                    owner.name
+                ));
+                true
+            }
+        }
     }
 
     // ---- Done, Erasing: the source erased after the window, if still safe ---------------
@@ -1432,7 +1687,11 @@ impl Machine<'_> {
                 } else {
                     format!("erasure of {source} held: {why}")
                 };
-                self.say(held);
+                let template = self
+                    .template_left_outside()
+                    .map(|why| format!("; {why}"))
+                    .unwrap_or_default();
+                self.say(format!("{held}{template}"));
             }
         }
     }

@@ -79,6 +79,34 @@ struct World {
     started: Vec<(Pass, bool)>,
     /// A pod mounting the claim is seen Ready (else only the owner's count says).
     users_ready: bool,
+    /// The UIDs of the StatefulSets deleted (to be created again).
+    sets_deleted: Vec<String>,
+    /// A deleted StatefulSet is first seen with its deletion pending (the garbage
+    /// collector orphaning its pods and claims).
+    slow_set_delete: bool,
+    /// The API server refuses the StatefulSet made again (an admission policy).
+    refuse_set: Option<String>,
+}
+
+/// The world's StatefulSet as the controller would give it: replicas and templates.
+fn set_manifest(owner: &OwnerView) -> String {
+    let templates: Vec<serde_json::Value> = owner
+        .claim_templates
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "metadata": {"name": t.name},
+                "spec": {"storageClassName": t.storage_class, "accessModes": ["ReadWriteOnce"]},
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": owner.name, "labels": {"app": "db"}},
+        "spec": {"replicas": owner.replicas, "volumeClaimTemplates": templates},
+    })
+    .to_string()
 }
 
 impl World {
@@ -106,7 +134,18 @@ impl World {
                 ready_replicas: 3,
                 autoscaler: None,
                 when_scaled_delete: false,
+                uid: "set-uid-0".into(),
+                deleting: false,
+                managed_by: None,
+                claim_templates: vec![ClaimTemplateView {
+                    name: "data".into(),
+                    storage_class: Some("us-east-ssd".into()),
+                }],
+                manifest: None,
             }),
+            sets_deleted: Vec::new(),
+            slow_set_delete: false,
+            refuse_set: None,
             stuck_pods: 0,
             credentials: None,
             transfers: BTreeMap::new(),
@@ -166,7 +205,10 @@ impl World {
             source_volume: source_name.and_then(|n| self.volumes.get(&n).cloned()),
             destination_claim: self.dest_claim.clone(),
             destination_volume: dest_name.and_then(|n| self.volumes.get(&n).cloned()),
-            owner: self.owner.clone(),
+            owner: self.owner.clone().map(|mut o| {
+                o.manifest = Some(set_manifest(&o));
+                o
+            }),
             claim_users: users,
             claim_users_ready: if self.users_ready { users.min(1) } else { 0 },
             enclave_classes: self.enclave_classes.clone(),
@@ -175,6 +217,14 @@ impl World {
             approval: self.approval.clone(),
             credentials: self.credentials.clone(),
             transfers: self.transfers.clone(),
+            replacement_check: match (&status.stateful_set_replacement, &self.owner) {
+                (Some(r), Some(o))
+                    if r.manifest.is_some() && r.replaced_uid == o.uid && !o.deleting =>
+                {
+                    Some(self.refuse_set.clone().map_or(Ok(()), Err))
+                }
+                _ => None,
+            },
         }
     }
 
@@ -344,6 +394,56 @@ impl World {
                     self.data.insert(volume.clone(), false);
                 }
             }
+            Action::DeleteStatefulSet { name, uid } => {
+                assert_eq!(name, "db");
+                if let Some(o) = self.owner.as_mut()
+                    && &o.uid == uid
+                {
+                    self.sets_deleted.push(uid.clone());
+                    if self.slow_set_delete && !o.deleting {
+                        o.deleting = true;
+                    } else {
+                        self.owner = None;
+                    }
+                }
+            }
+            Action::CreateStatefulSet { name, manifest } => {
+                assert_eq!(name, "db");
+                if self.owner.is_none() {
+                    let set: serde_json::Value = serde_json::from_str(manifest).expect("JSON");
+                    let uid = self.uid();
+                    let templates = set["spec"]["volumeClaimTemplates"]
+                        .as_array()
+                        .expect("templates")
+                        .iter()
+                        .map(|t| ClaimTemplateView {
+                            name: t["metadata"]["name"].as_str().expect("name").into(),
+                            storage_class: t["spec"]["storageClassName"].as_str().map(Into::into),
+                        })
+                        .collect();
+                    let replicas = set["spec"]["replicas"].as_i64().expect("replicas") as i32;
+                    self.owner = Some(OwnerView {
+                        kind: "StatefulSet".into(),
+                        name: name.clone(),
+                        replicas,
+                        ready_replicas: replicas,
+                        autoscaler: None,
+                        when_scaled_delete: false,
+                        uid,
+                        deleting: false,
+                        managed_by: None,
+                        claim_templates: templates,
+                        manifest: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The slow garbage collector: a StatefulSet whose deletion is pending goes.
+    fn collect_garbage(&mut self) {
+        if self.owner.as_ref().is_some_and(|o| o.deleting) {
+            self.owner = None;
         }
     }
 }
@@ -382,6 +482,7 @@ fn drive(
         let now = at(10 * i as i64);
         let observed = world.observe(&status);
         let seen = world.clone();
+        world.collect_garbage();
         let step = next(&observed, &status, settings, now);
         let before = status.phase;
         status = step.status;
@@ -501,6 +602,27 @@ fn check_action(
                 "the destination is deleted under the claim"
             );
         }
+        // The owner is deleted only with the claim on the new volume (no rollback can
+        // follow), and only once the status holds what creates it again.
+        Action::DeleteStatefulSet { uid, .. } => {
+            assert_eq!(phase, Phase::Restoring);
+            let claim = seen.claim.as_ref().expect("the claim exists");
+            assert!(claim.bound && claim.volume_name.as_deref() == Some(DEST));
+            let record = status
+                .stateful_set_replacement
+                .as_ref()
+                .expect("recorded before the delete");
+            assert_eq!(&record.replaced_uid, uid);
+            assert!(seen.refuse_set.is_none(), "deleted though refused");
+            let manifest = record.manifest.as_deref().expect("the manifest is kept");
+            assert!(manifest.contains("\"storageClassName\":\"eu-dublin-ssd\""));
+        }
+        Action::CreateStatefulSet { manifest, .. } => {
+            assert_eq!(phase, Phase::Restoring);
+            assert!(seen.owner.is_none());
+            let record = status.stateful_set_replacement.as_ref().expect("recorded");
+            assert_eq!(record.manifest.as_deref(), Some(manifest.as_str()));
+        }
         Action::StartTransfer {
             pass,
             source_read_only,
@@ -529,6 +651,27 @@ fn assert_erased(run: &Run) {
     assert!(w.dest_claim.is_none(), "the temporary claim is gone");
     assert!(w.transfers.is_empty() && w.credentials.is_none());
     assert_eq!(run.status.original_replicas, Some(3));
+    // The StatefulSet's claim template names the enclave's class: created again, once.
+    let owner = w.owner.as_ref().expect("the StatefulSet exists");
+    assert_eq!(
+        owner.claim_templates[0].storage_class.as_deref(),
+        Some("eu-dublin-ssd")
+    );
+    assert_eq!(w.sets_deleted, ["set-uid-0"]);
+    let record = run
+        .status
+        .stateful_set_replacement
+        .as_ref()
+        .expect("the replacement is recorded");
+    assert_eq!(
+        record.templates,
+        [crate::crd::TemplateClassChange {
+            name: "data".into(),
+            previous_storage_class_name: Some("us-east-ssd".into()),
+        }]
+    );
+    assert_eq!(record.storage_class_name, "eu-dublin-ssd");
+    assert!(record.manifest.is_none() && record.recreated.is_some() && record.refused.is_none());
 }
 
 /// A move that was undone: the claim on the source with its data, the destination
@@ -725,6 +868,218 @@ fn progress_is_reported_while_a_pass_runs() {
         s.progress.as_deref(),
         Some("first copy: 512.0 MiB of 1.0 GiB, 42 files, 50.0 MiB/s")
     );
+}
+
+// ---- The StatefulSet's claim template ---------------------------------------------
+
+/// The claim template is immutable: the set is deleted with its pods and claims
+/// orphaned, and created again from the record the status held first, with the
+/// template on the enclave's class; the delete is waited out, never assumed.
+#[test]
+fn a_statefulsets_claim_template_ends_on_the_enclaves_class() {
+    let mut world = World::new();
+    world.slow_set_delete = true;
+    let mut messages = Vec::new();
+    let run = drive(world, &settings(), None, &mut |_, s| {
+        messages.extend(s.message.clone());
+    });
+    assert_erased(&run);
+    for expected in [
+        "asking the API server whether it admits StatefulSet db with its claim templates on eu-dublin-ssd",
+        "replacing StatefulSet db so that its claim templates name eu-dublin-ssd",
+        "waiting for StatefulSet db to be deleted; its pods and claims are orphaned",
+        "creating StatefulSet db again with its claim templates on eu-dublin-ssd",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected}: {messages:#?}"
+        );
+    }
+    // Deleted with its UID as precondition, created from the record, then scaled.
+    let order: Vec<&str> = run
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteStatefulSet { .. } => Some("delete"),
+            Action::CreateStatefulSet { .. } => Some("create"),
+            Action::ScaleOwner { replicas: 3, .. } => Some("scale"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["delete", "create", "scale"]);
+}
+
+/// A run, and the message the move showed when it entered Done.
+fn run_noting_done(world: World) -> (Run, String) {
+    let mut done_message = None;
+    let run = drive(world, &settings(), None, &mut |_, s| {
+        if s.phase == Some(Phase::Done) && done_message.is_none() {
+            done_message = s.message.clone();
+        }
+    });
+    (run, done_message.expect("a Done message"))
+}
+
+/// Nothing is made again when every template already names an enclave class; when
+/// several name classes outside, all of them are changed in one replacement (the
+/// storage guard would refuse a set that still names one).
+#[test]
+fn a_statefulset_is_made_again_only_when_a_template_names_a_class_outside() {
+    let mut world = World::new();
+    world.owner.as_mut().expect("owner").claim_templates[0].storage_class =
+        Some("eu-norway-ssd".into());
+    let inside = run(world);
+    assert_eq!(inside.status.phase, Some(Phase::Erased));
+    assert!(inside.world.sets_deleted.is_empty());
+    assert!(inside.status.stateful_set_replacement.is_none());
+
+    let mut world = World::new();
+    let templates = &mut world.owner.as_mut().expect("owner").claim_templates;
+    templates.push(ClaimTemplateView {
+        name: "logs".into(),
+        storage_class: None,
+    });
+    templates.push(ClaimTemplateView {
+        name: "cache".into(),
+        storage_class: Some("eu-norway-ssd".into()),
+    });
+    let run = run(world);
+    assert_eq!(run.status.phase, Some(Phase::Erased));
+    let classes: Vec<(&str, Option<&str>)> = run
+        .world
+        .owner
+        .as_ref()
+        .expect("owner")
+        .claim_templates
+        .iter()
+        .map(|t| (t.name.as_str(), t.storage_class.as_deref()))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            ("data", Some("eu-dublin-ssd")),
+            ("logs", Some("eu-dublin-ssd")),
+            ("cache", Some("eu-norway-ssd"))
+        ]
+    );
+    assert_eq!(run.world.sets_deleted.len(), 1);
+    let record = run.status.stateful_set_replacement.expect("recorded");
+    let changed: Vec<(&str, Option<&str>)> = record
+        .templates
+        .iter()
+        .map(|t| (t.name.as_str(), t.previous_storage_class_name.as_deref()))
+        .collect();
+    assert_eq!(changed, [("data", Some("us-east-ssd")), ("logs", None)]);
+}
+
+/// A set the API server would not admit made again (a policy of the cluster's) is
+/// never deleted: asked with a dry run first, refused, it is left as it was, the
+/// application restored, and the status says why.
+#[test]
+fn a_set_the_api_server_would_refuse_is_left_as_it_was_and_the_status_says_why() {
+    let mut world = World::new();
+    world.refuse_set = Some("admission webhook \"team-rules\" denied the request".into());
+    let (run, message) = run_noting_done(world);
+    assert_eq!(run.status.phase, Some(Phase::Erased));
+    assert!(run.world.sets_deleted.is_empty());
+    let owner = run.world.owner.as_ref().expect("the set is kept");
+    assert_eq!((owner.uid.as_str(), owner.replicas), ("set-uid-0", 3));
+    let record = run.status.stateful_set_replacement.expect("recorded");
+    assert!(record.manifest.is_none());
+    assert!(record.refused.is_some_and(|r| r.contains("team-rules")));
+    assert!(
+        message.contains("StatefulSet db's claim template data still names us-east-ssd: the API server would not admit it made again"),
+        "{message}"
+    );
+}
+
+/// A StatefulSet another controller manages (a database operator, say) is not
+/// recreated: that controller would make it again from its own resource. The move ends
+/// and says where the template must be changed.
+#[test]
+fn a_managed_statefulset_is_left_to_its_controller_and_the_status_says_so() {
+    let mut world = World::new();
+    world.owner.as_mut().expect("owner").managed_by = Some("PostgresCluster/db".into());
+    let (run, message) = run_noting_done(world);
+    assert_eq!(run.status.phase, Some(Phase::Erased));
+    assert!(run.world.sets_deleted.is_empty());
+    assert!(
+        message.contains(
+            "StatefulSet db's claim template data still names us-east-ssd: it is managed by PostgresCluster/db: change the template there"
+        ),
+        "{message}"
+    );
+}
+
+/// Someone (a GitOps tool) creating the set again with the old class before the move
+/// does: that set is replaced in turn; the record always names the UID it deletes.
+#[test]
+fn a_set_made_again_outside_the_move_with_the_old_class_is_replaced_in_turn() {
+    let mut meddled = false;
+    let run = drive(World::new(), &settings(), None, &mut |w, s| {
+        let pending = s
+            .stateful_set_replacement
+            .as_ref()
+            .is_some_and(|r| r.manifest.is_some());
+        if pending && w.owner.is_none() && !meddled {
+            let mut old = World::new().owner.expect("owner");
+            old.uid = "set-uid-gitops".into();
+            old.replicas = 0;
+            w.owner = Some(old);
+            meddled = true;
+        }
+    });
+    assert!(meddled);
+    assert_eq!(run.status.phase, Some(Phase::Erased));
+    assert_eq!(run.world.sets_deleted, ["set-uid-0", "set-uid-gitops"]);
+    let owner = run.world.owner.as_ref().expect("owner");
+    assert_eq!(
+        owner.claim_templates[0].storage_class.as_deref(),
+        Some("eu-dublin-ssd")
+    );
+    assert_eq!(owner.replicas, 3);
+}
+
+#[test]
+fn claim_templates_are_matched_by_the_statefulset_naming_rule() {
+    let templates = ["data", "data-db", "logs"];
+    assert_eq!(claim_template("db", templates, "data-db-0"), Some("data"));
+    assert_eq!(
+        claim_template("db", templates, "data-db-db-12"),
+        Some("data-db")
+    );
+    assert_eq!(claim_template("db", templates, "logs-db-3"), Some("logs"));
+    assert_eq!(claim_template("db", templates, "data-db-"), None);
+    assert_eq!(claim_template("db", templates, "data-db-0x"), None);
+    assert_eq!(claim_template("web", templates, "data-db-0"), None);
+}
+
+#[test]
+fn only_the_named_templates_class_changes_in_the_manifest() {
+    let manifest = serde_json::json!({
+        "metadata": {"name": "db", "labels": {"app": "db"}},
+        "spec": {
+            "replicas": 0,
+            "serviceName": "db",
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "data"}, "spec": {"storageClassName": "us-east-ssd", "accessModes": ["ReadWriteOnce"]}},
+                {"metadata": {"name": "logs"}},
+            ],
+        },
+    })
+    .to_string();
+    let changed: serde_json::Value = serde_json::from_str(
+        &with_template_class(&manifest, &["logs".into()], "eu-dublin-ssd").expect("changed"),
+    )
+    .expect("JSON");
+    let templates = &changed["spec"]["volumeClaimTemplates"];
+    assert_eq!(templates[0]["spec"]["storageClassName"], "us-east-ssd");
+    assert_eq!(templates[1]["spec"]["storageClassName"], "eu-dublin-ssd");
+    assert_eq!(changed["spec"]["serviceName"], "db");
+    assert_eq!(changed["metadata"]["labels"]["app"], "db");
+    let missing = with_template_class(&manifest, &["cache".into()], "eu-dublin-ssd").unwrap_err();
+    assert_eq!(missing, "the StatefulSet has no claim template named cache");
+    assert!(with_template_class("{", &["data".into()], "x").is_err());
 }
 
 // ---- Approval ------------------------------------------------------------------
@@ -1492,7 +1847,13 @@ fn a_claim_released_by_the_move_is_recreated_on_the_source_by_a_rollback() {
 fn a_failure_after_the_application_is_back_keeps_both_volumes() {
     let mut meddled = false;
     let run = drive(World::new(), &settings(), None, &mut |w, s| {
-        if s.phase == Some(Phase::Restoring) && !meddled {
+        // Deleted by someone else once the move created it again (a deletion the move
+        // made itself is followed by the creation its record holds).
+        let recreated = s
+            .stateful_set_replacement
+            .as_ref()
+            .is_some_and(|r| r.recreated.is_some());
+        if s.phase == Some(Phase::Restoring) && recreated && !meddled {
             w.owner = None;
             meddled = true;
         }

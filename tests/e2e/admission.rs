@@ -741,6 +741,68 @@ async fn claims_must_use_the_enclaves_storage() {
     );
 }
 
+/// A StatefulSet made before the policy, with its claim template on storage outside,
+/// is refused nothing on UPDATE: its templates cannot change (the API server refuses it
+/// before admission), so an update moves no data, and refusing it would stop its image
+/// rollouts and the garbage collector's removal of the `orphan` finalizer, on which a
+/// volume move's replacement of the set (and `kubectl delete --cascade=orphan`) waits.
+/// A new set with the same template is still refused.
+#[tokio::test]
+async fn a_statefulset_made_before_the_policy_can_be_updated_and_deleted_orphaning() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("admission");
+    apply(&eu_enclave(ENCLAVE));
+    let name = "adm-sts-before";
+    let ns = TestNamespace::new(name, false);
+    let statefulset = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: 0\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], storageClassName: us-east-ssd, resources: {requests: {storage: 1Gi}}}\n";
+    assert!(in_namespace(name, statefulset).status.success());
+    let scope = format!("enclave.dev/test-scope={name}");
+    assert!(
+        kubectl(&["label", "namespace", name, &scope], None)
+            .status
+            .success(),
+        "the namespace enters the policy's scope"
+    );
+    apply(&policy(name, ENCLAVE, ""));
+    wait_for_admission(name).await;
+    let again = in_namespace(
+        name,
+        &statefulset.replace("name: db\nspec", "name: db-new\nspec"),
+    );
+    assert!(
+        !again.status.success(),
+        "a new StatefulSet on us-east-ssd is still refused"
+    );
+    let out = kubectl(
+        &["label", "statefulset", "-n", name, "db", "tier=backend"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "an update of the set made before the policy is admitted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &[
+            "delete",
+            "statefulset",
+            "-n",
+            name,
+            "db",
+            "--cascade=orphan",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "the garbage collector removes the orphan finalizer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(ns);
+}
+
 /// A claim without a class is judged by the cluster's default StorageClass, and refused
 /// when there is none.
 #[tokio::test]

@@ -273,6 +273,25 @@ async fn a_requester_cannot_ask_in_anothers_name_approve_their_own_grant_or_wide
     .await;
     let refused = exec("alice", &ns.name, "db");
     assert!(is_denial(&refused), "{refused}");
+    // alice never had access to the enclave: her first attempt is an anomaly of its
+    // own (NeverApproved), raised at once and never a lockout.
+    eventually(TIMEOUT, "a NeverApproved alarm for alice", || async {
+        let anomalies = kubectl_ok(&[
+            "get",
+            "accessanomalies",
+            "-o",
+            "jsonpath={range .items[?(@.spec.enclave==\"grants-own\")]}{.spec.user} {.spec.lockout} {.spec.reasons}{\"\\n\"}{end}",
+        ]);
+        if anomalies
+            .lines()
+            .any(|l| l.starts_with("alice false") && l.contains("NeverApproved"))
+        {
+            Ok(())
+        } else {
+            Err(anomalies)
+        }
+    })
+    .await;
 
     // carol approves: then alice may not widen what was approved.
     let (ok, out) = decide(
@@ -285,6 +304,36 @@ async fn a_requester_cannot_ask_in_anothers_name_approve_their_own_grant_or_wide
     );
     assert!(ok, "{out}");
     state_becomes("own-1", "Active").await;
+    // `kubectl get` shows who approved it and what is left of it.
+    let table = kubectl_ok(&["get", "accessgrant", "own-1"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| row.get(i).copied())
+            .unwrap_or_default()
+    };
+    assert_eq!(column("APPROVED-BY"), "carol", "{table}");
+    let left = column("TIME-LEFT");
+    assert!(
+        left.ends_with('m')
+            && left
+                .trim_end_matches('m')
+                .chars()
+                .any(|c| c.is_ascii_digit()),
+        "{table}"
+    );
     let widen = attempt_as(
         &alice,
         &[

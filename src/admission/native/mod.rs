@@ -308,7 +308,11 @@ fn volumes_policy(
             param_kind: None,
             match_constraints: Some(constraints(vec![
                 rule(&[""], &["persistentvolumeclaims"], &["CREATE"]),
-                rule(&["apps"], &["statefulsets"], &["CREATE", "UPDATE"]),
+                // CREATE only: `volumeClaimTemplates` cannot change on UPDATE (the API
+                // server's validation refuses it before admission), so an update puts
+                // no data anywhere new; judging it would only block a set made before
+                // the policy from every update, the garbage collector's included.
+                rule(&["apps"], &["statefulsets"], &["CREATE"]),
             ])),
             variables: Some(variables),
             validations: Some(validations),
