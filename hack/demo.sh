@@ -230,15 +230,24 @@ echo "\$ kubectl get --raw /api/v1/nodes/$node/proxy/exec/... --as alice --as-gr
 kubectl get --raw "/api/v1/nodes/$node/proxy/exec/shop/$pod/checkout?command=cat&command=/etc/hostname" --as alice --as-group eu-data-stewards --request-timeout=10s 2>&1 || true
 echo "(both authorized for the approved staff; kwok nodes run no kubelet, so the API server cannot connect further)"
 
-step "Access grants: asked for, approved by someone else, time-bound"
-# dora is not among the approved staff: she may exec in shop as far as RBAC goes, and
-# may ask for access; carol is named by the enclave as an approver.
-kubectl patch dataenclave eu --type merge -p '{"spec":{"access":{"approverUsers":["carol"]}}}' >/dev/null
+step "Access grants: no standing access; asked for, approved by someone else, time-bound"
+# The enclave empties its standing lists ("no standing access"): from here an approved,
+# unexpired grant is the only way to exec into or read the logs of an enclave pod. dora
+# may exec and read logs in shop as far as RBAC goes, and may ask for access; carol is
+# named by the enclave as an approver.
+kubectl patch dataenclave eu --type merge -p '{"spec":{"access":{"approvedUsers":[],"approvedGroups":[],"approverUsers":["carol"]}}}' >/dev/null
 kubectl apply -f - >/dev/null <<'YAML'
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {name: shop-debug-dora, namespace: shop}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: shop-debug}
+subjects:
+- {kind: User, name: dora, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: shop-view-dora, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
 subjects:
 - {kind: User, name: dora, apiGroup: rbac.authorization.k8s.io}
 ---
@@ -256,10 +265,22 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: enclave-
 subjects:
 - {kind: User, name: carol, apiGroup: rbac.authorization.k8s.io}
 YAML
+refused_staff() {
+	local out
+	out=$(kubectl exec -n shop "$pod" --as alice --as-group eu-data-stewards --request-timeout=10s -- cat /etc/hostname 2>&1 || true)
+	[[ $out == *"denied the request"* ]]
+}
+until_true 30 "the empty standing lists in force" refused_staff
+echo "\$ kubectl exec -n shop $pod --as alice --as-group eu-data-stewards -- cat /etc/hostname   # the stewards too must ask now"
+kubectl exec -n shop "$pod" --as alice --as-group eu-data-stewards --request-timeout=10s -- cat /etc/hostname 2>&1 || true
+echo
 echo "\$ kubectl exec -n shop $pod --as dora -- cat /etc/hostname"
 kubectl exec -n shop "$pod" --as dora --request-timeout=10s -- cat /etc/hostname 2>&1 || true
 echo
-echo "\$ kubectl create --as dora -f grant.yaml   # dora asks: exec on $pod for 30 minutes"
+echo "\$ kubectl logs -n shop $pod --as dora"
+kubectl logs -n shop "$pod" --as dora --request-timeout=10s 2>&1 || true
+echo
+echo "\$ kubectl create --as dora -f grant.yaml   # dora asks: exec and logs on $pod for 30 minutes"
 kubectl delete accessgrant demo-dora --ignore-not-found >/dev/null
 kubectl create --as dora -f - <<YAML
 apiVersion: enclave.dev/v1alpha1
@@ -268,7 +289,7 @@ metadata: {name: demo-dora}
 spec:
   enclave: eu
   requester: dora
-  verbs: [Exec]
+  verbs: [Exec, Logs]
   namespaces: [shop]
   pods: [$pod]
   reason: "checkout stuck: read the order queue"
@@ -300,7 +321,11 @@ kubectl get accessgrant demo-dora
 echo
 echo "\$ kubectl exec -n shop $pod --as dora -- cat /etc/hostname"
 kubectl exec -n shop "$pod" --as dora --request-timeout=10s -- cat /etc/hostname 2>&1 || true
-echo "(admitted by the gate under grant demo-dora; kwok nodes run no kubelet, so the API server cannot connect further)"
+# The API server caches the authorizer's refusal of dora's logs above for up to 10 s.
+sleep 10
+echo "\$ kubectl logs -n shop $pod --as dora"
+kubectl logs -n shop "$pod" --as dora --request-timeout=10s 2>&1 || true
+echo "(both admitted under grant demo-dora, by the gate and the authorizer; kwok nodes run no kubelet, so the API server cannot connect further)"
 
 step "The access exposure report: RBAC that reaches enclave data outside the approved staff"
 exposed() { kubectl get dataenclave eu -o jsonpath='{.status.exposures[*].subject}' | grep -q mallory; }

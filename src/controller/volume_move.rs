@@ -844,6 +844,7 @@ fn job_view(pod: &Pod, now: Timestamp) -> JobView {
                 Ok(r) => JobView::Succeeded {
                     bytes: r.bytes,
                     files: r.files,
+                    bytes_per_second: r.bytes_per_second,
                     root_hash: r.root_hash,
                     first_difference: r.first_difference,
                 },

@@ -306,6 +306,8 @@ pub enum JobView {
     Succeeded {
         bytes: u64,
         files: u64,
+        /// The pass's average rate (`bytes` over the time rsync ran).
+        bytes_per_second: u64,
         /// Verify pass: this side's manifest root hash.
         root_hash: Option<String>,
         /// Verify pass, receiver: the first path where the manifests differ.
@@ -1006,7 +1008,16 @@ impl<'a> Machine<'a> {
                 files,
                 bytes_per_second,
             }) => (*bytes, *files, Some(*bytes_per_second)),
-            Some(JobView::Succeeded { bytes, files, .. }) => (*bytes, *files, None),
+            Some(JobView::Succeeded {
+                bytes,
+                files,
+                bytes_per_second,
+                ..
+            }) => (
+                *bytes,
+                *files,
+                (*bytes_per_second > 0).then_some(*bytes_per_second),
+            ),
             _ => (0, 0, None),
         };
         self.s.bytes_done = Some(to_i64(bytes));

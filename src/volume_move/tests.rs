@@ -310,6 +310,7 @@ impl World {
                     let done = |hash: Option<String>| JobView::Succeeded {
                         bytes: GIB,
                         files: 1000,
+                        bytes_per_second: 50 << 20,
                         root_hash: hash,
                         first_difference: None,
                     };
@@ -706,7 +707,21 @@ fn assert_on_source(w: &World) {
 
 #[test]
 fn a_move_goes_through_every_phase_and_erases_the_source_after_the_window() {
-    let run = run(World::new());
+    let mut copied = None;
+    let run = drive(World::new(), &settings(), None, &mut |_, s| {
+        if s.phase == Some(Phase::Quiescing) && copied.is_none() {
+            copied = Some((s.progress.clone(), s.bytes_per_second));
+        }
+    });
+    // What the first copy did, for `kubectl get`: bytes and files of the total, and
+    // the pass's rate.
+    assert_eq!(
+        copied,
+        Some((
+            Some("first copy: 1.0 GiB of 1.0 GiB, 1000 files, 50.0 MiB/s".to_string()),
+            Some(50 << 20)
+        ))
+    );
     assert_eq!(
         run.phases,
         [
@@ -1307,6 +1322,7 @@ fn a_non_zero_exit_in_the_final_sync_rolls_back_and_restores_the_replicas() {
             JobView::Succeeded {
                 bytes: 1,
                 files: 1,
+                bytes_per_second: 0,
                 root_hash: None,
                 first_difference: None,
             },
@@ -1332,6 +1348,7 @@ fn a_manifest_mismatch_rolls_back_naming_both_roots_and_the_first_path() {
     let done = |hash: char, diff: Option<&str>| JobView::Succeeded {
         bytes: 0,
         files: 0,
+        bytes_per_second: 0,
         root_hash: Some(root(hash)),
         first_difference: diff.map(str::to_string),
     };
@@ -1381,6 +1398,7 @@ fn a_verification_without_root_hashes_rolls_back() {
         let done = |hash: Option<String>| JobView::Succeeded {
             bytes: 0,
             files: 0,
+            bytes_per_second: 0,
             root_hash: hash,
             first_difference: None,
         };
@@ -1740,6 +1758,7 @@ fn a_crash_at_any_step_of_a_rollback_still_rolls_back() {
         let done = |hash: char| JobView::Succeeded {
             bytes: 0,
             files: 0,
+            bytes_per_second: 0,
             root_hash: Some(root(hash)),
             first_difference: None,
         };
@@ -2331,6 +2350,7 @@ proptest::proptest! {
                         let done = |c: char| JobView::Succeeded {
                             bytes: 0,
                             files: 0,
+                            bytes_per_second: 0,
                             root_hash: Some(root(c)),
                             first_difference: None,
                         };
