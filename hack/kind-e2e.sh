@@ -560,10 +560,14 @@ seed_command='set -e; if [ ! -e /data/.seeded ]; then'\
 ' touch /data/.seeded; fi; exec sleep 100000'
 # Path, type, owner, group, mode, size, link count and content (or link target) of every
 # path of the volume, hashed: equal before and after means the same tree.
-tree_command='cd /data && find . ! -name .seeded | sort | while IFS= read -r f; do
-  if [ -L "$f" ]; then t=$(readlink "$f"); elif [ -f "$f" ]; then t=$(md5sum < "$f" | cut -c1-32); else t=-; fi
-  echo "$f $(stat -c "%F %u %g %a %s %h" "$f") $t"
-done | md5sum | cut -c1-32'
+# A directory's st_size is how the filesystem laid out its entries (it depends on the
+# order names were added, and rsync adds temporary names), not data: left out, as the
+# mover's manifest leaves it out. Sizes of files and symlinks are kept.
+tree_listing='cd /data && find . ! -name .seeded | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then t=$(readlink "$f"); s=$(stat -c %s "$f"); elif [ -f "$f" ]; then t=$(md5sum < "$f" | cut -c1-32); s=$(stat -c %s "$f"); else t=-; s=-; fi
+  echo "$f $(stat -c "%F %u %g %a %h" "$f") $s $t"
+done'
+tree_command="$tree_listing | md5sum | cut -c1-32"
 volmig() { # volmig NS NAME CLAIM
 	kubectl apply -f - >/dev/null <<YAML
 apiVersion: enclave.dev/v1alpha1
@@ -610,12 +614,13 @@ spec:
 YAML
 	kubectl rollout status -n "$ns" statefulset/db --timeout 240s >/dev/null ||
 		die "the StatefulSet on us-east-ssd did not start"
-	local -A before source_pv source_path
+	local -A before listing source_pv source_path
 	for n in 0 1; do
 		[[ $(kubectl get pod -n "$ns" "db-$n" -o jsonpath='{.spec.nodeName}') == virginia-* ]] ||
 			die "db-$n does not run in Virginia"
 		eventually 60 "db-$n did not finish seeding its volume" kubectl exec -n "$ns" "db-$n" -- test -e /data/.seeded
 		before[$n]=$(kubectl exec -n "$ns" "db-$n" -- sh -c "$tree_command")
+		listing[$n]=$(kubectl exec -n "$ns" "db-$n" -- sh -c "$tree_listing")
 		source_pv[$n]=$(kubectl get pvc -n "$ns" "data-db-$n" -o jsonpath='{.spec.volumeName}')
 		source_path[$n]=$(kubectl get pv "${source_pv[$n]}" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
 	done
@@ -658,7 +663,8 @@ YAML
 		node=$(kubectl get pod -n "$ns" "db-$n" -o jsonpath='{.spec.nodeName}')
 		[[ $node == dublin-* || $node == norway-* ]] || die "db-$n runs on $node after the move, not in the enclave"
 		after=$(kubectl "${prober[@]}" exec -n "$ns" "db-$n" -- sh -c "$tree_command")
-		[[ $after == "${before[$n]}" ]] || die "db-$n's tree differs after the move ($after, before ${before[$n]})"
+		[[ $after == "${before[$n]}" ]] ||
+			die "db-$n's tree differs after the move ($after, before ${before[$n]}): $(diff <(echo "${listing[$n]}") <(kubectl "${prober[@]}" exec -n "$ns" "db-$n" -- sh -c "$tree_listing") | head -20)"
 		local allocated
 		allocated=$(kubectl "${prober[@]}" exec -n "$ns" "db-$n" -- du -k /data/sparse.img | cut -f1)
 		((allocated < 10240)) || die "the sparse file of db-$n takes $allocated KiB after the move (not sparse)"
