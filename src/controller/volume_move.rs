@@ -15,17 +15,25 @@ use std::{
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
+    api::networking::v1::{
+        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+        NetworkPolicySpec,
+    },
     api::{
         apps::v1::{Deployment, ReplicaSet, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{
             Affinity, Capabilities, ConfigMap, Container, KeyToPath, NodeAffinity, NodeSelector,
             PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PersistentVolumeClaimVolumeSource, Pod, PodSpec, Secret, SecretVolumeSource,
-            SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceQuota, Secret,
+            SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -110,6 +118,8 @@ struct Covering {
     /// The enclaves, for approvers and nodes.
     enclaves: Vec<scope::ResolvedEnclave>,
     policy: String,
+    /// The lowest `bandwidthLimitMiBPerSecond` of the covering policies.
+    bandwidth_limit_mib: Option<u64>,
 }
 
 /// The settings of the policies covering `namespace`: the strictest of each.
@@ -125,6 +135,7 @@ fn covering(ctx: &Context, namespace: &str) -> Result<Covering, String> {
     let mut settings = MoveSettings::default();
     let mut require_approval = false;
     let mut max_concurrent = usize::MAX;
+    let mut bandwidth_limit_mib = None;
     let mut classes: Option<Vec<String>> = None;
     let mut enclaves = Vec::new();
     let mut names = Vec::new();
@@ -141,6 +152,10 @@ fn covering(ctx: &Context, namespace: &str) -> Result<Covering, String> {
             .clone()
             .unwrap_or_default();
         require_approval |= moves.require_approval;
+        if let Some(limit) = moves.bandwidth_limit_mib_per_second {
+            let limit = u64::try_from(limit.max(1)).unwrap_or(1);
+            bandwidth_limit_mib = Some(bandwidth_limit_mib.map_or(limit, |l: u64| l.min(limit)));
+        }
         max_concurrent = max_concurrent.min(moves.max_concurrent.max(1) as usize);
         settings.min_retention =
             settings
@@ -181,6 +196,7 @@ fn covering(ctx: &Context, namespace: &str) -> Result<Covering, String> {
         classes: classes.unwrap_or_default(),
         enclaves,
         policy: names.join(","),
+        bandwidth_limit_mib,
     })
 }
 
@@ -554,6 +570,46 @@ fn claim_view(c: &PersistentVolumeClaim) -> ClaimView {
     }
 }
 
+/// What the namespace's ResourceQuotas leave for one more claim of `class`, in bytes:
+/// the least, over every quota without scopes, of `requests.storage` and
+/// `<class>.storageclass.storage.k8s.io/requests.storage` hard minus used (used counts 0
+/// when the quota controller has not filled it in yet). `None`: no bound. A quota with a
+/// scope is left out: claims are not among what scopes select, and being stricter than the
+/// API server would stop moves it admits.
+pub fn quota_remaining_bytes(quotas: &[ResourceQuota], class: &str) -> Option<u64> {
+    let per_class = format!("{class}.storageclass.storage.k8s.io/requests.storage");
+    quotas
+        .iter()
+        .filter(|q| {
+            q.spec.as_ref().is_some_and(|s| {
+                s.scopes.as_ref().is_none_or(Vec::is_empty) && s.scope_selector.is_none()
+            })
+        })
+        .flat_map(|q| {
+            let hard = q
+                .spec
+                .as_ref()
+                .and_then(|s| s.hard.clone())
+                .unwrap_or_default();
+            let used = q
+                .status
+                .as_ref()
+                .and_then(|s| s.used.clone())
+                .unwrap_or_default();
+            ["requests.storage", per_class.as_str()]
+                .into_iter()
+                .filter_map(move |key| {
+                    let hard = quantity_bytes(&hard.get(key)?.0)?;
+                    let used = used
+                        .get(key)
+                        .and_then(|u| quantity_bytes(&u.0))
+                        .unwrap_or(0);
+                    Some(hard.saturating_sub(used))
+                })
+        })
+        .min()
+}
+
 /// Bytes of a storage quantity (`10Gi`, `500M`, `1e9`); `None` when it is not one.
 pub fn quantity_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
@@ -792,6 +848,57 @@ fn server_name(m: &VolumeMigration) -> String {
     )
 }
 
+/// The name the sender's certificate is for, which the operator checks when it asks
+/// the sender for its progress.
+fn sender_name(m: &VolumeMigration) -> String {
+    format!(
+        "sender.{}.{}.volume-move.enclave.dev",
+        crate::names::label_value(&m.name_any()),
+        m.namespace().unwrap_or_default()
+    )
+}
+
+/// The NetworkPolicy that lets the operator's pods reach a move's senders' progress
+/// port (and nothing else of them): a fence isolates the namespace's pods.
+fn progress_policy_name(m: &VolumeMigration) -> String {
+    crate::names::bounded("", &m.name_any(), "-mover-progress", crate::names::MAX_NAME)
+}
+
+fn progress_policy(m: &VolumeMigration, operator_namespace: &str) -> NetworkPolicy {
+    let label = crate::names::label_value(&m.name_any());
+    NetworkPolicy {
+        metadata: owned_meta(m, progress_policy_name(m), BTreeMap::new()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (VOLUME_MIGRATION_LABEL.to_string(), label),
+                    (SIDE_LABEL.to_string(), "sender".to_string()),
+                ])),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            "kubernetes.io/metadata.name".to_string(),
+                            operator_namespace.to_string(),
+                        )])),
+                        ..LabelSelector::default()
+                    }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(i32::from(mover::progress::PROGRESS_PORT))),
+                    protocol: Some("TCP".into()),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
+}
+
 fn fingerprint(pem: &[u8]) -> Option<String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     use sha2::{Digest, Sha256};
@@ -829,6 +936,10 @@ fn pass_of(text: &str) -> Option<Pass> {
     }
 }
 
+/// The kubelet's reasons for a container its node's runtime could not start (containerd:
+/// `StartError`; dockershim: `ContainerCannotRun`), exit code 128.
+const NOT_STARTED_REASONS: &[&str] = &["StartError", "ContainerCannotRun"];
+
 /// One mover pod's outcome, as the state machine reads a Job's.
 fn job_view(pod: &Pod, now: Timestamp) -> JobView {
     let status = pod.status.clone().unwrap_or_default();
@@ -837,6 +948,24 @@ fn job_view(pod: &Pod, now: Timestamp) -> JobView {
         .iter()
         .flatten()
         .find_map(|c| c.state.as_ref()?.terminated.clone());
+    // A pod on its way out (a pass run again, a rollback) is still there: its volume is
+    // still mounted and its name still taken, whatever its outcome was.
+    if pod.metadata.deletion_timestamp.is_some() && status.phase.as_deref() != Some("Succeeded") {
+        return JobView::Running {
+            bytes: 0,
+            files: 0,
+            bytes_per_second: 0,
+        };
+    }
+    if let Some(t) = &terminated
+        && t.reason
+            .as_deref()
+            .is_some_and(|r| NOT_STARTED_REASONS.contains(&r))
+    {
+        return JobView::NotStarted {
+            message: t.message.clone().unwrap_or_default(),
+        };
+    }
     match status.phase.as_deref() {
         Some("Succeeded") => {
             let message = terminated.and_then(|t| t.message).unwrap_or_default();
@@ -1003,15 +1132,22 @@ async fn observe(
     });
 
     let approval = approval_of(ctx, m, cover).await?;
+    let quota_remaining_bytes = match &destination_class_name {
+        Some(class) => {
+            let quotas: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ns);
+            quota_remaining_bytes(&quotas.list(&ListParams::default()).await?.items, class)
+        }
+        None => None,
+    };
 
     // The certificates are read from their ConfigMap: the operator makes and deletes
     // the Secret with the keys but never reads a Secret.
     let certificates: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let credentials = certificates
-        .get_opt(&certificates_name(m))
-        .await?
+    let certificates = certificates.get_opt(&certificates_name(m)).await?;
+    let credentials = certificates.as_ref().and_then(credentials_of);
+    let move_ca = certificates
         .as_ref()
-        .and_then(credentials_of);
+        .and_then(|c| c.data.as_ref()?.get("ca.crt").cloned());
 
     let now = Timestamp::now();
     let mut transfers: BTreeMap<Pass, TransferView> = BTreeMap::new();
@@ -1022,7 +1158,18 @@ async fn observe(
         let Some(pass) = labels.get(PASS_LABEL).and_then(|p| pass_of(p)) else {
             continue;
         };
-        let view = job_view(pod, now);
+        let mut view = job_view(pod, now);
+        if let (JobView::Running { .. }, Some(ca)) = (&view, &move_ca)
+            && pass != Pass::Verify
+            && labels.get(SIDE_LABEL).map(String::as_str) == Some("sender")
+            && let Some(report) = progress_of(pod, &sender_name(m), ca).await
+        {
+            view = JobView::Running {
+                bytes: report.bytes,
+                files: report.files,
+                bytes_per_second: report.bytes_per_second,
+            };
+        }
         let transfer = transfers.entry(pass).or_default();
         match labels.get(SIDE_LABEL).map(String::as_str) {
             Some("sender") => transfer.sender = Some(view),
@@ -1052,12 +1199,36 @@ async fn observe(
         claim_users_ready: users.iter().filter(|p| pod_ready(p)).count() as u32,
         enclave_classes: cover.classes.clone(),
         destination_class,
-        quota_remaining_bytes: None,
+        quota_remaining_bytes,
         approval,
         credentials,
         transfers,
         replacement_check,
     })
+}
+
+/// How long the operator waits for a sender's counters, each tick.
+const PROGRESS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A running sender's counters, or nothing (not listening yet, unreachable: the
+/// status then shows none, and the pass goes on).
+async fn progress_of(pod: &Pod, name: &str, ca: &str) -> Option<mover::Report> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let address = format!(
+        "{}:{}",
+        host_of(status.pod_ip.as_deref()?),
+        mover::progress::PROGRESS_PORT
+    );
+    match mover::progress::fetch(&address, name, ca.as_bytes(), PROGRESS_TIMEOUT).await {
+        Ok(report) => Some(report),
+        Err(error) => {
+            tracing::debug!(pod = %pod.name_any(), %error, "no progress from the sender");
+            None
+        }
+    }
 }
 
 /// Whether the API server admits this StatefulSet, asked with a server-side dry run of
@@ -1284,25 +1455,31 @@ async fn take(
             source_read_only,
         } => start_transfer(ctx, m, status, cover, *pass, *source_read_only).await,
         Action::DeleteTransfers => {
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             let selector = format!(
                 "{VOLUME_MIGRATION_LABEL}={}",
                 crate::names::label_value(&m.name_any())
             );
-            for pod in pods
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-            {
-                if pod.metadata.deletion_timestamp.is_none() {
-                    ignore_missing(
-                        pods.delete(&pod.name_any(), &DeleteParams::default())
-                            .await
-                            .map(|_| ()),
-                    )?;
-                }
-            }
-            Ok(())
+            delete_pods(ctx, &ns, &selector, &DeleteParams::default()).await?;
+            let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_missing(
+                policies
+                    .delete(&progress_policy_name(m), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        Action::RestartPass { pass } => {
+            let selector = format!(
+                "{VOLUME_MIGRATION_LABEL}={},{PASS_LABEL}={}",
+                crate::names::label_value(&m.name_any()),
+                pass_name(*pass)
+            );
+            // One second to stop: the receiver only waits for a sender that will not come.
+            let quickly = DeleteParams {
+                grace_period_seconds: Some(1),
+                ..DeleteParams::default()
+            };
+            delete_pods(ctx, &ns, &selector, &quickly).await
         }
         Action::ScaleOwner { owner, replicas } => {
             let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
@@ -1376,6 +1553,27 @@ async fn take(
 
 /// Deletes the StatefulSet of this UID with its pods and claims orphaned, or creates
 /// it again from the manifest the status holds.
+/// Deletes the pods of `namespace` that `selector` selects and that are not being
+/// deleted already.
+async fn delete_pods(
+    ctx: &Context,
+    namespace: &str,
+    selector: &str,
+    params: &DeleteParams,
+) -> Result<(), kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+    {
+        if pod.metadata.deletion_timestamp.is_none() {
+            ignore_missing(pods.delete(&pod.name_any(), params).await.map(|_| ()))?;
+        }
+    }
+    Ok(())
+}
+
 async fn replace_statefulset(ctx: &Context, ns: &str, action: &Action) -> Result<(), kube::Error> {
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     match action {
@@ -1457,11 +1655,15 @@ fn credentials(m: &VolumeMigration) -> Result<(Secret, ConfigMap), rcgen::Error>
     let receiver_key = KeyPair::generate()?;
     let receiver_cert = receiver.signed_by(&receiver_key, &issuer)?;
 
-    let mut sender = CertificateParams::new(Vec::<String>::new())?;
+    // The sender's certificate also serves its progress counters to the operator.
+    let mut sender = CertificateParams::new(vec![sender_name(m)])?;
     sender
         .distinguished_name
         .push(DnType::CommonName, format!("sender of {}", m.name_any()));
-    sender.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sender.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
     valid(&mut sender);
     let sender_key = KeyPair::generate()?;
     let sender_cert = sender.signed_by(&sender_key, &issuer)?;
@@ -1631,6 +1833,15 @@ fn mover_pod(
     }
 }
 
+/// A pod IP as the host of `host:port` (IPv6 in brackets).
+fn host_of(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
 /// Both sides of a pass: the receiver first (in the enclave, on the destination
 /// claim), then, once the receiver has an address, the sender (next to the source
 /// volume, which its node affinity decides).
@@ -1705,26 +1916,42 @@ async fn start_transfer(
             }
         }
     };
+    // A receiver on its way out (its pass is run again) is waited for, not connected to.
+    if receiver.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
     let Some(address) = receiver.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
         // The sender is made on a later tick, when the receiver has an address.
         return Ok(());
     };
-    let sender_name = mover_pod_name(m, pass, "sender");
-    if pods.get_opt(&sender_name).await?.is_some() {
+    let sender_pod = mover_pod_name(m, pass, "sender");
+    if pods.get_opt(&sender_pod).await?.is_some() {
         return Ok(());
     }
     let mut args = common("send");
-    let host = if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address
-    };
     args.extend([
         "--connect".into(),
-        format!("{host}:{MOVER_PORT}"),
+        format!("{}:{MOVER_PORT}", host_of(&address)),
         "--server-name".into(),
         server_name(m),
     ]);
+    if pass != Pass::Verify {
+        let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        let policy = progress_policy(m, &ctx.admission.operator_namespace);
+        ignore_conflict(
+            policies
+                .create(&PostParams::default(), &policy)
+                .await
+                .map(|_| ()),
+        )?;
+        args.extend([
+            "--progress-listen".into(),
+            format!("0.0.0.0:{}", mover::progress::PROGRESS_PORT),
+        ]);
+        if let Some(mib) = cover.bandwidth_limit_mib {
+            args.extend(["--bwlimit-kib".into(), (mib * 1024).to_string()]);
+        }
+    }
     let pod = mover_pod(
         m,
         &image,
@@ -1742,6 +1969,20 @@ async fn start_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A VolumeMigration of namespace `shop`.
+    fn a_move(name: &str, claim: &str) -> VolumeMigration {
+        let mut m = VolumeMigration::new(
+            name,
+            crate::crd::VolumeMigrationSpec {
+                claim_name: claim.into(),
+                storage_class_name: None,
+                retention_hours: None,
+            },
+        );
+        m.metadata.namespace = Some("shop".into());
+        m
+    }
 
     const CATALOG: &str = r#"
 enclave:
@@ -1795,15 +2036,7 @@ volumes:
     fn the_operator_creates_moves_only_where_a_policy_asks() {
         let catalog = crate::catalog::StaticCatalog::from_yaml(&CATALOG.replace("CREATE", "true"))
             .expect("catalog");
-        let mut existing = VolumeMigration::new(
-            "moved",
-            crate::crd::VolumeMigrationSpec {
-                claim_name: "moved".into(),
-                storage_class_name: None,
-                retention_hours: None,
-            },
-        );
-        existing.metadata.namespace = Some("shop".into());
+        let existing = a_move("moved", "moved");
         assert_eq!(
             claims_to_move(&catalog, &[existing]),
             [("shop".to_string(), "outside".to_string())]
@@ -1811,6 +2044,62 @@ volumes:
         let off = crate::catalog::StaticCatalog::from_yaml(&CATALOG.replace("CREATE", "false"))
             .expect("catalog");
         assert!(claims_to_move(&off, &[]).is_empty(), "createMoves off");
+    }
+
+    /// The least of what every unscoped quota leaves, in total and for the class;
+    /// another class's bound and a scoped quota do not count.
+    #[test]
+    fn the_quota_left_for_the_destination_is_the_least_of_hard_minus_used() {
+        let quota = |hard: &[(&str, &str)], used: &[(&str, &str)], scoped: bool| {
+            let map = |pairs: &[(&str, &str)]| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            ResourceQuota {
+                spec: Some(k8s_openapi::api::core::v1::ResourceQuotaSpec {
+                    hard: Some(map(hard)),
+                    scopes: scoped.then(|| vec!["Terminating".to_string()]),
+                    ..Default::default()
+                }),
+                status: Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                    used: Some(map(used)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        let eu = "eu-dublin-ssd.storageclass.storage.k8s.io/requests.storage";
+        let us = "us-east-ssd.storageclass.storage.k8s.io/requests.storage";
+        assert_eq!(quota_remaining_bytes(&[], "eu-dublin-ssd"), None);
+        let quotas = [
+            quota(
+                &[("requests.storage", "10Gi")],
+                &[("requests.storage", "4Gi")],
+                false,
+            ),
+            quota(&[(eu, "5Gi"), (us, "1Gi")], &[(eu, "2Gi")], false),
+            quota(&[("requests.storage", "1Gi")], &[], true),
+            quota(&[("pods", "10")], &[], false),
+        ];
+        assert_eq!(
+            quota_remaining_bytes(&quotas, "eu-dublin-ssd"),
+            Some(3 << 30)
+        );
+        assert_eq!(
+            quota_remaining_bytes(&quotas[..1], "eu-dublin-ssd"),
+            Some(6 << 30)
+        );
+        // Used not filled in yet: the whole hard bound; used above hard: nothing left.
+        let fresh = [quota(&[(eu, "5Gi")], &[], false)];
+        assert_eq!(
+            quota_remaining_bytes(&fresh, "eu-dublin-ssd"),
+            Some(5 << 30)
+        );
+        let over = [quota(&[(eu, "1Gi")], &[(eu, "2Gi")], false)];
+        assert_eq!(quota_remaining_bytes(&over, "eu-dublin-ssd"), Some(0));
+        assert_eq!(quota_remaining_bytes(&quotas[2..], "eu-dublin-ssd"), None);
     }
 
     #[test]
@@ -1892,14 +2181,7 @@ volumes:
 
     #[test]
     fn the_credentials_are_three_certificates_and_no_ca_key_and_the_certificates_are_public() {
-        let m = VolumeMigration::new(
-            "move-data",
-            crate::crd::VolumeMigrationSpec {
-                claim_name: "data".into(),
-                storage_class_name: None,
-                retention_hours: None,
-            },
-        );
+        let m = a_move("move-data", "data");
         let (secret, certificates) = credentials(&m).expect("certificates");
         let data = secret.data.as_ref().expect("data");
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
@@ -1922,5 +2204,127 @@ volumes:
         // Made again, they differ: credentials for this move alone.
         let again = credentials_of(&credentials(&m).expect("again").1).expect("again");
         assert_ne!(again, seen);
+    }
+
+    /// The operator reads a sender's counters with what the move's ConfigMap holds (its
+    /// CA) and the sender's name; the receiver's certificate, served in the sender's
+    /// place, is refused, as is another move's CA.
+    #[tokio::test]
+    async fn the_operator_reads_a_senders_counters_only_from_that_sender() {
+        let m = a_move("move-data", "data");
+        let (secret, certificates) = credentials(&m).expect("certificates");
+        let data = secret.data.expect("data");
+        let ca = certificates.data.expect("data")["ca.crt"].clone();
+        let serve = |side: &str| {
+            let dir = tempfile::tempdir().expect("dir");
+            for (file, key) in [
+                ("ca.crt", "ca.crt".to_string()),
+                ("tls.crt", format!("{side}.crt")),
+                ("tls.key", format!("{side}.key")),
+            ] {
+                std::fs::write(dir.path().join(file), &data[&key].0).expect("write");
+            }
+            let config = mover::progress_server_config(dir.path()).expect("config");
+            async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let address = listener.local_addr().expect("address").to_string();
+                let counters = Arc::new(mover::progress::Counters::default());
+                counters.observe("  1,048,576  50%  1.00MB/s  0:00:01 (xfr#3, to-chk=3/6)");
+                tokio::spawn(mover::progress::serve(listener, config, counters));
+                (dir, address)
+            }
+        };
+        let timeout = Duration::from_secs(5);
+        let (_sender_dir, sender) = serve("sender").await;
+        let report = mover::progress::fetch(&sender, &sender_name(&m), ca.as_bytes(), timeout)
+            .await
+            .expect("the sender's counters");
+        assert_eq!((report.bytes, report.files), (1 << 20, 3));
+
+        let (_receiver_dir, receiver) = serve("receiver").await;
+        let refused =
+            mover::progress::fetch(&receiver, &sender_name(&m), ca.as_bytes(), timeout).await;
+        assert!(
+            refused.is_err(),
+            "the receiver answered as the sender: {refused:?}"
+        );
+        let other = credentials(&m).expect("another").1.data.expect("data")["ca.crt"].clone();
+        let refused =
+            mover::progress::fetch(&sender, &sender_name(&m), other.as_bytes(), timeout).await;
+        assert!(
+            refused.is_err(),
+            "another move's CA was trusted: {refused:?}"
+        );
+    }
+
+    /// A container the runtime never started is told apart from a mover that failed,
+    /// and a pod on its way out counts as still there.
+    #[test]
+    fn a_mover_the_node_never_started_is_not_a_failed_mover() {
+        let pod = |reason: &str, exit_code: i32, deleting: bool| -> Pod {
+            let mut pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": "m-first-sender", "creationTimestamp": "2026-12-07T10:00:00Z"},
+                "status": {"phase": "Failed", "containerStatuses": [{
+                    "name": "mover", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit_code, "reason": reason,
+                        "message": "failed to create containerd task: OCI runtime create failed"}}
+                }]}
+            }))
+            .expect("pod");
+            if deleting {
+                pod.metadata.deletion_timestamp = Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                );
+            }
+            pod
+        };
+        let now = Timestamp::now();
+        assert!(matches!(
+            job_view(&pod("StartError", 128, false), now),
+            JobView::NotStarted { message } if message.contains("OCI runtime create failed")
+        ));
+        assert!(matches!(
+            job_view(&pod("ContainerCannotRun", 128, false), now),
+            JobView::NotStarted { .. }
+        ));
+        assert!(matches!(
+            job_view(&pod("Error", 12, false), now),
+            JobView::Failed {
+                exit_code: Some(12),
+                ..
+            }
+        ));
+        assert!(matches!(
+            job_view(&pod("StartError", 128, true), now),
+            JobView::Running { .. }
+        ));
+    }
+
+    /// The policy selects the move's senders only and opens their progress port to
+    /// the operator's namespace only.
+    #[test]
+    fn the_progress_policy_opens_the_senders_port_to_the_operators_namespace_only() {
+        let m = a_move("move-data", "data");
+        let policy = serde_json::to_value(progress_policy(&m, "enclave-system")).expect("json");
+        assert_eq!(
+            policy["spec"],
+            json!({
+                "podSelector": {"matchLabels": {
+                    "enclave.dev/volume-migration": "move-data",
+                    "enclave.dev/mover-side": "sender",
+                }},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{"namespaceSelector": {"matchLabels": {
+                        "kubernetes.io/metadata.name": "enclave-system",
+                    }}}],
+                    "ports": [{"port": 8874, "protocol": "TCP"}],
+                }],
+            })
+        );
+        assert_eq!(policy["metadata"]["namespace"], "shop");
     }
 }

@@ -183,6 +183,17 @@ pub struct VolumeMoves {
     #[serde(default = "default_quiesce_minutes")]
     #[schemars(range(min = 1, max = 1440))]
     pub quiesce_timeout_minutes: i32,
+    /// At most this many MiB per second on the wire for each move's copy (rsync's
+    /// `--bwlimit`), so that moves do not fill the link between data centres. It
+    /// lengthens the final sync too, while the application is stopped. Unset: no limit.
+    /// Several policies over one namespace: the lowest.
+    #[serde(
+        default,
+        rename = "bandwidthLimitMiBPerSecond",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub bandwidth_limit_mib_per_second: Option<i32>,
 }
 
 impl Default for VolumeMoves {
@@ -194,6 +205,7 @@ impl Default for VolumeMoves {
             min_retention_hours: default_min_retention_hours(),
             default_retention_hours: default_retention_hours(),
             quiesce_timeout_minutes: default_quiesce_minutes(),
+            bandwidth_limit_mib_per_second: None,
         }
     }
 }

@@ -320,6 +320,10 @@ pub struct VolumeMigrationStatus {
     /// Why the move was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_reason: Option<String>,
+    /// Passes run again because a node could not start a mover's container (at most
+    /// 3, then the move rolls back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_restarts: Option<i32>,
     /// The owner StatefulSet, created again with the claim template on the enclave's
     /// class (the template is immutable).
     #[serde(default, skip_serializing_if = "Option::is_none")]

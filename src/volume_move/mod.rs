@@ -317,7 +317,14 @@ pub enum JobView {
         exit_code: Option<i32>,
         message: String,
     },
+    /// The node's runtime could not start the container (the kubelet's `StartError`):
+    /// nothing ran, so the pass can be run again.
+    NotStarted { message: String },
 }
+
+/// How many times a move runs a pass again whose mover the node could not start,
+/// before it rolls back.
+pub const MOVER_START_RETRIES: i32 = 3;
 
 /// Both sides of a pass; `None`: that side's Job does not exist.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -395,6 +402,11 @@ pub enum Action {
     },
     /// Delete every mover Job of this move.
     DeleteTransfers,
+    /// Delete both sides of this pass (one of them never started), so that the pass
+    /// starts again once they are gone.
+    RestartPass {
+        pass: Pass,
+    },
     ScaleOwner {
         owner: WorkloadRef,
         replicas: i32,
@@ -452,6 +464,8 @@ enum PassState<'a> {
     NotStarted,
     Running(Option<&'a JobView>),
     Failed(String),
+    /// A side's container never started.
+    NotStartedByTheNode(String),
     Succeeded(&'a JobView, &'a JobView),
 }
 
@@ -460,10 +474,19 @@ fn pass_state(observed: &Observed, pass: Pass) -> PassState<'_> {
     let Some(transfer) = observed.transfers.get(&pass) else {
         return PassState::NotStarted;
     };
-    for (side, job) in [
+    let sides = [
         ("sender", &transfer.sender),
         ("receiver", &transfer.receiver),
-    ] {
+    ];
+    for (side, job) in sides {
+        if let Some(JobView::NotStarted { message }) = job {
+            return PassState::NotStartedByTheNode(format!(
+                "the {} {side}'s container was not started by its node: {message}",
+                pass.describe()
+            ));
+        }
+    }
+    for (side, job) in sides {
         if let Some(JobView::Failed { exit_code, message }) = job {
             // The verify pass runs no rsync: its exit codes are the mover's own.
             let why = match (pass, exit_code) {
@@ -1002,18 +1025,28 @@ impl<'a> Machine<'a> {
     }
 
     fn record_progress(&mut self, pass: Pass, job: Option<&JobView>) {
+        // The verify pass copies nothing and serves no counters: no figures (they belong
+        // to a pass), and the progress says what runs (its end says the root hash).
+        if pass == Pass::Verify {
+            if !matches!(job, Some(JobView::Succeeded { .. })) {
+                self.s.progress = Some("verification: both sides hashing every file".into());
+            }
+            return;
+        }
         let (bytes, files, rate) = match job {
-            Some(JobView::Running {
-                bytes,
-                files,
-                bytes_per_second,
-            }) => (*bytes, *files, Some(*bytes_per_second)),
-            Some(JobView::Succeeded {
-                bytes,
-                files,
-                bytes_per_second,
-                ..
-            }) => (
+            Some(
+                JobView::Running {
+                    bytes,
+                    files,
+                    bytes_per_second,
+                }
+                | JobView::Succeeded {
+                    bytes,
+                    files,
+                    bytes_per_second,
+                    ..
+                },
+            ) => (
                 *bytes,
                 *files,
                 (*bytes_per_second > 0).then_some(*bytes_per_second),
@@ -1056,6 +1089,23 @@ impl<'a> Machine<'a> {
             }
             PassState::Failed(why) => {
                 self.roll_back(why);
+                None
+            }
+            // A runtime that could not start a container (on a loaded node, say) ran
+            // nothing: both sides are made again, a few times, before giving up.
+            PassState::NotStartedByTheNode(why) => {
+                let restarts = self.s.mover_restarts.unwrap_or(0);
+                if restarts >= MOVER_START_RETRIES {
+                    self.roll_back(format!("{why} (the pass was run again {restarts} times)"));
+                } else {
+                    self.s.mover_restarts = Some(restarts + 1);
+                    self.say(format!(
+                        "running the {} again ({} of {MOVER_START_RETRIES}): {why}",
+                        pass.describe(),
+                        restarts + 1
+                    ));
+                    self.act(Action::RestartPass { pass });
+                }
                 None
             }
             PassState::Succeeded(sender, receiver) => {

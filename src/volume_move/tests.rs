@@ -62,6 +62,8 @@ struct World {
     transfers: BTreeMap<Pass, TransferView>,
     /// How each pass ends when started (default: success, equal roots).
     outcomes: BTreeMap<Pass, (JobView, JobView)>,
+    /// Starts of a pass whose sender's container the node will not start.
+    start_failures: BTreeMap<Pass, u32>,
     approval: Option<Approval>,
     enclave_classes: Vec<String>,
     class: Option<ClassView>,
@@ -150,6 +152,7 @@ impl World {
             credentials: None,
             transfers: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            start_failures: BTreeMap::new(),
             approval: None,
             enclave_classes: vec!["eu-dublin-ssd".into(), "eu-norway-ssd".into()],
             class: Some(ClassView {
@@ -317,11 +320,23 @@ impl World {
                     let hash = (*pass == Pass::Verify).then(|| root('a'));
                     (done(hash.clone()), done(hash))
                 });
+                let sender = match self.start_failures.get_mut(pass) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        JobView::NotStarted {
+                            message: "OCI runtime create failed: unable to freeze".into(),
+                        }
+                    }
+                    _ => sender,
+                };
                 let t = self.transfers.entry(*pass).or_default();
                 t.sender.get_or_insert(sender);
                 t.receiver.get_or_insert(receiver);
             }
             Action::DeleteTransfers => self.transfers.clear(),
+            Action::RestartPass { pass } => {
+                self.transfers.remove(pass);
+            }
             Action::ScaleOwner { owner, replicas } => {
                 let o = self.owner.as_mut().expect("the owner exists");
                 assert_eq!(
@@ -853,6 +868,73 @@ fn the_switch_prebinds_the_new_volume_and_recreates_the_claim_under_its_name() {
         .position(|a| matches!(a, Action::StartTransfer { .. }))
         .expect("a transfer");
     assert!(source_retain < first);
+}
+
+/// A mover container the node could not start is not a failed copy: the pass runs
+/// again (both sides), in every pass, and the move ends as if nothing happened; the
+/// restarts are counted in the status.
+#[test]
+fn a_pass_whose_mover_never_started_runs_again() {
+    for pass in [Pass::First, Pass::Final, Pass::Verify] {
+        let mut world = World::new();
+        world.start_failures.insert(pass, 2);
+        let run = drive(world, &settings(), None, &mut |_, _| {});
+        assert_erased(&run);
+        assert_eq!(run.status.mover_restarts, Some(2), "{pass:?}");
+        let restarts = run
+            .actions
+            .iter()
+            .filter(|a| **a == Action::RestartPass { pass })
+            .count();
+        assert_eq!(restarts, 2, "{pass:?}");
+    }
+}
+
+/// ... but not for ever: after the third restart the move rolls back, naming the cause.
+#[test]
+fn a_mover_that_never_starts_rolls_the_move_back_after_three_restarts() {
+    let mut world = World::new();
+    world.start_failures.insert(Pass::Final, 10);
+    let run = drive(world, &settings(), None, &mut |_, _| {});
+    assert_rolled_back(
+        &run,
+        "was not started by its node: OCI runtime create failed",
+    );
+    assert_eq!(run.status.mover_restarts, Some(MOVER_START_RETRIES));
+    assert!(
+        run.status
+            .rollback_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("run again 3 times")),
+        "{:?}",
+        run.status.rollback_reason
+    );
+}
+
+/// While both sides hash, the status says so and shows no figures: "0 B of 1.0 GiB"
+/// would read as a copy that stalled.
+#[test]
+fn the_verification_says_what_runs_and_no_copy_figures() {
+    let mut world = World::new();
+    let running = JobView::Running {
+        bytes: 0,
+        files: 0,
+        bytes_per_second: 0,
+    };
+    world
+        .outcomes
+        .insert(Pass::Verify, (running.clone(), running));
+    let run = drive(world, &settings(), None, &mut |_, _| {});
+    let s = &run.status;
+    assert_eq!(s.phase, Some(Phase::Verifying));
+    assert_eq!(
+        s.progress.as_deref(),
+        Some("verification: both sides hashing every file")
+    );
+    assert_eq!(
+        (s.bytes_done, s.files_done, s.bytes_per_second),
+        (None, None, None)
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //!
 //! Each side writes one JSON [`Report`] to its termination message ([`report`]).
 
+pub mod progress;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub mod walk;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,6 +35,7 @@ use tokio::{
 };
 
 pub use report::{REPORT_LIMIT, Report, ReportError, parse_report};
+pub use tls::progress_server_config;
 
 use super::manifest::Manifest;
 
@@ -154,6 +157,13 @@ pub struct SendArgs {
     pub connect_timeout: u64,
     #[arg(long, default_value = "/dev/termination-log")]
     pub report: PathBuf,
+    /// Copy passes: serve the pass's counters on this address ([`progress`]), with
+    /// this side's certificate.
+    #[arg(long)]
+    pub progress_listen: Option<String>,
+    /// Copy passes: at most this many KiB per second on the wire (rsync's `--bwlimit`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bwlimit_kib: Option<u64>,
 }
 
 /// How a side ended: its report and its exit code (rsync's, when rsync failed).
@@ -519,7 +529,42 @@ async fn send_inner(args: &SendArgs) -> Result<Outcome, String> {
     }
     match manifest {
         Some(manifest) => verify_sender(stream, manifest).await,
-        None => copy_sender(stream, args.pass, &args.data, &[]).await,
+        None => {
+            let counters = Arc::new(progress::Counters::default());
+            let _serving = match &args.progress_listen {
+                Some(address) => Some(serve_progress(address, args, counters.clone()).await?),
+                None => None,
+            };
+            let mut options: Vec<String> = RSYNC_OPTIONS.iter().map(|o| o.to_string()).collect();
+            if let Some(kib) = args.bwlimit_kib {
+                options.push(format!("--bwlimit={kib}"));
+            }
+            copy_sender(stream, args.pass, &args.data, &options, &[], &counters).await
+        }
+    }
+}
+
+/// Starts serving the pass's counters; they stop when the guard is dropped.
+async fn serve_progress(
+    address: &str,
+    args: &SendArgs,
+    counters: Arc<progress::Counters>,
+) -> Result<AbortOnDrop, String> {
+    let config = tls::progress_server_config(&args.credentials)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("--progress-listen {address}: {e}"))?;
+    Ok(AbortOnDrop(tokio::spawn(progress::serve(
+        listener, config, counters,
+    ))))
+}
+
+/// Ends a task when its owner ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -600,14 +645,17 @@ where
     })
 }
 
-/// Runs rsync against a listener on this pod's loopback, and carries its one connection
-/// through `stream`. `extra`, when not empty, replaces rsync's arguments (`PORT` in them
-/// becomes the loopback port): tests use it for what a hostile sender would try.
+/// Runs rsync with `options` against a listener on this pod's loopback, carries its one
+/// connection through `stream`, and keeps `counters` up to date. `extra`, when not
+/// empty, replaces rsync's arguments (`PORT` in them becomes the loopback port): tests
+/// use it for what a hostile sender would try.
 async fn copy_sender<S>(
     stream: S,
     pass: PassArg,
     data: &Path,
+    options: &[String],
     extra: &[&str],
+    counters: &Arc<progress::Counters>,
 ) -> Result<Outcome, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -622,7 +670,7 @@ where
     let mut command = Command::new(rsync());
     if extra.is_empty() {
         command
-            .args(RSYNC_OPTIONS)
+            .args(options)
             .arg(&source)
             .arg(format!("rsync://127.0.0.1:{port}/data/"));
     } else {
@@ -635,7 +683,10 @@ where
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start rsync: {e}"))?;
-    let stats = tokio::spawn(read_stats(child.stdout.take().expect("piped")));
+    let stats = tokio::spawn(read_stats(
+        child.stdout.take().expect("piped"),
+        counters.clone(),
+    ));
     let last_error = tokio::spawn(relay_stderr(child.stderr.take().expect("piped")));
     // rsync's one connection; nothing else on this pod connects to its loopback, and
     // the listener closes as soon as it has it.
@@ -734,9 +785,12 @@ async fn relay_stderr(stderr: impl AsyncRead + Unpin) -> Option<String> {
     last
 }
 
-/// Reads rsync's stdout (the progress and the `--stats`), logs it, and gives the
-/// transferred bytes and regular files.
-async fn read_stats(stdout: impl AsyncRead + Unpin) -> (u64, u64) {
+/// Reads rsync's stdout (the progress and the `--stats`), logs it, counts the progress
+/// into `counters`, and gives the transferred bytes and regular files.
+async fn read_stats(
+    stdout: impl AsyncRead + Unpin,
+    counters: Arc<progress::Counters>,
+) -> (u64, u64) {
     let mut reader = BufReader::new(stdout);
     let (mut bytes, mut files) = (0, 0);
     let mut line = Vec::new();
@@ -763,6 +817,7 @@ async fn read_stats(stdout: impl AsyncRead + Unpin) -> (u64, u64) {
         } else if let Some(value) = stat_value(text, "Number of regular files transferred:") {
             files = value;
         }
+        counters.observe(text);
         let progress = text.contains("xfr#") || text.contains("to-chk=");
         if !text.is_empty() && (!progress || last_progress.elapsed() > Duration::from_secs(10)) {
             eprintln!("rsync: {text}");

@@ -21,6 +21,7 @@ use tokio::{io::AsyncReadExt, net::TcpListener};
 use super::*;
 
 const SERVER_NAME: &str = "receiver.mover.test";
+const SENDER_NAME: &str = "sender.mover.test";
 
 /// A move's credentials: a CA, the receiver's server certificate and the sender's
 /// client certificate, as the controller writes them into the two Secrets.
@@ -44,11 +45,11 @@ fn ca() -> (CertificateParams, KeyPair, String) {
 fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     names: Vec<String>,
-    usage: ExtendedKeyUsagePurpose,
+    usages: Vec<ExtendedKeyUsagePurpose>,
 ) -> (String, String) {
     let mut params = CertificateParams::new(names).unwrap();
     params.distinguished_name.push(DnType::CommonName, "mover");
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usages;
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, issuer).unwrap();
     (cert.pem(), key.serialize_pem())
@@ -63,9 +64,17 @@ fn new_credentials() -> Credentials {
         (
             &receiver,
             vec![SERVER_NAME.to_string()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
         ),
-        (&sender, vec![], ExtendedKeyUsagePurpose::ClientAuth),
+        // The sender's certificate also serves its progress counters.
+        (
+            &sender,
+            vec![SENDER_NAME.to_string()],
+            vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+        ),
     ] {
         let (cert, key) = leaf(&issuer, names, usage);
         fs::create_dir(side).unwrap();
@@ -205,6 +214,8 @@ fn send_args(pass: PassArg, port: u16, credentials: &Path, data: &Path) -> SendA
         data: data.to_path_buf(),
         connect_timeout: 10,
         report: PathBuf::from("/dev/null"),
+        progress_listen: None,
+        bwlimit_kib: None,
     }
 }
 
@@ -559,7 +570,9 @@ async fn the_sender_cannot_read_the_enclaves_copy() {
         stream,
         PassArg::Final,
         Path::new("/nonexistent"),
+        &[],
         &["-a", "rsync://127.0.0.1:PORT/data/", &target],
+        &Arc::new(progress::Counters::default()),
     )
     .await
     .unwrap();
@@ -669,6 +682,115 @@ fn drop_dac_capabilities() {
             0
         );
     }
+}
+
+#[test]
+fn rsyncs_progress_lines_are_read() {
+    assert_eq!(
+        progress::parse_progress2(
+            "    557,056,000  99%   58.61MB/s    0:00:09 (xfr#2012, to-chk=0/2021)"
+        ),
+        Some((557_056_000, Some(2012)))
+    );
+    assert_eq!(
+        progress::parse_progress2("     32,768   0%    0.00kB/s    0:00:00"),
+        Some((32_768, None))
+    );
+    assert_eq!(
+        progress::parse_progress2("  1,024 100% 1.00kB/s 0:00:00 (xfr#7, ir-chk=1000/1021)"),
+        Some((1_024, Some(7)))
+    );
+    for not_progress in [
+        "Number of files: 12",
+        "Total transferred file size: 1,234,567 bytes",
+        "sent 1,234 bytes  received 56 bytes  2,580.00 bytes/sec",
+        "",
+    ] {
+        assert_eq!(
+            progress::parse_progress2(not_progress),
+            None,
+            "{not_progress}"
+        );
+    }
+    // The counters only grow: a redrawn line never takes them back.
+    let counters = progress::Counters::default();
+    counters.observe("  2,048  50%  1.00kB/s  0:00:01 (xfr#2, to-chk=2/4)");
+    counters.observe("  1,024  25%  1.00kB/s  0:00:01");
+    counters.observe("Number of files: 99");
+    let report = counters.report();
+    assert_eq!((report.bytes, report.files), (2_048, 2));
+}
+
+/// A copy limited to 2 MiB/s serves counters while it runs, to a client that trusts the
+/// move's CA and asks for the sender's name; not to one that trusts another CA or asks
+/// for another name. The limit holds: 8 MiB take about 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_copy_serves_its_progress_to_the_moves_ca_only() {
+    let credentials = new_credentials();
+    let (source, destination) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..8u8 {
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = (j as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ i;
+        }
+        fs::write(source.path().join(format!("part-{i}")), &block).unwrap();
+    }
+    let move_ca = fs::read(credentials.sender.join("ca.crt")).unwrap();
+    let progress_port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{progress_port}");
+    let (port, receiver) =
+        start_receiver(PassArg::First, &credentials.receiver, destination.path()).await;
+    let mut args = send_args(PassArg::First, port, &credentials.sender, source.path());
+    args.progress_listen = Some(address.clone());
+    args.bwlimit_kib = Some(2048);
+    let started = std::time::Instant::now();
+    let sender = tokio::spawn(async move { send(&args).await });
+
+    let timeout = Duration::from_secs(2);
+    let mut seen = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !sender.is_finished() && tokio::time::Instant::now() < deadline {
+        if let Ok(report) = progress::fetch(&address, SENDER_NAME, &move_ca, timeout).await
+            && report.bytes > 0
+            && report.bytes < 8 << 20
+        {
+            seen = Some(report);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = seen.expect("no counters between the first byte and the last");
+    assert_eq!(seen.message, "copying");
+
+    let (_, _, other_ca) = ca();
+    let refused = progress::fetch(&address, SENDER_NAME, other_ca.as_bytes(), timeout).await;
+    assert!(refused.is_err(), "a client of another CA got {refused:?}");
+    let refused = progress::fetch(&address, SERVER_NAME, &move_ca, timeout).await;
+    assert!(
+        refused.is_err(),
+        "the receiver's name was accepted: {refused:?}"
+    );
+
+    let sender = sender.await.unwrap();
+    assert_eq!(sender.code, 0, "{sender:?}");
+    assert_eq!(receiver.await.unwrap().code, 0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "8 MiB at 2 MiB/s took {:?}",
+        started.elapsed()
+    );
+    assert_same_content(source.path(), destination.path());
+    // The counters end with the pass.
+    assert!(
+        progress::fetch(&address, SENDER_NAME, &move_ca, timeout)
+            .await
+            .is_err()
+    );
 }
 
 #[test]

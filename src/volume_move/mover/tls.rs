@@ -74,6 +74,37 @@ pub fn client_config(dir: &Path) -> Result<ClientConfig, String> {
         .map_err(|e| format!("--credentials: tls.crt and tls.key: {e}"))
 }
 
+/// The sender's progress server ([`super::progress`]): presents `tls.crt` (which names
+/// the sender and allows server use), asks no client certificate (the counters are not
+/// secret).
+pub fn progress_server_config(dir: &Path) -> Result<ServerConfig, String> {
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certificates(dir, "tls.crt")?, key(dir)?)
+        .map_err(|e| format!("--credentials: tls.crt and tls.key: {e}"))
+}
+
+/// The operator's side of [`progress_server_config`]: trusts only the move's CA.
+pub fn progress_client_config(ca_pem: &[u8]) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("ca.crt is not PEM certificates: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca.crt is not a CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Accepts connections until one completes the handshake; the others (a port scanner,
 /// a stray pod, a certificate of another CA, no certificate) are logged and dropped.
 pub async fn accept_one(
