@@ -371,6 +371,7 @@ pub fn reachability_report<C: Catalog>(
                 .iter()
                 .filter_map(|c| c.parse().ok())
                 .collect(),
+            operator_namespace: Some(crate::coverage::operator_namespace().to_string()),
         },
     };
     Some(reachability::evaluate(&world))
