@@ -644,7 +644,7 @@ mod tests {
             operator_namespace: "enclave-system".into(),
             owner: None,
         };
-        let config = webhooks::validating(policy, &target, Engine::Webhook);
+        let config = webhooks::validating(policy, &target, Engine::Webhook, None);
         let hook = config
             .webhooks
             .iter()
@@ -683,7 +683,7 @@ mod tests {
         // Without a pod selector: no webhook, no native policy.
         let plain = StaticCatalog::from_yaml(include_str!("../../tests/fixtures/catalog.yaml"))
             .expect("fixture parses");
-        let config = webhooks::validating(&plain.policies[0], &target, Engine::Webhook);
+        let config = webhooks::validating(&plain.policies[0], &target, Engine::Webhook, None);
         assert!(
             !config
                 .webhooks

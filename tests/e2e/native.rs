@@ -598,3 +598,222 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
         );
     }
 }
+
+/// The fast paths (`src/admission/native/fast.rs`) decide every pod as the general
+/// expressions do. The same policy compiled with and without them, on namespaces of
+/// their own, gets the same generated pods (placement, side doors, the site label in
+/// every form): the placing policy and the check together must give the same pods and
+/// the same words, and so must the check alone, which then judges pods as they come
+/// (it is the check that may skip a pod, so it is tested on pods no mutation touched).
+/// The fast check must have been taken, too: a copy of it whose validations refuse
+/// everything admits exactly the pods it skips, and the general check admits each of
+/// them.
+#[tokio::test]
+async fn the_fast_paths_decide_every_pod_as_the_general_expressions_do() {
+    use enclave_operator::{
+        admission::native,
+        crd::{DataEnclave, ResidencyPolicy},
+        scope::ResolvedEnclave,
+    };
+    use k8s_openapi::api::{admissionregistration::v1::Validation, core::v1::Node};
+    use std::sync::Arc;
+
+    let _cluster = cluster_lock().read().await;
+    let client = client().await;
+    let enclave: DataEnclave = serde_yaml::from_str(&eu_enclave("fastpath-eu")).expect("enclave");
+    let enclave = ResolvedEnclave::resolve(Arc::new(enclave)).expect("resolves");
+    let nodes: Vec<Arc<Node>> = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("nodes")
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let facts = native::facts(&enclave, &nodes, &[], None).expect("facts");
+    let operator_ns = TestNamespace::new("fastpath-operator", false);
+    // (namespace, fast paths, with the placing policy)
+    let setups = [
+        ("fastpath-fast", true, true),
+        ("fastpath-general", false, true),
+        ("fastpath-fast-check", true, false),
+        ("fastpath-general-check", false, false),
+        // The fast check's match condition over validations that refuse everything.
+        ("fastpath-skips", true, false),
+    ];
+    let _namespaces: Vec<TestNamespace> = setups
+        .iter()
+        .map(|(name, _, _)| TestNamespace::new(name, true))
+        .collect();
+    let mut written: Vec<(&str, String)> = Vec::new();
+    for &(name, fast, placing) in &setups {
+        let policy: ResidencyPolicy =
+            serde_yaml::from_str(&engine_policy(name, "Native")).expect("policy");
+        let compile = if fast {
+            native::compile
+        } else {
+            native::compile_general
+        };
+        let mut compiled = compile(&policy, Ok(&enclave), &facts, &operator_ns.name);
+        if name == "fastpath-skips"
+            && let Some(spec) = compiled.check.0.spec.as_mut()
+        {
+            spec.validations = Some(vec![Validation {
+                expression: "false".into(),
+                message: Some("not skipped".into()),
+                ..Validation::default()
+            }]);
+        }
+        assert_eq!(
+            compiled
+                .check
+                .0
+                .spec
+                .as_ref()
+                .and_then(|s| s.match_conditions.as_ref())
+                .is_some(),
+            fast,
+            "{name}: the check's match condition is the fast path"
+        );
+        put(&client, &unmanaged(compiled.check.0)).await;
+        put(&client, &unmanaged(compiled.check.1)).await;
+        written.push((
+            "validatingadmissionpolicy",
+            native::object_name("check", name),
+        ));
+        written.push((
+            "validatingadmissionpolicybinding",
+            native::object_name("check", name),
+        ));
+        if placing {
+            let (map, binding) = compiled.mutating.expect("enforcing");
+            put(&client, &unmanaged(map)).await;
+            put(&client, &unmanaged(binding)).await;
+            written.push((
+                "mutatingadmissionpolicy",
+                native::object_name("place", name),
+            ));
+            written.push((
+                "mutatingadmissionpolicybinding",
+                native::object_name("place", name),
+            ));
+        }
+    }
+    struct Cleanup(Vec<(&'static str, String)>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if keep() {
+                return;
+            }
+            for (kind, name) in &self.0 {
+                let _ = kubectl(
+                    &["delete", kind, name, "--ignore-not-found", "--wait=false"],
+                    None,
+                );
+            }
+        }
+    }
+    let _cleanup = Cleanup(written);
+    for &(name, _, placing) in &setups {
+        if placing {
+            wait_until_enforced(name, name).await;
+        } else {
+            eventually(
+                Duration::from_secs(60),
+                &format!("the check alone in force in {name}"),
+                || async {
+                    let pinned = kubectl(
+                        &["apply", "--dry-run=server", "-n", name, "-f", "-"],
+                        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
+                    );
+                    if pinned.status.success() {
+                        Err("a pod pinned to an unknown node was admitted".to_string())
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    let seed = generate::seed();
+    let mut rng = generate::Rng::new(seed);
+    let (mut compared, mut denied, mut settled, mut skipped) = (0, 0, 0, 0);
+    for i in 0..250 {
+        let mut spec = match rng.below(4) {
+            // Pods the fast paths take: none or a few terms without the site label,
+            // or each term confined to a site.
+            0 => json!({}),
+            1 => {
+                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}}}})
+            }
+            2 => {
+                let site = *rng.pick(&["dublin", "norway", "virginia"]);
+                let other = *rng.pick(&["dublin", "norway", "ohio"]);
+                let mut reqs =
+                    vec![json!({"key": generate::SITE, "operator": "In", "values": [site]})];
+                if rng.chance(30) {
+                    reqs.push(json!({"key": generate::SITE, "operator": *rng.pick(&["In", "NotIn"]), "values": [other]}));
+                }
+                if rng.chance(50) {
+                    reqs.push(json!({"key": "topology.kubernetes.io/zone", "operator": "Exists"}));
+                }
+                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": reqs}]}}}})
+            }
+            // And everything else.
+            _ => generate::placement(&mut rng),
+        };
+        if rng.chance(30) {
+            generate::side_doors(&mut rng, &mut spec);
+        }
+        let pod = generate::pod(&format!("f{i}"), &spec);
+        let mut results = Vec::new();
+        for &(name, _, _) in &setups {
+            results.push((name, create(&client, name, &pod, true).await));
+        }
+        let replay = format!("seed {seed} (replay with ENCLAVE_TEST_SEED={seed}): pod {i} {spec}");
+        let (skips, general_check) = (&results[4].1, &results[3].1);
+        if skips.is_ok() {
+            skipped += 1;
+            assert!(
+                general_check.is_ok(),
+                "{replay} — the fast check skipped a pod the general check refuses: {general_check:?}"
+            );
+        }
+        for pair in results[..4].chunks(2) {
+            let [(fast, a), (general, b)] = pair else {
+                unreachable!("pairs")
+            };
+            assert_eq!(
+                outcome(a, fast),
+                outcome(b, general),
+                "{replay} — {fast} vs {general}"
+            );
+            assert_eq!(
+                denial_message(a, fast),
+                denial_message(b, general),
+                "{replay} — {fast} vs {general}: the words"
+            );
+        }
+        compared += 1;
+        if results[0].1.is_err() {
+            denied += 1;
+        }
+        if results[2].1.is_ok() {
+            settled += 1;
+        }
+    }
+    eprintln!(
+        "fast paths: {compared} pods, {denied} denied, {settled} admitted by the check alone, {skipped} skipped by it, seed {seed}"
+    );
+    assert!(
+        denied > 10 && denied < compared - 10 && settled > 10,
+        "the generator exercises both outcomes"
+    );
+    assert!(
+        skipped > 10,
+        "the fast check was taken: {skipped} pods skipped"
+    );
+}

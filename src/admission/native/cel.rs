@@ -491,8 +491,35 @@ pub fn mutation_variables(
             }
         ),
     ));
-    // Preferences, first occurrence of each site term only: constrain() skips a term
-    // already present, including one it added a moment before.
+    let literal = preference_literal(preferred);
+    let preferred_path =
+        "variables.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution";
+    let has_preferred = format!(
+        "has(variables.spec.affinity) && has(variables.spec.affinity.nodeAffinity) && has({preferred_path})"
+    );
+    // Same term as the pod's preference e: same requirements in any order, no fields.
+    let same_term = "(has(e.preference.matchFields) ? size(e.preference.matchFields) : 0) == 0 && size(has(e.preference.matchExpressions) ? e.preference.matchExpressions : []) == size(p.preference.matchExpressions) && (has(e.preference.matchExpressions) ? e.preference.matchExpressions : []).all(h, p.preference.matchExpressions.exists(w, h.key == w.key && h.operator == w.operator && (has(h.values) ? h.values : []) == (has(w.values) ? w.values : []))) && p.preference.matchExpressions.all(w, (has(e.preference.matchExpressions) ? e.preference.matchExpressions : []).exists(h, h.key == w.key && h.operator == w.operator && (has(h.values) ? h.values : []) == (has(w.values) ? w.values : [])))";
+    // A pod without preferences (most of them) gets the literal list as it is: a list
+    // of literals only is folded into a constant when the policy is compiled, while the
+    // filter over it is evaluated, literals and all, on every request (half a
+    // millisecond of API server CPU per pod, measured).
+    vars.push(var(
+        "missing",
+        if literal == "[]" {
+            "[]".to_string()
+        } else {
+            format!(
+                "!({has_preferred}) ? {literal} : {literal}.filter(p, !{preferred_path}.exists(e, {same_term}))"
+            )
+        },
+    ));
+    vars
+}
+
+/// The policy's preferred site terms as a CEL list literal (`[]` for none): the first
+/// occurrence of each site term only, since constrain() skips a term already present,
+/// including one it added a moment before.
+pub fn preference_literal(preferred: &[(NodeSelectorTerm, i32)]) -> String {
     let mut seen: Vec<&NodeSelectorTerm> = Vec::new();
     let mut literals = Vec::new();
     for (term, weight) in preferred {
@@ -507,29 +534,7 @@ pub fn mutation_variables(
             reqs.join(", ")
         ));
     }
-    let preferred_path =
-        "variables.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution";
-    let has_preferred = format!(
-        "has(variables.spec.affinity) && has(variables.spec.affinity.nodeAffinity) && has({preferred_path})"
-    );
-    // Same term as the pod's preference e: same requirements in any order, no fields.
-    let same_term = "(has(e.preference.matchFields) ? size(e.preference.matchFields) : 0) == 0 && size(has(e.preference.matchExpressions) ? e.preference.matchExpressions : []) == size(p.preference.matchExpressions) && (has(e.preference.matchExpressions) ? e.preference.matchExpressions : []).all(h, p.preference.matchExpressions.exists(w, h.key == w.key && h.operator == w.operator && (has(h.values) ? h.values : []) == (has(w.values) ? w.values : []))) && p.preference.matchExpressions.all(w, (has(e.preference.matchExpressions) ? e.preference.matchExpressions : []).exists(h, h.key == w.key && h.operator == w.operator && (has(h.values) ? h.values : []) == (has(w.values) ? w.values : [])))";
-    // A pod without preferences (most of them) gets the literal list as it is: a list
-    // of literals only is folded into a constant when the policy is compiled, while the
-    // filter over it is evaluated, literals and all, on every request (half a
-    // millisecond of API server CPU per pod, measured).
-    let literal = format!("[{}]", literals.join(", "));
-    vars.push(var(
-        "missing",
-        if literals.is_empty() {
-            "[]".to_string()
-        } else {
-            format!(
-                "!({has_preferred}) ? {literal} : {literal}.filter(p, !{preferred_path}.exists(e, {same_term}))"
-            )
-        },
-    ));
-    vars
+    format!("[{}]", literals.join(", "))
 }
 
 /// The pod selector of a policy over the labels expression `labels`, as a CEL

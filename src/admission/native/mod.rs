@@ -25,6 +25,7 @@
 
 pub mod cel;
 pub mod doors;
+pub mod fast;
 mod inline;
 
 use std::collections::BTreeMap;
@@ -374,6 +375,40 @@ pub fn compile(
     facts: &Facts,
     operator_namespace: &str,
 ) -> Compiled {
+    compile_with(policy, enclave, facts, operator_namespace, Paths::WithFast)
+}
+
+/// Compiles a policy without the [`fast`] paths: the general expressions alone, the
+/// reference the fast paths are tested against (they must decide every pod alike).
+pub fn compile_general(
+    policy: &ResidencyPolicy,
+    enclave: Result<&ResolvedEnclave, &str>,
+    facts: &Facts,
+    operator_namespace: &str,
+) -> Compiled {
+    compile_with(
+        policy,
+        enclave,
+        facts,
+        operator_namespace,
+        Paths::GeneralOnly,
+    )
+}
+
+/// Whether the compiled policies take the [`fast`] paths where they apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    WithFast,
+    GeneralOnly,
+}
+
+fn compile_with(
+    policy: &ResidencyPolicy,
+    enclave: Result<&ResolvedEnclave, &str>,
+    facts: &Facts,
+    operator_namespace: &str,
+    paths: Paths,
+) -> Compiled {
     let name = policy.name_any();
     let enforced = policy.spec.enforcement == Enforcement::Enforce;
     let pod_selector = policy.spec.match_.pod_selector.as_ref();
@@ -474,6 +509,15 @@ pub fn compile(
             ..v
         })
         .collect();
+    // A pod that plainly stays in the enclave is not the check's to look at: the API
+    // server evaluates every validation and every message of a policy it runs (each set
+    // with its own conversion of the pod), and a match condition that leaves such pods
+    // out costs one conversion and a few field tests instead ([`fast`]).
+    let settled = enclave
+        .ok()
+        .filter(|_| paths == Paths::WithFast)
+        .and_then(|enclave| fast::not_settled(&enclave.site_terms))
+        .map(|condition| vec![condition]);
     let check_name = object_name("check", &name);
     let check = ValidatingAdmissionPolicy {
         metadata: meta(check_name.clone(), policy),
@@ -481,6 +525,7 @@ pub fn compile(
             failure_policy: Some(if enforced { "Fail" } else { "Ignore" }.into()),
             param_kind: None,
             match_constraints: Some(constraints(vec![rule(&[""], &["pods"], &["CREATE"])])),
+            match_conditions: settled,
             variables: Some(check_vars),
             validations: Some(check_validations),
             ..ValidatingAdmissionPolicySpec::default()
@@ -583,7 +628,7 @@ pub fn compile(
 
     // The mutation, under Enforce only: Audit changes nothing.
     let mutating = match (enforced, enclave) {
-        (true, Ok(enclave)) => Some(mutating(policy, enclave, operator_namespace)),
+        (true, Ok(enclave)) => Some(mutating(policy, enclave, operator_namespace, paths)),
         _ => None,
     };
     Compiled {
@@ -625,6 +670,7 @@ fn mutating(
     policy: &ResidencyPolicy,
     enclave: &ResolvedEnclave,
     operator_namespace: &str,
+    paths: Paths,
 ) -> (MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding) {
     let name = policy.name_any();
     let pod_selector = policy.spec.match_.pod_selector.as_ref();
@@ -667,10 +713,8 @@ fn mutating(
         &enclave.site_terms,
         None,
     ));
-    variables.extend(cel::mutation_variables(
-        &enclave.site_terms,
-        &enclave.preferred(policy),
-    ));
+    let preferred = enclave.preferred(policy);
+    variables.extend(cel::mutation_variables(&enclave.site_terms, &preferred));
     let ann = cel::quote(POLICY_ANNOTATION);
     let me = cel::quote(&name);
     variables.extend([
@@ -726,6 +770,27 @@ fn mutating(
             : [JSONPatch{{op: 'add', path: variables.metaAt, value: {{'annotations': {{{ann}: {me}}}}}}}]) \
          : [])"
     );
+    // The common pod takes the fast path ([`fast::plain_pod`]), which gives it what
+    // the general patch would; the general variables are then never evaluated.
+    let plain = match paths {
+        Paths::WithFast => fast::plain_pod(
+            &enclave.site_terms,
+            &cel::preference_literal(&preferred),
+            POLICY_ANNOTATION,
+            &name,
+        ),
+        Paths::GeneralOnly => None,
+    };
+    let patch = match plain {
+        Some(plain) => {
+            variables.push(Variable {
+                name: "plain".into(),
+                expression: plain.condition,
+            });
+            format!("variables.plain ? ({}) : ({patch})", plain.patch)
+        }
+        None => patch,
+    };
     let place_name = object_name("place", &name);
     let map = MutatingAdmissionPolicy {
         metadata: meta(place_name.clone(), policy),

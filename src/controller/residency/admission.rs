@@ -199,7 +199,7 @@ pub async fn ensure(
     let target = setup.target();
     let desired = (
         webhooks::mutating(policy, &target, engine),
-        webhooks::validating(policy, &target, engine),
+        webhooks::validating(policy, &target, engine, enclave.ok()),
     );
     let compiled = (engine == Engine::Native)
         .then(|| native::desired(policy, enclave, &ctx.caches, setup))
