@@ -11,6 +11,8 @@
 # Environment: BENCH_REQUESTS (per namespace and level, default 500),
 # BENCH_CONCURRENCY_LEVELS (default "1 10 50"), ENCLAVE_BENCH_WEBHOOK_PORT and
 # ENCLAVE_BENCH_METRICS_PORT (the operator's, default 18643 and 18680),
+# BENCH_OTHER_POLICIES (default 9): the native policies on namespaces no request goes to
+# (0 to 9; 0 for the engines alone),
 # BENCH_ENCLAVE_NODES (default 0): that many more kwok nodes in the enclave's Dublin site
 # before measuring, since the native policies carry the enclave's node names as literals
 # (5,000: the Kubernetes scalability limit); they are removed afterwards.
@@ -63,13 +65,18 @@ fi
 bench_engine_namespaces
 bench_namespace bench-floor "enclave.dev/bench=floor"
 kubectl apply -f benches/floor-policy.yaml >/dev/null
-mapfile -t others < <(bench_other_native_policies)
+other_policies=${BENCH_OTHER_POLICIES:-9}
+mapfile -t others < <(bench_other_native_policies "$other_policies")
+# Fewer than an earlier run on this cluster left: the rest go.
+for ((i = other_policies + 1; i <= 9; i++)); do
+	kubectl delete residencypolicy "bench-other-$i" --ignore-not-found >/dev/null
+done
 # Both engines in force: a placed dry-run pod in each namespace.
 bench_poll 30 "the native engine in bench-native" bench_in_force bench-native bench-native
 bench_poll 30 "the webhook engine in bench-webhook" bench_in_force bench-webhook bench-webhook
 bench_poll 30 "the floor policy in bench-floor" bench_in_force bench-floor dublin
 kubectl wait --for=condition=Ready --timeout=120s residencypolicy/bench-native \
-	residencypolicy/bench-webhook "${others[@]}" >/dev/null
+	residencypolicy/bench-webhook ${others[@]+"${others[@]}"} >/dev/null
 if ((enclave_nodes > 0)); then
 	# The native check names every enclave node: measured once it names the last one.
 	compiled() {

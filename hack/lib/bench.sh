@@ -249,12 +249,13 @@ bench_engine_namespaces() {
 	done
 }
 
-# bench_other_native_policies: nine more native policies, bench-other-1..9, each on a
-# namespace of its own that no request of the benchmarks goes to: only the policy that
-# matches a request may cost anything. Prints the policies' names, for kubectl wait.
+# bench_other_native_policies [N]: N (default nine) more native policies,
+# bench-other-1..N, each on a namespace of its own that no request of the benchmarks goes
+# to: only the policy that matches a request may cost anything. Prints the policies'
+# names, for kubectl wait.
 bench_other_native_policies() {
 	local i
-	for i in $(seq 1 9); do
+	for i in $(seq 1 "${1:-9}"); do
 		bench_namespace "bench-other-$i" "enclave.dev/bench=other-$i"
 		bench_policy "bench-other-$i" eu "{enclave.dev/bench: other-$i}" \
 			"migration: {enabled: false}" "admission: {engine: Native}"
