@@ -660,18 +660,26 @@ pub async fn wait_until_enforced(namespace: &str, policy: &str) {
             if !(placed.status.success() && text.contains(policy)) {
                 return Err(text);
             }
-            let pinned = kubectl(
-                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
-                Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
-            );
-            if pinned.status.success() {
-                Err("a pod pinned to an unknown node was admitted".to_string())
-            } else {
-                Ok(())
-            }
+            refuses_a_pod_pinned_outside(namespace)
         },
     )
     .await;
+}
+
+/// Admission in `namespace` refuses a pod pinned to a node that does not exist (a dry
+/// run): the final check of pods is in force there.
+pub fn refuses_a_pod_pinned_outside(namespace: &str) -> Result<(), String> {
+    let pinned = kubectl(
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n",
+        ),
+    );
+    if pinned.status.success() {
+        Err("a pod pinned to an unknown node was admitted".to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// `Ok` when `policy` says Ready for its current generation, else what it says.

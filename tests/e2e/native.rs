@@ -3,10 +3,18 @@
 //! kube-scheduler then does (ground truth); and the generated CEL stays within the API
 //! server's cost limits at 32 sites of 16 requirements and 5,000 enclave nodes.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use crate::common::{generate, *};
-use k8s_openapi::api::core::v1::Pod;
+use enclave_operator::{
+    admission::native,
+    crd::{DataEnclave, ResidencyPolicy},
+    scope::ResolvedEnclave,
+};
+use k8s_openapi::api::{
+    admissionregistration::v1::Validation,
+    core::v1::{Node, Pod},
+};
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 
@@ -444,6 +452,24 @@ async fn put<K: serde::Serialize>(_client: &kube::Client, object: &K) {
     }
 }
 
+/// Admission objects a test wrote itself, as (kind, name): deleted when it ends (unless
+/// the run is kept).
+struct Unwritten(Vec<(&'static str, String)>);
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        if keep() {
+            return;
+        }
+        for (kind, name) in &self.0 {
+            let _ = kubectl(
+                &["delete", kind, name, "--ignore-not-found", "--wait=false"],
+                None,
+            );
+        }
+    }
+}
+
 /// Strips what makes an object the operator's (it would sweep it away).
 fn unmanaged<K: kube::Resource>(mut object: K) -> K {
     let meta = object.meta_mut();
@@ -455,14 +481,6 @@ fn unmanaged<K: kube::Resource>(mut object: K) -> K {
 
 #[tokio::test]
 async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
-    use enclave_operator::{
-        admission::native,
-        crd::{DataEnclave, ResidencyPolicy},
-        scope::ResolvedEnclave,
-    };
-    use k8s_openapi::api::core::v1::Node;
-    use std::sync::Arc;
-
     let _cluster = cluster_lock().read().await;
     let client = client().await;
     // 32 sites of 16 requirements each, on keys no node has: nothing is placed, but
@@ -519,28 +537,20 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
         native::object_name("check", &ns.name),
         native::object_name("place", &ns.name),
     ];
-    struct Cleanup([String; 2]);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if keep() {
-                return;
-            }
-            for name in &self.0 {
-                for kind in [
+    let _cleanup = Unwritten(
+        names
+            .iter()
+            .flat_map(|name| {
+                [
                     "validatingadmissionpolicybinding",
                     "validatingadmissionpolicy",
                     "mutatingadmissionpolicybinding",
                     "mutatingadmissionpolicy",
-                ] {
-                    let _ = kubectl(
-                        &["delete", kind, name, "--ignore-not-found", "--wait=false"],
-                        None,
-                    );
-                }
-            }
-        }
-    }
-    let _cleanup = Cleanup(names);
+                ]
+                .map(|kind| (kind, name.clone()))
+            })
+            .collect(),
+    );
 
     let terms = |n: usize, reqs: usize| -> Value {
         let terms: Vec<Value> = (0..n)
@@ -610,14 +620,6 @@ async fn cel_stays_within_the_cost_limits_at_32_sites_and_5000_nodes() {
 /// them.
 #[tokio::test]
 async fn the_fast_paths_decide_every_pod_as_the_general_expressions_do() {
-    use enclave_operator::{
-        admission::native,
-        crd::{DataEnclave, ResidencyPolicy},
-        scope::ResolvedEnclave,
-    };
-    use k8s_openapi::api::{admissionregistration::v1::Validation, core::v1::Node};
-    use std::sync::Arc;
-
     let _cluster = cluster_lock().read().await;
     let client = client().await;
     let enclave: DataEnclave = serde_yaml::from_str(&eu_enclave("fastpath-eu")).expect("enclave");
@@ -677,43 +679,26 @@ async fn the_fast_paths_decide_every_pod_as_the_general_expressions_do() {
         );
         put(&client, &unmanaged(compiled.check.0)).await;
         put(&client, &unmanaged(compiled.check.1)).await;
-        written.push((
-            "validatingadmissionpolicy",
-            native::object_name("check", name),
-        ));
-        written.push((
-            "validatingadmissionpolicybinding",
-            native::object_name("check", name),
-        ));
+        let mut kinds = vec![
+            ("validatingadmissionpolicy", "check"),
+            ("validatingadmissionpolicybinding", "check"),
+        ];
         if placing {
             let (map, binding) = compiled.mutating.expect("enforcing");
             put(&client, &unmanaged(map)).await;
             put(&client, &unmanaged(binding)).await;
-            written.push((
-                "mutatingadmissionpolicy",
-                native::object_name("place", name),
-            ));
-            written.push((
-                "mutatingadmissionpolicybinding",
-                native::object_name("place", name),
-            ));
+            kinds.extend([
+                ("mutatingadmissionpolicy", "place"),
+                ("mutatingadmissionpolicybinding", "place"),
+            ]);
         }
+        written.extend(
+            kinds
+                .into_iter()
+                .map(|(kind, what)| (kind, native::object_name(what, name))),
+        );
     }
-    struct Cleanup(Vec<(&'static str, String)>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if keep() {
-                return;
-            }
-            for (kind, name) in &self.0 {
-                let _ = kubectl(
-                    &["delete", kind, name, "--ignore-not-found", "--wait=false"],
-                    None,
-                );
-            }
-        }
-    }
-    let _cleanup = Cleanup(written);
+    let _cleanup = Unwritten(written);
     for &(name, _, placing) in &setups {
         if placing {
             wait_until_enforced(name, name).await;
@@ -721,17 +706,7 @@ async fn the_fast_paths_decide_every_pod_as_the_general_expressions_do() {
             eventually(
                 Duration::from_secs(60),
                 &format!("the check alone in force in {name}"),
-                || async {
-                    let pinned = kubectl(
-                        &["apply", "--dry-run=server", "-n", name, "-f", "-"],
-                        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: admission-probe}\nspec:\n  nodeName: no-such-node\n  containers: [{name: app, image: registry.k8s.io/pause:3.10}]\n"),
-                    );
-                    if pinned.status.success() {
-                        Err("a pod pinned to an unknown node was admitted".to_string())
-                    } else {
-                        Ok(())
-                    }
-                },
+                || async { refuses_a_pod_pinned_outside(name) },
             )
             .await;
         }
