@@ -70,7 +70,7 @@ fn var(name: impl Into<String>, expression: impl Into<String>) -> Variable {
 }
 
 /// A site requirement as a `dyn` map, so that lists of them are homogeneous.
-fn requirement_literal(req: &NodeSelectorRequirement) -> String {
+pub(super) fn requirement_literal(req: &NodeSelectorRequirement) -> String {
     let mut fields = vec![
         format!("'key': dyn({})", quote(&req.key)),
         format!("'operator': dyn({})", quote(&req.operator)),

@@ -25,7 +25,10 @@
 //! ([`crate::placement::MAX_JUDGED_TERMS`] and the rest), so that the general
 //! expressions would not have refused it for its size.
 
-use k8s_openapi::api::{admissionregistration::v1::MatchCondition, core::v1::NodeSelectorTerm};
+use k8s_openapi::api::{
+    admissionregistration::v1::MatchCondition,
+    core::v1::{NodeSelectorRequirement, NodeSelectorTerm},
+};
 
 use super::cel;
 use crate::placement::{
@@ -36,16 +39,18 @@ use crate::placement::{
 const REQUIRED: &str =
     "object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
 
-/// The enclave's sites when each is one `In` requirement on the same key: the key and
-/// each site's values.
+/// The enclave's sites when each is one `In` requirement on the same key: the key, and
+/// each site's requirement and values.
 pub struct SingleKeySites<'a> {
     pub key: &'a str,
+    pub requirements: Vec<&'a NodeSelectorRequirement>,
     pub values: Vec<&'a [String]>,
 }
 
 /// The sites in the shape the fast paths know, or `None`.
 pub fn single_key_sites(sites: &[NodeSelectorTerm]) -> Option<SingleKeySites<'_>> {
     let mut key = None;
+    let mut requirements = Vec::new();
     let mut values = Vec::new();
     for site in sites {
         if site.match_fields.as_ref().is_some_and(|f| !f.is_empty()) {
@@ -59,9 +64,14 @@ pub fn single_key_sites(sites: &[NodeSelectorTerm]) -> Option<SingleKeySites<'_>
             return None;
         }
         key = Some(req.key.as_str());
+        requirements.push(req);
         values.push(vals);
     }
-    Some(SingleKeySites { key: key?, values })
+    Some(SingleKeySites {
+        key: key?,
+        requirements,
+        values,
+    })
 }
 
 /// The pod's required node affinity is present with at least one term, every term
@@ -168,12 +178,6 @@ pub fn plain_pod(
     let single = single_key_sites(sites)?;
     let (terms, per_term) = plain_bounds(sites.len())?;
     let key = cel::quote(single.key);
-    let site_requirement = |vals: &[String]| {
-        format!(
-            "{{'key': dyn({key}), 'operator': dyn('In'), 'values': dyn({})}}",
-            cel::strings(vals.iter())
-        )
-    };
     let no_required = format!(
         "(!has(object.spec.affinity) || !has(object.spec.affinity.nodeAffinity) || !has({REQUIRED}))"
     );
@@ -197,18 +201,21 @@ pub fn plain_pod(
         ),
         ann = cel::quote(annotation),
     );
-    let alone: Vec<String> = single
-        .values
+    // The site requirements as the general expressions write them (`site_<j>`).
+    let literals: Vec<String> = single
+        .requirements
         .iter()
-        .map(|vals| format!("{{'matchExpressions': [{}]}}", site_requirement(vals)))
+        .map(|req| cel::requirement_literal(req))
         .collect();
-    let crossed: Vec<String> = single
-        .values
+    let alone: Vec<String> = literals
         .iter()
-        .map(|vals| {
+        .map(|req| format!("{{'matchExpressions': [{req}]}}"))
+        .collect();
+    let crossed: Vec<String> = literals
+        .iter()
+        .map(|req| {
             format!(
-                "{REQUIRED}.nodeSelectorTerms.map(t, {{'matchExpressions': dyn(t.matchExpressions + [{}]), 'matchFields': dyn([])}})",
-                site_requirement(vals)
+                "{REQUIRED}.nodeSelectorTerms.map(t, {{'matchExpressions': dyn(t.matchExpressions + [{req}]), 'matchFields': dyn([])}})"
             )
         })
         .collect();
