@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use crate::{
     decisions::{Kind, Record, Subject},
@@ -73,9 +73,49 @@ pub struct Event {
     pub user: User,
     pub object_ref: Option<ObjectRef>,
     pub response_status: Option<Status>,
-    pub request_object: Option<Value>,
-    pub response_object: Option<Value>,
+    /// The objects, kept as the API server wrote them and read ([`ObjectView`]) only
+    /// for an event that can make a record: the policy sends every pod create of the
+    /// cluster, in scope or not, dry runs included, each pod twice.
+    pub request_object: Option<Box<RawValue>>,
+    pub response_object: Option<Box<RawValue>>,
     pub annotations: BTreeMap<String, String>,
+}
+
+/// What the records read of an object an event carries (a pod, or a DaemonSet and its
+/// pod template); every other field is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ObjectView {
+    metadata: MetaView,
+    spec: SpecView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct MetaView {
+    generate_name: Option<String>,
+    /// Values as JSON: one that is not a string reads as absent, not as an unreadable
+    /// object.
+    annotations: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SpecView {
+    affinity: Option<AffinityView>,
+    template: Option<Box<ObjectView>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct AffinityView {
+    node_affinity: Option<Value>,
+}
+
+/// An object of the event, read; `None` when absent or not an object of that shape
+/// (the event then makes no placement record, as one without the object).
+fn view(raw: Option<&RawValue>) -> Option<ObjectView> {
+    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,18 +221,19 @@ fn webhook_took_part(annotations: &BTreeMap<String, String>) -> bool {
 }
 
 /// The pod a request creates: the object itself, or a DaemonSet's template.
-fn pod_of<'a>(resource: &str, object: &'a Value) -> Option<&'a Value> {
+fn pod_of<'a>(resource: &str, object: &'a ObjectView) -> Option<&'a ObjectView> {
     match resource {
         "pods" => Some(object),
-        "daemonsets" => object.pointer("/spec/template"),
+        "daemonsets" => object.spec.template.as_deref(),
         _ => None,
     }
 }
 
 /// The enforcing policies the pod's `enclave.dev/policy` annotation lists.
-fn annotated(pod: &Value) -> BTreeSet<String> {
-    pod.pointer("/metadata/annotations")
-        .and_then(|a| a.get(POLICY_ANNOTATION))
+fn annotated(pod: &ObjectView) -> BTreeSet<String> {
+    pod.metadata
+        .annotations
+        .get(POLICY_ANNOTATION)
         .and_then(Value::as_str)
         .map(|v| {
             v.split(',')
@@ -203,23 +244,21 @@ fn annotated(pod: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+fn node_affinity(pod: &ObjectView) -> Option<&Value> {
+    pod.spec.affinity.as_ref()?.node_affinity.as_ref()
+}
+
 /// The policies that placed the created pod: the node affinity differs between what
 /// the client sent and what was stored, and these names were added to the annotation.
-fn placed_by(resource: &str, event: &Event) -> BTreeSet<String> {
+fn placed_by(resource: &str, sent: Option<&ObjectView>, event: &Event) -> BTreeSet<String> {
+    let stored = view(event.response_object.as_deref());
     let (Some(sent), Some(stored)) = (
-        event
-            .request_object
-            .as_ref()
-            .and_then(|o| pod_of(resource, o)),
-        event
-            .response_object
-            .as_ref()
-            .and_then(|o| pod_of(resource, o)),
+        sent.and_then(|o| pod_of(resource, o)),
+        stored.as_ref().and_then(|o| pod_of(resource, o)),
     ) else {
         return BTreeSet::new();
     };
-    const AFFINITY: &str = "/spec/affinity/nodeAffinity";
-    if sent.pointer(AFFINITY) == stored.pointer(AFFINITY) {
+    if node_affinity(sent) == node_affinity(stored) {
         return BTreeSet::new();
     }
     let before = annotated(sent);
@@ -237,12 +276,20 @@ pub fn records(event: &Event) -> Vec<Record> {
     if event.stage != "ResponseComplete" || dry_run(&event.request_uri) {
         return Vec::new();
     }
-    let name = if object.name.is_empty() {
-        event
-            .request_object
+    // Pods are placed at CREATE; DaemonSet templates at CREATE and UPDATE. A patch's
+    // requestObject is the patch, not the object: nothing to compare the stored one
+    // with, so a DaemonSet placed by a patch is not recorded (see docs/design.md).
+    let written = matches!(event.verb.as_str(), "create" | "update")
+        && event
+            .response_status
             .as_ref()
-            .and_then(|o| o.pointer("/metadata/generateName"))
-            .and_then(Value::as_str)
+            .is_some_and(|s| (200..300).contains(&s.code));
+    let sent = (written || object.name.is_empty())
+        .then(|| view(event.request_object.as_deref()))
+        .flatten();
+    let name = if object.name.is_empty() {
+        sent.as_ref()
+            .and_then(|o| o.metadata.generate_name.as_deref())
             .unwrap_or_default()
     } else {
         &object.name
@@ -292,16 +339,8 @@ pub fn records(event: &Event) -> Vec<Record> {
             );
         }
     }
-    // Pods are placed at CREATE; DaemonSet templates at CREATE and UPDATE. A patch's
-    // requestObject is the patch, not the object: nothing to compare the stored one
-    // with, so a DaemonSet placed by a patch is not recorded (see docs/design.md).
-    let written = matches!(event.verb.as_str(), "create" | "update")
-        && event
-            .response_status
-            .as_ref()
-            .is_some_and(|s| (200..300).contains(&s.code));
     if written {
-        for policy in placed_by(&object.resource, event) {
+        for policy in placed_by(&object.resource, sent.as_ref(), event) {
             let admission_policy = crate::admission::native::object_name("place", &policy);
             out.push(record(
                 Kind::PodPlaced,

@@ -229,3 +229,31 @@ fn a_client_ca_without_a_certificate_is_a_clear_error() {
         Ok(1)
     );
 }
+
+#[test]
+fn objects_are_read_only_for_what_they_can_record_and_one_odd_object_loses_one_record() {
+    // Created by generateName: the subject is named after it, read from the object.
+    let mut generated = placed_event(json!({}));
+    generated["objectRef"]["name"] = json!("");
+    generated["requestObject"]["metadata"] = json!({"generateName": "web-", "annotations": {}});
+    let out = all(vec![generated]);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|r| r.subject.name == "web-"), "{out:?}");
+    // An annotation that is not a string reads as absent, as it always has.
+    let mut odd = placed_event(json!({}));
+    odd["auditID"] = json!("placed-odd");
+    odd["requestObject"]["metadata"]["annotations"] = json!({"enclave.dev/policy": 7});
+    assert_eq!(all(vec![odd]).len(), 2);
+    // An object that is not one makes no placement record; the batch is still read, and
+    // the other event still records.
+    let mut odd = placed_event(json!({}));
+    odd["auditID"] = json!("placed-odd");
+    odd["requestObject"] = json!("not an object");
+    let out = all(vec![odd, placed_event(json!({}))]);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|r| r.details["auditID"] == "placed-1"));
+    // A denial needs no object: it is recorded from the response status alone.
+    let mut denied = denied_event();
+    denied["requestObject"] = json!("not an object");
+    assert_eq!(all(vec![denied]).len(), 1);
+}
