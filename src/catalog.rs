@@ -58,21 +58,12 @@ pub trait Catalog {
 impl Catalog for Caches {
     fn policies(&self) -> Vec<Arc<ResidencyPolicy>> {
         // Objects that do not parse are left out here and reported by the controllers.
-        let mut policies: Vec<Arc<ResidencyPolicy>> = self
-            .policies
-            .store
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-            .collect();
-        policies.sort_by_key(|p| p.name_any());
-        policies
+        self.parsed_policies()
     }
     fn enclave(&self, name: &str) -> Option<Arc<DataEnclave>> {
-        self.enclaves
-            .store
-            .get(&ObjectRef::new(name))
-            .and_then(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+        self.parsed_enclaves()
+            .into_iter()
+            .find(|e| e.metadata.name.as_deref() == Some(name))
     }
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         Caches::namespace_labels(self, name)
@@ -141,17 +132,7 @@ impl Catalog for Caches {
         if !self.grants_ready() {
             return None;
         }
-        fn parsed<K: Clone>(items: Vec<Arc<kube::core::DeserializeGuard<K>>>) -> Vec<Arc<K>> {
-            items
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-                .collect()
-        }
-        Some(crate::grants::Grants {
-            grants: parsed(self.access_grants.store.state()),
-            approvals: parsed(self.access_approvals.store.state()),
-            anomalies: parsed(self.access_anomalies.store.state()),
-        })
+        Some(self.parsed_grants())
     }
     fn replica_owners(&self) -> Vec<Arc<ReplicaOwner>> {
         let sets = self.replica_sets.store.state();

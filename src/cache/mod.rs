@@ -5,6 +5,7 @@
 //! Pods have a cache of their own ([`pods::PodIndex`]) that keeps full detail only
 //! where a policy can reach.
 
+mod parsed;
 mod pods;
 
 pub use pods::{AwaitingDetail, Labels, PodIndex, PodSummary};
@@ -13,6 +14,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Debug,
     hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
 };
 
 use futures::{Stream, StreamExt};
@@ -548,6 +550,16 @@ fn strip_annotations<K: Resource>(obj: &mut K) {
     meta.annotations = None;
 }
 
+/// The parsed objects of the guarded stores ([`parsed::Parsed`]).
+#[derive(Default)]
+struct ParsedStores {
+    policies: parsed::Parsed<ResidencyPolicy>,
+    enclaves: parsed::Parsed<DataEnclave>,
+    grants: parsed::Parsed<AccessGrant>,
+    approvals: parsed::Parsed<AccessApproval>,
+    anomalies: parsed::Parsed<AccessAnomaly>,
+}
+
 /// Every store the operator reads.
 #[derive(Clone)]
 pub struct Caches {
@@ -572,6 +584,8 @@ pub struct Caches {
     pub access_grants: Watched<DeserializeGuard<AccessGrant>>,
     pub access_approvals: Watched<DeserializeGuard<AccessApproval>>,
     pub access_anomalies: Watched<DeserializeGuard<AccessAnomaly>>,
+    /// The guarded stores' objects, copied out of their guards once per version.
+    parsed: Arc<ParsedStores>,
     synced: tokio::sync::watch::Receiver<bool>,
     /// Every store but the pods' (see [`Caches::admission_ready`]).
     admission_synced: tokio::sync::watch::Receiver<bool>,
@@ -744,8 +758,34 @@ impl Caches {
             access_grants,
             access_approvals,
             access_anomalies,
+            parsed: Arc::default(),
             synced,
             admission_synced: stores_synced,
+        }
+    }
+
+    /// Every ResidencyPolicy that parses, by name.
+    pub fn parsed_policies(&self) -> Vec<Arc<ResidencyPolicy>> {
+        self.parsed.policies.of(self.policies.store.state())
+    }
+
+    /// Every DataEnclave that parses, by name.
+    pub fn parsed_enclaves(&self) -> Vec<Arc<DataEnclave>> {
+        self.parsed.enclaves.of(self.enclaves.store.state())
+    }
+
+    /// The AccessGrants, AccessApprovals and AccessAnomalies that parse.
+    pub fn parsed_grants(&self) -> crate::grants::Grants {
+        crate::grants::Grants {
+            grants: self.parsed.grants.of(self.access_grants.store.state()),
+            approvals: self
+                .parsed
+                .approvals
+                .of(self.access_approvals.store.state()),
+            anomalies: self
+                .parsed
+                .anomalies
+                .of(self.access_anomalies.store.state()),
         }
     }
 
