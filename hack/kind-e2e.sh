@@ -34,6 +34,11 @@
 #              and finishes, and no pod moved in before the kill is evicted again.
 #   native     with both operator pods scaled away, the API server still refuses a pod
 #              pinned outside the enclave (native engine) and admits one pinned inside.
+#   hosts      a pod of a namespace no policy covers, bound to an enclave node with a
+#              hostPath volume, reads an in-scope pod's emptyDir file from the node's
+#              disk: the enclave lists that namespace (HostAccessGuarded=False); once an
+#              admin labels it pod-security.kubernetes.io/enforce=baseline, the API
+#              server refuses the same pod and the enclave no longer lists it.
 #
 #   KIND_E2E_TESTS="fence access"  run only these (default: all, in the order above)
 #   IMAGE_PROFILE=release           package the release build (default dev, as make test)
@@ -51,7 +56,7 @@ cd "$root"
 name=${KIND_CLUSTER:-enclave-kind}
 dir=${KIND_DIR:-$root/.kind}
 export ENCLAVE_CACHE=${ENCLAVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave-operator}
-tests=${KIND_E2E_TESTS:-enforcer fence access storage migration volume_move volume_rollback failover native}
+tests=${KIND_E2E_TESTS:-enforcer fence access storage migration volume_move volume_rollback failover native hosts}
 start_all=$SECONDS
 
 die() {
@@ -932,9 +937,82 @@ YAML
 	trap - EXIT
 }
 
+# --- hosts ------------------------------------------------------------------------------------
+# Host access from outside the enclave: what the enclave reports is a real way to its data
+# on a real node's disk, and Pod Security Admission at baseline, which the report asks
+# for, closes it.
+test_hosts() {
+	local ns=kind-hosts outside=kind-hosts-outside secret="enclave-data-$RANDOM$RANDOM"
+	fresh hosts
+	namespace "$ns" kind-e2e-scope=hosts
+	namespace "$outside"
+	enclave hosts "$prober_access"
+	policy hosts hosts "  migration: {enabled: false}"
+	eventually 120 "the policy hosts did not become Ready" policy_ready hosts
+	kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: record, namespace: $ns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, 'echo $secret > /data/record && exec sleep 100000']
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+YAML
+	kubectl wait --for condition=Ready --timeout 180s -n "$ns" pod/record >/dev/null
+	local node uid
+	node=$(kubectl get pod -n "$ns" record -o jsonpath='{.spec.nodeName}')
+	uid=$(kubectl get pod -n "$ns" record -o jsonpath='{.metadata.uid}')
+	reader() { # reader NAME: a pod of the outside namespace bound to the record's node
+		kubectl create -f - 2>&1 <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $outside}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeName: $node
+  containers:
+    - name: main
+      image: $busybox
+      imagePullPolicy: Never
+      command: [sh, -c, 'cat /host/$uid/volumes/kubernetes.io~empty-dir/data/record; exec sleep 100000']
+      volumeMounts: [{name: host, mountPath: /host, readOnly: true}]
+  volumes: [{name: host, hostPath: {path: /var/lib/kubelet/pods}}]
+YAML
+	}
+	local out
+	out=$(reader reader) || die "the outside namespace's host reader was refused: $out"
+	read_back() { [[ $(kubectl logs -n "$outside" reader 2>/dev/null) == "$secret" ]]; }
+	eventually 120 "the host reader on $node did not print the in-scope pod's file" read_back
+	listed() { # listed NS: the enclave's status lists NS
+		kubectl get dataenclave hosts -o json |
+			jq -e --arg ns "$1" '.status.hostAccessNamespaces // [] | index($ns) != null' >/dev/null
+	}
+	host_condition() {
+		kubectl get dataenclave hosts -o json |
+			jq -r '.status.conditions[]? | select(.type == "HostAccessGuarded") | "\(.status) \(.reason)"'
+	}
+	eventually 60 "the enclave does not list $outside" listed "$outside"
+	not listed "$ns" || die "the enclave lists its own namespace $ns"
+	[[ $(host_condition) == "False HostAccessAllowed" ]] || die "HostAccessGuarded is '$(host_condition)'"
+	kubectl delete pod -n "$outside" reader --wait=false >/dev/null
+
+	kubectl label namespace "$outside" pod-security.kubernetes.io/enforce=baseline >/dev/null 2>&1
+	if out=$(reader reader-2); then
+		die "with Pod Security at baseline, the host reader was admitted: $out"
+	fi
+	[[ $out == *"violates PodSecurity"* ]] || die "the host reader was refused, but not by Pod Security: $out"
+	eventually 60 "the enclave still lists $outside after it was labelled" not listed "$outside"
+	echo "a pod of $outside on $node read the in-scope pod's emptyDir from the node's disk; labelled baseline, the same pod was refused (${out%%$'\n'*})" >&2
+}
+
 failed=()
 for t in $tests; do
-	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, volume_move, volume_rollback, failover, native)"
+	declare -F "test_$t" >/dev/null || die "unknown test '$t' (enforcer, fence, access, storage, migration, volume_move, volume_rollback, failover, native, hosts)"
 	step "test: $t"
 	[[ $t == enforcer ]] || install_operator
 	start=$SECONDS

@@ -84,6 +84,13 @@ pub fn markdown(report: &Report) -> String {
         "- Result: {result} — {} of {} policies pass, {} pod(s) in scope",
         summary.policies_green, summary.policies, summary.pods_in_scope
     );
+    if summary.host_access_namespaces > 0 {
+        let _ = writeln!(
+            out,
+            "- {} namespace(s) may take host access on the enclaves' nodes (listed below, not findings)",
+            summary.host_access_namespaces
+        );
+    }
     if summary.unreadable_out_of_scope > 0 {
         let _ = writeln!(
             out,
@@ -224,10 +231,47 @@ pub fn markdown(report: &Report) -> String {
     if !report.moves.is_empty() {
         super::moves::markdown(&mut out, &report.moves);
     }
+    host_access_section(&mut out, &report.host_access);
     for policy in &report.policies {
         policy_section(&mut out, policy);
     }
     out
+}
+
+/// The namespaces whose pods may take host access on each enclave's nodes: listed,
+/// not findings (see [`Report::host_access`]).
+fn host_access_section(out: &mut String, enclaves: &[super::report::EnclaveHostAccess]) {
+    if enclaves.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Host access on the enclaves' nodes\n");
+    let _ = writeln!(
+        out,
+        "Pods with `hostPath` volumes, privileged containers, host namespaces or added capabilities read what a node holds, the enclave's pods' data included. Pod Security Admission refuses them where a namespace enforces `baseline` or above (`{}`). Not findings: the API server's default level and its exemptions are not visible here.\n",
+        crate::access::host::ENFORCE_LABEL
+    );
+    for enclave in enclaves {
+        if enclave.namespaces.is_empty() {
+            let _ = writeln!(
+                out,
+                "- `{}`: every namespace whose pods may run on its nodes refuses host access",
+                enclave.enclave
+            );
+        } else {
+            let names: Vec<String> = enclave
+                .namespaces
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- `{}`: {} namespace(s) do not refuse host access: {}",
+                enclave.enclave,
+                enclave.namespaces.len(),
+                names.join(", ")
+            );
+        }
+    }
 }
 
 /// The access grants (who asked, who approved, what was done under them) and the

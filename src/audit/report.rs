@@ -239,6 +239,19 @@ pub struct Report {
     /// erased move without a verified copy are findings.
     #[serde(skip_serializing_if = "super::moves::MovesSection::is_empty")]
     pub moves: super::moves::MovesSection,
+    /// Per enclave of the reported policies, the namespaces whose pods may take host
+    /// access on its nodes ([`crate::access::host`]). Listed, not findings: the report
+    /// judges what the policies hold, and cannot see the API server's default Pod
+    /// Security level or its exemptions, so a namespace listed may be guarded after all.
+    pub host_access: Vec<EnclaveHostAccess>,
+}
+
+/// The namespaces whose pods may take host access on one enclave's nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnclaveHostAccess {
+    pub enclave: String,
+    pub namespaces: Vec<String>,
 }
 
 /// The report in numbers.
@@ -254,6 +267,9 @@ pub struct Summary {
     /// Namespaced objects that could not be read, in no reported policy's scope: they
     /// change no verdict here, so they are counted, not listed.
     pub unreadable_out_of_scope: usize,
+    /// Namespaces whose pods may take host access on some reported enclave's nodes
+    /// (not findings: see [`Report::host_access`]).
+    pub host_access_namespaces: usize,
 }
 
 /// One policy's verdicts and what they rest on.
@@ -543,6 +559,27 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         observation.generated_at,
         observation.since,
     );
+    let enclaves: BTreeSet<&str> = reports
+        .iter()
+        .filter(|r| r.jurisdiction.is_some())
+        .map(|r| r.enclave.as_str())
+        .collect();
+    let host_access: Vec<EnclaveHostAccess> = enclaves
+        .into_iter()
+        .map(|enclave| EnclaveHostAccess {
+            enclave: enclave.to_string(),
+            namespaces: crate::access::host::unguarded_namespaces(
+                enclave,
+                &catalog.policies(),
+                &namespaces,
+            ),
+        })
+        .collect();
+    let host_access_namespaces = host_access
+        .iter()
+        .flat_map(|h| &h.namespaces)
+        .collect::<BTreeSet<_>>()
+        .len();
     let findings = reports.iter().map(|r| r.findings).sum::<usize>()
         + missing_policies.len()
         + unreadable.len()
@@ -564,6 +601,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
                 .count(),
             pods_in_scope: reports.iter().map(|r| r.pods.len()).sum(),
             unreadable_out_of_scope,
+            host_access_namespaces,
         },
         chain,
         policies: reports,
@@ -572,6 +610,7 @@ pub fn build<C: Catalog>(catalog: &C, observation: &Observation) -> Report {
         refusals: None,
         access,
         moves,
+        host_access,
     }
 }
 

@@ -85,6 +85,42 @@ fn plant_exposure(catalog: &mut StaticCatalog) {
 }
 
 #[test]
+fn namespaces_whose_pods_may_take_host_access_are_listed_per_enclave_and_are_no_finding() {
+    let mut catalog = compliant();
+    let listed = report(&catalog);
+    // Not a finding: the compliant enclave stays all green.
+    assert!(listed.summary.all_green, "{}", render::markdown(&listed));
+    // shop and api are held whole by the enforcing policy; kube-system and the
+    // operator's namespace are never in scope; public is nobody's.
+    assert_eq!(listed.host_access.len(), 1);
+    assert_eq!(listed.host_access[0].enclave, "eu");
+    assert_eq!(listed.host_access[0].namespaces, ["public"]);
+    assert_eq!(listed.summary.host_access_namespaces, 1);
+    let markdown = render::markdown(&listed);
+    assert!(
+        markdown.contains("## Host access on the enclaves' nodes")
+            && markdown.contains("- `eu`: 1 namespace(s) do not refuse host access: `public`")
+            && markdown.contains("- 1 namespace(s) may take host access"),
+        "{markdown}"
+    );
+
+    // Pod Security Admission enforcing baseline there: nothing is listed.
+    catalog
+        .namespaces
+        .get_mut("public")
+        .expect("public")
+        .insert(crate::access::host::ENFORCE_LABEL.into(), "baseline".into());
+    let guarded = report(&catalog);
+    assert!(guarded.host_access[0].namespaces.is_empty());
+    assert_eq!(guarded.summary.host_access_namespaces, 0);
+    assert!(
+        render::markdown(&guarded).contains(
+            "- `eu`: every namespace whose pods may run on its nodes refuses host access"
+        )
+    );
+}
+
+#[test]
 fn a_compliant_enclave_is_all_green() {
     let report = report(&compliant());
     assert!(report.summary.all_green, "{}", render::markdown(&report));

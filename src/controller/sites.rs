@@ -1,7 +1,8 @@
 //! The sites controller: keeps each DataEnclave's status current — per site the
 //! matching nodes and how many are Ready, whether every site has nodes, whether the
-//! site selectors rely only on labels a kubelet cannot set on its own Node, and who
-//! outside the approved staff holds access to the enclave's pods through RBAC.
+//! site selectors rely only on labels a kubelet cannot set on its own Node, who
+//! outside the approved staff holds access to the enclave's pods through RBAC, and
+//! which namespaces' pods may take host access on its nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,7 +19,10 @@ use serde_json::json;
 
 use super::{RESYNC, Result, error_policy, instrumented, publish, publish_related, unguard};
 use crate::{
-    access::rbac::{self, AccessScope, ExposureSummary, Finding, Holder},
+    access::{
+        host,
+        rbac::{self, AccessScope, ExposureSummary, Finding, Holder},
+    },
     cache,
     catalog::Catalog,
     conditions::{self, Observed},
@@ -142,12 +146,45 @@ fn access_condition(summary: &ExposureSummary) -> Observed {
     )
 }
 
+/// Whether every namespace whose pods may run on the enclave's nodes refuses host
+/// access there ([`host`]).
+fn host_access_condition(unguarded: &[String]) -> Observed {
+    if unguarded.is_empty() {
+        return Observed::new(
+            "HostAccessGuarded",
+            true,
+            "PodSecurityBaseline",
+            format!(
+                "Pod Security Admission refuses host access (host namespaces, privileged containers, added capabilities, hostPath volumes) in every namespace whose pods may run on the enclave's nodes, but kube-system, the operator's namespace and those the enclave holds whole ({})",
+                host::ENFORCE_LABEL
+            ),
+        );
+    }
+    let first: Vec<&str> = unguarded.iter().take(5).map(String::as_str).collect();
+    let more = match unguarded.len() - first.len() {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Observed::new(
+        "HostAccessGuarded",
+        false,
+        "HostAccessAllowed",
+        format!(
+            "pods of {} namespace(s) may take host access (hostPath, privileged, host namespaces, added capabilities) on the enclave's nodes and read what the nodes hold, as Pod Security Admission does not enforce baseline there: {}{more}; label them {}=baseline (see status.hostAccessNamespaces)",
+            unguarded.len(),
+            first.join(", "),
+            host::ENFORCE_LABEL
+        ),
+    )
+}
+
 /// The status a DataEnclave should have, given the nodes in the cluster and the
 /// exposure report. Pure.
 pub fn desired_status(
     enclave: &DataEnclave,
     nodes: &[Arc<Node>],
     exposures: &[Finding],
+    host_access: &[String],
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> DataEnclaveStatus {
     let sites: Vec<SiteStatus> = enclave
@@ -250,6 +287,7 @@ pub fn desired_status(
 
     let summary = rbac::summarize(exposures, MAX_LISTED_EXPOSURES);
     let access = access_condition(&summary);
+    let host = host_access_condition(host_access);
 
     let previous = enclave
         .status
@@ -269,9 +307,15 @@ pub fn desired_status(
         exposure_count: count(summary.total),
         built_in_exposure_count: count(summary.built_in),
         node_exposure_count: count(summary.node),
+        host_access_namespaces: host_access
+            .iter()
+            .take(MAX_LISTED_EXPOSURES)
+            .cloned()
+            .collect(),
+        host_access_namespace_count: count(host_access.len()),
         conditions: conditions::settle(
             previous,
-            vec![ready, populated, trusted, access],
+            vec![ready, populated, trusted, access, host],
             generation,
             now,
         ),
@@ -293,6 +337,8 @@ fn status_changed(old: Option<&DataEnclaveStatus>, new: &DataEnclaveStatus) -> b
                 || old.exposure_count != new.exposure_count
                 || old.built_in_exposure_count != new.built_in_exposure_count
                 || old.node_exposure_count != new.node_exposure_count
+                || old.host_access_namespaces != new.host_access_namespaces
+                || old.host_access_namespace_count != new.host_access_namespace_count
                 || !conditions::same(&old.conditions, &new.conditions)
         }
     }
@@ -326,7 +372,12 @@ async fn reconcile(guard: Arc<DeserializeGuard<DataEnclave>>, ctx: Arc<Context>)
 async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     let nodes = ctx.caches.nodes.store.state();
     let findings = exposures(&ctx.caches, enclave, &ctx.admission.operator_namespace);
-    let mut status = desired_status(enclave, &nodes, &findings, &conditions::now());
+    let unguarded = host::unguarded_namespaces(
+        &enclave.name_any(),
+        &ctx.caches.policies(),
+        &ctx.caches.namespaces(),
+    );
+    let mut status = desired_status(enclave, &nodes, &findings, &unguarded, &conditions::now());
     let probed = ctx.authorizer.borrow().clone();
     if let Some(probed) = probed {
         crate::authz::probe::add_condition(&mut status, enclave, &probed, &conditions::now());
@@ -541,6 +592,73 @@ subjects: [{kind: Group, name: analysts}]
         enclave
     }
 
+    fn condition<'a>(
+        status: &'a DataEnclaveStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    #[test]
+    fn namespaces_whose_pods_may_take_host_access_are_listed_counted_and_a_condition() {
+        let catalog = catalog("");
+        let enclave = DataEnclave::clone(&catalog.enclaves["eu"]);
+        let unguarded =
+            host::unguarded_namespaces("eu", &catalog.policies(), &catalog.namespaces());
+        // shop is held whole by the enforcing policy; analytics is only audited, so its
+        // pods may run anywhere; public is no policy's.
+        assert_eq!(unguarded, ["analytics", "public"]);
+        let now = conditions::now();
+        let status = desired_status(&enclave, &catalog.nodes(), &[], &unguarded, &now);
+        assert_eq!(status.host_access_namespaces, ["analytics", "public"]);
+        assert_eq!(status.host_access_namespace_count, 2);
+        let guarded = condition(&status, "HostAccessGuarded");
+        assert_eq!(
+            (guarded.status.as_str(), guarded.reason.as_str()),
+            ("False", "HostAccessAllowed")
+        );
+        assert!(
+            guarded.message.contains("2 namespace(s)")
+                && guarded.message.contains("analytics, public;")
+                && guarded
+                    .message
+                    .contains("pod-security.kubernetes.io/enforce=baseline"),
+            "{}",
+            guarded.message
+        );
+        // A warning worth an Event when it turns False, as the other conditions.
+        assert!(
+            new_warnings(None, &status)
+                .iter()
+                .any(|c| c.type_ == "HostAccessGuarded")
+        );
+
+        // Many: the status lists the first 50, counts all, and the message names five.
+        let many: Vec<String> = (0..60).map(|i| format!("ns-{i:02}")).collect();
+        let status = desired_status(&enclave, &catalog.nodes(), &[], &many, &now);
+        assert_eq!(status.host_access_namespaces.len(), MAX_LISTED_EXPOSURES);
+        assert_eq!(status.host_access_namespace_count, 60);
+        let message = &condition(&status, "HostAccessGuarded").message;
+        assert!(
+            message.contains("ns-00, ns-01, ns-02, ns-03, ns-04 and 55 more"),
+            "{message}"
+        );
+
+        // None: True, and the list is left out.
+        let status = desired_status(&enclave, &catalog.nodes(), &[], &[], &now);
+        assert_eq!(condition(&status, "HostAccessGuarded").status, "True");
+        assert!(status.host_access_namespaces.is_empty());
+        assert_eq!(status.host_access_namespace_count, 0);
+        // A change of the list alone is a change worth writing.
+        let before = desired_status(&enclave, &catalog.nodes(), &[], &many[..1], &now);
+        let after = desired_status(&enclave, &catalog.nodes(), &[], &many[1..2], &now);
+        assert!(status_changed(Some(&before), &after));
+    }
+
     #[test]
     fn namespaces_are_those_of_every_policy_of_the_enclave() {
         let catalog = catalog("");
@@ -573,7 +691,7 @@ subjects: [{kind: Group, name: analysts}]
         let enclave = with_staff(&catalog);
         let nodes = catalog.nodes();
         let findings = exposures(&catalog, &enclave, OPERATOR);
-        let status = desired_status(&enclave, &nodes, &findings, &conditions::now());
+        let status = desired_status(&enclave, &nodes, &findings, &[], &conditions::now());
         assert_eq!(status.exposure_count, 2);
         assert_eq!(status.built_in_exposure_count, 0);
         assert_eq!(status.exposures.len(), 2);
@@ -604,7 +722,7 @@ subjects: [{kind: Group, name: analysts}]
             ..Default::default()
         });
         let findings = exposures(&catalog, &approved, OPERATOR);
-        let status = desired_status(&approved, &nodes, &findings, &conditions::now());
+        let status = desired_status(&approved, &nodes, &findings, &[], &conditions::now());
         assert_eq!(status.exposure_count, 0);
         assert!(status.exposures.is_empty());
         let access = status
@@ -647,7 +765,13 @@ subjects: [{kind: User, name: eve}]
         );
         let enclave = with_staff(&catalog);
         let findings = exposures(&catalog, &enclave, OPERATOR);
-        let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
+        let status = desired_status(
+            &enclave,
+            &catalog.nodes(),
+            &findings,
+            &[],
+            &conditions::now(),
+        );
         assert_eq!(
             (
                 status.exposure_count,
@@ -698,7 +822,13 @@ subjects: [{kind: User, name: eve}]
         let catalog = catalog(&rbac);
         let enclave = with_staff(&catalog);
         let findings = exposures(&catalog, &enclave, OPERATOR);
-        let status = desired_status(&enclave, &catalog.nodes(), &findings, &conditions::now());
+        let status = desired_status(
+            &enclave,
+            &catalog.nodes(),
+            &findings,
+            &[],
+            &conditions::now(),
+        );
         assert_eq!(status.exposures.len(), MAX_LISTED_EXPOSURES);
         assert_eq!(status.exposure_count as usize, MAX_LISTED_EXPOSURES + 9);
     }

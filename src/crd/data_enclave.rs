@@ -509,9 +509,22 @@ pub struct DataEnclaveStatus {
     /// Of those, how many are to node credentials (`system:nodes`, `system:node:*`).
     #[serde(default)]
     pub node_exposure_count: i32,
-    /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted`, `AccessRestricted` and
-    /// `AuthorizerInForce` (whether the API server asks the operator's authorizer before
-    /// RBAC, so that logs, proxies and the kubelet API are kept to the approved staff).
+    /// Namespaces whose pods may take host access (`hostPath`, privileged containers,
+    /// host namespaces, added capabilities) on the enclave's nodes and read what the
+    /// nodes hold, because Pod Security Admission does not enforce `baseline` there
+    /// (label `pod-security.kubernetes.io/enforce`): up to 50, by name. Not listed:
+    /// `kube-system`, the operator's namespace, and namespaces whose every pod an
+    /// enforcing policy of the enclave places inside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_access_namespaces: Vec<String>,
+    /// How many such namespaces there are in all.
+    #[serde(default)]
+    pub host_access_namespace_count: i32,
+    /// `Ready`, `SitesPopulated`, `SiteLabelsTrusted`, `AccessRestricted`,
+    /// `HostAccessGuarded` (whether every namespace whose pods may run on the enclave's
+    /// nodes refuses host access) and `AuthorizerInForce` (whether the API server asks
+    /// the operator's authorizer before RBAC, so that logs, proxies and the kubelet API
+    /// are kept to the approved staff).
     #[serde(default)]
     #[schemars(schema_with = "super::conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -234,3 +234,103 @@ async fn status_follows_node_labels_readiness_and_deletion() {
     wait_for_sites(&api, "sites-follow", &[("norway", 1, 1)]).await;
     kubectl_ok(&["delete", "dataenclave", "sites-follow"]);
 }
+
+async fn status_of(api: &Api<DataEnclave>, name: &str) -> Result<DataEnclaveStatus, String> {
+    api.get(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .ok_or_else(|| "no status yet".to_string())
+}
+
+/// A pod that reads its node's disk, pinned to an enclave node as `kubectl debug node/…`
+/// pins one.
+fn host_reader(namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: host-reader, namespace: {namespace}}}\nspec:\n  nodeName: dublin-a\n  containers: [{{name: c, image: busybox, volumeMounts: [{{name: host, mountPath: /host}}]}}]\n  volumes: [{{name: host, hostPath: {{path: /var/lib/kubelet/pods}}}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn namespaces_whose_pods_may_take_host_access_on_the_enclaves_nodes_are_reported() {
+    let _cluster = cluster_lock().read().await;
+    shared_operator("sites");
+    let api: Api<DataEnclave> = Api::all(client().await);
+    // The status lists the first 50 namespaces by name, and other tests make many:
+    // these names sort first.
+    let (open, guarded, held) = ("0-hosts-open", "0-hosts-guarded", "0-hosts-held");
+    let enclave = "sites-hosts";
+    apply(&enclave_yaml(
+        enclave,
+        &[("dublin", SITE, "dublin"), ("norway", SITE, "norway")],
+    ));
+    apply(&format!(
+        "apiVersion: enclave.dev/v1alpha1\nkind: ResidencyPolicy\nmetadata: {{name: {enclave}}}\nspec:\n  enclave: {enclave}\n  match: {{namespaceSelector: {{matchLabels: {{test.enclave.dev/hosts: held}}}}}}\n"
+    ));
+    apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {open}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {guarded}, labels: {{pod-security.kubernetes.io/enforce: baseline}}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {held}, labels: {{test.enclave.dev/hosts: held}}}}\n"
+    ));
+    let listed = |status: &DataEnclaveStatus, name: &str| {
+        status.host_access_namespaces.iter().any(|n| n == name)
+    };
+    let status = eventually(TIMEOUT, "the open namespace listed", || async {
+        let status = status_of(&api, enclave).await?;
+        if listed(&status, open) {
+            Ok(status)
+        } else {
+            Err(format!("{:?}", status.host_access_namespaces))
+        }
+    })
+    .await;
+    // Pod Security enforcing baseline, or every pod placed by an enforcing policy.
+    assert!(!listed(&status, guarded), "{status:?}");
+    assert!(!listed(&status, held), "{status:?}");
+    assert!(!listed(&status, "kube-system"), "{status:?}");
+    assert!(status.host_access_namespace_count >= 1);
+    let host = condition(&status, "HostAccessGuarded");
+    assert_eq!(
+        (host.status.as_str(), host.reason.as_str()),
+        ("False", "HostAccessAllowed")
+    );
+
+    // What it reports is a way in: the API server admits the pod where it is listed,
+    // and refuses it where Pod Security enforces baseline.
+    kubectl_ok_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &host_reader(open),
+    );
+    let refused = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&host_reader(guarded)),
+    );
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("violates PodSecurity"),
+        "{error}"
+    );
+
+    // Labelled by an admin: no longer listed.
+    kubectl_ok(&[
+        "label",
+        "namespace",
+        open,
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    eventually(
+        TIMEOUT,
+        "the labelled namespace no longer listed",
+        || async {
+            let status = status_of(&api, enclave).await?;
+            if listed(&status, open) {
+                Err(format!("{:?}", status.host_access_namespaces))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+
+    kubectl_ok(&["delete", "namespace", open, guarded, held, "--wait=false"]);
+    kubectl_ok(&["delete", "residencypolicy", enclave]);
+    kubectl_ok(&["delete", "dataenclave", enclave]);
+}
