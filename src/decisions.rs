@@ -46,6 +46,9 @@ pub enum Kind {
     NetworkPolicyHealed,
     /// Someone outside the approved staff holds access to enclave data.
     ExposureFound,
+    /// Pods of a namespace may take host access on an enclave's nodes: Pod Security
+    /// Admission does not enforce `baseline` there ([`crate::access::host`]).
+    HostAccessFound,
     /// A NetworkPolicy opens a path out of the enclave.
     NetworkLeakFound,
     /// A claim or storage class keeps (or would keep) data outside the enclave.
@@ -95,6 +98,7 @@ impl Kind {
                 | Kind::PodBlocked
                 | Kind::NetworkPolicyHealed
                 | Kind::ExposureFound
+                | Kind::HostAccessFound
                 | Kind::NetworkLeakFound
                 | Kind::VolumeOutsideEnclave
                 | Kind::NamespaceLeftScope
@@ -126,6 +130,7 @@ impl Kind {
             Kind::AuthorizerNoOpinion => "AuthorizerNoOpinion",
             Kind::NetworkPolicyHealed => "NetworkPolicyHealed",
             Kind::ExposureFound => "ExposureFound",
+            Kind::HostAccessFound => "HostAccessFound",
             Kind::NetworkLeakFound => "NetworkLeakFound",
             Kind::VolumeOutsideEnclave => "VolumeOutsideEnclave",
             Kind::NamespaceLeftScope => "NamespaceLeftScope",

@@ -397,6 +397,9 @@ async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
     }
     if status_changed(enclave.status.as_ref(), &status) {
         record_new_exposures(ctx, enclave, &findings, &status).await;
+        for record in new_host_access_records(enclave, &status) {
+            ctx.sink.record(record);
+        }
         for condition in new_warnings(enclave.status.as_ref(), &status) {
             publish(
                 ctx,
@@ -423,6 +426,33 @@ async fn apply_status(enclave: &DataEnclave, ctx: &Context) -> Result<Action> {
         tracing::info!(sites = %status.ready_nodes_by_site, "enclave status updated");
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// A `HostAccessFound` record for each namespace the status lists and the previous
+/// status did not (the status is the memory, as for exposures). Pure.
+fn new_host_access_records(enclave: &DataEnclave, status: &DataEnclaveStatus) -> Vec<Record> {
+    let before = enclave
+        .status
+        .as_ref()
+        .map(|s| s.host_access_namespaces.as_slice())
+        .unwrap_or_default();
+    let name = enclave.name_any();
+    status
+        .host_access_namespaces
+        .iter()
+        .filter(|namespace| !before.contains(namespace))
+        .map(|namespace| {
+            Record::new(
+                Kind::HostAccessFound,
+                None,
+                Subject::new("Namespace", None, namespace),
+                format!(
+                    "pods of namespace {namespace} may take host access (hostPath, privileged, host namespaces, added capabilities) on the nodes of DataEnclave {name}: Pod Security Admission does not enforce baseline there"
+                ),
+            )
+            .with("enclave", name.clone())
+        })
+        .collect()
 }
 
 /// Records each listed exposure the previous status did not list, with an Event on the
@@ -655,8 +685,17 @@ subjects: [{kind: Group, name: analysts}]
         assert_eq!(status.host_access_namespace_count, 0);
         // A change of the list alone is a change worth writing.
         let before = desired_status(&enclave, &catalog.nodes(), &[], &many[..1], &now);
-        let after = desired_status(&enclave, &catalog.nodes(), &[], &many[1..2], &now);
+        let after = desired_status(&enclave, &catalog.nodes(), &[], &many[..3], &now);
         assert!(status_changed(Some(&before), &after));
+        // Only the namespaces the previous status did not list are recorded.
+        let mut written = enclave.clone();
+        written.status = Some(before);
+        let records: Vec<String> = new_host_access_records(&written, &after)
+            .iter()
+            .map(|r| format!("{} {}", r.kind.as_str(), r.subject.name))
+            .collect();
+        assert_eq!(records, ["HostAccessFound ns-01", "HostAccessFound ns-02"]);
+        assert_eq!(new_host_access_records(&enclave, &after).len(), 3);
     }
 
     #[test]

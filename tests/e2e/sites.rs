@@ -282,6 +282,18 @@ async fn namespaces_whose_pods_may_take_host_access_on_the_enclaves_nodes_are_re
         }
     })
     .await;
+    // In the decision log too, naming the enclave.
+    eventually(
+        TIMEOUT,
+        "a HostAccessFound record of the open namespace",
+        || async {
+            decisions_about(None, open)
+                .into_iter()
+                .find(|r| r["kind"] == "HostAccessFound" && r["fields"]["enclave"] == enclave)
+                .ok_or("no record yet")
+        },
+    )
+    .await;
     // Pod Security enforcing baseline, or every pod placed by an enforcing policy.
     assert!(!listed(&status, guarded), "{status:?}");
     assert!(!listed(&status, held), "{status:?}");
