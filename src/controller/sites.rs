@@ -155,7 +155,7 @@ fn host_access_condition(unguarded: &[String]) -> Observed {
             true,
             "PodSecurityBaseline",
             format!(
-                "Pod Security Admission refuses host access (host namespaces, privileged containers, added capabilities, hostPath volumes) in every namespace whose pods may run on the enclave's nodes, but kube-system, the operator's namespace and those the enclave holds whole ({})",
+                "Pod Security Admission refuses host access (host namespaces, privileged containers, added capabilities, hostPath volumes) in every namespace whose pods may run on the enclave's nodes (all but kube-system, the operator's namespace and those the enclave holds whole): {} is baseline or restricted there",
                 host::ENFORCE_LABEL
             ),
         );
